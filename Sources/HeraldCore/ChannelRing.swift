@@ -1,0 +1,78 @@
+/// The latest frames of one channel on one service thread: one head, many tails.
+///
+/// Each frame is stored once; every subscriber keeps only the seq it wants next. Seqs in the
+/// ring are consecutive, so a lookup is an index computation. A subscriber whose next seq has
+/// left the ring is too far behind and must resume (close 4008).
+///
+/// - Important: not thread-safe; owned by one WebSocket service thread.
+public final class ChannelRing {
+    public enum Append: Equatable {
+        case appended
+        /// Seq already seen in this epoch (a duplicate live copy): ignored.
+        case stale
+        /// The epoch changed, or a seq was skipped: the ring restarted at this frame.
+        case restarted
+    }
+
+    public enum Lookup: Equatable {
+        case frame([UInt8])
+        case notYet
+        case evicted
+    }
+
+    public let capacity: Int
+    public private(set) var epoch: String?
+    private var buffer: [[UInt8]]
+    private var start = 0 // index of firstSeq in buffer
+    public private(set) var firstSeq: UInt64 = 0
+    public private(set) var count = 0
+
+    public init(capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        self.buffer = []
+    }
+
+    /// The newest seq in the ring, or nil when it holds nothing yet.
+    public var lastSeq: UInt64? { count == 0 ? nil : firstSeq + UInt64(count) - 1 }
+
+    public func append(seq: UInt64, epoch: String, frame: [UInt8]) -> Append {
+        if self.epoch == epoch, let last = lastSeq {
+            if seq <= last { return .stale }
+            if seq == last + 1 {
+                push(frame)
+                return .appended
+            }
+        }
+        let restarted = self.epoch != nil
+        self.epoch = epoch
+        buffer.removeAll(keepingCapacity: true)
+        start = 0
+        count = 0
+        firstSeq = seq
+        push(frame)
+        return restarted ? .restarted : .appended
+    }
+
+    private func push(_ frame: [UInt8]) {
+        if buffer.count < capacity {
+            buffer.append(frame)
+            count += 1
+        } else if count < capacity {
+            buffer[(start + count) % capacity] = frame
+            count += 1
+        } else {
+            buffer[start] = frame
+            start = (start + 1) % capacity
+            firstSeq += 1
+        }
+    }
+
+    public func lookup(_ seq: UInt64) -> Lookup {
+        guard count > 0 else { return .notYet }
+        if seq < firstSeq { return .evicted }
+        let offset = seq - firstSeq
+        if offset >= UInt64(count) { return .notYet }
+        return .frame(buffer[(start + Int(offset)) % buffer.count])
+    }
+}

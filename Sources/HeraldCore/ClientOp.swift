@@ -1,0 +1,131 @@
+/// A client's position in a channel: resume after `since`, in `epoch` (nil: the current one).
+public struct ResumePosition: Equatable, Sendable {
+    public var since: UInt64
+    public var epoch: String?
+    public init(since: UInt64, epoch: String?) {
+        self.since = since
+        self.epoch = epoch
+    }
+}
+
+/// One operation a WebSocket client asked for.
+public enum ClientOp: Equatable, Sendable {
+    case subscribe(channel: String, resume: ResumePosition?)
+    case unsubscribe(channel: String)
+}
+
+/// An error frame to send back; the connection stays open (PROTOCOL.md, "What the server sends" 4).
+public struct ClientError: Error, Equatable, Sendable {
+    public enum Code: String, Sendable {
+        case badRequest = "bad_request", unknownOp = "unknown_op", badChannel = "bad_channel"
+    }
+    public let code: Code
+    public let message: String
+    public let op: String?
+    public let channel: String?
+
+    public init(_ code: Code, _ message: String, op: String? = nil, channel: String? = nil) {
+        self.code = code
+        self.message = message
+        self.op = op
+        self.channel = channel
+    }
+
+    public var frame: [UInt8] { ServerFrame.error(self) }
+}
+
+public enum ClientOpParser {
+    /// Parses one client text frame. Malformed JSON is an error without `op`.
+    public static func parse(_ bytes: [UInt8]) -> Result<ClientOp, ClientError> {
+        let value: JSONValue
+        do {
+            value = try JSON.parse(bytes)
+        } catch {
+            return .failure(ClientError(.badRequest, "malformed JSON: \(error.message) at byte \(error.offset)"))
+        }
+        guard case .object = value else {
+            return .failure(ClientError(.badRequest, "a client frame must be one JSON object"))
+        }
+        guard let opValue = value["op"] else {
+            return .failure(ClientError(.badRequest, "missing \"op\""))
+        }
+        guard let op = opValue.stringValue else {
+            return .failure(ClientError(.badRequest, "\"op\" must be a string"))
+        }
+        switch op {
+        case "subscribe", "unsubscribe":
+            guard let channel = value["channel"]?.stringValue else {
+                return .failure(ClientError(.badRequest, "\"channel\" must be a string", op: op))
+            }
+            if let problem = ChannelName.problem(channel) {
+                return .failure(ClientError(.badChannel, problem, op: op, channel: channel))
+            }
+            if op == "unsubscribe" { return .success(.unsubscribe(channel: channel)) }
+            var resume: ResumePosition?
+            if let sinceValue = value["since"], sinceValue != .null {
+                guard let since = sinceValue.unsignedValue else {
+                    return .failure(ClientError(.badRequest, "\"since\" must be a non-negative integer", op: op, channel: channel))
+                }
+                var epoch: String?
+                if let e = value["epoch"], e != .null {
+                    guard let s = e.stringValue, s.utf8.count <= 128 else {
+                        return .failure(ClientError(.badRequest, "\"epoch\" must be a string of at most 128 bytes", op: op, channel: channel))
+                    }
+                    epoch = s
+                }
+                resume = ResumePosition(since: since, epoch: epoch)
+            }
+            return .success(.subscribe(channel: channel, resume: resume))
+        default:
+            return .failure(ClientError(.unknownOp, "unknown op \(JSON.quoted(String(op.prefix(64))))", op: op))
+        }
+    }
+}
+
+/// Control frames the server sends (compact JSON, no raw newline).
+public enum ServerFrame {
+    public static func error(_ e: ClientError) -> [UInt8] {
+        var out = Array(#"{"type":"error","code":"#.utf8)
+        JSON.appendString(e.code.rawValue.utf8, to: &out)
+        out.append(contentsOf: #","message":"#.utf8)
+        JSON.appendString(e.message.utf8, to: &out)
+        if let op = e.op {
+            out.append(contentsOf: #","op":"#.utf8)
+            JSON.appendString(op.utf8, to: &out)
+        }
+        if let channel = e.channel {
+            out.append(contentsOf: #","channel":"#.utf8)
+            JSON.appendString(channel.utf8, to: &out)
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    public static func unsubscribed(channel: String) -> [UInt8] {
+        var out = Array(#"{"type":"unsubscribed","channel":"#.utf8)
+        JSON.appendString(channel.utf8, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `recovered`/`missed`: absent without `since`; `missed` nil means JSON `null` (another epoch).
+    public static func subscribed(channel: String, epoch: String, seq: UInt64, replay: Int,
+                                  recovery: Recovery?) -> [UInt8] {
+        var out = Array(#"{"type":"subscribed","channel":"#.utf8)
+        JSON.appendString(channel.utf8, to: &out)
+        out.append(contentsOf: #","epoch":"#.utf8)
+        JSON.appendString(epoch.utf8, to: &out)
+        out.append(contentsOf: ",\"seq\":\(seq),\"replay\":\(replay)".utf8)
+        if let recovery {
+            out.append(contentsOf: ",\"recovered\":\(recovery.recovered),\"missed\":".utf8)
+            out.append(contentsOf: (recovery.missed.map { String($0) } ?? "null").utf8)
+        }
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    public struct Recovery: Equatable, Sendable {
+        public let recovered: Bool
+        public let missed: UInt64?
+    }
+}

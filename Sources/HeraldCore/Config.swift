@@ -1,0 +1,34 @@
+/// Everything `herald serve` can be told (flags or `HERALD_*` environment variables).
+public struct HeraldConfig: Sendable {
+    public var host = "0.0.0.0"
+    public var port: Int32 = 8080
+    public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    public var redisURL = "redis://127.0.0.1:6379/0"
+    public var exchange = "herald"
+    public var defaultChannel = "default"
+    public var redisPrefix = "herald"
+    public var historySize = 100
+    public var maxMessageBytes = 65_536
+    public var maxClientFrameBytes = 4_096
+    /// How many messages a client may fall behind live before it is closed with 4008.
+    public var clientBacklog = 1_000
+    public var apiKeys: [String] = []
+    public var nodeID = "herald"
+    public var webRoot = "web-client"
+    /// How long a `message_id` is remembered for de-duplication.
+    public var dedupeSeconds = 86_400
+    /// Deliveries RabbitMQ may have outstanding at the sequencer, and the largest batch.
+    public var prefetch: UInt16 = 1_000
+    public var batchSize = 500
+    public var maxConnections = 100_000
+
+    public init() {}
+
+    public var historyQueue: String { exchange + ".history" }
+    public var liveExchange: String { exchange + ".live" }
+    public var deadQueue: String { exchange + ".dead" }
+
+    public func historyKey(_ channel: String) -> String { "\(redisPrefix):history:\(channel)" }
+    public func metaKey(_ channel: String) -> String { "\(redisPrefix):meta:\(channel)" }
+    public func idKey(_ channel: String, _ id: String) -> String { "\(redisPrefix):id:\(channel):\(id)" }
+}

@@ -1,0 +1,145 @@
+/// The `message` frame of PROTOCOL.md, built once per message and shared by every subscriber.
+///
+/// The sequencer's Lua script assigns the seq, so a frame is made in two halves:
+/// `head` (up to `"seq":`) and `tail` (after the number). Redis joins them around the seq.
+public struct MessageEnvelope: Equatable, Sendable {
+    public let head: [UInt8]
+    public let tail: [UInt8]
+
+    public init(channel: String, id: String, timeMillis: UInt64, body: [UInt8], contentType: String?) throws(EnvelopeError) {
+        var head = [UInt8]()
+        head.reserveCapacity(48 + channel.utf8.count)
+        head.append(contentsOf: #"{"type":"message","channel":"#.utf8)
+        JSON.appendString(channel.utf8, to: &head)
+        head.append(contentsOf: #","seq":"#.utf8)
+
+        var tail = [UInt8]()
+        tail.reserveCapacity(body.count + 64 + id.utf8.count)
+        tail.append(contentsOf: #","id":"#.utf8)
+        JSON.appendString(id.utf8, to: &tail)
+        tail.append(contentsOf: #","time":"#.utf8)
+        tail.append(contentsOf: String(timeMillis).utf8)
+        tail.append(contentsOf: #","data":"#.utf8)
+        switch Self.encoding(for: body, contentType: contentType) {
+        case .json:
+            do {
+                tail.append(contentsOf: try JSON.minify(body))
+            } catch {
+                throw EnvelopeError(code: .badJSON, message: "body is not valid JSON (\(error.message) at byte \(error.offset))")
+            }
+        case .text:
+            JSON.appendString(body, to: &tail)
+        case .base64:
+            tail.append(0x22)
+            tail.append(contentsOf: Base64.encode(body))
+            tail.append(0x22)
+            tail.append(contentsOf: #","encoding":"base64""#.utf8)
+        }
+        tail.append(UInt8(ascii: "}"))
+        self.head = head
+        self.tail = tail
+    }
+
+    /// The full frame for a given seq (what the Lua script stores).
+    public func frame(seq: UInt64) -> [UInt8] { head + Array(String(seq).utf8) + tail }
+
+    enum DataEncoding { case json, text, base64 }
+
+    static func encoding(for body: [UInt8], contentType: String?) -> DataEncoding {
+        if let ct = contentType, isJSONContentType(ct) { return .json }
+        return String(validating: body, as: UTF8.self) != nil ? .text : .base64
+    }
+
+    /// `application/json`, with any parameters (`; charset=utf-8`), case-insensitive.
+    public static func isJSONContentType(_ contentType: String) -> Bool {
+        let lowered = contentType.lowercased()
+        let media = lowered.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return media.trimmingSpaces() == "application/json"
+    }
+
+    /// Reads the seq of a stored `message` frame without parsing the JSON.
+    ///
+    /// Channel names cannot contain a quote, so the first `,"seq":` is the frame's own.
+    public static func seq(of frame: [UInt8]) -> UInt64? {
+        let marker = Array(#","seq":"#.utf8)
+        guard frame.count > marker.count else { return nil }
+        var i = 0
+        let limit = Swift.min(frame.count - marker.count, 200)
+        while i <= limit {
+            if frame[i] == marker[0], frame[i..<(i + marker.count)].elementsEqual(marker) {
+                var j = i + marker.count
+                var value: UInt64 = 0
+                var digits = 0
+                while j < frame.count, frame[j] >= 0x30, frame[j] <= 0x39 {
+                    value = value &* 10 &+ UInt64(frame[j] - 0x30)
+                    j += 1
+                    digits += 1
+                }
+                return digits > 0 ? value : nil
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
+public struct EnvelopeError: Error, Equatable, Sendable {
+    public enum Code: String, Sendable { case badChannel = "bad_channel", tooLarge = "too_large", badJSON = "bad_json" }
+    public let code: Code
+    public let message: String
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+    /// The `x-herald-error` header value: `code: sentence`.
+    public var header: String { "\(code.rawValue): \(message)" }
+}
+
+/// What the sequencer checks before a message may be stored (PROTOCOL.md, "AMQP").
+public enum Admission {
+    public static func check(channel: String, bodySize: Int, maxBytes: Int) -> EnvelopeError? {
+        if let problem = ChannelName.problem(channel) {
+            return EnvelopeError(code: .badChannel, message: "\(problem) (got \(JSON.quoted(String(channel.prefix(200)))))")
+        }
+        if bodySize > maxBytes {
+            return EnvelopeError(code: .tooLarge, message: "body is \(bodySize) bytes, the limit is \(maxBytes)")
+        }
+        return nil
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return s
+    }
+}
+
+public enum Base64 {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    public static func encode(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i + 3 <= bytes.count {
+            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+            out.append(alphabet[Int(n >> 18 & 63)]); out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(alphabet[Int(n >> 6 & 63)]); out.append(alphabet[Int(n & 63)])
+            i += 3
+        }
+        let rest = bytes.count - i
+        if rest == 1 {
+            let n = UInt32(bytes[i]) << 16
+            out.append(alphabet[Int(n >> 18 & 63)]); out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(UInt8(ascii: "=")); out.append(UInt8(ascii: "="))
+        } else if rest == 2 {
+            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+            out.append(alphabet[Int(n >> 18 & 63)]); out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(alphabet[Int(n >> 6 & 63)]); out.append(UInt8(ascii: "="))
+        }
+        return out
+    }
+}

@@ -1,0 +1,290 @@
+/// A small, strict JSON reader and writer for client frames and published bodies.
+///
+/// Strict RFC 8259: UTF-8 only, no trailing commas, no control characters in strings,
+/// nesting bounded by `maxDepth` so hostile input cannot exhaust the stack.
+public enum JSONValue: Equatable, Sendable {
+    case null
+    case bool(Bool)
+    /// A number, with its exact source text (so integers are never rounded through Double).
+    case number(String)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case let (.bool(x), .bool(y)): return x == y
+        case let (.number(x), .number(y)): return x == y
+        case let (.string(x), .string(y)): return x == y
+        case let (.array(x), .array(y)): return x == y
+        case let (.object(x), .object(y)):
+            return x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: return false
+        }
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        guard case let .object(members) = self else { return nil }
+        return members.last(where: { $0.0 == key })?.1
+    }
+
+    public var stringValue: String? {
+        if case let .string(s) = self { return s }
+        return nil
+    }
+
+    /// The value as a non-negative integer, if it is written as one (no fraction, no exponent).
+    public var unsignedValue: UInt64? {
+        guard case let .number(text) = self else { return nil }
+        return UInt64(text)
+    }
+}
+
+public struct JSONError: Error, Equatable, Sendable {
+    public let message: String
+    public let offset: Int
+}
+
+public enum JSON {
+    public static let maxDepth = 64
+
+    /// Parses one JSON text (surrounding whitespace allowed).
+    public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
+        var parser = Parser(bytes: bytes, build: true)
+        parser.skipWhitespace()
+        let value = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        if parser.index != bytes.count { throw parser.fail("unexpected data after the JSON value") }
+        return value
+    }
+
+    /// Validates a JSON text and returns it without insignificant whitespace, or throws.
+    ///
+    /// The result never contains a raw newline, so it can sit in a newline-separated batch.
+    public static func minify(_ bytes: [UInt8]) throws(JSONError) -> [UInt8] {
+        var parser = Parser(bytes: bytes, build: false)
+        parser.skipWhitespace()
+        _ = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        if parser.index != bytes.count { throw parser.fail("unexpected data after the JSON value") }
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count)
+        var inString = false
+        var escaped = false
+        for b in bytes {
+            if inString {
+                out.append(b)
+                if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
+            } else if b == 0x22 {
+                inString = true
+                out.append(b)
+            } else if !(b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09) {
+                out.append(b)
+            }
+        }
+        return out
+    }
+
+    /// Appends `string` as a JSON string literal (quotes included).
+    public static func appendString(_ string: some Sequence<UInt8>, to out: inout [UInt8]) {
+        out.append(0x22)
+        for b in string {
+            switch b {
+            case 0x22: out.append(0x5C); out.append(0x22)
+            case 0x5C: out.append(0x5C); out.append(0x5C)
+            case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+            case 0x00..<0x20, 0x7F:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+            default: out.append(b)
+            }
+        }
+        out.append(0x22)
+    }
+
+    public static func quoted(_ string: String) -> String {
+        var out = [UInt8]()
+        appendString(string.utf8, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        let build: Bool
+        var index = 0
+
+        init(bytes: [UInt8], build: Bool) {
+            self.bytes = bytes
+            self.build = build
+        }
+
+        func fail(_ message: String) -> JSONError { JSONError(message: message, offset: index) }
+
+        mutating func skipWhitespace() {
+            while index < bytes.count {
+                let b = bytes[index]
+                if b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 { index += 1 } else { break }
+            }
+        }
+
+        mutating func value(depth: Int) throws(JSONError) -> JSONValue {
+            guard depth < JSON.maxDepth else { throw fail("JSON nested deeper than \(JSON.maxDepth) levels") }
+            guard index < bytes.count else { throw fail("unexpected end of JSON") }
+            switch bytes[index] {
+            case UInt8(ascii: "{"): return try object(depth: depth)
+            case UInt8(ascii: "["): return try array(depth: depth)
+            case 0x22: return .string(try string())
+            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+            case UInt8(ascii: "n"): try literal("null"); return .null
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+            default: throw fail("unexpected character in JSON")
+            }
+        }
+
+        mutating func literal(_ word: StaticString) throws(JSONError) {
+            let n = word.utf8CodeUnitCount
+            guard index + n <= bytes.count else { throw fail("unexpected end of JSON") }
+            let w = UnsafeBufferPointer(start: word.utf8Start, count: n)
+            for i in 0..<n where bytes[index + i] != w[i] { throw fail("invalid literal") }
+            index += n
+        }
+
+        mutating func number() throws(JSONError) -> JSONValue {
+            let start = index
+            if bytes[index] == UInt8(ascii: "-") { index += 1 }
+            guard index < bytes.count, isDigit(bytes[index]) else { throw fail("invalid number") }
+            if bytes[index] == UInt8(ascii: "0") {
+                index += 1
+            } else {
+                while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+            }
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                index += 1
+                guard index < bytes.count, isDigit(bytes[index]) else { throw fail("invalid number") }
+                while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+            }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+                index += 1
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                guard index < bytes.count, isDigit(bytes[index]) else { throw fail("invalid number") }
+                while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+            }
+            return build ? .number(String(decoding: bytes[start..<index], as: UTF8.self)) : .null
+        }
+
+        func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+
+        mutating func string() throws(JSONError) -> String {
+            index += 1 // opening quote
+            var out = [UInt8]()
+            while true {
+                guard index < bytes.count else { throw fail("unterminated string") }
+                let b = bytes[index]
+                switch b {
+                case 0x22:
+                    index += 1
+                    guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+                    return build ? s : ""
+                case 0x5C:
+                    index += 1
+                    guard index < bytes.count else { throw fail("unterminated escape") }
+                    let e = bytes[index]
+                    index += 1
+                    switch e {
+                    case 0x22: out.append(0x22)
+                    case 0x5C: out.append(0x5C)
+                    case 0x2F: out.append(0x2F)
+                    case UInt8(ascii: "b"): out.append(0x08)
+                    case UInt8(ascii: "f"): out.append(0x0C)
+                    case UInt8(ascii: "n"): out.append(0x0A)
+                    case UInt8(ascii: "r"): out.append(0x0D)
+                    case UInt8(ascii: "t"): out.append(0x09)
+                    case UInt8(ascii: "u"):
+                        var scalar = try hex4()
+                        if (0xD800...0xDBFF).contains(scalar) {
+                            guard index + 1 < bytes.count, bytes[index] == 0x5C, bytes[index + 1] == UInt8(ascii: "u") else {
+                                throw fail("unpaired surrogate in string")
+                            }
+                            index += 2
+                            let low = try hex4()
+                            guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in string") }
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        } else if (0xDC00...0xDFFF).contains(scalar) {
+                            throw fail("unpaired surrogate in string")
+                        }
+                        guard let u = Unicode.Scalar(scalar) else { throw fail("invalid unicode escape") }
+                        out.append(contentsOf: Array(String(Character(u)).utf8))
+                    default: throw fail("invalid escape in string")
+                    }
+                case 0x00..<0x20:
+                    throw fail("control character in string")
+                default:
+                    out.append(b)
+                    index += 1
+                }
+            }
+        }
+
+        mutating func hex4() throws(JSONError) -> UInt32 {
+            guard index + 4 <= bytes.count else { throw fail("invalid unicode escape") }
+            var v: UInt32 = 0
+            for _ in 0..<4 {
+                let b = bytes[index]
+                let d: UInt32
+                switch b {
+                case 0x30...0x39: d = UInt32(b - 0x30)
+                case 0x41...0x46: d = UInt32(b - 0x41 + 10)
+                case 0x61...0x66: d = UInt32(b - 0x61 + 10)
+                default: throw fail("invalid unicode escape")
+                }
+                v = v << 4 | d
+                index += 1
+            }
+            return v
+        }
+
+        mutating func array(depth: Int) throws(JSONError) -> JSONValue {
+            index += 1
+            var items = [JSONValue]()
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
+            while true {
+                skipWhitespace()
+                let v = try value(depth: depth + 1)
+                if build { items.append(v) }
+                skipWhitespace()
+                guard index < bytes.count else { throw fail("unterminated array") }
+                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                if bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
+                throw fail("expected , or ] in array")
+            }
+        }
+
+        mutating func object(depth: Int) throws(JSONError) -> JSONValue {
+            index += 1
+            var members = [(String, JSONValue)]()
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
+            while true {
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == 0x22 else { throw fail("expected a string key in object") }
+                let key = try string()
+                skipWhitespace()
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected : in object") }
+                index += 1
+                skipWhitespace()
+                let v = try value(depth: depth + 1)
+                if build { members.append((key, v)) }
+                skipWhitespace()
+                guard index < bytes.count else { throw fail("unterminated object") }
+                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                if bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
+                throw fail("expected , or } in object")
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+/// A sequenced message as it travels from the sequencer to every node.
+public struct SequencedMessage: Equatable, Sendable {
+    public let channel: String
+    public let epoch: String
+    public let seq: UInt64
+    public let frame: [UInt8]
+
+    public init(channel: String, epoch: String, seq: UInt64, frame: [UInt8]) {
+        self.channel = channel
+        self.epoch = epoch
+        self.seq = seq
+        self.frame = frame
+    }
+}
+
+/// The body of one message on `<exchange>.live`: many sequenced messages, one per line,
+/// `seq TAB epoch TAB channel TAB frame LF`. Frames are compact JSON (no raw newline),
+/// channels and epochs have no tab, so the format needs no escaping.
+public enum LiveBatch {
+    public static func encode(_ messages: [SequencedMessage]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(messages.reduce(0) { $0 + $1.frame.count + $1.channel.utf8.count + 40 })
+        for m in messages {
+            out.append(contentsOf: String(m.seq).utf8)
+            out.append(0x09)
+            out.append(contentsOf: m.epoch.utf8)
+            out.append(0x09)
+            out.append(contentsOf: m.channel.utf8)
+            out.append(0x09)
+            out.append(contentsOf: m.frame)
+            out.append(0x0A)
+        }
+        return out
+    }
+
+    /// Decodes a body; a malformed line is skipped (the node repairs the gap from Redis).
+    public static func decode(_ body: [UInt8]) -> [SequencedMessage] {
+        var result = [SequencedMessage]()
+        for line in body.split(separator: 0x0A, omittingEmptySubsequences: true) {
+            let fields = line.split(separator: 0x09, maxSplits: 3, omittingEmptySubsequences: false)
+            guard fields.count == 4,
+                  let seq = UInt64(String(decoding: fields[0], as: UTF8.self)) else { continue }
+            result.append(SequencedMessage(channel: String(decoding: fields[2], as: UTF8.self),
+                                           epoch: String(decoding: fields[1], as: UTF8.self),
+                                           seq: seq, frame: Array(fields[3])))
+        }
+        return result
+    }
+}
+
+/// Capped exponential backoff for reconnect loops: 100 ms, 200 ms, … up to `cap`.
+public struct Backoff: Sendable {
+    public let initialMillis: Int
+    public let capMillis: Int
+    public private(set) var attempt = 0
+
+    public init(initialMillis: Int = 100, capMillis: Int = 5_000) {
+        self.initialMillis = initialMillis
+        self.capMillis = capMillis
+    }
+
+    public mutating func next() -> Int {
+        let shift = Swift.min(attempt, 20)
+        attempt += 1
+        return Swift.min(capMillis, initialMillis << shift)
+    }
+
+    public mutating func reset() { attempt = 0 }
+}

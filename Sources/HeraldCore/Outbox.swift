@@ -1,0 +1,134 @@
+/// One client's subscriptions and what it still has to receive: the subscription state machine.
+///
+/// Control frames (`subscribed`, replayed history, errors) go out first, in order; live frames
+/// are read from each channel's ring at the subscription's cursor. Per channel the client
+/// therefore sees seqs strictly increasing by one across the replay/live boundary.
+///
+/// - Important: not thread-safe; owned by one WebSocket service thread.
+public struct Outbox {
+    public enum SubscriptionState: Equatable {
+        /// Waiting for the history read `request`.
+        case pending(request: UInt64, resume: ResumePosition?, previous: LivePosition?)
+        case live(LivePosition)
+    }
+
+    public struct LivePosition: Equatable {
+        public var epoch: String
+        /// The next seq this client gets.
+        public var next: UInt64
+    }
+
+    public enum Batch: Equatable {
+        case frames([[UInt8]])
+        case nothing
+        /// Too far behind, or the channel's sequence broke: close 4008 so the client resumes.
+        case resume(reason: String)
+    }
+
+    public let maxControlBytes: Int
+    public private(set) var subscriptions: [String: SubscriptionState] = [:]
+    private var control: [[UInt8]] = []
+    private var controlHead = 0
+    private var controlBytes = 0
+    private var overflowed = false
+    private var order: [String] = []
+    private var turn = 0
+
+    public init(maxControlBytes: Int = 4 << 20) {
+        self.maxControlBytes = maxControlBytes
+    }
+
+    public var subscriptionCount: Int { subscriptions.count }
+    public var hasControl: Bool { controlHead < control.count }
+
+    public mutating func enqueue(_ frame: [UInt8]) {
+        control.append(frame)
+        controlBytes += frame.count
+        if controlBytes > maxControlBytes { overflowed = true }
+    }
+
+    /// Starts (or replaces) a subscription; the caller reads history for `request`.
+    public mutating func subscribe(channel: String, resume: ResumePosition?, request: UInt64) {
+        var previous: LivePosition?
+        switch subscriptions[channel] {
+        case .live(let position): previous = position
+        case .pending(_, _, let p): previous = p
+        case nil: order.append(channel)
+        }
+        subscriptions[channel] = .pending(request: request, resume: resume, previous: previous)
+    }
+
+    /// Applies a history read. Returns false when the answer is for an older request (ignored).
+    public mutating func apply(channel: String, request: UInt64, snapshot: HistorySnapshot) -> ReplayPlan? {
+        guard case let .pending(pendingRequest, resume, previous) = subscriptions[channel],
+              pendingRequest == request else { return nil }
+        var alreadyQueued: UInt64?
+        if let previous, previous.epoch == snapshot.epoch, previous.next > 0 { alreadyQueued = previous.next - 1 }
+        let plan = ReplayPlanner.plan(channel: channel, snapshot: snapshot, resume: resume, alreadyQueued: alreadyQueued)
+        enqueue(plan.subscribed)
+        for frame in plan.replay { enqueue(frame) }
+        let next = Swift.max(plan.seq, alreadyQueued ?? 0) + 1
+        subscriptions[channel] = .live(LivePosition(epoch: plan.epoch, next: next))
+        return plan
+    }
+
+    public mutating func unsubscribe(channel: String) -> Bool {
+        guard subscriptions.removeValue(forKey: channel) != nil else { return false }
+        order.removeAll { $0 == channel }
+        return true
+    }
+
+    /// True when the subscription's next seq has already left the ring: it can never catch up.
+    public func isBehind(channel: String, ring: ChannelRing) -> Bool {
+        guard case let .live(position) = subscriptions[channel], ring.epoch == position.epoch else { return false }
+        return ring.lookup(position.next) == .evicted
+    }
+
+    /// Collects what to send next, up to the limits, as one batch.
+    public mutating func nextBatch(maxFrames: Int, maxBytes: Int,
+                                   ring: (String) -> ChannelRing?) -> Batch {
+        if overflowed { return .resume(reason: "too far behind") }
+        var frames = [[UInt8]]()
+        var bytes = 0
+        while controlHead < control.count, frames.count < maxFrames, bytes < maxBytes {
+            let f = control[controlHead]
+            control[controlHead] = []
+            controlHead += 1
+            controlBytes -= f.count
+            bytes += f.count + 1
+            frames.append(f)
+        }
+        if controlHead == control.count {
+            control.removeAll(keepingCapacity: control.capacity <= 64)
+            controlHead = 0
+        } else {
+            return .frames(frames)
+        }
+        if !order.isEmpty {
+            // Round-robin over channels so one busy channel cannot starve the others.
+            for step in 0..<order.count {
+                if frames.count >= maxFrames || bytes >= maxBytes { break }
+                let channel = order[(turn + step) % order.count]
+                guard case .live(var position) = subscriptions[channel], let r = ring(channel) else { continue }
+                // A ring from another epoch holds nothing for this position. The hub closes
+                // every subscriber when a ring restarts, so this only waits for new frames.
+                if r.epoch != position.epoch { continue }
+                loop: while frames.count < maxFrames, bytes < maxBytes {
+                    switch r.lookup(position.next) {
+                    case .frame(let f):
+                        frames.append(f)
+                        bytes += f.count + 1
+                        position.next += 1
+                    case .notYet:
+                        break loop
+                    case .evicted:
+                        return .resume(reason: "too far behind on channel \(channel)")
+                    }
+                }
+                subscriptions[channel] = .live(position)
+            }
+            turn = (turn + 1) % Swift.max(order.count, 1)
+        }
+        return frames.isEmpty ? .nothing : .frames(frames)
+    }
+}

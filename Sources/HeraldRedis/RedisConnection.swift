@@ -1,0 +1,239 @@
+import CHiredis
+
+/// A Redis reply, copied out of hiredis before the reply object is freed.
+public enum RedisReply: Equatable, Sendable {
+    case string([UInt8])
+    case status(String)
+    case integer(Int64)
+    case array([RedisReply])
+    case null
+    case error(String)
+
+    public var bytes: [UInt8]? {
+        if case let .string(b) = self { return b }
+        if case let .status(s) = self { return Array(s.utf8) }
+        return nil
+    }
+
+    public var text: String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
+
+    public var integer: Int64? {
+        switch self {
+        case let .integer(i): return i
+        case let .string(b): return Int64(String(decoding: b, as: UTF8.self))
+        default: return nil
+        }
+    }
+}
+
+public struct RedisError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where Redis is: `redis://[:password@]host[:port][/db]`.
+public struct RedisEndpoint: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port: Int32 = 6379
+    public var db = 0
+    public var password: String?
+
+    public init(url: String) throws(RedisError) {
+        guard url.hasPrefix("redis://") else { throw RedisError("Redis URL must start with redis:// (got \(url))") }
+        var rest = Substring(url.dropFirst("redis://".count))
+        if let at = rest.lastIndex(of: "@") {
+            let auth = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            let pw = auth.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).last ?? ""
+            if !pw.isEmpty { password = String(pw) }
+        }
+        var hostPort = rest
+        if let slash = rest.firstIndex(of: "/") {
+            hostPort = rest[..<slash]
+            let dbText = rest[rest.index(after: slash)...]
+            if !dbText.isEmpty {
+                guard let d = Int(dbText) else { throw RedisError("bad database number in Redis URL \(url)") }
+                db = d
+            }
+        }
+        if let colon = hostPort.lastIndex(of: ":") {
+            guard let p = Int32(hostPort[hostPort.index(after: colon)...]) else { throw RedisError("bad port in Redis URL \(url)") }
+            port = p
+            hostPort = hostPort[..<colon]
+        }
+        if !hostPort.isEmpty { host = String(hostPort) }
+    }
+}
+
+/// One synchronous hiredis connection.
+///
+/// - Important: confined to the thread that uses it; hiredis contexts are not thread-safe.
+///   Any error leaves the connection closed; the owner reconnects (with backoff).
+public final class RedisConnection {
+    private var context: UnsafeMutablePointer<redisContext>?
+    public let endpoint: RedisEndpoint
+    public let timeoutMillis: Int
+
+    public init(endpoint: RedisEndpoint, timeoutMillis: Int = 2_000) {
+        self.endpoint = endpoint
+        self.timeoutMillis = timeoutMillis
+    }
+
+    deinit { close() }
+
+    public var isConnected: Bool { context != nil }
+
+    public func connect() throws(RedisError) {
+        close()
+        let tv = timeval(tv_sec: timeoutMillis / 1000, tv_usec: (timeoutMillis % 1000) * 1000)
+        guard let ctx = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), tv) else {
+            throw RedisError("cannot allocate a Redis context")
+        }
+        if ctx.pointee.err != 0 {
+            let message = Self.errorString(ctx)
+            redisFree(ctx)
+            throw RedisError("cannot connect to Redis at \(endpoint.host):\(endpoint.port): \(message)")
+        }
+        _ = redisSetTimeout(ctx, tv)
+        _ = redisEnableKeepAlive(ctx)
+        context = ctx
+        if let password = endpoint.password {
+            if case let .error(e) = try command(["AUTH", password]) { close(); throw RedisError("Redis AUTH failed: \(e)") }
+        }
+        if endpoint.db != 0 {
+            if case let .error(e) = try command(["SELECT", String(endpoint.db)]) { close(); throw RedisError("Redis SELECT failed: \(e)") }
+        }
+    }
+
+    public func close() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    public func command(_ args: [String]) throws(RedisError) -> RedisReply {
+        try pipeline([args.map { Array($0.utf8) }])[0]
+    }
+
+    public func command(bytes args: [[UInt8]]) throws(RedisError) -> RedisReply {
+        try pipeline([args])[0]
+    }
+
+    /// Sends every command, then reads every reply: one round trip for the whole batch.
+    public func pipeline(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        guard let ctx = context else { throw RedisError("not connected to Redis") }
+        for args in commands {
+            let status = Self.withArgv(args) { argc, argv, lens in
+                redisAppendCommandArgv(ctx, argc, argv, lens)
+            }
+            if status != REDIS_OK {
+                let message = Self.errorString(ctx)
+                close()
+                throw RedisError("Redis write failed: \(message)")
+            }
+        }
+        var replies = [RedisReply]()
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
+                let message = Self.errorString(ctx)
+                close()
+                throw RedisError("Redis connection lost: \(message)")
+            }
+            let reply = raw!.assumingMemoryBound(to: redisReply.self)
+            defer { freeReplyObject(raw) }
+            replies.append(Self.copy(reply))
+        }
+        return replies
+    }
+
+    static func copy(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_STRING:
+            return .string(Self.bytes(reply.str, Int(reply.len)))
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: Self.bytes(reply.str, Int(reply.len)), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: Self.bytes(reply.str, Int(reply.len)), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(reply.integer)
+        case REDIS_REPLY_ARRAY:
+            var items = [RedisReply]()
+            items.reserveCapacity(Int(reply.elements))
+            for i in 0..<Int(reply.elements) {
+                if let element = reply.element[i] { items.append(copy(element)) } else { items.append(.null) }
+            }
+            return .array(items)
+        default:
+            return .null
+        }
+    }
+
+    static func bytes(_ p: UnsafeMutablePointer<CChar>?, _ n: Int) -> [UInt8] {
+        guard let p, n > 0 else { return [] }
+        return p.withMemoryRebound(to: UInt8.self, capacity: n) { Array(UnsafeBufferPointer(start: $0, count: n)) }
+    }
+
+    static func errorString(_ ctx: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: ctx.pointee.errstr) { raw in
+            let bytes = raw.prefix(while: { $0 != 0 })
+            return bytes.isEmpty ? "connection error \(ctx.pointee.err)" : String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    static func withArgv<R>(_ args: [[UInt8]], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
+        // One contiguous copy keeps every argument alive for the duration of the call.
+        var storage = [UInt8]()
+        var offsets = [Int]()
+        var lengths = [Int]()
+        for a in args {
+            offsets.append(storage.count)
+            lengths.append(a.count)
+            storage.append(contentsOf: a)
+        }
+        storage.append(0)
+        return storage.withUnsafeBufferPointer { buffer in
+            let base = UnsafeRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
+            var argv = offsets.map { Optional(base + $0) }
+            return argv.withUnsafeMutableBufferPointer { argvBuffer in
+                lengths.withUnsafeBufferPointer { lens in
+                    body(Int32(args.count), argvBuffer.baseAddress!, lens.baseAddress!)
+                }
+            }
+        }
+    }
+}
+
+/// A Lua script run with EVALSHA, loaded again if Redis lost it (restart, SCRIPT FLUSH).
+public final class RedisScript: Sendable {
+    public let source: String
+    public init(source: String) { self.source = source }
+
+    /// Runs the script once per call, pipelined; entries that hit NOSCRIPT are retried after a load.
+    public func run(on redis: RedisConnection, sha: inout String?,
+                    calls: [(keys: [[UInt8]], args: [[UInt8]])]) throws(RedisError) -> [RedisReply] {
+        if sha == nil { sha = try load(on: redis) }
+        var replies = try redis.pipeline(calls.map { evalsha(sha!, $0.keys, $0.args) })
+        let missing = replies.indices.filter {
+            if case let .error(e) = replies[$0], e.hasPrefix("NOSCRIPT") { return true }
+            return false
+        }
+        if !missing.isEmpty {
+            sha = try load(on: redis)
+            let retried = try redis.pipeline(missing.map { evalsha(sha!, calls[$0].keys, calls[$0].args) })
+            for (i, reply) in zip(missing, retried) { replies[i] = reply }
+        }
+        return replies
+    }
+
+    private func load(on redis: RedisConnection) throws(RedisError) -> String {
+        let reply = try redis.command(["SCRIPT", "LOAD", source])
+        guard let sha = reply.text, case .string = reply else { throw RedisError("SCRIPT LOAD failed: \(reply)") }
+        return sha
+    }
+
+    private func evalsha(_ sha: String, _ keys: [[UInt8]], _ args: [[UInt8]]) -> [[UInt8]] {
+        [Array("EVALSHA".utf8), Array(sha.utf8), Array(String(keys.count).utf8)] + keys + args
+    }
+}

@@ -1,0 +1,358 @@
+import HeraldCore
+import HeraldWebSocket
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-connection state, owned by the service thread.
+final class ClientState {
+    var outbox: Outbox
+    init(maxControlBytes: Int) { outbox = Outbox(maxControlBytes: maxControlBytes) }
+}
+
+/// The WebSocket service thread's logic: clients, channel rings, HTTP routes.
+///
+/// - Important: every method runs on the service thread (lws callbacks and `wokenUp`).
+final class Hub: WebSocketHandler {
+    let config: HeraldConfig
+    let metrics: Metrics
+    let health: Health
+    let logger: Logger
+    let inbox: HubInbox
+    var reader: HistoryReader!
+    var publisher: Publisher!
+
+    private var rings: [String: ChannelRing] = [:]
+    /// Connections subscribed to each channel (any state), by connection id.
+    private var subscribers: [String: [UInt64: WebSocketConnection]] = [:]
+    private var pendingRequests: [UInt64: (connection: WebSocketConnection, channel: String)] = [:]
+    private var nextRequest: UInt64 = 1
+    private var httpWaiting: [UInt64: HTTPRequest] = [:]
+    private var nextToken: UInt64 = 1
+    /// Sequencing time of the newest live message per channel, for the latency histogram.
+    private var liveTimes: [String: (seq: UInt64, millis: UInt64)] = [:]
+
+    static let maxBatchFrames = 256
+    static let maxBatchBytes = 64 * 1024
+
+    init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, inbox: HubInbox) {
+        self.config = config
+        self.metrics = metrics
+        self.health = health
+        self.logger = logger
+        self.inbox = inbox
+    }
+
+    // MARK: WebSocket
+
+    func webSocketOpened(_ connection: WebSocketConnection, query: [(String, String)]) {
+        let state = ClientState(maxControlBytes: 4 << 20)
+        connection.context = state
+        metrics.connections.add()
+        metrics.connectionsTotal.add()
+        let request = ConnectRequest.parse(pairs: query)
+        for error in request.errors { sendError(error, to: connection, state) }
+        for (channel, resume) in request.subscriptions { subscribe(connection, state, channel: channel, resume: resume) }
+    }
+
+    func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool) {
+        guard let state = connection.context as? ClientState else { return }
+        if binary {
+            sendError(ClientError(.badRequest, "client frames must be text (JSON)"), to: connection, state)
+            return
+        }
+        switch ClientOpParser.parse(message) {
+        case let .success(.subscribe(channel, resume)):
+            subscribe(connection, state, channel: channel, resume: resume)
+        case let .success(.unsubscribe(channel)):
+            if state.outbox.unsubscribe(channel: channel) {
+                subscribers[channel]?[connection.id] = nil
+                metrics.subscriptions.add(-1)
+                dropRingIfUnused(channel)
+            }
+            state.outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
+            connection.requestWritable()
+        case let .failure(error):
+            sendError(error, to: connection, state)
+        }
+    }
+
+    private func sendError(_ error: ClientError, to connection: WebSocketConnection, _ state: ClientState) {
+        metrics.clientErrors.add()
+        state.outbox.enqueue(error.frame)
+        connection.requestWritable()
+    }
+
+    private func subscribe(_ connection: WebSocketConnection, _ state: ClientState, channel: String, resume: ResumePosition?) {
+        if state.outbox.subscriptions[channel] == nil { metrics.subscriptions.add() }
+        let request = nextRequest
+        nextRequest += 1
+        state.outbox.subscribe(channel: channel, resume: resume, request: request)
+        subscribers[channel, default: [:]][connection.id] = connection
+        if rings[channel] == nil { rings[channel] = ChannelRing(capacity: config.clientBacklog) }
+        pendingRequests[request] = (connection, channel)
+        reader.requests.post(.subscribe(channel: channel, request: request))
+    }
+
+    func webSocketWritable(_ connection: WebSocketConnection) {
+        guard let state = connection.context as? ClientState, connection.isOpen else { return }
+        switch state.outbox.nextBatch(maxFrames: Self.maxBatchFrames, maxBytes: Self.maxBatchBytes, ring: { self.rings[$0] }) {
+        case .nothing:
+            return
+        case let .frames(frames):
+            guard connection.write(frames: frames) else { return }
+            metrics.writes.add()
+            metrics.deliveries.add(frames.count)
+            if frames.count >= Self.maxBatchFrames || frames.reduce(0, { $0 + $1.count }) >= Self.maxBatchBytes {
+                connection.requestWritable()
+            } else if state.outbox.hasControl {
+                connection.requestWritable()
+            }
+        case let .resume(reason):
+            closeSlow(connection, reason: reason)
+        }
+    }
+
+    private func closeSlow(_ connection: WebSocketConnection, reason: String) {
+        guard connection.isOpen else { return }
+        metrics.slowConsumerCloses.add()
+        logger.info("closing client with 4008", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)", "reason": "\(reason)"])
+        connection.close(code: 4008, reason: reason, graceSeconds: 10)
+    }
+
+    func webSocketClosed(_ connection: WebSocketConnection) {
+        metrics.connections.add(-1)
+        guard let state = connection.context as? ClientState else { return }
+        for channel in state.outbox.subscriptions.keys {
+            subscribers[channel]?[connection.id] = nil
+            metrics.subscriptions.add(-1)
+            dropRingIfUnused(channel)
+        }
+        connection.context = nil
+    }
+
+    private func dropRingIfUnused(_ channel: String) {
+        if subscribers[channel]?.isEmpty ?? true {
+            subscribers[channel] = nil
+            rings[channel] = nil
+            liveTimes[channel] = nil
+        }
+    }
+
+    // MARK: Events from other threads
+
+    func wokenUp() {
+        let events = inbox.mailbox.drain()
+        if events.isEmpty { return }
+        var touched: Set<String> = []
+        for event in events {
+            switch event {
+            case let .live(messages):
+                for m in messages {
+                    guard let ring = rings[m.channel] else { continue }
+                    switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame) {
+                    case .appended:
+                        touched.insert(m.channel)
+                    case .stale:
+                        break
+                    case .restarted:
+                        breakChannel(m.channel, reason: "channel \(m.channel) restarted its sequence")
+                    }
+                }
+            case let .broken(channel):
+                breakChannel(channel, reason: "live gap on channel \(channel)")
+            case let .history(channel, requests, snapshot):
+                for request in requests {
+                    guard let (connection, _) = pendingRequests.removeValue(forKey: request),
+                          connection.isOpen, let state = connection.context as? ClientState else { continue }
+                    guard let plan = state.outbox.apply(channel: channel, request: request, snapshot: snapshot) else { continue }
+                    metrics.replays.add()
+                    metrics.replayedMessages.add(plan.replay.count)
+                    connection.requestWritable()
+                }
+            case let .httpHistory(token, result, since, limit):
+                guard let request = httpWaiting.removeValue(forKey: token) else { continue }
+                switch result {
+                case let .success(snapshot):
+                    var body: [UInt8] = [UInt8(ascii: "[")]
+                    var n = 0
+                    if let oldest = snapshot.oldestSeq {
+                        for (i, frame) in snapshot.frames.enumerated() where oldest + UInt64(i) > since && n < limit {
+                            if n > 0 { body.append(UInt8(ascii: ",")) }
+                            body.append(contentsOf: frame)
+                            n += 1
+                        }
+                    }
+                    body.append(UInt8(ascii: "]"))
+                    request.respond(status: 200, contentType: "application/json", body: body,
+                                    headers: [("x-herald-epoch", snapshot.epoch), ("x-herald-seq", String(snapshot.seq))])
+                case .failure:
+                    request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+                }
+            case let .published(token, id, ok, message):
+                guard let request = httpWaiting.removeValue(forKey: token) else { continue }
+                if ok {
+                    request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id))}")
+                } else {
+                    request.respond(status: 503, json: Self.errorJSON("broker_unavailable", message))
+                }
+            }
+        }
+        let now = wallMillis()
+        for channel in touched {
+            if let ring = rings[channel], let last = ring.lastSeq, case let .frame(f) = ring.lookup(last),
+               liveTimes[channel]?.seq != last, let t = Self.timeField(f) {
+                liveTimes[channel] = (last, t)
+                metrics.observeLatency(millis: now > t ? Int(now - t) : 0)
+            }
+            guard let ring = rings[channel], let group = subscribers[channel] else { continue }
+            for connection in group.values {
+                guard let state = connection.context as? ClientState else { continue }
+                if state.outbox.isBehind(channel: channel, ring: ring) {
+                    closeSlow(connection, reason: "more than \(config.clientBacklog) messages behind on \(channel)")
+                } else {
+                    connection.requestWritable()
+                }
+            }
+        }
+    }
+
+    /// Every subscriber of `channel` must resume: its sequence cannot be continued here.
+    private func breakChannel(_ channel: String, reason: String) {
+        rings[channel] = ChannelRing(capacity: config.clientBacklog)
+        guard let group = subscribers[channel] else { return }
+        for connection in group.values { closeSlow(connection, reason: reason) }
+    }
+
+    static func timeField(_ frame: [UInt8]) -> UInt64? {
+        let marker = Array(#","time":"#.utf8)
+        guard let start = frame.indices.first(where: { i in
+            i + marker.count <= frame.count && frame[i] == marker[0] && frame[i..<(i + marker.count)].elementsEqual(marker)
+        }) else { return nil }
+        var v: UInt64 = 0
+        var i = start + marker.count
+        while i < frame.count, frame[i] >= 0x30, frame[i] <= 0x39 { v = v * 10 + UInt64(frame[i] - 0x30); i += 1 }
+        return v
+    }
+
+    static func errorJSON(_ code: String, _ message: String) -> String {
+        "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
+    }
+
+    // MARK: HTTP
+
+    func httpRequest(_ request: HTTPRequest) {
+        let path = request.path
+        if path == "/healthz" {
+            let amqp = health.amqpUp, redis = health.redisUp
+            let ok = amqp && redis
+            let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
+            request.respond(status: ok ? 200 : 503, json: body)
+            return
+        }
+        if path == "/metrics" {
+            request.respond(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render(health: health).utf8))
+            return
+        }
+        if path.hasPrefix("/api/publish/") {
+            guard request.method == "POST" else {
+                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use POST"))
+            }
+            return publish(request, channel: String(path.dropFirst("/api/publish/".count)))
+        }
+        if path.hasPrefix("/api/history/") {
+            guard request.method == "GET" else {
+                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use GET"))
+            }
+            return history(request, channel: String(path.dropFirst("/api/history/".count)))
+        }
+        if request.method == "GET" { return staticFile(request) }
+        request.respond(status: 404, json: Self.errorJSON("not_found", "no such endpoint"))
+    }
+
+    private func publish(_ request: HTTPRequest, channel: String) {
+        if !config.apiKeys.isEmpty {
+            var presented = request.header("x-api-key")
+            if presented == nil, let auth = request.header("authorization"), auth.lowercased().hasPrefix("bearer ") {
+                presented = String(auth.dropFirst(7))
+            }
+            guard let key = presented, config.apiKeys.contains(where: { constantTimeEqual($0, key) }) else {
+                return request.respond(status: 401, json: Self.errorJSON("unauthorized", "missing or wrong API key"))
+            }
+        }
+        if let problem = ChannelName.problem(channel) {
+            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        if request.body.count > config.maxMessageBytes {
+            return request.respond(status: 413, json: Self.errorJSON("too_large", "body is larger than \(config.maxMessageBytes) bytes"))
+        }
+        let contentType = request.header("content-type")
+        if let ct = contentType, MessageEnvelope.isJSONContentType(ct) {
+            do { _ = try JSON.minify(request.body) } catch {
+                return request.respond(status: 400, json: Self.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
+            }
+        }
+        let id = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
+        let token = nextToken
+        nextToken += 1
+        httpWaiting[token] = request
+        publisher.requests.post(Publisher.Request(token: token, channel: channel, id: id, body: request.body, contentType: contentType))
+    }
+
+    private func history(_ request: HTTPRequest, channel: String) {
+        if let problem = ChannelName.problem(channel) {
+            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        var since: UInt64 = 0
+        var limit = config.historySize
+        for (k, v) in request.query {
+            if k == "since" {
+                guard let s = UInt64(v) else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "since must be a non-negative integer")) }
+                since = s
+            } else if k == "limit" {
+                guard let l = Int(v), l >= 0 else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "limit must be a non-negative integer")) }
+                limit = min(l, config.historySize)
+            }
+        }
+        let token = nextToken
+        nextToken += 1
+        httpWaiting[token] = request
+        reader.requests.post(.http(channel: channel, token: token, since: since, limit: limit))
+    }
+
+    private func staticFile(_ request: HTTPRequest) {
+        var path = request.path
+        if path == "/" { path = "/index.html" }
+        let parts = path.split(separator: "/")
+        guard !parts.contains(where: { $0 == ".." || $0.hasPrefix(".") }) else {
+            return request.respond(status: 404, json: Self.errorJSON("not_found", "no such file"))
+        }
+        let file = config.webRoot + path
+        var st = stat()
+        guard stat(file, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            return request.respond(status: 404, json: Self.errorJSON("not_found", "no such file"))
+        }
+        request.serveFile(path: file, mime: Self.mime(for: path))
+    }
+
+    static func mime(for path: String) -> String {
+        if path.hasSuffix(".html") { return "text/html; charset=utf-8" }
+        if path.hasSuffix(".js") || path.hasSuffix(".mjs") { return "text/javascript; charset=utf-8" }
+        if path.hasSuffix(".css") { return "text/css; charset=utf-8" }
+        if path.hasSuffix(".png") { return "image/png" }
+        if path.hasSuffix(".svg") { return "image/svg+xml" }
+        if path.hasSuffix(".json") { return "application/json" }
+        return "application/octet-stream"
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var diff: UInt8 = x.count == y.count ? 0 : 1
+    for i in 0..<max(x.count, y.count) {
+        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return diff == 0
+}

@@ -1,0 +1,109 @@
+import Synchronization
+
+/// A counter or gauge any thread may update.
+final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+    init() {}
+    func add(_ n: Int = 1) { value.add(n, ordering: .relaxed) }
+    var current: Int { value.load(ordering: .relaxed) }
+}
+
+/// Counters and gauges for `/metrics` (Prometheus text format). Any thread may update them.
+public final class Metrics: Sendable {
+    let connections = Counter()
+    let subscriptions = Counter()
+    let connectionsTotal = Counter()
+    let messagesIn = Counter()
+    let duplicates = Counter()
+    let deliveries = Counter()
+    let writes = Counter()
+    let replays = Counter()
+    let replayedMessages = Counter()
+    let deadLettered = Counter()
+    let slowConsumerCloses = Counter()
+    let oversizeCloses = Counter()
+    let clientErrors = Counter()
+    let amqpReconnects = Counter()
+    let redisReconnects = Counter()
+    let liveGapsRepaired = Counter()
+    let liveGapsUnrepaired = Counter()
+    let httpPublishes = Counter()
+    let sequencerBatches = Counter()
+    /// Latency from sequencing to the first write of a message on this node, in ms buckets.
+    static let latencyBounds: [Int] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
+    let latencyBuckets: [Counter] = (0...12).map { _ in Counter() }
+    let latencySumMillis = Counter()
+    let latencyCount = Counter()
+
+    public init() {}
+
+    func observeLatency(millis: Int) {
+        let index = Self.latencyBounds.firstIndex(where: { millis <= $0 }) ?? Self.latencyBounds.count
+        latencyBuckets[index].add()
+        latencySumMillis.add(millis)
+        latencyCount.add()
+    }
+
+    func render(health: Health) -> String {
+        var out = ""
+        func line(_ name: String, _ type: String, _ help: String, _ value: Int) {
+            out += "# HELP herald_\(name) \(help)\n# TYPE herald_\(name) \(type)\nherald_\(name) \(value)\n"
+        }
+        let g = { (c: Counter) in c.current }
+        line("connections", "gauge", "Open WebSocket connections.", g(connections))
+        line("connections_total", "counter", "WebSocket connections accepted.", g(connectionsTotal))
+        line("subscriptions", "gauge", "Active channel subscriptions.", g(subscriptions))
+        line("messages_in_total", "counter", "Messages sequenced and stored in Redis by this node.", g(messagesIn))
+        line("duplicates_total", "counter", "Messages whose message_id was already stored (not stored again).", g(duplicates))
+        line("deliveries_total", "counter", "Frames sent to WebSocket clients (history and live).", g(deliveries))
+        line("writes_total", "counter", "WebSocket writes (one write may batch several frames).", g(writes))
+        line("replays_total", "counter", "Subscriptions answered with a history replay.", g(replays))
+        line("replayed_messages_total", "counter", "Messages sent from history.", g(replayedMessages))
+        line("dead_lettered_total", "counter", "Messages refused and sent to the dead-letter queue.", g(deadLettered))
+        line("slow_consumer_closes_total", "counter", "Clients closed with 4008 (too far behind).", g(slowConsumerCloses))
+        line("oversize_closes_total", "counter", "Clients closed with 1009 (frame over the limit).", g(oversizeCloses))
+        line("client_errors_total", "counter", "Error frames sent for bad client frames.", g(clientErrors))
+        line("amqp_reconnects_total", "counter", "Reconnections to RabbitMQ.", g(amqpReconnects))
+        line("redis_reconnects_total", "counter", "Reconnections to Redis.", g(redisReconnects))
+        line("live_gaps_repaired_total", "counter", "Live gaps filled from Redis.", g(liveGapsRepaired))
+        line("live_gaps_unrepaired_total", "counter", "Live gaps that closed clients with 4008.", g(liveGapsUnrepaired))
+        line("http_publishes_total", "counter", "Messages published through POST /api/publish.", g(httpPublishes))
+        line("sequencer_batches_total", "counter", "Batches the sequencer stored and acknowledged.", g(sequencerBatches))
+        line("up", "gauge", "1 when RabbitMQ and Redis are both reachable.", health.isHealthy ? 1 : 0)
+        line("sequencer", "gauge", "1 when this node holds the sequencer role.", health.isSequencer ? 1 : 0)
+        out += "# HELP herald_delivery_latency_ms Time from sequencing to the first write on this node.\n"
+        out += "# TYPE herald_delivery_latency_ms histogram\n"
+        var cumulative = 0
+        for (i, bound) in Self.latencyBounds.enumerated() {
+            cumulative += g(latencyBuckets[i])
+            out += "herald_delivery_latency_ms_bucket{le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative += g(latencyBuckets[Self.latencyBounds.count])
+        out += "herald_delivery_latency_ms_bucket{le=\"+Inf\"} \(cumulative)\n"
+        out += "herald_delivery_latency_ms_sum \(g(latencySumMillis))\n"
+        out += "herald_delivery_latency_ms_count \(g(latencyCount))\n"
+        return out
+    }
+}
+
+/// What each thread last saw of its dependency. `/healthz` names what is down.
+public final class Health: Sendable {
+    let sequencerAMQP = Atomic<Bool>(false)
+    let liveAMQP = Atomic<Bool>(false)
+    let publisherAMQP = Atomic<Bool>(false)
+    let sequencerRedis = Atomic<Bool>(false)
+    let readerRedis = Atomic<Bool>(false)
+    /// Monotonic ms of the last delivery on the history queue (single active consumer: only the sequencer gets any).
+    let lastHistoryDelivery = Atomic<Int>(-1_000_000)
+
+    public init() {}
+
+    var amqpUp: Bool {
+        sequencerAMQP.load(ordering: .relaxed) && liveAMQP.load(ordering: .relaxed) && publisherAMQP.load(ordering: .relaxed)
+    }
+    var redisUp: Bool { sequencerRedis.load(ordering: .relaxed) && readerRedis.load(ordering: .relaxed) }
+    var isHealthy: Bool { amqpUp && redisUp }
+    var isSequencer: Bool {
+        amqpUp && Int(monotonicNanos() / 1_000_000) - lastHistoryDelivery.load(ordering: .relaxed) < 6_000
+    }
+}

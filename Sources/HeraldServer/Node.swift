@@ -1,0 +1,122 @@
+import HeraldAMQP
+import HeraldCore
+import HeraldRedis
+import HeraldWebSocket
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct StartupError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// One Herald node: its threads, and the order in which they stop.
+public final class Node: @unchecked Sendable {
+    let config: HeraldConfig
+    let logger: Logger
+    let metrics = Metrics()
+    let health = Health()
+
+    public init(config: HeraldConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down in order and returns.
+    ///
+    /// Shutdown: stop the sequencer (its in-flight batch is either acked after storing or left
+    /// unacked for redelivery), the live consumer, the history reader and the publisher; only
+    /// then close every WebSocket client with 1001 and destroy the lws context.
+    public func run() throws {
+        let amqpEndpoint = try AMQPEndpoint(url: config.amqpURL)
+        let redisEndpoint = try RedisEndpoint(url: config.redisURL)
+
+        // Signals are taken by the main thread only; block them before any thread starts.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        var options = WebSocketServer.Options()
+        options.host = config.host
+        options.port = config.port
+        options.maxClientMessageBytes = config.maxClientFrameBytes
+        options.maxRequestBodyBytes = config.maxMessageBytes
+        options.maxConnections = config.maxConnections
+
+        let workerStop = StopFlag()
+        let serverBox = ServerBox()
+        let inbox = HubInbox(wake: { serverBox.server?.wakeUp() })
+        let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox)
+        let reader = HistoryReader(config: config, endpoint: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
+                                   logger: logger, stop: workerStop)
+        let publisher = Publisher(config: config, endpoint: amqpEndpoint, inbox: inbox, health: health, metrics: metrics,
+                                  logger: logger, stop: workerStop)
+        hub.reader = reader
+        hub.publisher = publisher
+        let server = WebSocketServer(options: options, handler: hub)
+
+        // The lws context is created on its own thread; wait until it listens (or fails).
+        let started = Mailbox<String?>()
+        let serviceThread = OSThread(name: "herald-ws") {
+            do {
+                try server.start()
+                serverBox.server = server
+                started.post(nil)
+                server.run()
+            } catch {
+                started.post("\(error)")
+            }
+        }
+        let startResult = started.take(timeoutMillis: 10_000)
+        if let failure = startResult.first ?? "lws did not start" {
+            serviceThread.join()
+            throw StartupError(description: failure)
+        }
+        logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
+                                            "exchange": "\(config.exchange)"])
+
+        let sequencer = Sequencer(config: config, amqp: amqpEndpoint, redis: redisEndpoint, metrics: metrics, health: health,
+                                  logger: logger, stop: workerStop)
+        let live = LiveConsumer(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health,
+                                metrics: metrics, logger: logger, stop: workerStop)
+        let threads = [
+            OSThread(name: "herald-live") { live.run() },
+            OSThread(name: "herald-history") { reader.run() },
+            OSThread(name: "herald-publish") { publisher.run() },
+            OSThread(name: "herald-seq") { sequencer.run() },
+        ]
+
+        var received: Int32 = 0
+        var timeout = timespec(tv_sec: 1, tv_nsec: 0)
+        while true {
+            let s = sigtimedwait(&signals, nil, &timeout)
+            if s == SIGINT || s == SIGTERM { received = s; break }
+        }
+        logger.info("shutting down", metadata: ["signal": "\(received == SIGINT ? "SIGINT" : "SIGTERM")"])
+        workerStop.set()
+        for t in threads { t.join() }
+        server.requestStop()
+        serviceThread.join()
+        logger.info("stopped")
+    }
+}
+
+/// Lets other threads reach the server once it exists.
+final class ServerBox: @unchecked Sendable {
+    private let lock = NSLockLike()
+    private var value: WebSocketServer?
+    var server: WebSocketServer? {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
+
+import Synchronization
+final class NSLockLike: Sendable {
+    private let mutex = Mutex<Void>(())
+    func withLock<T>(_ body: () -> T) -> T { mutex.withLock { _ in body() } }
+}

@@ -1,0 +1,510 @@
+import CWebSockets
+import HeraldCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the server asks of its owner. Every method runs on the service thread.
+public protocol WebSocketHandler: AnyObject {
+    /// A WebSocket connection completed its handshake; `query` holds the URL's `key=value` pairs.
+    func webSocketOpened(_ connection: WebSocketConnection, query: [(String, String)])
+    /// One whole client message (fragments joined), within the size limit.
+    func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool)
+    /// The connection can take one write.
+    func webSocketWritable(_ connection: WebSocketConnection)
+    func webSocketClosed(_ connection: WebSocketConnection)
+    /// An HTTP request; answer now with `request.respond`/`serveFile` or later with `respond`.
+    func httpRequest(_ request: HTTPRequest)
+    /// Another thread called `wakeUp()`: drain its inbox.
+    func wokenUp()
+}
+
+/// One WebSocket client.
+///
+/// - Important: use only on the service thread, and only until `webSocketClosed`.
+public final class WebSocketConnection {
+    public let id: UInt64
+    public let peer: String
+    /// Owner's per-connection state.
+    public var context: AnyObject?
+    fileprivate var wsi: OpaquePointer?
+    fileprivate var incoming: [UInt8] = []
+    fileprivate var incomingTooLarge = false
+    fileprivate var closeCode: UInt16?
+    fileprivate var closeReason = ""
+
+    init(id: UInt64, wsi: OpaquePointer?, peer: String) {
+        self.id = id
+        self.wsi = wsi
+        self.peer = peer
+    }
+
+    public var isOpen: Bool { wsi != nil && closeCode == nil }
+
+    /// Asks for a `webSocketWritable` call when the socket can take data.
+    public func requestWritable() {
+        guard let wsi else { return }
+        lws_callback_on_writable(wsi)
+    }
+
+    /// True when the kernel buffer is full: writing now would only queue inside lws.
+    public var isChoked: Bool {
+        guard let wsi else { return true }
+        return lws_send_pipe_choked(wsi) != 0
+    }
+
+    /// Closes with `code` (for example 4008, 1001) at the next writable moment.
+    /// A peer that never becomes writable (it stopped reading) is dropped after `graceSeconds`.
+    public func close(code: UInt16, reason: String, graceSeconds: Int32 = 5) {
+        guard let wsi, closeCode == nil else { return }
+        closeCode = code
+        closeReason = reason
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, graceSeconds)
+        requestWritable()
+    }
+
+    fileprivate var server: WebSocketServer?
+
+    /// Writes `frames` as one text message, separated by newlines. Call only from `webSocketWritable`.
+    @discardableResult
+    public func write(frames: [[UInt8]]) -> Bool {
+        guard let wsi, let server else { return false }
+        return server.writeText(wsi, frames: frames)
+    }
+}
+
+/// One HTTP request (GET or POST) and its answer.
+public final class HTTPRequest {
+    public let method: String
+    public let path: String
+    public let query: [(String, String)]
+    public let peer: String
+    public fileprivate(set) var body: [UInt8] = []
+    fileprivate var headers: [String: String]
+    fileprivate var wsi: OpaquePointer?
+    fileprivate var response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])?
+    fileprivate var bodyTooLarge = false
+    fileprivate weak var server: WebSocketServer?
+
+    init(method: String, path: String, query: [(String, String)], peer: String, headers: [String: String], wsi: OpaquePointer?) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.peer = peer
+        self.headers = headers
+        self.wsi = wsi
+    }
+
+    /// A request header, by lowercase name (`content-type`, `authorization`, `idempotency-key`, `x-api-key`).
+    public func header(_ name: String) -> String? { headers[name] }
+
+    /// Whether the client is still there to be answered.
+    public var isConnected: Bool { wsi != nil }
+
+    public func respond(status: Int, contentType: String, body: [UInt8], headers: [(String, String)] = []) {
+        guard let wsi, response == nil else { return }
+        response = (status, contentType, body, headers)
+        lws_callback_on_writable(wsi)
+    }
+
+    public func respond(status: Int, json: String, headers: [(String, String)] = []) {
+        respond(status: status, contentType: "application/json", body: Array(json.utf8), headers: headers)
+    }
+
+    fileprivate var file: (path: String, mime: String)?
+
+    /// Serves a file from disk (only from `httpRequest`, synchronously).
+    public func serveFile(path: String, mime: String) {
+        file = (path, mime)
+    }
+}
+
+/// The libwebsockets context: HTTP and WebSocket on one port, served by one thread.
+///
+/// - Important: `run()` blocks the thread that calls it and owns every lws call.
+///   From other threads only `wakeUp()` and `requestStop()` may be called.
+public final class WebSocketServer: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var host: String = "0.0.0.0"
+        public var port: Int32 = 8080
+        /// The WebSocket endpoint path.
+        public var path: String = "/ws"
+        /// Client messages above this close with 1009 (whole message, fragments joined).
+        public var maxClientMessageBytes = 4096
+        /// POST bodies above this answer 413.
+        public var maxRequestBodyBytes = 65_536
+        public var maxConnections = 100_000
+        public init() {}
+    }
+
+    public let options: Options
+    // Service-thread state.
+    private var context: OpaquePointer?
+    private weak var handler: WebSocketHandler?
+    private var nextID: UInt64 = 1
+    private var connections: [UInt64: WebSocketConnection] = [:]
+    private var httpRequests: [OpaquePointer: HTTPRequest] = [:]
+    private var scratch: [UInt8] = []
+    private let pre = Int(herald_lws_pre)
+    // C memory that must outlive the context.
+    private var protocols: UnsafeMutablePointer<lws_protocols>?
+    private var cStrings: [UnsafeMutablePointer<CChar>] = []
+    // Cross-thread.
+    private let stopFlag = AtomicFlag()
+    private let contextReady = AtomicFlag()
+
+    public init(options: Options, handler: WebSocketHandler) {
+        self.options = options
+        self.handler = handler
+    }
+
+    deinit {
+        protocols?.deallocate()
+        cStrings.forEach { free($0) }
+    }
+
+    /// Creates the listening context. Call on the service thread before `run()`.
+    public func start() throws(WebSocketError) {
+        lws_set_log_level(Int32(LLL_ERR), nil)
+        let protocolName = strdup("herald")!
+        cStrings.append(protocolName)
+        let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        table.initialize(repeating: lws_protocols(), count: 2)
+        table[0].name = UnsafePointer(protocolName)
+        table[0].callback = heraldLWSCallback
+        table[0].per_session_data_size = MemoryLayout<UnsafeMutableRawPointer?>.size
+        table[0].rx_buffer_size = 0
+        protocols = table
+
+        var info = lws_context_creation_info()
+        info.port = options.port
+        if options.host != "0.0.0.0" && !options.host.isEmpty {
+            let iface = strdup(options.host)!
+            cStrings.append(iface)
+            info.iface = UnsafePointer(iface)
+        }
+        info.protocols = UnsafePointer(table)
+        info.gid = -1
+        info.uid = -1
+        info.user = Unmanaged.passUnretained(self).toOpaque()
+        info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
+        info.fd_limit_per_thread = UInt32(min(options.maxConnections + 64, 200_000))
+        info.timeout_secs = 30
+        let alpn = strdup("http/1.1")!
+        cStrings.append(alpn)
+        info.alpn = UnsafePointer(alpn)
+        guard let ctx = lws_create_context(&info) else {
+            throw WebSocketError("cannot listen on \(options.host):\(options.port) (is the port in use?)")
+        }
+        context = ctx
+        contextReady.set()
+    }
+
+    /// Services the loop until `requestStop()`; then closes every client with 1001.
+    public func run() {
+        guard let ctx = context else { return }
+        while !stopFlag.isSet {
+            if lws_service(ctx, 0) < 0 { break }
+        }
+        // Shutdown: every client gets 1001, then the context goes.
+        for connection in connections.values { connection.close(code: 1001, reason: "server shutting down") }
+        let deadline = monotonicMillis() + 1_000
+        while !connections.isEmpty && monotonicMillis() < deadline {
+            if lws_service(ctx, 0) < 0 { break }
+        }
+        lws_context_destroy(ctx)
+        context = nil
+    }
+
+    /// Wakes the service thread; the handler's `wokenUp()` runs there. Any thread.
+    public func wakeUp() {
+        guard contextReady.isSet, let ctx = context else { return }
+        lws_cancel_service(ctx)
+    }
+
+    /// Asks `run()` to close every client with 1001 and return. Any thread.
+    public func requestStop() {
+        stopFlag.set()
+        wakeUp()
+    }
+
+    public var connectionCount: Int { connections.count }
+
+    // MARK: Writing
+
+    fileprivate func writeText(_ wsi: OpaquePointer, frames: [[UInt8]]) -> Bool {
+        var total = frames.count > 0 ? frames.count - 1 : 0
+        for f in frames { total += f.count }
+        if scratch.count < pre + total { scratch = [UInt8](repeating: 0, count: pre + Swift.max(total, 65_536)) }
+        return scratch.withUnsafeMutableBufferPointer { buffer -> Bool in
+            var offset = pre
+            for (i, f) in frames.enumerated() {
+                if i > 0 { buffer[offset] = 0x0A; offset += 1 }
+                f.withUnsafeBufferPointer { src in
+                    if let base = src.baseAddress { (buffer.baseAddress! + offset).update(from: base, count: src.count) }
+                }
+                offset += f.count
+            }
+            let n = lws_write(wsi, buffer.baseAddress! + pre, total, LWS_WRITE_TEXT)
+            return n >= 0
+        }
+    }
+
+    // MARK: Callback dispatch (service thread)
+
+    fileprivate func callback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+                              _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        switch reason {
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            handler?.wokenUp()
+            return 0
+
+        case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+            // Only the WebSocket path may upgrade. (Never handle HTTP_CONFIRM_UPGRADE: CVE-2025-11677.)
+            guard let wsi else { return 1 }
+            let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
+            if path != options.path { return 1 }
+            if connections.count >= options.maxConnections { return 1 }
+            return 0
+
+        case LWS_CALLBACK_ESTABLISHED:
+            guard let wsi, let user else { return -1 }
+            let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: Self.peer(wsi))
+            connection.server = self
+            nextID += 1
+            user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
+            connections[connection.id] = connection
+            handler?.webSocketOpened(connection, query: Self.queryPairs(wsi))
+            return 0
+
+        case LWS_CALLBACK_RECEIVE:
+            guard let wsi, let connection = Self.connection(user) else { return -1 }
+            if connection.closeCode != nil { return 0 }
+            if !connection.incomingTooLarge, let input, len > 0 {
+                if connection.incoming.count + len > options.maxClientMessageBytes {
+                    connection.incomingTooLarge = true
+                    connection.incoming = []
+                } else {
+                    connection.incoming.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
+                }
+            }
+            if connection.incomingTooLarge {
+                let reason = "message over \(options.maxClientMessageBytes) bytes"
+                connection.closeCode = 1009
+                reason.withCString { r in
+                    lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                                     UnsafeMutableRawPointer(mutating: r).assumingMemoryBound(to: UInt8.self), strlen(r))
+                }
+                return -1
+            }
+            if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
+                let message = connection.incoming
+                connection.incoming = []
+                handler?.webSocketReceived(connection, message: message, binary: lws_frame_is_binary(wsi) != 0)
+            }
+            return 0
+
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            guard let wsi, let connection = Self.connection(user) else { return -1 }
+            if let code = connection.closeCode {
+                let reason = connection.closeReason
+                reason.withCString { r in
+                    lws_close_reason(wsi, lws_close_status(rawValue: UInt32(code)),
+                                     UnsafeMutableRawPointer(mutating: r).assumingMemoryBound(to: UInt8.self), strlen(r))
+                }
+                return -1
+            }
+            handler?.webSocketWritable(connection)
+            return 0
+
+        case LWS_CALLBACK_CLOSED:
+            guard let user, let raw = user.load(as: UnsafeMutableRawPointer?.self) else { return 0 }
+            user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
+            let connection = Unmanaged<WebSocketConnection>.fromOpaque(raw).takeRetainedValue()
+            connections.removeValue(forKey: connection.id)
+            connection.wsi = nil
+            connection.server = nil
+            handler?.webSocketClosed(connection)
+            return 0
+
+        case LWS_CALLBACK_HTTP:
+            guard let wsi else { return -1 }
+            let isPost = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0
+            let path = Self.header(wsi, isPost ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI) ?? "/"
+            var headers: [String: String] = [:]
+            if let v = Self.header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) { headers["content-type"] = v }
+            if let v = Self.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) { headers["authorization"] = v }
+            if let v = Self.header(wsi, WSI_TOKEN_ORIGIN) { headers["origin"] = v }
+            for name in ["idempotency-key", "x-api-key"] {
+                if let v = Self.customHeader(wsi, name) { headers[name] = v }
+            }
+            let method = isPost ? "POST" : (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER")
+            let request = HTTPRequest(method: method, path: path, query: Self.queryPairs(wsi), peer: Self.peer(wsi),
+                                      headers: headers, wsi: wsi)
+            request.server = self
+            httpRequests[wsi] = request
+            if isPost {
+                return 0 // the body follows in LWS_CALLBACK_HTTP_BODY
+            }
+            return dispatchHTTP(request, wsi)
+
+        case LWS_CALLBACK_HTTP_BODY:
+            guard let wsi, let request = httpRequests[wsi] else { return -1 }
+            if let input, len > 0, !request.bodyTooLarge {
+                if request.body.count + len > options.maxRequestBodyBytes {
+                    request.bodyTooLarge = true
+                    request.body = []
+                } else {
+                    request.body.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
+                }
+            }
+            return 0
+
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+            guard let wsi, let request = httpRequests[wsi] else { return -1 }
+            if request.bodyTooLarge {
+                request.respond(status: 413, json: #"{"error":"too_large","message":"body is larger than \#(options.maxRequestBodyBytes) bytes"}"#)
+                return 0
+            }
+            return dispatchHTTP(request, wsi)
+
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            guard let wsi, let request = httpRequests[wsi], let response = request.response else { return 0 }
+            return writeHTTP(wsi, request: request, response: response)
+
+        case LWS_CALLBACK_CLOSED_HTTP:
+            if let wsi, let request = httpRequests.removeValue(forKey: wsi) { request.wsi = nil }
+            return 0
+
+        case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+            guard let wsi else { return -1 }
+            httpRequests.removeValue(forKey: wsi)?.wsi = nil
+            return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+
+        default:
+            return lws_callback_http_dummy(wsi, reason, user, input, len)
+        }
+    }
+
+    private func dispatchHTTP(_ request: HTTPRequest, _ wsi: OpaquePointer) -> Int32 {
+        handler?.httpRequest(request)
+        if let file = request.file {
+            let status = lws_serve_http_file(wsi, file.path, file.mime, nil, 0)
+            if status < 0 { return -1 }
+            if status > 0 {
+                httpRequests.removeValue(forKey: wsi)?.wsi = nil
+                return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+            }
+            return 0
+        }
+        return 0
+    }
+
+    private func writeHTTP(_ wsi: OpaquePointer, request: HTTPRequest,
+                           response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])) -> Int32 {
+        var head = [UInt8](repeating: 0, count: pre + 4096)
+        let ok: Bool = head.withUnsafeMutableBufferPointer { buffer in
+            let start = buffer.baseAddress! + pre
+            let end = buffer.baseAddress! + buffer.count - 1
+            var p: UnsafeMutablePointer<UInt8>? = start
+            if lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
+                                           lws_filepos_t(response.body.count), &p, end) != 0 { return false }
+            for (name, value) in response.headers {
+                let n = name.lowercased() + ":"
+                let added = n.withCString { np in
+                    value.withCString { vp in
+                        lws_add_http_header_by_name(wsi, UnsafeRawPointer(np).assumingMemoryBound(to: UInt8.self),
+                                                    UnsafeRawPointer(vp).assumingMemoryBound(to: UInt8.self),
+                                                    Int32(strlen(vp)), &p, end)
+                    }
+                }
+                if added != 0 { return false }
+            }
+            return lws_finalize_write_http_header(wsi, start, &p, end) == 0
+        }
+        guard ok else { return -1 }
+        httpRequests.removeValue(forKey: wsi)?.wsi = nil
+        if !response.body.isEmpty {
+            var body = [UInt8](repeating: 0, count: pre + response.body.count)
+            body.replaceSubrange(pre..<(pre + response.body.count), with: response.body)
+            let n = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, response.body.count, LWS_WRITE_HTTP_FINAL) }
+            if n < 0 { return -1 }
+        }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    // MARK: Helpers
+
+    static func connection(_ user: UnsafeMutableRawPointer?) -> WebSocketConnection? {
+        guard let user, let raw = user.load(as: UnsafeMutableRawPointer?.self) else { return nil }
+        return Unmanaged<WebSocketConnection>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    static func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
+        let length = Int(lws_hdr_total_length(wsi, token))
+        guard length > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: length + 1)
+        guard lws_hdr_copy(wsi, &buffer, Int32(buffer.count), token) >= 0 else { return nil }
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func customHeader(_ wsi: OpaquePointer, _ name: String) -> String? {
+        let key = name + ":"
+        let length = Int(lws_hdr_custom_length(wsi, key, Int32(key.utf8.count)))
+        guard length > 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: length + 1)
+        guard lws_hdr_custom_copy(wsi, &buffer, Int32(buffer.count), key, Int32(key.utf8.count)) >= 0 else { return nil }
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The URL's query as urldecoded `key=value` pairs, in order.
+    static func queryPairs(_ wsi: OpaquePointer) -> [(String, String)] {
+        var pairs: [(String, String)] = []
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var index: Int32 = 0
+        while index < 64 {
+            let n = lws_hdr_copy_fragment(wsi, &buffer, Int32(buffer.count), WSI_TOKEN_HTTP_URI_ARGS, index)
+            if n < 0 { break }
+            let text = String(decoding: buffer.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if let eq = text.firstIndex(of: "=") {
+                pairs.append((String(text[..<eq]), String(text[text.index(after: eq)...])))
+            } else if !text.isEmpty {
+                pairs.append((text, ""))
+            }
+            index += 1
+        }
+        return pairs
+    }
+
+    static func peer(_ wsi: OpaquePointer) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard let p = lws_get_peer_simple(wsi, &buffer, buffer.count) else { return "?" }
+        return String(cString: p)
+    }
+}
+
+public struct WebSocketError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The lws protocol callback. Runs on the service thread; finds the server through the context user pointer.
+func heraldLWSCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+                       _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+    guard let wsi, let ctx = lws_get_context(wsi), let raw = lws_context_user(ctx) else {
+        return lws_callback_http_dummy(wsi, reason, user, input, len)
+    }
+    let server = Unmanaged<WebSocketServer>.fromOpaque(raw).takeUnretainedValue()
+    return server.callback(wsi, reason, user, input, len)
+}
+
+func monotonicMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// Names the calling thread (shows in `top -H`, `perf`).
+public func setThreadName(_ name: String) {
+    herald_set_thread_name(name)
+}

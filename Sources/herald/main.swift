@@ -1,0 +1,160 @@
+import ArgumentParser
+import HeraldAMQP
+import HeraldCore
+import HeraldServer
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Herald: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "herald",
+        abstract: "Real-time push fan-out: RabbitMQ → capped Redis history → WebSocket clients.",
+        subcommands: [Serve.self, Publish.self])
+}
+
+/// Every flag of `serve` also reads `HERALD_<FLAG>` (for example `--amqp-url` / `HERALD_AMQP_URL`).
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Herald node (WebSocket, HTTP API, sequencer).",
+        discussion: "Every flag can also be set with an environment variable HERALD_<FLAG>, e.g. HERALD_AMQP_URL. A flag on the command line wins.")
+
+    @Option(help: "Address to listen on. (HERALD_HOST)") var host = "0.0.0.0"
+    @Option(help: "Port for HTTP and WebSocket. (HERALD_PORT)") var port: Int32 = 8080
+    @Option(help: "RabbitMQ URL. (HERALD_AMQP_URL)") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "Redis URL. (HERALD_REDIS_URL)") var redisURL = "redis://127.0.0.1:6379/0"
+    @Option(help: "Fanout exchange publishers send to; Herald's queues are named after it. (HERALD_EXCHANGE)") var exchange = "herald"
+    @Option(help: "Channel for messages with an empty routing key. (HERALD_DEFAULT_CHANNEL)") var defaultChannel = "default"
+    @Option(help: "Messages kept per channel in Redis. (HERALD_HISTORY_SIZE)") var historySize = 100
+    @Option(help: "Prefix of Herald's Redis keys. (HERALD_REDIS_PREFIX)") var redisPrefix = "herald"
+    @Option(help: "Largest accepted message body in bytes. (HERALD_MAX_MESSAGE_BYTES)") var maxMessageBytes = 65_536
+    @Option(help: "Largest client WebSocket message in bytes; larger closes with 1009. (HERALD_MAX_CLIENT_FRAME_BYTES)") var maxClientFrameBytes = 4_096
+    @Option(help: "Messages a client may fall behind before it is closed with 4008. (HERALD_CLIENT_BACKLOG)") var clientBacklog = 1_000
+    @Option(help: "API key required by POST /api/publish; repeat for several (env: comma-separated). (HERALD_API_KEY)") var apiKey: [String] = []
+    @Option(help: "This node's name in /healthz and logs (default: host name and pid). (HERALD_NODE_ID)") var nodeID: String?
+    @Option(help: "Folder served at / (the demo page and client library). (HERALD_WEB_ROOT)") var webRoot = "web-client"
+    @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
+    @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
+    @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+
+    func validate() throws {
+        guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
+        guard clientBacklog >= 1 else { throw ValidationError("--client-backlog must be at least 1") }
+        guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
+        guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
+    }
+
+    func run() throws {
+        var config = HeraldConfig()
+        config.host = host
+        config.port = port
+        config.amqpURL = amqpURL
+        config.redisURL = redisURL
+        config.exchange = exchange
+        config.defaultChannel = defaultChannel
+        config.historySize = historySize
+        config.redisPrefix = redisPrefix
+        config.maxMessageBytes = maxMessageBytes
+        config.maxClientFrameBytes = maxClientFrameBytes
+        config.clientBacklog = clientBacklog
+        config.apiKeys = apiKey.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
+        config.nodeID = nodeID ?? defaultNodeID()
+        config.webRoot = webRoot
+        config.dedupeSeconds = dedupeSeconds
+        config.maxConnections = maxConnections
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "herald")
+        do {
+            try Node(config: config, logger: logger).run()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    func defaultNodeID() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let name = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(name)-\(getpid())"
+    }
+}
+
+struct Publish: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish one message to a channel through RabbitMQ, with a publisher confirm.")
+
+    @Argument(help: "The channel (the routing key).") var channel: String
+    @Argument(help: "The message; standard input when omitted.") var text: String?
+    @Flag(help: "Send as application/json (the body must be valid JSON).") var json = false
+    @Option(help: "The message_id (publishing the same id again is stored once).") var id: String?
+    @Option(help: "RabbitMQ URL. (HERALD_AMQP_URL)") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "The exchange. (HERALD_EXCHANGE)") var exchange = "herald"
+
+    func run() throws {
+        guard ChannelName.isValid(channel) else {
+            throw ValidationError("\(ChannelName.problem(channel) ?? "bad channel")")
+        }
+        var body: [UInt8]
+        if let text {
+            body = Array(text.utf8)
+        } else {
+            body = []
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = read(0, &buffer, buffer.count)
+                if n <= 0 { break }
+                body.append(contentsOf: buffer[0..<n])
+            }
+        }
+        if json {
+            do { _ = try JSON.minify(body) } catch { throw ValidationError("body is not valid JSON: \(error.message)") }
+        }
+        let connection = AMQPConnection(endpoint: try AMQPEndpoint(url: amqpURL))
+        try connection.connect()
+        defer { connection.close() }
+        try connection.declareExchange(exchange, type: "fanout", durable: true)
+        try connection.confirmSelect()
+        try connection.publish(exchange: exchange, routingKey: channel, body: body,
+                               properties: AMQPProperties(contentType: json ? "application/json" : "text/plain; charset=utf-8",
+                                                          messageID: id, persistent: true))
+        let refused = try connection.waitForConfirms(timeoutMillis: 10_000)
+        if !refused.isEmpty {
+            print("RabbitMQ refused the message")
+            throw ExitCode(1)
+        }
+        print("published to \(channel)" + (id.map { " (id \($0))" } ?? ""))
+    }
+}
+
+/// Fills in flags from `HERALD_*` environment variables when they are not on the command line.
+func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
+    guard arguments.count > 1, arguments[1] == "serve" || arguments[1] == "publish" else { return arguments }
+    let flags = arguments[1] == "serve"
+        ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
+           "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
+           "dedupe-seconds", "max-connections", "log-level"]
+        : ["amqp-url", "exchange"]
+    var result = arguments
+    for flag in flags {
+        let present = arguments.contains { $0 == "--\(flag)" || $0.hasPrefix("--\(flag)=") }
+        let variable = "HERALD_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
+        guard !present, let value = getenv(variable).map({ String(cString: $0) }), !value.isEmpty else { continue }
+        result.insert(contentsOf: ["--\(flag)", value], at: 2)
+    }
+    return result
+}
+
+extension String {
+    func replacingOccurrences(of a: String, with b: String) -> String {
+        split(separator: Character(a), omittingEmptySubsequences: false).joined(separator: b)
+    }
+}
+
+Herald.main(Array(argumentsWithEnvironment(CommandLine.arguments).dropFirst()))
