@@ -1,0 +1,234 @@
+"""Fixtures for integration tests: a private Redis per test, the shared local RabbitMQ with a
+unique exchange per test, Herald as a real process, and WebSocket clients that split batched frames."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pika
+import pytest
+import redis as redislib
+from websockets.sync.client import connect as ws_connect
+
+HERALD_BIN = os.environ.get("HERALD_BIN", os.path.join(os.path.dirname(__file__), "../../.build/release/herald"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so tests may stop, restart and flush it."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="herald-redis-")
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._ping, 10, what="redis to start")
+
+    def _ping(self):
+        try:
+            return self.client().ping()
+        except Exception:
+            return False
+
+    def client(self):
+        return redislib.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def stop(self, save=True):
+        """Stops Redis; with save the data comes back on start (like a restart with persistence)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.client().shutdown(save=save, nosave=not save)
+            except Exception:
+                pass
+            self.proc.wait(10)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Herald:
+    """One `herald serve` process."""
+
+    def __init__(self, exchange, redis_url, port=None, extra=()):
+        self.exchange = exchange
+        self.redis_url = redis_url
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.proc = None
+        self.log_path = os.path.join(ROOT, "test-output", f"herald-{exchange}-{self.port}.log")
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+
+    def start(self, wait_healthy=True):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [HERALD_BIN, "serve", "--port", str(self.port), "--host", "127.0.0.1", "--exchange", self.exchange,
+             "--redis-url", self.redis_url, "--web-root", os.path.join(ROOT, "web-client"), *self.extra],
+            stdout=log, stderr=log)
+        if wait_healthy:
+            wait_until(lambda: self.health()[0] == 200, 20, what="herald to become healthy")
+        return self
+
+    def health(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+        except Exception:
+            return None, None
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                if line and not line.startswith("#") and "{" not in line:
+                    k, v = line.split()
+                    out[k] = float(v)
+            return out
+
+    def ws_url(self, query=""):
+        return f"ws://127.0.0.1:{self.port}/ws" + (f"?{query}" if query else "")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            return self.proc.wait(timeout)
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Client:
+    """A WebSocket client that returns one JSON object per server frame line."""
+
+    def __init__(self, url, **kw):
+        self.ws = ws_connect(url, max_size=None, **kw).__enter__()
+        self.pending = []
+
+    def recv(self, timeout=10):
+        while not self.pending:
+            raw = self.ws.recv(timeout=timeout)
+            self.pending.extend(json.loads(line) for line in raw.split("\n"))
+        return self.pending.pop(0)
+
+    def send(self, obj):
+        self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    def recv_messages(self, channel, count, timeout=20):
+        """The next `count` message frames of `channel` (other frames are returned separately)."""
+        out, others = [], []
+        deadline = time.time() + timeout
+        while len(out) < count:
+            f = self.recv(timeout=max(0.1, deadline - time.time()))
+            if f.get("type") == "message" and f.get("channel") == channel:
+                out.append(f)
+            else:
+                others.append(f)
+        return out, others
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def amqp_channel():
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=30))
+    ch = conn.channel()
+    return conn, ch
+
+
+def publish(exchange, channel_name, messages, confirm=True, content_type=None, ids=None):
+    """Publishes bodies to the exchange with confirms; ids default to a fresh uuid each."""
+    conn, ch = amqp_channel()
+    ch.exchange_declare(exchange, "fanout", durable=True)
+    if confirm:
+        ch.confirm_delivery()
+    for i, body in enumerate(messages):
+        props = pika.BasicProperties(content_type=content_type, delivery_mode=2,
+                                     message_id=(ids[i] if ids else str(uuid.uuid4())))
+        ch.basic_publish(exchange, channel_name, body, props)
+    conn.close()
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop(save=False)
+
+
+@pytest.fixture
+def exchange():
+    name = "t" + uuid.uuid4().hex[:10]
+    yield name
+    try:
+        conn, ch = amqp_channel()
+        for q in (f"{name}.history", f"{name}.dead"):
+            ch.queue_delete(q)
+        for e in (name, f"{name}.live"):
+            ch.exchange_delete(e)
+        conn.close()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def herald_factory(exchange, redis_server):
+    started = []
+
+    def make(extra=(), port=None):
+        h = Herald(exchange, redis_server.url, port=port, extra=extra)
+        started.append(h)
+        return h
+
+    yield make
+    for h in started:
+        h.kill()
+
+
+@pytest.fixture
+def herald(herald_factory):
+    return herald_factory().start()
+
+
+def assert_consecutive(seqs, start=None, end=None):
+    assert seqs, "no messages"
+    if start is not None:
+        assert seqs[0] == start, f"first seq {seqs[0]}, expected {start}"
+    if end is not None:
+        assert seqs[-1] == end, f"last seq {seqs[-1]}, expected {end}"
+    for a, b in zip(seqs, seqs[1:]):
+        assert b == a + 1, f"gap or duplicate: {a} then {b}"

@@ -1,0 +1,150 @@
+"""Bad input gets a clear error and nothing is lost."""
+import json
+import socket
+import threading
+import time
+
+import pika
+from websockets.exceptions import ConnectionClosed
+
+from conftest import Client, amqp_channel, assert_consecutive, publish, wait_until
+
+
+def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_server):
+    c = Client(herald.ws_url("channel=news"))
+    c.recv()
+    conn, ch = amqp_channel()
+    ch.confirm_delivery()
+    ch.basic_publish(exchange, "bad channel!", b"x", pika.BasicProperties(message_id="p1"))
+    ch.basic_publish(exchange, "news", b"x" * 70000, pika.BasicProperties(message_id="p2"))
+    ch.basic_publish(exchange, "news", b"{not json", pika.BasicProperties(content_type="application/json", message_id="p3"))
+    ch.basic_publish(exchange, "news", b"fine", pika.BasicProperties(message_id="ok"))
+    msgs, _ = c.recv_messages("news", 1)
+    assert (msgs[0]["seq"], msgs[0]["id"]) == (1, "ok")
+    dead = {}
+    def got_all():
+        while True:
+            method, props, body = ch.basic_get(f"{exchange}.dead", auto_ack=True)
+            if method is None:
+                break
+            dead[props.message_id] = props.headers["x-herald-error"]
+        return len(dead) == 3
+    wait_until(got_all, 10, what="3 dead letters")
+    assert dead["p1"].startswith("bad_channel: ")
+    assert dead["p2"].startswith("too_large: ")
+    assert dead["p3"].startswith("bad_json: ")
+    conn.close()
+    assert herald.metrics()["herald_dead_lettered_total"] == 3
+    assert redis_server.client().llen("herald:history:news") == 1
+    c.close()
+
+
+def test_bad_client_frames_get_error_frames_and_oversize_gets_1009(herald, exchange):
+    c = Client(herald.ws_url("channel=news&channel=bad%20one"))
+    frames = [c.recv(), c.recv()]
+    err = [f for f in frames if f["type"] == "error"][0]
+    assert err["code"] == "bad_channel" and "op" not in err
+    assert [f for f in frames if f["type"] == "subscribed"][0]["channel"] == "news"
+
+    c.send("{not json")
+    e = c.recv()
+    assert e["type"] == "error" and e["code"] == "bad_request" and "op" not in e
+    c.send({"op": "dance"})
+    e = c.recv()
+    assert (e["code"], e["op"]) == ("unknown_op", "dance")
+    c.send({"op": "subscribe", "channel": "x" * 129})
+    e = c.recv()
+    assert (e["code"], e["op"]) == ("bad_channel", "subscribe")
+    c.send({"op": "subscribe", "channel": "ok", "since": -1})
+    assert c.recv()["code"] == "bad_request"
+
+    bystander = Client(herald.ws_url("channel=news"))
+    bystander.recv()
+    try:
+        c.send("x" * (1 << 20))
+        c.recv(timeout=5)
+        assert False, "expected close"
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None and closed.rcvd.code == 1009
+    publish(exchange, "news", [b"after"])
+    msgs, _ = bystander.recv_messages("news", 1)
+    assert msgs[0]["data"] == "after"
+    bystander.close()
+
+
+def test_url_since_with_several_channels_is_bad_request(herald):
+    c = Client(herald.ws_url("channel=a&channel=b&since=3"))
+    e = c.recv()
+    assert e["type"] == "error" and e["code"] == "bad_request"
+    c.send({"op": "subscribe", "channel": "c"})
+    assert c.recv()["channel"] == "c"  # a and b were not subscribed
+    c.close()
+
+
+def raw_ws(port, path):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(1)
+    assert b" 101 " in buf.split(b"\r\n")[0]
+    return s
+
+
+def read_until_close(s, timeout=30):
+    """Reads frames until a close frame; returns its code (None on EOF without one)."""
+    s.settimeout(timeout)
+    data = b""
+    def need(n):
+        nonlocal data
+        while len(data) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError
+            data += chunk
+    try:
+        while True:
+            need(2)
+            opcode, ln = data[0] & 0x0F, data[1] & 0x7F
+            off = 2
+            if ln == 126:
+                need(4); ln = int.from_bytes(data[2:4], "big"); off = 4
+            elif ln == 127:
+                need(10); ln = int.from_bytes(data[2:10], "big"); off = 10
+            need(off + ln)
+            payload = data[off:off + ln]
+            data = data[off + ln:]
+            if opcode == 8:
+                return int.from_bytes(payload[:2], "big")
+    except (EOFError, ConnectionResetError):
+        return None
+
+
+def test_client_that_stops_reading_is_closed_4008_while_others_get_everything(herald_factory, exchange):
+    h = herald_factory(extra=["--client-backlog", "100"]).start()
+    slow = raw_ws(h.port, "/ws?channel=flood")  # never reads until it has been told to go
+    readers = [Client(h.ws_url("channel=flood")) for _ in range(100)]
+    for r in readers:
+        assert r.recv()["type"] == "subscribed"
+    total = 600
+    body = b"y" * 16000  # enough to fill the slow client's socket buffers and then the backlog
+    publisher = threading.Thread(target=publish, args=(exchange, "flood", [body] * total))
+    publisher.start()
+    results = [None] * len(readers)
+    def read(i):
+        msgs, _ = readers[i].recv_messages("flood", total, timeout=180)
+        results[i] = [m["seq"] for m in msgs]
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(readers))]
+    for t in threads: t.start()
+    wait_until(lambda: h.metrics()["herald_slow_consumer_closes_total"] >= 1, 120, interval=0.2,
+               what="the slow client to be closed")
+    assert read_until_close(slow) == 4008
+    for t in threads: t.join()
+    publisher.join()
+    for seqs in results:
+        assert seqs == list(range(1, total + 1))
+    assert h.metrics()["herald_slow_consumer_closes_total"] == 1
+    for r in readers: r.close()

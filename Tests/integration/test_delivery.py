@@ -1,0 +1,188 @@
+"""Publishing through RabbitMQ and receiving over WebSocket: frames, history, resume."""
+import base64
+import json
+import time
+import urllib.request
+
+import pika
+
+from conftest import Client, amqp_channel, assert_consecutive, publish, wait_until
+
+
+def test_json_text_and_binary_bodies_arrive_as_protocol_frames(herald, exchange):
+    c = Client(herald.ws_url("channel=news"))
+    sub = c.recv()
+    assert sub["type"] == "subscribed" and sub["seq"] == 0 and sub["replay"] == 0
+    before = int(time.time() * 1000)
+    conn, ch = amqp_channel()
+    ch.confirm_delivery()
+    ch.basic_publish(exchange, "news", b'{ "price" : 12.5,\n "tags": ["a"] }',
+                     pika.BasicProperties(content_type="application/json; charset=utf-8", message_id="j1"))
+    ch.basic_publish(exchange, "news", "héllo\nworld".encode(), pika.BasicProperties(content_type="text/plain", message_id="t1"))
+    ch.basic_publish(exchange, "news", b"\xff\x00\xfe", pika.BasicProperties(message_id="b1"))
+    conn.close()
+    msgs, _ = c.recv_messages("news", 3)
+    after = int(time.time() * 1000)
+    assert [m["seq"] for m in msgs] == [1, 2, 3]
+    assert [m["id"] for m in msgs] == ["j1", "t1", "b1"]
+    assert msgs[0]["data"] == {"price": 12.5, "tags": ["a"]} and "encoding" not in msgs[0]
+    assert msgs[1]["data"] == "héllo\nworld"
+    assert msgs[2]["data"] == base64.b64encode(b"\xff\x00\xfe").decode() and msgs[2]["encoding"] == "base64"
+    for m in msgs:
+        assert before - 1000 <= m["time"] <= after + 1000
+        assert list(m)[:6] == ["type", "channel", "seq", "id", "time", "data"]
+    c.close()
+
+
+def test_history_replay_then_live_and_capped_list(herald, exchange, redis_server):
+    publish(exchange, "news", [f"m{i}".encode() for i in range(1, 151)])
+    wait_until(lambda: redis_server.client().hget("herald:meta:news", "seq") == b"150", what="150 stored")
+    c = Client(herald.ws_url("channel=news"))
+    sub = c.recv()
+    assert (sub["type"], sub["seq"], sub["replay"]) == ("subscribed", 150, 100)
+    assert "recovered" not in sub and "missed" not in sub
+    replay, others = c.recv_messages("news", 100)
+    assert others == []
+    assert [m["seq"] for m in replay] == list(range(51, 151))
+    assert [m["data"] for m in replay] == [f"m{i}" for i in range(51, 151)]
+    publish(exchange, "news", [b"live1", b"live2"])
+    live, _ = c.recv_messages("news", 2)
+    assert [m["seq"] for m in live] == [151, 152]
+    stored = redis_server.client().lrange("herald:history:news", 0, -1)
+    assert len(stored) == 100
+    assert [json.loads(s)["seq"] for s in stored] == list(range(152, 52, -1))  # newest first
+    c.close()
+
+
+def test_resume_since_and_epoch(herald, exchange, redis_server):
+    publish(exchange, "news", [f"m{i}".encode() for i in range(1, 151)])
+    wait_until(lambda: redis_server.client().hget("herald:meta:news", "seq") == b"150", what="150 stored")
+    epoch = redis_server.client().hget("herald:meta:news", "epoch").decode()
+
+    c = Client(herald.ws_url(f"channel=news&since=120&epoch={epoch}"))
+    sub = c.recv()
+    assert sub == {"type": "subscribed", "channel": "news", "epoch": epoch, "seq": 150, "replay": 30,
+                   "recovered": True, "missed": 0}
+    msgs, _ = c.recv_messages("news", 30)
+    assert [m["seq"] for m in msgs] == list(range(121, 151))
+
+    c.send({"op": "unsubscribe", "channel": "news"})
+    assert c.recv() == {"type": "unsubscribed", "channel": "news"}
+    c.send({"op": "subscribe", "channel": "news", "since": 10, "epoch": epoch})
+    sub = c.recv()
+    assert (sub["recovered"], sub["missed"], sub["replay"], sub["seq"]) == (False, 40, 100, 150)
+    msgs, _ = c.recv_messages("news", 100)
+    assert [m["seq"] for m in msgs] == list(range(51, 151))
+    c.close()
+
+    c = Client(herald.ws_url("channel=news"))
+    c.recv(); c.recv_messages("news", 100)
+    c.send({"op": "unsubscribe", "channel": "news"}); c.recv()
+    c.send({"op": "subscribe", "channel": "news", "since": 140, "epoch": "not-the-epoch"})
+    sub = c.recv()
+    assert (sub["recovered"], sub["missed"], sub["replay"]) == (False, None, 100)
+    msgs, _ = c.recv_messages("news", 100)
+    assert [m["seq"] for m in msgs] == list(range(51, 151))
+    # A since above the channel's seq means the sequence went back: treated as another epoch.
+    c.send({"op": "subscribe", "channel": "other", "since": 5})
+    sub = c.recv()
+    assert (sub["channel"], sub["seq"], sub["recovered"], sub["missed"]) == ("other", 0, False, None)
+    c.close()
+
+
+def test_resubscribe_never_repeats_a_seq(herald, exchange):
+    publish(exchange, "news", [b"a", b"b", b"c"])
+    c = Client(herald.ws_url("channel=news"))
+    c.recv(); c.recv_messages("news", 3)
+    c.send({"op": "subscribe", "channel": "news"})
+    sub = c.recv()
+    assert (sub["seq"], sub["replay"]) == (3, 0)
+    publish(exchange, "news", [b"d"])
+    msgs, _ = c.recv_messages("news", 1)
+    assert msgs[0]["seq"] == 4
+    c.close()
+
+
+def test_duplicate_message_id_is_stored_and_sent_once(herald, exchange, redis_server):
+    c = Client(herald.ws_url("channel=news"))
+    c.recv()
+    publish(exchange, "news", [b"one", b"one-again", b"two"], ids=["same", "same", "other"])
+    msgs, _ = c.recv_messages("news", 2)
+    assert [(m["seq"], m["id"], m["data"]) for m in msgs] == [(1, "same", "one"), (2, "other", "two")]
+    time.sleep(0.5)
+    assert c.pending == []
+    assert redis_server.client().llen("herald:history:news") == 2
+    c.close()
+
+
+def test_empty_routing_key_goes_to_default_channel(herald, exchange):
+    c = Client(herald.ws_url("channel=default"))
+    c.recv()
+    publish(exchange, "", [b"x"])
+    msgs, _ = c.recv_messages("default", 1)
+    assert msgs[0]["data"] == "x"
+    c.close()
+
+
+def test_http_publish_and_history(herald_factory, exchange):
+    h = herald_factory(extra=["--api-key", "k1,k2"]).start()
+    base = f"http://127.0.0.1:{h.port}"
+
+    def post(path, body, headers):
+        req = urllib.request.Request(base + path, data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    assert post("/api/publish/news", b"x", {})[0] == 401
+    assert post("/api/publish/news", b"x", {"X-API-Key": "nope"})[0] == 401
+    status, body = post("/api/publish/bad%20name", b"x", {"X-API-Key": "k1"})
+    assert status == 400 and body["error"] == "bad_channel"
+    status, body = post("/api/publish/news", b"{nope", {"X-API-Key": "k1", "Content-Type": "application/json"})
+    assert status == 400 and body["error"] == "bad_json"
+    status, body = post("/api/publish/news", b"x" * 70000, {"X-API-Key": "k1"})
+    assert status == 413 and body["error"] == "too_large"
+    status, body = post("/api/publish/news", b'{"n": 1}', {"Authorization": "Bearer k2", "Content-Type": "application/json",
+                                                          "Idempotency-Key": "idem-1"})
+    assert (status, body) == (202, {"id": "idem-1"})
+    status, body = post("/api/publish/news", b'{"n": 1}', {"X-API-Key": "k2", "Content-Type": "application/json",
+                                                          "Idempotency-Key": "idem-1"})
+    assert (status, body) == (202, {"id": "idem-1"})
+    for i in range(2, 6):
+        assert post("/api/publish/news", f"t{i}".encode(), {"X-API-Key": "k1"})[0] == 202
+
+    def history(q=""):
+        with urllib.request.urlopen(f"{base}/api/history/news{q}", timeout=5) as r:
+            return json.loads(r.read())
+
+    wait_until(lambda: len(history()) == 5, what="5 messages in history")
+    all_msgs = history()
+    assert [m["seq"] for m in all_msgs] == [1, 2, 3, 4, 5]
+    assert all_msgs[0]["data"] == {"n": 1} and all_msgs[0]["id"] == "idem-1"
+    assert [m["seq"] for m in history("?since=2&limit=2")] == [3, 4]
+    try:
+        urllib.request.urlopen(f"{base}/api/history/bad%20name", timeout=5)
+        assert False
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and json.loads(e.read())["error"] == "bad_channel"
+
+
+def test_healthz_metrics_and_demo_page(herald):
+    status, body = herald.health()
+    assert status == 200
+    assert body["status"] == "ok" and body["amqp"] == "up" and body["redis"] == "up" and isinstance(body["node"], str)
+    wait_until(lambda: herald.health()[1]["sequencer"] is True, 10, what="sequencer role")
+    m = herald.metrics()
+    for name in ["herald_connections", "herald_subscriptions", "herald_messages_in_total", "herald_deliveries_total",
+                 "herald_replays_total", "herald_dead_lettered_total", "herald_slow_consumer_closes_total",
+                 "herald_amqp_reconnects_total", "herald_redis_reconnects_total", "herald_delivery_latency_ms_count"]:
+        assert name in m, name
+    with urllib.request.urlopen(f"http://127.0.0.1:{herald.port}/", timeout=5) as r:
+        assert r.status == 200 and b"Herald" in r.read()
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{herald.port}/nope.txt", timeout=5)
+        assert False
+    except urllib.error.HTTPError as e:
+        assert e.code == 404

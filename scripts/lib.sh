@@ -1,0 +1,53 @@
+# Shared by scripts/run and scripts/test: install what is missing, start what is not running.
+set -euo pipefail
+
+APT_PACKAGES="libwebsockets-dev libhiredis-dev librabbitmq-dev rabbitmq-server redis-server chromium chromium-driver curl"
+PY_PACKAGES="pika websockets redis pytest selenium"
+
+log() { printf '\033[1m[herald]\033[0m %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+ensure_apt_packages() {
+    local missing=()
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_python_packages() {
+    if ! python3 -c "import pika, websockets, redis, pytest, selenium" 2>/dev/null; then
+        log "installing Python packages: $PY_PACKAGES"
+        python3 -m pip install -q $PY_PACKAGES 2>&1 | grep -v "Running pip as the 'root' user" || true
+    fi
+}
+
+ensure_rabbitmq() {
+    if rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; then return; fi
+    log "starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+        if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then log "RabbitMQ is up"; return; fi
+        sleep 1
+    done
+    log "RabbitMQ did not start"; exit 1
+}
+
+ensure_redis() {
+    if redis-cli -p 6379 ping >/dev/null 2>&1; then return; fi
+    log "starting Redis on 127.0.0.1:6379"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null
+    for _ in $(seq 1 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && return; sleep 0.1; done
+    log "Redis did not start"; exit 1
+}
+
+build_release() {
+    log "building herald (release)"
+    swift build -c release --product herald 2>&1 | grep -E "error|warning:|Compiling herald|Build complete" || true
+    test -x .build/release/herald
+}
