@@ -1,0 +1,251 @@
+import Testing
+@testable import HeraldCore
+
+@Suite struct ChannelNameTests {
+    @Test func acceptsTheProtocolAlphabet() {
+        #expect(ChannelName.isValid("news"))
+        #expect(ChannelName.isValid("A-z_0.9:@-"))
+        #expect(ChannelName.isValid(String(repeating: "a", count: 128)))
+    }
+
+    @Test func rejectsEverythingElse() {
+        #expect(!ChannelName.isValid(""))
+        #expect(!ChannelName.isValid(String(repeating: "a", count: 129)))
+        #expect(!ChannelName.isValid("a b"))
+        #expect(!ChannelName.isValid("a/b"))
+        #expect(!ChannelName.isValid("é"))
+        #expect(!ChannelName.isValid("a\"b"))
+    }
+}
+
+@Suite struct JSONTests {
+    @Test func minifyKeepsStringsAndDropsWhitespace() throws {
+        let out = try JSON.minify(Array("{ \"a\" : [1, 2],\n \"b\": \"x y\\n\" }".utf8))
+        #expect(String(decoding: out, as: UTF8.self) == "{\"a\":[1,2],\"b\":\"x y\\n\"}")
+    }
+
+    @Test func rejectsInvalidJSON() {
+        for bad in ["{", "[1,]", "{\"a\" 1}", "01", "\"\u{01}\"", "nul", "1 2", "\"\\ud800\"", "{\"a\":1}}"] {
+            #expect(throws: JSONError.self) { try JSON.minify(Array(bad.utf8)) }
+        }
+        #expect(throws: JSONError.self) { try JSON.minify([0x22, 0xFF, 0x22]) }
+    }
+
+    @Test func boundsNesting() {
+        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: JSONError.self) { try JSON.parse(Array(deep.utf8)) }
+    }
+
+    @Test func parsesUnicodeEscapes() throws {
+        let v = try JSON.parse(Array("\"\\u00e9\\ud83d\\ude00\"".utf8))
+        #expect(v == .string("é😀"))
+    }
+
+    @Test func escapesControlCharacters() {
+        var out = [UInt8]()
+        JSON.appendString(Array("a\"\\\n\u{01}".utf8), to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "\"a\\\"\\\\\\n\\u0001\"")
+    }
+}
+
+@Suite struct EnvelopeTests {
+    @Test func jsonBodyIsEmbedded() throws {
+        let e = try MessageEnvelope(channel: "news", id: "m1", timeMillis: 5, body: Array("{ \"a\": 1 }".utf8),
+                                    contentType: "Application/JSON; charset=utf-8")
+        #expect(String(decoding: e.frame(seq: 42), as: UTF8.self)
+                == "{\"type\":\"message\",\"channel\":\"news\",\"seq\":42,\"id\":\"m1\",\"time\":5,\"data\":{\"a\":1}}")
+    }
+
+    @Test func textAndBinaryBodies() throws {
+        let text = try MessageEnvelope(channel: "c", id: "i", timeMillis: 1, body: Array("hi\n".utf8), contentType: nil)
+        #expect(String(decoding: text.frame(seq: 1), as: UTF8.self).hasSuffix("\"data\":\"hi\\n\"}"))
+        let bin = try MessageEnvelope(channel: "c", id: "i", timeMillis: 1, body: [0xFF, 0x00], contentType: "text/plain")
+        #expect(String(decoding: bin.frame(seq: 1), as: UTF8.self).hasSuffix("\"data\":\"/wA=\",\"encoding\":\"base64\"}"))
+    }
+
+    @Test func badJSONIsRefusedWithCode() {
+        #expect(throws: EnvelopeError.self) {
+            try MessageEnvelope(channel: "c", id: "i", timeMillis: 1, body: Array("{".utf8), contentType: "application/json")
+        }
+        #expect(Admission.check(channel: "bad name", bodySize: 1, maxBytes: 10)?.code == .badChannel)
+        #expect(Admission.check(channel: "ok", bodySize: 11, maxBytes: 10)?.code == .tooLarge)
+        #expect(Admission.check(channel: "ok", bodySize: 10, maxBytes: 10) == nil)
+        #expect(EnvelopeError(code: .badJSON, message: "x").header == "bad_json: x")
+    }
+
+    @Test func seqIsReadFromAFrame() throws {
+        let e = try MessageEnvelope(channel: "s", id: "\"seq\":9", timeMillis: 1, body: [], contentType: nil)
+        #expect(MessageEnvelope.seq(of: e.frame(seq: 1234)) == 1234)
+    }
+
+    @Test func base64() {
+        #expect(String(decoding: Base64.encode(Array("foobar".utf8)), as: UTF8.self) == "Zm9vYmFy")
+        #expect(String(decoding: Base64.encode(Array("fooba".utf8)), as: UTF8.self) == "Zm9vYmE=")
+        #expect(String(decoding: Base64.encode(Array("f".utf8)), as: UTF8.self) == "Zg==")
+    }
+}
+
+@Suite struct ClientOpTests {
+    @Test func subscribeWithAndWithoutResume() throws {
+        #expect(try ClientOpParser.parse(Array(#"{"op":"subscribe","channel":"a"}"#.utf8)).get() == .subscribe(channel: "a", resume: nil))
+        #expect(try ClientOpParser.parse(Array(#"{"op":"subscribe","channel":"a","since":41,"epoch":"e1"}"#.utf8)).get()
+                == .subscribe(channel: "a", resume: ResumePosition(since: 41, epoch: "e1")))
+        #expect(try ClientOpParser.parse(Array(#"{"op":"unsubscribe","channel":"a"}"#.utf8)).get() == .unsubscribe(channel: "a"))
+    }
+
+    @Test func errorsCarryTheRightCode() {
+        func code(_ s: String) -> ClientError? {
+            if case let .failure(e) = ClientOpParser.parse(Array(s.utf8)) { return e }
+            return nil
+        }
+        #expect(code("{oops")?.code == .badRequest)
+        #expect(code("{oops")?.op == nil)
+        #expect(code("[1]")?.code == .badRequest)
+        #expect(code(#"{"op":"jump"}"#)?.code == .unknownOp)
+        #expect(code(#"{"op":"jump"}"#)?.op == "jump")
+        #expect(code(#"{"op":"subscribe","channel":"a b"}"#)?.code == .badChannel)
+        #expect(code(#"{"op":"subscribe","channel":"a","since":-1}"#)?.code == .badRequest)
+        #expect(code(#"{"op":"subscribe","channel":"a","since":1.5}"#)?.code == .badRequest)
+        #expect(code(#"{"op":"subscribe"}"#)?.code == .badRequest)
+    }
+
+    @Test func connectURL() {
+        let r = ConnectRequest.parse(query: "channel=a&channel=b%20c&channel=d")
+        #expect(r.subscriptions.map(\.channel) == ["a", "d"])
+        #expect(r.errors.map(\.code) == [.badChannel])
+        let resume = ConnectRequest.parse(query: "channel=a&since=3&epoch=e")
+        #expect(resume.subscriptions.first?.resume == ResumePosition(since: 3, epoch: "e"))
+        let several = ConnectRequest.parse(query: "channel=a&channel=b&since=3")
+        #expect(several.subscriptions.isEmpty && several.errors.map(\.code) == [.badRequest])
+    }
+}
+
+@Suite struct ReplayPlannerTests {
+    func frames(_ range: ClosedRange<UInt64>) -> [[UInt8]] { range.map { Array("f\($0)".utf8) } }
+    let snapshot = HistorySnapshot(epoch: "e1", seq: 150, frames: (51...150).map { Array("f\($0)".utf8) })
+
+    @Test func noSinceReplaysEverything() {
+        let p = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: nil)
+        #expect(p.replay.count == 100 && p.recovery == nil)
+        #expect(String(decoding: p.subscribed, as: UTF8.self) == #"{"type":"subscribed","channel":"c","epoch":"e1","seq":150,"replay":100}"#)
+    }
+
+    @Test func sinceInsideTheWindowRecovers() {
+        let p = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: ResumePosition(since: 120, epoch: "e1"))
+        #expect(Array(p.replay) == frames(121...150))
+        #expect(p.recovery == .init(recovered: true, missed: 0))
+    }
+
+    @Test func sinceBeforeTheWindowCountsMissed() {
+        let p = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: ResumePosition(since: 10, epoch: nil))
+        #expect(Array(p.replay) == frames(51...150))
+        #expect(p.recovery == .init(recovered: false, missed: 40))
+        let edge = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: ResumePosition(since: 50, epoch: nil))
+        #expect(edge.recovery == .init(recovered: true, missed: 0) && edge.replay.count == 100)
+    }
+
+    @Test func otherEpochOrFutureSinceIsUnrecoverable() {
+        for resume in [ResumePosition(since: 140, epoch: "old"), ResumePosition(since: 151, epoch: "e1")] {
+            let p = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: resume)
+            #expect(p.recovery == .init(recovered: false, missed: nil) && p.replay.count == 100)
+            #expect(String(decoding: p.subscribed, as: UTF8.self).hasSuffix(#""recovered":false,"missed":null}"#))
+        }
+    }
+
+    @Test func emptyListCountsEverythingMissed() {
+        let empty = HistorySnapshot(epoch: "e", seq: 7, frames: [])
+        #expect(ReplayPlanner.plan(channel: "c", snapshot: empty, resume: ResumePosition(since: 3, epoch: nil)).recovery
+                == .init(recovered: false, missed: 4))
+        #expect(ReplayPlanner.plan(channel: "c", snapshot: empty, resume: ResumePosition(since: 7, epoch: nil)).recovery
+                == .init(recovered: true, missed: 0))
+    }
+
+    @Test func resubscribeSkipsWhatWasQueued() {
+        let p = ReplayPlanner.plan(channel: "c", snapshot: snapshot, resume: nil, alreadyQueued: 145)
+        #expect(Array(p.replay) == frames(146...150))
+    }
+}
+
+@Suite struct RingAndOutboxTests {
+    func f(_ n: UInt64) -> [UInt8] { Array("m\(n)".utf8) }
+
+    @Test func ringKeepsConsecutiveSeqsAndEvicts() {
+        let ring = ChannelRing(capacity: 3)
+        #expect(ring.append(seq: 5, epoch: "e", frame: f(5)) == .appended)
+        #expect(ring.append(seq: 5, epoch: "e", frame: f(5)) == .stale)
+        for s: UInt64 in 6...8 { #expect(ring.append(seq: s, epoch: "e", frame: f(s)) == .appended) }
+        #expect(ring.lookup(5) == .evicted)
+        #expect(ring.lookup(6) == .frame(f(6)))
+        #expect(ring.lookup(9) == .notYet)
+        #expect(ring.append(seq: 11, epoch: "e", frame: f(11)) == .restarted)
+        #expect(ring.lookup(10) == .evicted && ring.lookup(11) == .frame(f(11)))
+        #expect(ring.append(seq: 1, epoch: "e2", frame: f(1)) == .restarted)
+    }
+
+    /// The replay/live merge: live frames that were already in the snapshot are skipped, and the
+    /// first live frame after the snapshot follows the replay without a gap.
+    @Test func replayThenLiveWithoutGapOrDuplicate() {
+        let ring = ChannelRing(capacity: 100)
+        var box = Outbox()
+        box.subscribe(channel: "c", resume: nil, request: 1)
+        for s: UInt64 in 8...10 { _ = ring.append(seq: s, epoch: "e", frame: f(s)) } // arrived while the read ran
+        let snap = HistorySnapshot(epoch: "e", seq: 9, frames: [f(8), f(9)])
+        #expect(box.apply(channel: "c", request: 0, snapshot: snap) == nil) // stale request id
+        #expect(box.apply(channel: "c", request: 1, snapshot: snap) != nil)
+        _ = ring.append(seq: 11, epoch: "e", frame: f(11))
+        guard case let .frames(out) = box.nextBatch(maxFrames: 100, maxBytes: 1 << 20, ring: { _ in ring }) else {
+            Issue.record("no frames"); return
+        }
+        #expect(out.dropFirst().map { String(decoding: $0, as: UTF8.self) } == ["m8", "m9", "m10", "m11"])
+        #expect(box.nextBatch(maxFrames: 100, maxBytes: 1 << 20, ring: { _ in ring }) == .nothing)
+    }
+
+    @Test func batchesRespectLimitsAndKeepOrder() {
+        let ring = ChannelRing(capacity: 1000)
+        var box = Outbox()
+        box.subscribe(channel: "c", resume: nil, request: 1)
+        _ = box.apply(channel: "c", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 0, frames: []))
+        _ = box.nextBatch(maxFrames: 10, maxBytes: 1000, ring: { _ in ring }) // the subscribed frame
+        for s: UInt64 in 1...25 { _ = ring.append(seq: s, epoch: "e", frame: f(s)) }
+        var seen: [String] = []
+        while case let .frames(out) = box.nextBatch(maxFrames: 10, maxBytes: 1000, ring: { _ in ring }) {
+            #expect(out.count <= 10)
+            seen += out.map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(seen == (1...25).map { "m\($0)" })
+    }
+
+    @Test func slowConsumerMustResume() {
+        let ring = ChannelRing(capacity: 5)
+        var box = Outbox()
+        box.subscribe(channel: "c", resume: nil, request: 1)
+        _ = box.apply(channel: "c", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 0, frames: []))
+        for s: UInt64 in 1...6 { _ = ring.append(seq: s, epoch: "e", frame: f(s)) }
+        #expect(box.isBehind(channel: "c", ring: ring))
+        _ = box.nextBatch(maxFrames: 1, maxBytes: 1 << 20, ring: { _ in ring }) // drains the subscribed frame
+        if case .resume = box.nextBatch(maxFrames: 10, maxBytes: 1 << 20, ring: { _ in ring }) {} else {
+            Issue.record("expected resume")
+        }
+    }
+
+    @Test func controlBacklogIsBounded() {
+        var box = Outbox(maxControlBytes: 10)
+        box.enqueue(Array(repeating: 1, count: 11))
+        if case .resume = box.nextBatch(maxFrames: 10, maxBytes: 100, ring: { _ in nil }) {} else {
+            Issue.record("expected resume")
+        }
+    }
+
+    @Test func liveBatchRoundTrip() {
+        let m = [SequencedMessage(channel: "a", epoch: "e", seq: 1, frame: Array("{\"x\":\"\\t\"}".utf8)),
+                 SequencedMessage(channel: "b:c", epoch: "e2", seq: 99, frame: Array("{}".utf8))]
+        #expect(LiveBatch.decode(LiveBatch.encode(m)) == m)
+    }
+
+    @Test func backoffIsCapped() {
+        var b = Backoff(initialMillis: 100, capMillis: 1000)
+        #expect((0..<6).map { _ in b.next() } == [100, 200, 400, 800, 1000, 1000])
+        b.reset()
+        #expect(b.next() == 100)
+    }
+}
