@@ -78,9 +78,11 @@ public struct Outbox {
         return true
     }
 
-    /// True when the subscription's next seq has already left the ring: it can never catch up.
-    public func isBehind(channel: String, ring: ChannelRing) -> Bool {
-        guard case let .live(position) = subscriptions[channel], ring.epoch == position.epoch else { return false }
+    /// True when the subscription can never continue from this ring: its next seq has already
+    /// left the ring (too far behind), or the ring now carries another epoch.
+    public func mustResume(channel: String, ring: ChannelRing) -> Bool {
+        guard case let .live(position) = subscriptions[channel], let epoch = ring.epoch else { return false }
+        if epoch != position.epoch { return true }
         return ring.lookup(position.next) == .evicted
     }
 

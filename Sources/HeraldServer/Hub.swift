@@ -209,8 +209,8 @@ final class Hub: WebSocketHandler {
             guard let ring = rings[channel], let group = subscribers[channel] else { continue }
             for connection in group.values {
                 guard let state = connection.context as? ClientState else { continue }
-                if state.outbox.isBehind(channel: channel, ring: ring) {
-                    closeSlow(connection, reason: "more than \(config.clientBacklog) messages behind on \(channel)")
+                if state.outbox.mustResume(channel: channel, ring: ring) {
+                    closeSlow(connection, reason: "cannot continue on \(channel): more than \(config.clientBacklog) messages behind, or its epoch changed")
                 } else {
                     connection.requestWritable()
                 }

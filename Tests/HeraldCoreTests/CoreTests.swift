@@ -221,7 +221,7 @@ import Testing
         box.subscribe(channel: "c", resume: nil, request: 1)
         _ = box.apply(channel: "c", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 0, frames: []))
         for s: UInt64 in 1...6 { _ = ring.append(seq: s, epoch: "e", frame: f(s)) }
-        #expect(box.isBehind(channel: "c", ring: ring))
+        #expect(box.mustResume(channel: "c", ring: ring))
         _ = box.nextBatch(maxFrames: 1, maxBytes: 1 << 20, ring: { _ in ring }) // drains the subscribed frame
         if case .resume = box.nextBatch(maxFrames: 10, maxBytes: 1 << 20, ring: { _ in ring }) {} else {
             Issue.record("expected resume")
@@ -247,5 +247,17 @@ import Testing
         #expect((0..<6).map { _ in b.next() } == [100, 200, 400, 800, 1000, 1000])
         b.reset()
         #expect(b.next() == 100)
+    }
+}
+
+@Suite struct EpochChangeTests {
+    @Test func aRingInAnotherEpochForcesResume() {
+        let ring = ChannelRing(capacity: 10)
+        var box = Outbox()
+        box.subscribe(channel: "c", resume: nil, request: 1)
+        _ = box.apply(channel: "c", request: 1, snapshot: HistorySnapshot(epoch: "old", seq: 4, frames: []))
+        #expect(!box.mustResume(channel: "c", ring: ring))
+        _ = ring.append(seq: 1, epoch: "new", frame: [1])
+        #expect(box.mustResume(channel: "c", ring: ring))
     }
 }

@@ -1,0 +1,191 @@
+"""Concurrency and faults: joins under load, restarts, SIGKILL, Redis and RabbitMQ outages, shutdown."""
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pika
+from websockets.exceptions import ConnectionClosed
+
+from conftest import Client, assert_consecutive, publish, wait_until
+
+
+class Publisher(threading.Thread):
+    """Publishes `count` messages with confirms at about `rate`/s; reconnects and republishes the
+    unconfirmed message (same message_id) when RabbitMQ goes away, like a careful service would."""
+
+    def __init__(self, exchange, channel, count, rate=2000):
+        super().__init__(daemon=True)
+        self.exchange, self.channel, self.count, self.rate = exchange, channel, count, rate
+        self.ids = [f"id-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)]
+        self.confirmed = 0
+        self.error = None
+
+    def run(self):
+        i, conn, start = 0, None, time.time()
+        while i < self.count:
+            try:
+                if conn is None or conn.is_closed:
+                    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10,
+                                                                             connection_attempts=1))
+                    ch = conn.channel()
+                    ch.exchange_declare(self.exchange, "fanout", durable=True)
+                    ch.confirm_delivery()
+                ch.basic_publish(self.exchange, self.channel, f"n{i}".encode(),
+                                 pika.BasicProperties(message_id=self.ids[i], delivery_mode=2))
+                i += 1
+                self.confirmed = i
+                ahead = i / self.rate - (time.time() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            except Exception as e:  # broker restarting: retry the same message
+                conn = None
+                time.sleep(0.2)
+                if time.time() - start > 120:
+                    self.error = e
+                    return
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def test_clients_joining_during_2000_per_second_see_no_gap_or_duplicate(herald, exchange):
+    for round_ in range(2):
+        channel = f"load{round_}"
+        pub = Publisher(exchange, channel, 6000, rate=2000)
+        pub.start()
+        clients, results = [], {}
+
+        def join(k):
+            time.sleep(random.uniform(0, 2.5))
+            c = Client(herald.ws_url(f"channel={channel}"))
+            sub = c.recv()
+            assert sub["type"] == "subscribed"
+            first = sub["seq"] - sub["replay"] + 1
+            msgs, _ = c.recv_messages(channel, 6000 - first + 1, timeout=60)
+            results[k] = (first, [m["seq"] for m in msgs])
+            c.close()
+
+        threads = [threading.Thread(target=join, args=(k,)) for k in range(50)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        pub.join()
+        assert pub.error is None
+        assert len(results) == 50
+        for first, seqs in results.values():
+            assert_consecutive(seqs, start=first, end=6000)
+
+
+def test_restart_keeps_epoch_and_flush_makes_a_new_one(herald_factory, exchange, redis_server):
+    h = herald_factory().start()
+    publish(exchange, "news", [b"a", b"b", b"c"])
+    c = Client(h.ws_url("channel=news"))
+    sub = c.recv()
+    c.recv_messages("news", 3)
+    epoch = sub["epoch"]
+    assert h.stop() == 0
+    h.start()
+    publish(exchange, "news", [b"d"])
+    c2 = Client(h.ws_url(f"channel=news&since=3&epoch={epoch}"))
+    sub = c2.recv()
+    assert (sub["epoch"], sub["recovered"], sub["missed"]) == (epoch, True, 0)
+    msgs, _ = c2.recv_messages("news", 1)
+    assert msgs[0]["seq"] == 4 and msgs[0]["data"] == "d"
+
+    redis_server.client().flushall()
+    publish(exchange, "news", [b"e"])
+    # The live subscriber sees the sequence restart and is told to resume (4008), never a silent jump.
+    try:
+        while True:
+            c2.recv(timeout=10)
+    except ConnectionClosed as closed:
+        assert closed.rcvd.code == 4008
+    c3 = Client(h.ws_url(f"channel=news&since=4&epoch={epoch}"))
+    sub = c3.recv()
+    assert sub["epoch"] != epoch and (sub["recovered"], sub["missed"]) == (False, None)
+    msgs, _ = c3.recv_messages("news", sub["replay"])
+    assert [m["data"] for m in msgs][-1] == "e" and msgs[-1]["seq"] == sub["seq"]
+    for x in (c, c3):
+        x.close()
+
+
+def test_sigkill_twice_while_10000_confirmed_messages_are_published(herald_factory, exchange, redis_server):
+    h = herald_factory(extra=["--history-size", "20000"]).start()
+    pub = Publisher(exchange, "bulk", 10000, rate=2500)
+    pub.start()
+    for _ in range(2):
+        wait_until(lambda: pub.confirmed > 1000 * (_ + 1) * 2, 30, what="publishing progress")
+        h.kill()
+        time.sleep(1.0)  # messages keep arriving while Herald is down
+        h.start()
+    pub.join()
+    assert pub.error is None and pub.confirmed == 10000
+    r = redis_server.client()
+    wait_until(lambda: r.llen("herald:history:bulk") >= 10000, 60, what="all messages stored")
+    time.sleep(1)
+    stored = [json.loads(x) for x in r.lrange("herald:history:bulk", 0, -1)][::-1]
+    assert_consecutive([m["seq"] for m in stored], start=1, end=10000)
+    ids = [m["id"] for m in stored]
+    assert len(set(ids)) == len(ids) == 10000
+    assert set(ids) == set(pub.ids)
+    assert r.hget("herald:meta:bulk", "seq") == b"10000"
+
+
+def test_redis_outage_and_rabbitmq_restart_lose_nothing(herald_factory, exchange, redis_server):
+    h = herald_factory().start()
+    c = Client(h.ws_url("channel=feed"))
+    c.recv()
+    pub = Publisher(exchange, "feed", 4000, rate=500)
+    pub.start()
+    received = []
+
+    def reader():
+        try:
+            msgs, _ = c.recv_messages("feed", 4000, timeout=120)
+            received.extend(m["seq"] for m in msgs)
+        except Exception as e:
+            received.append(e)
+
+    rt = threading.Thread(target=reader)
+    rt.start()
+    wait_until(lambda: pub.confirmed > 500, 20, what="publishing")
+    redis_server.stop(save=True)
+    wait_until(lambda: h.health() == (503, h.health()[1]) and h.health()[1]["redis"] == "down", 10,
+               what="healthz to report Redis down")
+    assert h.health()[1]["status"] == "degraded"
+    time.sleep(5)
+    redis_server.start()
+    wait_until(lambda: h.health()[0] == 200, 20, what="healthz ok after Redis is back")
+
+    wait_until(lambda: pub.confirmed > 2000, 30, what="publishing after Redis")
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
+    wait_until(lambda: h.health()[0] == 503 and h.health()[1]["amqp"] == "down", 15, what="healthz to report AMQP down")
+    subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
+    wait_until(lambda: h.health()[0] == 200, 60, what="healthz ok after RabbitMQ is back")
+    pub.join()
+    assert pub.error is None
+    rt.join()
+    assert all(isinstance(x, int) for x in received), received[-1:]
+    assert_consecutive(received, start=1, end=4000)
+    assert redis_server.client().hget("herald:meta:feed", "seq") == b"4000"
+    m = h.metrics()
+    assert m["herald_redis_reconnects_total"] >= 1 and m["herald_amqp_reconnects_total"] >= 1
+    c.close()
+
+
+def test_sigterm_closes_clients_with_1001_and_exits_0(herald, exchange):
+    c = Client(herald.ws_url("channel=news"))
+    c.recv()
+    started = time.time()
+    herald.proc.send_signal(signal.SIGTERM)
+    try:
+        c.recv(timeout=5)
+        assert False, "expected close"
+    except ConnectionClosed as closed:
+        assert closed.rcvd.code == 1001
+    assert herald.proc.wait(5) == 0
+    assert time.time() - started < 5
