@@ -51,10 +51,12 @@ public final class Node: @unchecked Sendable {
         let serverBox = ServerBox()
         let inbox = HubInbox(wake: { serverBox.server?.wakeUp() })
         let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox)
-        let reader = HistoryReader(config: config, endpoint: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
-                                   logger: logger, stop: workerStop)
-        let publisher = Publisher(config: config, endpoint: amqpEndpoint, inbox: inbox, health: health, metrics: metrics,
-                                  logger: logger, stop: workerStop)
+        func worker<W: Worker>(_ type: W.Type) -> W {
+            W(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
+              logger: logger, stop: workerStop)
+        }
+        let reader = worker(HistoryReader.self)
+        let publisher = worker(Publisher.self)
         hub.reader = reader
         hub.publisher = publisher
         let server = WebSocketServer(options: options, handler: hub)
@@ -79,10 +81,8 @@ public final class Node: @unchecked Sendable {
         logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
                                             "exchange": "\(config.exchange)"])
 
-        let sequencer = Sequencer(config: config, amqp: amqpEndpoint, redis: redisEndpoint, metrics: metrics, health: health,
-                                  logger: logger, stop: workerStop)
-        let live = LiveConsumer(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health,
-                                metrics: metrics, logger: logger, stop: workerStop)
+        let sequencer = worker(Sequencer.self)
+        let live = worker(LiveConsumer.self)
         let threads = [
             OSThread(name: "herald-live") { live.run() },
             OSThread(name: "herald-history") { reader.run() },

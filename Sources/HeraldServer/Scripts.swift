@@ -1,3 +1,4 @@
+import HeraldCore
 import HeraldRedis
 
 /// The Lua scripts that make Redis the single source of truth for seq, epoch and history.
@@ -53,5 +54,23 @@ extension Scripts {
             throw RedisError("history read: unexpected reply \(reply)")
         }
         return (epoch, UInt64(seq), frames.compactMap(\.bytes))
+    }
+}
+
+extension Scripts {
+    /// Reads several channels with one pipelined round trip.
+    static func readSnapshots(_ channels: [String], config: HeraldConfig, on redis: RedisConnection,
+                              sha: inout String?) throws(RedisError) -> [String: HistorySnapshot] {
+        let calls = channels.map { channel in
+            (keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8)],
+             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8)])
+        }
+        let replies = try read.run(on: redis, sha: &sha, calls: calls)
+        var result: [String: HistorySnapshot] = [:]
+        for (channel, reply) in zip(channels, replies) {
+            let s = try snapshot(from: reply)
+            result[channel] = HistorySnapshot(epoch: s.epoch, seq: s.seq, newestFirst: s.newestFirst)
+        }
+        return result
     }
 }

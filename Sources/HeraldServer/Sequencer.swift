@@ -8,15 +8,7 @@ import Logging
 /// with a confirm, and only then acks the deliveries (one multiple-ack per batch).
 ///
 /// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread.
-final class Sequencer: @unchecked Sendable {
-    let config: HeraldConfig
-    let amqpEndpoint: AMQPEndpoint
-    let redisEndpoint: RedisEndpoint
-    let metrics: Metrics
-    let health: Health
-    let logger: Logger
-    let stop: StopFlag
-
+final class Sequencer: Worker, @unchecked Sendable {
     private var amqp: AMQPConnection?
     private var redis: RedisConnection?
     private var scriptSHA: String?
@@ -25,17 +17,6 @@ final class Sequencer: @unchecked Sendable {
     private var lastProbe: UInt64 = 0
     private var everConnectedAMQP = false
     private var everConnectedRedis = false
-
-    init(config: HeraldConfig, amqp: AMQPEndpoint, redis: RedisEndpoint, metrics: Metrics, health: Health,
-         logger: Logger, stop: StopFlag) {
-        self.config = config
-        self.amqpEndpoint = amqp
-        self.redisEndpoint = redis
-        self.metrics = metrics
-        self.health = health
-        self.logger = logger
-        self.stop = stop
-    }
 
     func run() {
         while !stop.isSet {

@@ -17,6 +17,31 @@ enum HubEvent: Sendable {
     case published(token: UInt64, id: String, ok: Bool, message: String)
 }
 
+/// What every worker thread is given: configuration, where its dependencies are, where to report,
+/// and when to stop. Subclasses add the thread's own (thread-confined) connections.
+class Worker {
+    let config: HeraldConfig
+    let amqpEndpoint: AMQPEndpoint
+    let redisEndpoint: RedisEndpoint
+    let inbox: HubInbox
+    let health: Health
+    let metrics: Metrics
+    let logger: Logger
+    let stop: StopFlag
+
+    required init(config: HeraldConfig, amqp: AMQPEndpoint, redis: RedisEndpoint, inbox: HubInbox, health: Health,
+         metrics: Metrics, logger: Logger, stop: StopFlag) {
+        self.config = config
+        self.amqpEndpoint = amqp
+        self.redisEndpoint = redis
+        self.inbox = inbox
+        self.health = health
+        self.metrics = metrics
+        self.logger = logger
+        self.stop = stop
+    }
+}
+
 /// Hands events to the service thread and wakes it.
 final class HubInbox: Sendable {
     let mailbox = Mailbox<HubEvent>()
@@ -32,35 +57,17 @@ final class HubInbox: Sendable {
 /// channel share one read.
 ///
 /// - Important: owns Redis connection 2; runs on its own thread.
-final class HistoryReader: @unchecked Sendable {
+final class HistoryReader: Worker, @unchecked Sendable {
     enum Request: Sendable {
         case subscribe(channel: String, request: UInt64)
         case http(channel: String, token: UInt64, since: UInt64, limit: Int)
     }
 
     let requests = Mailbox<Request>()
-    let config: HeraldConfig
-    let endpoint: RedisEndpoint
-    let inbox: HubInbox
-    let health: Health
-    let metrics: Metrics
-    let logger: Logger
-    let stop: StopFlag
     private var redis: RedisConnection?
     private var sha: String?
     private var backoff = Backoff()
     private var everConnected = false
-
-    init(config: HeraldConfig, endpoint: RedisEndpoint, inbox: HubInbox, health: Health, metrics: Metrics,
-         logger: Logger, stop: StopFlag) {
-        self.config = config
-        self.endpoint = endpoint
-        self.inbox = inbox
-        self.health = health
-        self.metrics = metrics
-        self.logger = logger
-        self.stop = stop
-    }
 
     func run() {
         var waiting: [Request] = []
@@ -108,21 +115,11 @@ final class HistoryReader: @unchecked Sendable {
     }
 
     private func read(_ channels: [String], on redis: RedisConnection) throws(RedisError) -> [String: HistorySnapshot] {
-        let calls = channels.map { channel in
-            (keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8)],
-             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8)])
-        }
-        let replies = try Scripts.read.run(on: redis, sha: &sha, calls: calls)
-        var result: [String: HistorySnapshot] = [:]
-        for (channel, reply) in zip(channels, replies) {
-            let s = try Scripts.snapshot(from: reply)
-            result[channel] = HistorySnapshot(epoch: s.epoch, seq: s.seq, newestFirst: s.newestFirst)
-        }
-        return result
+        try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
     }
 
     private func connect() -> RedisConnection? {
-        let connection = RedisConnection(endpoint: endpoint)
+        let connection = RedisConnection(endpoint: redisEndpoint)
         do {
             try connection.connect()
             redis = connection
@@ -148,15 +145,7 @@ final class HistoryReader: @unchecked Sendable {
 /// exist are gone.
 ///
 /// - Important: owns AMQP connection 2 and Redis connection 3; runs on its own thread.
-final class LiveConsumer: @unchecked Sendable {
-    let config: HeraldConfig
-    let amqpEndpoint: AMQPEndpoint
-    let redisEndpoint: RedisEndpoint
-    let inbox: HubInbox
-    let health: Health
-    let metrics: Metrics
-    let logger: Logger
-    let stop: StopFlag
+final class LiveConsumer: Worker, @unchecked Sendable {
     private var amqp: AMQPConnection?
     private var redis: RedisConnection?
     private var sha: String?
@@ -164,18 +153,6 @@ final class LiveConsumer: @unchecked Sendable {
     private var everConnected = false
     /// The newest (epoch, seq) handed on per channel.
     private var last: [String: (epoch: String, seq: UInt64)] = [:]
-
-    init(config: HeraldConfig, amqp: AMQPEndpoint, redis: RedisEndpoint, inbox: HubInbox, health: Health,
-         metrics: Metrics, logger: Logger, stop: StopFlag) {
-        self.config = config
-        self.amqpEndpoint = amqp
-        self.redisEndpoint = redis
-        self.inbox = inbox
-        self.health = health
-        self.metrics = metrics
-        self.logger = logger
-        self.stop = stop
-    }
 
     func run() {
         while !stop.isSet {
@@ -266,11 +243,7 @@ final class LiveConsumer: @unchecked Sendable {
                 do { try connection.connect(); redis = connection; sha = nil } catch { return nil }
             }
             do {
-                let reply = try Scripts.read.run(on: redis!, sha: &sha, calls: [(
-                    keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8)],
-                    args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8)])])
-                let s = try Scripts.snapshot(from: reply[0])
-                return HistorySnapshot(epoch: s.epoch, seq: s.seq, newestFirst: s.newestFirst)
+                return try Scripts.readSnapshots([channel], config: config, on: redis!, sha: &sha)[channel]
             } catch {
                 redis?.close()
                 redis = nil
@@ -313,7 +286,7 @@ final class LiveConsumer: @unchecked Sendable {
 /// Publishes `POST /api/publish` bodies to the exchange with publisher confirms.
 ///
 /// - Important: owns AMQP connection 3; runs on its own thread.
-final class Publisher: @unchecked Sendable {
+final class Publisher: Worker, @unchecked Sendable {
     struct Request: Sendable {
         let token: UInt64
         let channel: String
@@ -323,27 +296,9 @@ final class Publisher: @unchecked Sendable {
     }
 
     let requests = Mailbox<Request>()
-    let config: HeraldConfig
-    let endpoint: AMQPEndpoint
-    let inbox: HubInbox
-    let health: Health
-    let metrics: Metrics
-    let logger: Logger
-    let stop: StopFlag
     private var amqp: AMQPConnection?
     private var backoff = Backoff()
     private var everConnected = false
-
-    init(config: HeraldConfig, endpoint: AMQPEndpoint, inbox: HubInbox, health: Health, metrics: Metrics,
-         logger: Logger, stop: StopFlag) {
-        self.config = config
-        self.endpoint = endpoint
-        self.inbox = inbox
-        self.health = health
-        self.metrics = metrics
-        self.logger = logger
-        self.stop = stop
-    }
 
     func run() {
         while !stop.isSet {
@@ -390,7 +345,7 @@ final class Publisher: @unchecked Sendable {
         if let amqp { return amqp }
         let now = monotonicNanos() / 1_000_000
         guard now >= nextAttempt else { return nil }
-        let connection = AMQPConnection(endpoint: endpoint)
+        let connection = AMQPConnection(endpoint: amqpEndpoint)
         do {
             try connection.connect()
             try Topology.declare(connection, config)
