@@ -55,6 +55,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         health.lastHistoryDelivery.store(Int(monotonicNanos() / 1_000_000), ordering: .relaxed)
         let now = wallMillis()
         var calls: [(keys: [[UInt8]], args: [[UInt8]])] = []
+        var channels: [String] = [] // parallel to calls
         var dead: [(AMQPDelivery, EnvelopeError)] = []
         for d in deliveries {
             if d.properties.header("x-herald-probe") != nil { continue }
@@ -69,6 +70,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 let envelope = try MessageEnvelope(channel: channel, id: id, timeMillis: now, body: d.body,
                                                    contentType: d.properties.contentType)
                 let idKey = publisherID.map { config.idKey(channel, $0) } ?? ""
+                channels.append(channel)
                 calls.append((keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8), Array(idKey.utf8)],
                               args: [envelope.head, envelope.tail, Array(String(config.historySize).utf8),
                                      Array(String(config.dedupeSeconds).utf8), Array(randomHex(bytes: 6).utf8)]))
@@ -88,8 +90,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                     logger.error("sequence script failed", metadata: ["reply": "\(reply)"])
                     continue
                 }
-                let channelKey = String(decoding: calls[i].keys[0], as: UTF8.self)
-                let channel = String(channelKey.dropFirst(config.redisPrefix.count + ":meta:".count))
+                let channel = channels[i]
                 if dup == 1 { metrics.duplicates.add() } else { metrics.messagesIn.add() }
                 sequenced.append(SequencedMessage(channel: channel, epoch: epoch, seq: UInt64(seq), frame: frame))
             }
