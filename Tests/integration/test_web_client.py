@@ -1,0 +1,198 @@
+"""The browser client and demo page in a real headless Chromium, against a real Herald, RabbitMQ
+and Redis. Each test reads the page the way a user does (the feed rows, the counters, the gap
+line) and saves a screenshot under test-output/screenshots/."""
+import os
+import shutil
+import threading
+import time
+import uuid
+
+import pika
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from conftest import ROOT, assert_consecutive, publish, wait_until
+
+SHOTS = os.path.join(ROOT, "test-output", "screenshots")
+
+
+def chromium_paths():
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or "/usr/lib/chromium/chromedriver"
+    return binary, driver
+
+
+@pytest.fixture
+def browser(request):
+    binary, driver_path = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1100,1000", "--user-data-dir=" + os.path.join("/tmp", "herald-chromium-" + uuid.uuid4().hex[:8])):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_script_timeout(10)
+    yield driver
+    os.makedirs(SHOTS, exist_ok=True)
+    try:
+        driver.save_screenshot(os.path.join(SHOTS, f"{request.node.name}.png"))
+    finally:
+        driver.quit()
+
+
+def feed(driver):
+    """The feed as the page shows it: [(seq, replayed)] for message rows, and the other rows."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#feed li')].map(li => li.dataset.seq
+            ? {kind: 'message', seq: Number(li.dataset.seq), replayed: li.dataset.replayed === 'true'}
+            : {kind: li.className, text: li.textContent, missed: li.dataset.missed ?? null});""")
+
+
+def seqs(driver):
+    return [row["seq"] for row in feed(driver) if row["kind"] == "message"]
+
+
+def counter(driver, name):
+    return int(driver.find_element("id", f"count-{name}").text)
+
+
+def badge(driver):
+    return driver.find_element("id", "state").text
+
+
+def open_page(driver, herald, channel):
+    driver.get(f"http://127.0.0.1:{herald.port}/?channel={channel}")
+    wait_until(lambda: badge(driver) == "connected", 15, what="the page to connect")
+
+
+def redis_seq(redis_server, channel):
+    raw = redis_server.client().hget(f"herald:meta:{channel}", "seq")
+    return int(raw) if raw else 0
+
+
+def test_library_is_served_at_herald_js(herald, browser):
+    browser.get(f"http://127.0.0.1:{herald.port}/")
+    kind = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/herald.js').then(m => done(typeof m.HeraldClient)).catch(e => done(String(e)));""")
+    assert kind == "function"
+
+
+def test_page_shows_history_then_live_in_order(herald, exchange, redis_server, browser):
+    publish(exchange, "news", [f"old {i}".encode() for i in range(1, 6)])
+    wait_until(lambda: redis_seq(redis_server, "news") == 5, 10, what="sequencing")
+    open_page(browser, herald, "news")
+    wait_until(lambda: len(seqs(browser)) == 5, 10, what="the history on the page")
+    publish(exchange, "news", [f"new {i}".encode() for i in range(6, 11)])
+    wait_until(lambda: len(seqs(browser)) >= 10, 10, what="live messages on the page")
+    time.sleep(0.3)
+
+    rows = feed(browser)
+    messages = [r for r in rows if r["kind"] == "message"]
+    assert [m["seq"] for m in messages] == list(range(1, 11))
+    assert [m["replayed"] for m in messages] == [True] * 5 + [False] * 5
+    kinds = [r["kind"] for r in rows]
+    divider = kinds.index("divider")
+    assert [r.get("seq") for r in rows[divider - 1: divider + 2]] == [5, None, 6], "the live line sits between #5 and #6"
+    texts = [m.text for m in browser.find_elements("css selector", "#feed li .data")]
+    assert texts == [f"old {i}" for i in range(1, 6)] + [f"new {i}" for i in range(6, 11)]
+    assert (counter(browser, "received"), counter(browser, "replayed"), counter(browser, "missed")) == (10, 5, 0)
+
+
+def test_publish_box_goes_through_the_http_api(herald, browser):
+    open_page(browser, herald, "box")
+    browser.find_element("id", "text").send_keys('{"price": 42}')
+    browser.find_element("id", "as-json").click()
+    browser.find_element("css selector", "#publish-form button").click()
+    wait_until(lambda: seqs(browser) == [1], 10, what="the published message on the page")
+    assert browser.find_element("css selector", "#feed li[data-seq='1'] .data").text == '{"price":42}'
+    assert browser.find_element("id", "publish-result").text.startswith("accepted (202)")
+
+
+def test_page_reconnects_after_herald_is_killed_and_keeps_every_seq(herald_factory, exchange, browser):
+    herald = herald_factory(extra=["--history-size", "10000"]).start()
+    open_page(browser, herald, "tape")
+    total = 1200
+    stop = threading.Event()
+
+    def publisher():
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "fanout", durable=True)
+        ch.confirm_delivery()
+        start = time.time()
+        for i in range(total):
+            ch.basic_publish(exchange, "tape", f"n{i + 1}".encode(),
+                             pika.BasicProperties(message_id=f"tape-{i}", delivery_mode=2))
+            ahead = (i + 1) / 200 - (time.time() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        conn.close()
+        stop.set()
+
+    t = threading.Thread(target=publisher, daemon=True)
+    t.start()
+    wait_until(lambda: len(seqs(browser)) >= 200, 15, what="the first live messages")
+    herald.kill()
+    wait_until(lambda: badge(browser) != "connected", 10, what="the page to notice")
+    time.sleep(1.5)
+    herald.start()
+    t.join(30)
+    assert stop.is_set(), "publisher did not finish"
+    wait_until(lambda: len(seqs(browser)) >= total, 40, what="every message on the page")
+    time.sleep(0.5)
+    shown = seqs(browser)
+    assert_consecutive(shown, start=1, end=total)
+    assert len(shown) == len(set(shown)) == total
+    assert counter(browser, "reconnects") >= 1
+    assert counter(browser, "missed") == 0
+    assert badge(browser) == "connected"
+    assert not [r for r in feed(browser) if r["kind"] == "gap"]
+
+
+def test_reload_replays_only_what_was_missed(herald, exchange, redis_server, browser):
+    publish(exchange, "reload", [f"m{i}".encode() for i in range(1, 11)])
+    open_page(browser, herald, "reload")
+    wait_until(lambda: len(seqs(browser)) == 10, 10, what="the first ten")
+    browser.get("about:blank")  # the tab leaves the page; its sessionStorage stays
+    publish(exchange, "reload", [f"m{i}".encode() for i in range(11, 16)])
+    wait_until(lambda: redis_seq(redis_server, "reload") == 15, 10, what="sequencing")
+    open_page(browser, herald, "reload")
+    wait_until(lambda: len(seqs(browser)) >= 5, 10, what="the missed messages")
+    time.sleep(0.5)
+    messages = [r for r in feed(browser) if r["kind"] == "message"]
+    assert [m["seq"] for m in messages] == [11, 12, 13, 14, 15]
+    assert all(m["replayed"] for m in messages)
+    notes = [r["text"] for r in feed(browser) if r["kind"] == "note"]
+    assert notes and notes[0] == "resumed reload: 5 missed message(s) recovered"
+    assert (counter(browser, "replayed"), counter(browser, "missed")) == (5, 0)
+
+
+def test_gap_is_shown_when_more_than_the_history_was_published_while_herald_was_down(
+        herald_factory, exchange, redis_server, browser):
+    herald = herald_factory(extra=["--history-size", "10"]).start()
+    publish(exchange, "overflow", [f"m{i}".encode() for i in range(1, 6)])
+    open_page(browser, herald, "overflow")
+    wait_until(lambda: seqs(browser) == [1, 2, 3, 4, 5], 10, what="the first five")
+    herald.kill()
+    wait_until(lambda: badge(browser) != "connected", 10, what="the page to notice")
+    publish(exchange, "overflow", [f"m{i}".encode() for i in range(6, 36)])
+    # Another node sequences the backlog while the page's node is down, so what the page finds on
+    # its return does not depend on when its retry timer fires.
+    other = herald_factory(extra=["--history-size", "10"]).start()
+    wait_until(lambda: redis_seq(redis_server, "overflow") == 35, 15, what="the backlog to be sequenced")
+    other.stop()
+    herald.start()
+    wait_until(lambda: seqs(browser)[-1:] == [35], 30, what="the page to catch up")
+    time.sleep(0.3)
+    rows = feed(browser)
+    gaps = [r for r in rows if r["kind"] == "gap"]
+    assert len(gaps) == 1
+    assert gaps[0]["missed"] == "20"
+    assert "20 message(s) missed: #6–#25" in gaps[0]["text"]
+    assert seqs(browser) == [1, 2, 3, 4, 5] + list(range(26, 36))
+    assert counter(browser, "missed") == 20
+    gap_at = rows.index(gaps[0])
+    assert rows[gap_at - 1].get("seq") == 5 or any(r.get("seq") == 5 for r in rows[:gap_at])
+    assert all(r.get("seq") is None or r["seq"] >= 26 for r in rows[gap_at:])

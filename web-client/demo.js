@@ -1,0 +1,142 @@
+// The demo page: one channel's feed, replay then live, with the client's view of what happened.
+import { HeraldClient } from "./herald.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const MAX_ROWS = 2000;
+
+const client = new HeraldClient("/ws", {
+  backoff: { initial: Number(params.get("backoff") ?? 500), max: Number(params.get("maxBackoff") ?? 20000) },
+});
+const counts = { received: 0, replayed: 0, missed: 0, reconnects: 0 };
+let subscription = null;
+let replayLeft = 0;
+
+function render() {
+  for (const [k, v] of Object.entries(counts)) $(`count-${k}`).textContent = String(v);
+  $("count-missed").toggleAttribute("data-zero", counts.missed === 0);
+}
+
+function row(className, text) {
+  const li = document.createElement("li");
+  li.className = className;
+  if (text !== undefined) li.textContent = text;
+  const feed = $("feed");
+  const atBottom = feed.scrollTop + feed.clientHeight >= feed.scrollHeight - 8;
+  feed.append(li);
+  while (feed.children.length > MAX_ROWS) feed.firstElementChild.remove();
+  if (atBottom) feed.scrollTop = feed.scrollHeight;
+  return li;
+}
+
+function showData(message) {
+  if (message.encoding === "base64") return `(binary, base64) ${message.data}`;
+  return typeof message.data === "string" ? message.data : JSON.stringify(message.data);
+}
+
+function liveDivider() {
+  row("divider", "live");
+}
+
+function onMessage(message, { replayed }) {
+  counts.received += 1;
+  const li = row(replayed ? "message replayed" : "message");
+  li.dataset.seq = String(message.seq);
+  li.dataset.replayed = String(replayed);
+  const time = new Date(message.time);
+  li.innerHTML = `<span class="seq">#${message.seq}</span><span class="time"></span><span class="data"></span>`;
+  li.querySelector(".time").textContent = time.toLocaleTimeString([], { hour12: false });
+  li.querySelector(".data").textContent = showData(message);
+  $("last-seq").textContent = `last seq ${message.seq}`;
+  if (replayed) {
+    counts.replayed += 1;
+    replayLeft -= 1;
+    if (replayLeft === 0) liveDivider();
+  }
+  render();
+}
+
+function onSubscribed(s) {
+  replayLeft = s.replay;
+  let text = `subscribed to ${s.channel} at seq ${s.seq}`;
+  if (s.recovered === true) text = `resumed ${s.channel}: ${s.replay} missed message(s) recovered`;
+  else if (s.recovered === false) text = `resumed ${s.channel} at seq ${s.seq}: replaying the ${s.replay} still in history`;
+  else if (s.replay > 0) text += `, replaying ${s.replay} from history`;
+  row("note", text);
+  if (s.replay === 0) liveDivider();
+}
+
+function onGap(g) {
+  const li = row("gap");
+  li.dataset.missed = g.missed === null ? "unknown" : String(g.missed);
+  if (g.missed === null) {
+    li.textContent = "⚠ the channel's history was reset: earlier messages cannot be recovered";
+  } else {
+    counts.missed += g.missed;
+    li.textContent = `⚠ ${g.missed} message(s) missed: #${g.from}–#${g.to} are no longer in history`;
+  }
+  render();
+}
+
+function follow(channel) {
+  subscription?.unsubscribe();
+  $("feed").replaceChildren();
+  $("feed-channel").textContent = channel;
+  $("last-seq").textContent = "no messages yet";
+  Object.assign(counts, { received: 0, replayed: 0, missed: 0 });
+  render();
+  subscription = client.subscribe(channel, { message: onMessage, subscribed: onSubscribed, gap: onGap,
+    error: (e) => row("gap", `error ${e.code}: ${e.message}`) });
+  const url = new URL(location.href);
+  url.searchParams.set("channel", channel);
+  history.replaceState(null, "", url);
+}
+
+client.on("state", ({ to }) => {
+  $("state").dataset.state = to;
+  $("state").textContent = to;
+});
+client.on("disconnected", (d) => {
+  if (!d.willReconnect) return;
+  counts.reconnects += 1;
+  render();
+  row("note", `connection lost (${d.code}); retrying in ${(d.delay / 1000).toFixed(1)} s`);
+});
+
+$("channel-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const channel = $("channel").value.trim();
+  if (channel !== subscription?.channel) follow(channel);
+});
+
+$("publish-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("text").value;
+  const asJSON = $("as-json").checked;
+  const result = $("publish-result");
+  try {
+    if (asJSON) JSON.parse(text);
+  } catch (err) {
+    result.textContent = `not valid JSON: ${err.message}`;
+    return;
+  }
+  try {
+    const r = await fetch(`/api/publish/${encodeURIComponent(subscription.channel)}`, {
+      method: "POST",
+      headers: { "Content-Type": asJSON ? "application/json" : "text/plain; charset=utf-8",
+                 "Idempotency-Key": crypto.randomUUID?.() ?? String(Math.random()).slice(2) },
+      body: text,
+    });
+    const body = await r.json().catch(() => ({}));
+    result.textContent = r.ok ? `accepted (${r.status}) as ${body.id}` : `refused (${r.status}): ${body.message ?? body.error ?? ""}`;
+    if (r.ok) $("text").value = "";
+  } catch (err) {
+    result.textContent = `could not reach Herald: ${err.message}`;
+  }
+});
+
+const initial = params.get("channel") ?? "demo";
+$("channel").value = initial;
+follow(initial);
+client.connect();
+window.heraldDemo = { client, counts };

@@ -1,0 +1,277 @@
+// HeraldClient: one WebSocket to Herald, any number of channel subscriptions, and the
+// reconnect/resume loop that keeps every feed gap-free across network drops, server restarts
+// and page reloads.
+//
+// States: "disconnected" -> "connecting" -> "connected"; back to "connecting" while it retries.
+// Events: "state" ({from, to}), "connecting", "connected", "disconnected" ({code, reason,
+// willReconnect, delay}), "error" (error frames and protocol problems).
+
+import { Emitter } from "./emitter.js";
+import { Backoff } from "./backoff.js";
+import { PositionStore } from "./positions.js";
+import { Subscription } from "./subscription.js";
+import { checkChannel, parseFrames, subscribeOp, unsubscribeOp } from "./frames.js";
+
+/** Close codes after which retrying cannot help (4001: token refused). */
+const TERMINAL_CLOSE_CODES = new Set([4001, 4003]);
+/** The server asks the client to resume with `since` (it fell behind, or a gap). */
+const RESUME_NOW = 4008;
+
+function defaultURL() {
+  const loc = globalThis.location;
+  if (!loc) throw new TypeError("HeraldClient needs a URL outside a browser");
+  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+}
+
+function absoluteURL(url) {
+  if (url === undefined || url === null || url === "") return defaultURL();
+  if (/^wss?:\/\//i.test(url)) return url;
+  const loc = globalThis.location;
+  if (/^https?:\/\//i.test(url)) return url.replace(/^http/i, "ws");
+  if (loc && url.startsWith("/")) return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}${url}`;
+  throw new TypeError(`HeraldClient: cannot use URL ${JSON.stringify(url)}; give ws://host:port/ws`);
+}
+
+export class HeraldClient extends Emitter {
+  #WebSocket;
+  #timers;
+  #backoff;
+  #positions;
+  #minUptime;
+  #connectTimeout;
+  #ws = null;
+  #wanted = false; // connect() was called and close() was not
+  #pending = { connect: null, uptime: null, retry: null }; // timer ids
+  #fastResumeUsed = false; // one immediate resume after 4008 per stable connection
+  #subs = new Map();
+
+  /**
+   * @param url ws://host:port/ws, or a path such as "/ws" on the page's own host (the default).
+   * @param options.WebSocket     the WebSocket constructor (default: the global one)
+   * @param options.timers        {setTimeout, clearTimeout} (default: the global ones)
+   * @param options.storage       "session" (default), "local", "none", or a Storage-like object
+   * @param options.storageNamespace  key prefix for stored positions (default "herald")
+   * @param options.backoff       {initial: 500, max: 20000, factor: 2} in milliseconds
+   * @param options.random        the jitter source (default Math.random)
+   * @param options.minUptime     ms a connection must stay up before the retry count resets (5000)
+   * @param options.connectTimeout  ms to wait for the WebSocket to open before retrying (10000)
+   */
+  constructor(url, options = {}) {
+    super();
+    this.url = absoluteURL(url);
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.#WebSocket !== "function") throw new TypeError("HeraldClient: no WebSocket constructor");
+    this.#timers = {
+      setTimeout: options.timers?.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
+      clearTimeout: options.timers?.clearTimeout ?? ((id) => globalThis.clearTimeout(id)),
+    };
+    this.#backoff = new Backoff({ ...options.backoff, random: options.random ?? Math.random });
+    this.#positions = new PositionStore(options.storage, options.storageNamespace);
+    this.#minUptime = options.minUptime ?? 5000;
+    this.#connectTimeout = options.connectTimeout ?? 10000;
+    this.state = "disconnected";
+    /** Reconnect attempts since the last stable connection. */
+    this.attempts = 0;
+  }
+
+  /** Opens the connection and keeps it open until close(). */
+  connect() {
+    this.#wanted = true;
+    if (this.state === "disconnected") this.#open();
+    return this;
+  }
+
+  /** Closes the connection for good; subscriptions are kept and resume on the next connect(). */
+  close() {
+    this.#wanted = false;
+    this.#clearTimers();
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      this.#detach(ws);
+      try { ws.close(1000, "client closed"); } catch { /* already closed */ }
+    }
+    for (const sub of this.#subs.values()) sub._setState("subscribing");
+    this.#setState("disconnected");
+    this.emit("disconnected", { code: 1000, reason: "client closed", willReconnect: false, delay: null });
+  }
+
+  /**
+   * Subscribes to a channel, resuming from the stored position when there is one.
+   * @param handlers optional {message, subscribed, gap, error, state, subscribing, unsubscribed}
+   */
+  subscribe(channel, handlers = {}) {
+    checkChannel(channel);
+    let sub = this.#subs.get(channel);
+    if (!sub) {
+      sub = new Subscription(this, channel, this.#positions.load(channel));
+      this.#subs.set(channel, sub);
+    }
+    for (const [event, fn] of Object.entries(handlers)) sub.on(event, fn);
+    if (sub.state === "unsubscribed") {
+      sub._subscribing();
+      if (this.state === "connected") this.#send(subscribeOp(channel, sub.position));
+    }
+    return sub;
+  }
+
+  /** The subscription of a channel, if any. */
+  getSubscription(channel) {
+    return this.#subs.get(channel) ?? null;
+  }
+
+  _unsubscribe(sub) {
+    if (this.#subs.get(sub.channel) !== sub) return;
+    this.#subs.delete(sub.channel);
+    this.#positions.forget(sub.channel);
+    if (this.state === "connected") this.#send(unsubscribeOp(sub.channel));
+    sub._setState("unsubscribed");
+  }
+
+  #setState(to) {
+    if (this.state === to) return;
+    const from = this.state;
+    this.state = to;
+    this.emit("state", { from, to });
+    if (to !== "disconnected") this.emit(to, {});
+  }
+
+  #open() {
+    this.#setState("connecting");
+    let ws;
+    try {
+      ws = new this.#WebSocket(this.url);
+    } catch (err) {
+      this.emit("error", { code: "connect_failed", message: String(err?.message ?? err) });
+      this.#scheduleReconnect(1006, "could not open", false);
+      return;
+    }
+    this.#ws = ws;
+    ws.onopen = () => this.#onOpen(ws);
+    ws.onmessage = (event) => this.#onMessage(event.data);
+    ws.onclose = (event) => this.#onClose(ws, event.code, event.reason);
+    ws.onerror = () => { /* onclose follows with the code */ };
+    this.#after("connect", this.#connectTimeout, () => {
+      if (this.#ws !== ws) return;
+      this.#onClose(ws, 4000, "connect timeout");
+      try { ws.close(); } catch { /* never opened */ }
+    });
+  }
+
+  #onOpen(ws) {
+    if (this.#ws !== ws) return;
+    this.#cancel("connect");
+    this.#setState("connected");
+    this.#after("uptime", this.#minUptime, () => {
+      this.#backoff.reset();
+      this.attempts = 0;
+      this.#fastResumeUsed = false;
+    });
+    for (const sub of this.#subs.values()) {
+      sub._subscribing();
+      this.#send(subscribeOp(sub.channel, sub.position));
+    }
+  }
+
+  #onMessage(data) {
+    if (typeof data !== "string") {
+      this.emit("error", { code: "bad_frame", message: "binary frame from the server" });
+      return;
+    }
+    const { frames, invalid } = parseFrames(data);
+    for (const line of invalid) this.emit("error", { code: "bad_frame", message: `unparsable server frame: ${line.slice(0, 200)}` });
+    const touched = new Set();
+    for (const frame of frames) {
+      const sub = typeof frame.channel === "string" ? this.#subs.get(frame.channel) : undefined;
+      switch (frame.type) {
+        case "message": {
+          if (!sub) break;
+          const outcome = sub._onMessage(frame);
+          if (outcome === "delivered") touched.add(sub);
+          else if (outcome === "gap") this.#resubscribe(sub);
+          break;
+        }
+        case "subscribed":
+          if (sub) { sub._onSubscribed(frame); touched.add(sub); }
+          break;
+        case "error":
+          this.emit("error", frame);
+          if (sub) sub.emit("error", frame);
+          break;
+        case "unsubscribed":
+          break;
+        default:
+          // A frame type from a newer server: ignore it (the protocol may only add).
+          break;
+      }
+    }
+    // One storage write per WebSocket frame per channel, however many messages it carried.
+    for (const sub of touched) if (sub.position) this.#positions.save(sub.channel, sub.position);
+  }
+
+  /** A live seq jumped: ask again from our position; the replay fills the hole or reports it. */
+  #resubscribe(sub) {
+    sub._subscribing();
+    this.#send(subscribeOp(sub.channel, sub.position));
+  }
+
+  #onClose(ws, code, reason) {
+    if (this.#ws !== ws) return;
+    this.#detach(ws);
+    this.#ws = null;
+    this.#cancel("connect");
+    this.#cancel("uptime");
+    for (const sub of this.#subs.values()) sub._setState("subscribing");
+    if (!this.#wanted) {
+      this.#setState("disconnected");
+      return;
+    }
+    if (TERMINAL_CLOSE_CODES.has(code)) {
+      this.#wanted = false;
+      this.#setState("disconnected");
+      this.emit("disconnected", { code, reason, willReconnect: false, delay: null });
+      return;
+    }
+    const immediate = code === RESUME_NOW && !this.#fastResumeUsed;
+    if (immediate) this.#fastResumeUsed = true;
+    this.#scheduleReconnect(code, reason, immediate);
+  }
+
+  #scheduleReconnect(code, reason, immediate) {
+    const delay = immediate ? 0 : this.#backoff.next();
+    this.attempts += 1;
+    this.#setState("connecting");
+    this.emit("disconnected", { code, reason, willReconnect: true, delay });
+    this.#after("retry", delay, () => { if (this.#wanted) this.#open(); });
+  }
+
+  #send(text) {
+    try {
+      this.#ws?.send(text);
+    } catch {
+      // The socket is closing; onclose resubscribes everything on the next connection.
+    }
+  }
+
+  #detach(ws) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+  }
+
+  /** Runs `fn` after `ms` under `name`, replacing any timer already pending under that name. */
+  #after(name, ms, fn) {
+    this.#cancel(name);
+    this.#pending[name] = this.#timers.setTimeout(() => {
+      this.#pending[name] = null;
+      fn();
+    }, ms);
+  }
+
+  #cancel(name) {
+    if (this.#pending[name] !== null) this.#timers.clearTimeout(this.#pending[name]);
+    this.#pending[name] = null;
+  }
+
+  #clearTimers() {
+    for (const name of Object.keys(this.#pending)) this.#cancel(name);
+  }
+}

@@ -1,0 +1,94 @@
+// One channel's subscription: its position ({seq, epoch}), its state, and the rules that keep
+// the feed free of gaps and duplicates (PROTOCOL.md, "What the server sends").
+//
+// States: "unsubscribed" -> "subscribing" -> "subscribed"; back to "subscribing" while the
+// connection is down or a live gap is being repaired.
+//
+// Events: "state" ({from, to}), "subscribing", "subscribed" (the server's subscribed frame:
+// {channel, epoch, seq, replay, recovered?, missed?}), "message" (frame, {replayed}),
+// "gap" ({channel, from, to, missed, reason}), "error" (error frame), "unsubscribed".
+
+import { Emitter } from "./emitter.js";
+
+export class Subscription extends Emitter {
+  #client;
+  #requested = null; // the position sent with the pending subscribe op
+  #replayLeft = 0;
+
+  constructor(client, channel, position) {
+    super();
+    this.#client = client;
+    this.channel = channel;
+    /** The last seq delivered to the handlers and its epoch, or null before the first one. */
+    this.position = position;
+    this.state = "unsubscribed";
+    /** Messages dropped because their seq was already delivered. */
+    this.duplicates = 0;
+  }
+
+  unsubscribe() {
+    this.#client._unsubscribe(this);
+  }
+
+  _setState(to) {
+    if (this.state === to) return;
+    const from = this.state;
+    this.state = to;
+    this.emit("state", { from, to });
+    this.emit(to, { channel: this.channel });
+  }
+
+  /** The client is about to send a subscribe op carrying `position` (null: the whole history). */
+  _subscribing() {
+    this.#requested = this.position ? { ...this.position } : null;
+    this._setState("subscribing");
+  }
+
+  /** The server's `subscribed` frame. */
+  _onSubscribed(frame) {
+    if (this.state !== "subscribing") return;
+    const firstReplayed = frame.seq - frame.replay + 1;
+    const sent = this.#requested;
+    const sameEpoch = sent !== null && sent.epoch === frame.epoch;
+    if (sent !== null && frame.recovered === false) {
+      const epochChanged = !sameEpoch || frame.missed === null || frame.missed === undefined;
+      this.emit("gap", {
+        channel: this.channel,
+        reason: epochChanged ? "epoch" : "expired",
+        from: epochChanged ? null : sent.seq + 1,
+        to: epochChanged ? null : firstReplayed - 1,
+        missed: epochChanged ? null : frame.missed,
+      });
+    }
+    // The next seq the feed accepts: right after our own position when the server replays from
+    // there, or the first replayed message when some were lost or the epoch changed.
+    const base = sameEpoch ? Math.max(sent.seq, firstReplayed - 1) : firstReplayed - 1;
+    this.position = { seq: base, epoch: frame.epoch };
+    this.#replayLeft = frame.replay;
+    this.state = "subscribed";
+    this.emit("state", { from: "subscribing", to: "subscribed" });
+    const info = { channel: frame.channel, epoch: frame.epoch, seq: frame.seq, replay: frame.replay };
+    if ("recovered" in frame) info.recovered = frame.recovered;
+    if ("missed" in frame) info.missed = frame.missed;
+    this.emit("subscribed", info);
+  }
+
+  /**
+   * A `message` frame. Returns "delivered", "duplicate", "ignored" (not subscribed yet: a frame
+   * that was in flight before our subscribe op), or "gap" (the caller resubscribes with since).
+   */
+  _onMessage(frame) {
+    if (this.state !== "subscribed") return "ignored";
+    if (typeof frame.seq !== "number") return "ignored";
+    if (frame.seq <= this.position.seq) {
+      this.duplicates += 1;
+      return "duplicate";
+    }
+    if (frame.seq > this.position.seq + 1) return "gap";
+    this.position = { seq: frame.seq, epoch: this.position.epoch };
+    const replayed = this.#replayLeft > 0;
+    if (replayed) this.#replayLeft -= 1;
+    this.emit("message", frame, { replayed });
+    return "delivered";
+  }
+}
