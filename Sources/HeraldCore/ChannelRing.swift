@@ -20,7 +20,7 @@ public final class ChannelRing {
         case evicted
     }
 
-    public let capacity: Int
+    public private(set) var capacity: Int
     public private(set) var epoch: String?
     private var buffer: [[UInt8]]
     private var start = 0 // index of firstSeq in buffer
@@ -66,6 +66,18 @@ public final class ChannelRing {
             start = (start + 1) % capacity
             firstSeq += 1
         }
+    }
+
+    /// Grows the ring so it can hold `minimumCapacity` frames without evicting any it holds now.
+    /// A burst (a live gap repaired from Redis, several batches drained at once) must not push
+    /// subscribers that were keeping up out of the ring.
+    public func reserve(_ minimumCapacity: Int) {
+        guard minimumCapacity > capacity else { return }
+        if start != 0 {
+            buffer = (0..<count).map { buffer[(start + $0) % buffer.count] }
+            start = 0
+        }
+        capacity = minimumCapacity
     }
 
     public func lookup(_ seq: UInt64) -> Lookup {

@@ -21,6 +21,10 @@ public struct HeraldConfig: Sendable {
     public var prefetch: UInt16 = 1_000
     public var batchSize = 500
     public var maxConnections = 100_000
+    /// RabbitMQ queue type of `<exchange>.history` and `.dead`: "classic" or "quorum" (replicated;
+    /// what a cluster of RabbitMQ nodes should use). Fixed when the queue is first declared.
+    public var queueType = "classic"
+    public static let queueTypes = ["classic", "quorum"]
 
     public init() {}
 

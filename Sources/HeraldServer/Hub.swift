@@ -24,6 +24,8 @@ final class Hub: WebSocketHandler {
     var publisher: Publisher!
 
     private var rings: [String: ChannelRing] = [:]
+    /// A ring grows for bursts up to this: a repair never exceeds the history size.
+    private var maxRingCapacity: Int { config.clientBacklog + max(config.historySize, 4 * config.batchSize) }
     /// Connections subscribed to each channel (any state), by connection id.
     private var subscribers: [String: [UInt64: WebSocketConnection]] = [:]
     private var pendingRequests: [UInt64: (connection: WebSocketConnection, channel: String)] = [:]
@@ -146,11 +148,17 @@ final class Hub: WebSocketHandler {
         let events = inbox.mailbox.drain()
         if events.isEmpty { return }
         var touched: Set<String> = []
+        var burstSizes: [String: Int] = [:]
         for event in events {
             switch event {
             case let .live(messages):
                 for m in messages {
                     guard let ring = rings[m.channel] else { continue }
+                    // Everything appended in this round counts as one burst: room for it on top
+                    // of the backlog, so a client that was keeping up is not closed by a burst.
+                    let burst = (burstSizes[m.channel] ?? 0) + 1
+                    burstSizes[m.channel] = burst
+                    ring.reserve(min(config.clientBacklog + burst, maxRingCapacity))
                     switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame) {
                     case .appended:
                         touched.insert(m.channel)

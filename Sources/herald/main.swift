@@ -37,12 +37,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
     @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
     @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
 
     func validate() throws {
         guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
         guard clientBacklog >= 1 else { throw ValidationError("--client-backlog must be at least 1") }
         guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
         guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
+        guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
     }
 
     func run() throws {
@@ -63,6 +65,7 @@ struct Serve: ParsableCommand {
         config.webRoot = webRoot
         config.dedupeSeconds = dedupeSeconds
         config.maxConnections = maxConnections
+        config.queueType = queueType
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -261,3 +261,17 @@ import Testing
         #expect(box.mustResume(channel: "c", ring: ring))
     }
 }
+
+@Test func ringReserveKeepsEveryFrameAndTheirOrder() {
+    let ring = ChannelRing(capacity: 3)
+    for seq in UInt64(1)...5 { _ = ring.append(seq: seq, epoch: "e", frame: [UInt8(seq)]) }
+    #expect(ring.firstSeq == 3 && ring.lookup(2) == .evicted)
+    ring.reserve(6)
+    for seq in UInt64(6)...8 { _ = ring.append(seq: seq, epoch: "e", frame: [UInt8(seq)]) }
+    #expect(ring.firstSeq == 3)
+    #expect((3...8).map { ring.lookup(UInt64($0)) } == (3...8).map { .frame([UInt8($0)]) })
+    _ = ring.append(seq: 9, epoch: "e", frame: [9])
+    #expect(ring.firstSeq == 4 && ring.lookup(3) == .evicted && ring.lookup(9) == .frame([9]))
+    ring.reserve(2)
+    #expect(ring.capacity == 6)
+}

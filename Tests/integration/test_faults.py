@@ -10,47 +10,7 @@ import uuid
 import pika
 from websockets.exceptions import ConnectionClosed
 
-from conftest import Client, assert_consecutive, publish, wait_until
-
-
-class Publisher(threading.Thread):
-    """Publishes `count` messages with confirms at about `rate`/s; reconnects and republishes the
-    unconfirmed message (same message_id) when RabbitMQ goes away, like a careful service would."""
-
-    def __init__(self, exchange, channel, count, rate=2000):
-        super().__init__(daemon=True)
-        self.exchange, self.channel, self.count, self.rate = exchange, channel, count, rate
-        self.ids = [f"id-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)]
-        self.confirmed = 0
-        self.error = None
-
-    def run(self):
-        i, conn, start = 0, None, time.time()
-        while i < self.count:
-            try:
-                if conn is None or conn.is_closed:
-                    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10,
-                                                                             connection_attempts=1))
-                    ch = conn.channel()
-                    ch.exchange_declare(self.exchange, "fanout", durable=True)
-                    ch.confirm_delivery()
-                ch.basic_publish(self.exchange, self.channel, f"n{i}".encode(),
-                                 pika.BasicProperties(message_id=self.ids[i], delivery_mode=2))
-                i += 1
-                self.confirmed = i
-                ahead = i / self.rate - (time.time() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            except Exception as e:  # broker restarting: retry the same message
-                conn = None
-                time.sleep(0.2)
-                if time.time() - start > 120:
-                    self.error = e
-                    return
-        try:
-            conn.close()
-        except Exception:
-            pass
+from conftest import Client, Publisher, assert_consecutive, publish, wait_until
 
 
 def test_clients_joining_during_2000_per_second_see_no_gap_or_duplicate(herald, exchange):
