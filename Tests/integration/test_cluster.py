@@ -3,12 +3,17 @@ on SIGKILL, live-gap repair after a node's RabbitMQ link is cut, and a node join
 Nodes are separate processes on 127.0.0.1. Measured recovery times go to test-output/cluster.json."""
 import json
 import os
+import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+import urllib.request
 
 from websockets.exceptions import ConnectionClosed
 
-from conftest import ROOT, Client, Publisher, assert_consecutive, wait_until
+from conftest import ROOT, Client, Publisher, assert_consecutive, free_port, wait_until
 from tcpproxy import TCPProxy
 
 REPORT = os.path.join(ROOT, "test-output", "cluster.json")
@@ -228,7 +233,6 @@ def test_a_node_started_under_traffic_catches_up_without_disturbing_the_others(h
 
 
 def test_quorum_history_queue(herald_factory, exchange):
-    import subprocess
     nodes = cluster(herald_factory, 2, extra=["--queue-type", "quorum"])
     out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "type", "arguments"],
                          capture_output=True, text=True, timeout=60).stdout
@@ -241,3 +245,83 @@ def test_quorum_history_queue(herald_factory, exchange):
     msgs, _ = c.recv_messages("q", 10)
     assert_consecutive([m["seq"] for m in msgs], start=1, end=10)
     c.close()
+
+
+class Nginx:
+    """nginx in front of the nodes, configured with deploy/nginx-herald.conf (ports rewritten)."""
+
+    def __init__(self, node_ports):
+        self.dir = tempfile.mkdtemp(prefix="herald-nginx-")
+        self.port = free_port()
+        with open(os.path.join(ROOT, "deploy", "nginx-herald.conf")) as f:
+            site = f.read()
+        servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in node_ports)
+        site = re.sub(r"(    server 127\.0\.0\.1:808\d[^\n]*\n)+", servers, site)
+        site = site.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        with open(os.path.join(self.dir, "herald.conf"), "w") as f:
+            f.write(site)
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(f"""daemon off; worker_processes 1; pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
+    include {self.dir}/herald.conf;
+}}
+""")
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([binary, "-p", self.dir, "-c", f"{self.dir}/nginx.conf"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def test_nginx_example_spreads_clients_and_fails_over(herald_factory, exchange, redis_server):
+    nodes = cluster(herald_factory, 3, extra=["--history-size", "20000"])
+    lb = Nginx([h.port for h in nodes])
+    try:
+        wait_until(lambda: _get(lb.url("/healthz")) == 200, 10, what="nginx to proxy")
+        ws = lb.url("/ws").replace("http", "ws")
+        total = 6000
+        followers = [Follower([ws], "lb", total) for _ in range(6)]
+        for f in followers:
+            f.start()
+            assert f.connected.wait(10)
+        per_node = [int(h.metrics()["herald_connections"]) for h in nodes]
+        assert sum(per_node) == 6 and min(per_node) >= 1, f"least_conn spreads clients: {per_node}"
+        pub = Publisher(exchange, "lb", total, rate=1500)
+        pub.start()
+        wait_until(lambda: pub.confirmed >= 2000, 30, what="publishing to get going")
+        victim = max(nodes[1:], key=lambda h: h.metrics()["herald_connections"])
+        victim.kill()
+        pub.join()
+        assert pub.error is None
+        moved = 0
+        for f in followers:
+            f.join(60)
+            assert f.error is None, f.error
+            assert_consecutive(f.seqs, start=1, end=total)
+            if len(f.subscribed) > 1:
+                moved += 1
+                assert f.subscribed[-1]["recovered"] is True
+        assert moved >= 1, "the killed node's clients came back through nginx"
+        with urllib.request.urlopen(lb.url("/herald.js"), timeout=5) as r:
+            assert b"HeraldClient" in r.read()
+    finally:
+        lb.stop()
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except Exception:
+        return None
