@@ -32,13 +32,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // The load generator behind `herald bench`.
+        .target(name: "HeraldBench", dependencies: ["HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
+
         .executableTarget(name: "herald", dependencies: [
-            "HeraldServer", "HeraldCore", "HeraldAMQP",
+            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"]),
+        .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench"]),
     ],
     swiftLanguageModes: [.v6]
 )

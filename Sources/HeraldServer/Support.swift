@@ -7,11 +7,11 @@ import Glibc
 
 /// A dedicated OS thread for a blocking C loop (not a Swift task: the cooperative pool is
 /// only as wide as the machine, and a blocked task starves every other one).
-final class OSThread: @unchecked Sendable {
+public final class OSThread: @unchecked Sendable {
     private var handle = pthread_t()
     private let body: @Sendable () -> Void
 
-    init(name: String, _ body: @escaping @Sendable () -> Void) {
+    public init(name: String, _ body: @escaping @Sendable () -> Void) {
         self.body = { Self.setName(name); body() }
         let box = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(&handle, nil, { raw in
@@ -22,7 +22,7 @@ final class OSThread: @unchecked Sendable {
         precondition(result == 0, "pthread_create failed: \(result)")
     }
 
-    func join() { pthread_join(handle, nil) }
+    public func join() { pthread_join(handle, nil) }
 
     private static func setName(_ name: String) {
         setThreadName(name)
@@ -30,24 +30,26 @@ final class OSThread: @unchecked Sendable {
 }
 
 /// A many-producer, one-consumer queue that a blocking thread can wait on.
-final class Mailbox<Item: Sendable>: Sendable {
+public final class Mailbox<Item: Sendable>: Sendable {
     private let items = Mutex<[Item]>([])
     private let signal = DispatchSemaphore(value: 0)
 
-    func post(_ item: Item) {
+    public init() {}
+
+    public func post(_ item: Item) {
         items.withLock { $0.append(item) }
         signal.signal()
     }
 
     /// Everything queued, waiting up to `timeoutMillis` for the first item.
-    func take(timeoutMillis: Int) -> [Item] {
+    public func take(timeoutMillis: Int) -> [Item] {
         let now = drain()
         if !now.isEmpty { return now }
         _ = signal.wait(timeout: .now() + .milliseconds(timeoutMillis))
         return drain()
     }
 
-    func drain() -> [Item] {
+    public func drain() -> [Item] {
         items.withLock { queued in
             let all = queued
             queued.removeAll(keepingCapacity: true)
@@ -57,13 +59,14 @@ final class Mailbox<Item: Sendable>: Sendable {
 }
 
 /// A flag any thread may set and read.
-final class StopFlag: Sendable {
+public final class StopFlag: Sendable {
     private let value = Atomic<Bool>(false)
-    func set() { value.store(true, ordering: .releasing) }
-    var isSet: Bool { value.load(ordering: .acquiring) }
+    public init() {}
+    public func set() { value.store(true, ordering: .releasing) }
+    public var isSet: Bool { value.load(ordering: .acquiring) }
 
     /// Sleeps up to `millis`, waking early when the flag is set.
-    func sleep(millis: Int) {
+    public func sleep(millis: Int) {
         var left = millis
         while left > 0 && !isSet {
             let step = min(left, 50)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import HeraldAMQP
+import HeraldBench
 import HeraldCore
 import HeraldServer
 import Logging
@@ -11,7 +12,7 @@ struct Herald: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald",
         abstract: "Real-time push fan-out: RabbitMQ → capped Redis history → WebSocket clients.",
-        subcommands: [Serve.self, Publish.self])
+        subcommands: [Serve.self, Publish.self, Bench.self])
 }
 
 /// Every flag of `serve` also reads `HERALD_<FLAG>` (for example `--amqp-url` / `HERALD_AMQP_URL`).
@@ -48,6 +49,7 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        raiseFileLimit()
         var config = HeraldConfig()
         config.host = host
         config.port = port
@@ -136,13 +138,100 @@ struct Publish: ParsableCommand {
     }
 }
 
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load-test fan-out: many WebSocket clients, a paced publisher, latency and correctness.",
+        discussion: """
+        Presets: latency (fixed load), throughput (rising rate until loss or p99 over --p99-bound), \
+        connections (idle clients; memory per connection with --server-pid), storm (history for clients \
+        joining at once, then every client drops and resumes). Every message carries its send time and a \
+        number; each client checks lost, duplicated and out-of-order messages. --peer drives any WebSocket \
+        server that sends the published body as the message (Nchan), with --url containing {channel}.
+        """)
+
+    @Argument(help: "latency, throughput, connections or storm.") var scenario: String = "latency"
+    @Option(help: "WebSocket URL of a node (repeat for a cluster). Herald: ws://host:port/ws. Peer: with {channel}.") var url: [String] = ["ws://127.0.0.1:8080/ws"]
+    @Flag(help: "Drive a peer server (Nchan): numbers and send times are read from the message body.") var peer = false
+    @Option(help: "Client connections.") var clients = 1_000
+    @Option(help: "Channels the clients are spread over.") var channels = 1
+    @Option(help: "Connections opened per second (default: all at once).") var ramp: Int?
+    @Option(help: "Messages per second (the starting rate for throughput).") var rate = 100.0
+    @Option(help: "Highest rate the throughput preset tries.") var maxRate = 5_000.0
+    @Option(help: "Message body size in bytes.") var size = 100
+    @Option(help: "Seconds of publishing (latency; live phase of storm).") var duration = 10.0
+    @Option(help: "Seconds per step of the throughput preset.") var stepSeconds = 4.0
+    @Option(help: "p99 bound in ms for a clean throughput step.") var p99Bound = 50.0
+    @Option(help: "Messages of history per channel before the storm.") var history = 100
+    @Option(help: "RabbitMQ URL the publisher uses.") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "Exchange the publisher sends to.") var exchange = "herald"
+    @Option(help: "Publish over HTTP instead of AMQP: http://host:port/api/publish/{channel} (Nchan: its publisher location).") var publishURL: String?
+    @Option(help: "API key for --publish-url.") var apiKey: String?
+    @Option(help: "PID of the server, for its CPU and resident memory.") var serverPID: Int32?
+    @Option(help: "Channel name prefix.") var channelPrefix = "bench"
+    @Flag(help: "Print one JSON object with the results on standard output.") var json = false
+    @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
+    @Flag(help: "No progress lines.") var quiet = false
+
+    func validate() throws {
+        guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections or storm") }
+        guard clients >= 1, channels >= 1, channels <= clients else { throw ValidationError("need clients >= channels >= 1") }
+        guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
+        if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
+        if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
+    }
+
+    func run() throws {
+        var o = BenchOptions()
+        o.scenario = Scenario(rawValue: scenario)!
+        o.kind = peer ? .peer : .herald
+        o.urls = url
+        o.clients = clients
+        o.channels = channels
+        o.ramp = ramp
+        o.rate = rate
+        o.maxRate = maxRate
+        o.size = size
+        o.duration = duration
+        o.stepSeconds = stepSeconds
+        o.p99BoundMillis = p99Bound
+        o.history = history
+        o.route = publishURL.map { .http(url: $0, apiKey: apiKey) } ?? .amqp(url: amqpURL, exchange: exchange)
+        o.serverPID = serverPID
+        o.channelPrefix = channelPrefix
+        o.quiet = quiet
+        raiseFileLimit()
+        let result: BenchResult
+        do {
+            result = try BenchRunner(options: o).run()
+        } catch {
+            printError("herald bench: \(error)")
+            throw ExitCode(1)
+        }
+        if let report {
+            guard let f = fopen(report, "w") else { throw ValidationError("cannot write \(report)") }
+            fputs(result.html(), f)
+            fclose(f)
+        }
+        if json { print(result.json()) } else { print(result.summary()) }
+    }
+}
+
+/// 10,000 clients need 10,000 descriptors: lift the soft limit to the hard one.
+func raiseFileLimit() {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}
+
 /// Fills in flags from `HERALD_*` environment variables when they are not on the command line.
 func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
     guard arguments.count > 1, arguments[1] == "serve" || arguments[1] == "publish" else { return arguments }
     let flags = arguments[1] == "serve"
         ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
            "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
-           "dedupe-seconds", "max-connections", "log-level"]
+           "dedupe-seconds", "max-connections", "log-level", "queue-type"]
         : ["amqp-url", "exchange"]
     var result = arguments
     for flag in flags {

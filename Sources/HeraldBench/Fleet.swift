@@ -1,0 +1,215 @@
+import HeraldServer
+import HeraldWebSocket
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Microseconds since the Unix epoch (publisher and clients share the machine's clock).
+func wallMicros() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1_000
+}
+
+/// How clients find their stream in what they receive.
+public enum ServerKind: Sendable {
+    /// Herald: `subscribed` then `message` frames, numbered by `seq`; resume with since/epoch.
+    case herald
+    /// Any WebSocket server that sends the published body as the message (Nchan): numbered by
+    /// the body's `n`, no resume.
+    case peer
+}
+
+/// The numbers the control thread asks for once a second.
+public struct FleetSnapshot: Sendable {
+    public var open = 0
+    public var subscribed = 0
+    public var connectFailures = 0
+    public var closes = 0
+    public var deliveries: UInt64 = 0
+    public var window = Histogram()   // latency since the previous snapshot
+    public var connectTimes = Histogram()
+    public var firstMessageTimes = Histogram()
+}
+
+/// The final tally of every client against what was published.
+public struct FleetTally: Sendable {
+    public var lost: UInt64 = 0
+    public var duplicated: UInt64 = 0
+    public var outOfOrder: UInt64 = 0
+    public var clientsWithLoss = 0
+    public var recovered = 0 // clients whose resume answer said recovered (storm)
+    public var resumed = 0
+}
+
+/// Every client connection of a run, on one lws client thread.
+///
+/// - Important: all state below is touched only on the pool's service thread; other threads
+///   talk to it through `commands`.
+public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
+    public enum Command: Sendable {
+        case connect(Range<Int>)
+        case dropAll
+        case resumeAll
+        case snapshot(Mailbox<FleetSnapshot>)
+        case tally(expected: [UInt64], Mailbox<FleetTally>)
+        case caughtUp(expected: [UInt64], Mailbox<Int>)
+        /// Whether live messages count toward latency (not history replayed to joining clients).
+        case measureLatency(Bool)
+    }
+
+    struct Client {
+        var channel: Int
+        var target: Int
+        var tracker = SequenceTracker()
+        var epoch: String?
+        var connectStarted: UInt64 = 0
+        var subscribed = false
+        var firstMessage = false
+        var resumes = 0
+        var recovered = false
+        var dropping = false
+    }
+
+    public let commands = Mailbox<Command>()
+    let kind: ServerKind
+    let urls: [(String) -> String]   // channel name → full ws:// URL, one per target server
+    let channels: [String]
+    let liveSince: UInt64           // µs: messages sent before this are history, not latency
+    private var clients: [Client]
+    private var pool: WebSocketClientPool!
+    private var snapshot = FleetSnapshot()
+    private var measuring = true
+    var publishStartedMicros: UInt64 = 0
+
+    public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int) {
+        self.kind = kind
+        self.urls = urls
+        self.channels = channels
+        self.liveSince = wallMicros()
+        clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
+        pool = WebSocketClientPool(maxConnections: clientCount + 16, handler: self)
+    }
+
+    public func start() throws(WebSocketError) { try pool.start() }
+    public func run() { pool.run() }
+    public func stop() { pool.requestStop() }
+
+    public func post(_ command: Command) {
+        commands.post(command)
+        pool.wakeUp()
+    }
+
+    // MARK: Service thread
+
+    public func clientPoolWokenUp() {
+        for command in commands.drain() {
+            switch command {
+            case let .connect(range):
+                for id in range where id < clients.count { open(id, resume: false) }
+            case .dropAll:
+                for id in clients.indices {
+                    clients[id].dropping = true
+                    pool.drop(id)
+                }
+            case let .measureLatency(on):
+                measuring = on
+            case .resumeAll:
+                for id in clients.indices { open(id, resume: true) }
+            case let .snapshot(reply):
+                snapshot.open = pool.openCount
+                snapshot.subscribed = clients.reduce(0) { $0 + ($1.subscribed ? 1 : 0) }
+                reply.post(snapshot)
+                snapshot.window = Histogram()
+            case let .tally(expected, reply):
+                reply.post(tally(expected: expected))
+            case let .caughtUp(expected, reply):
+                var done = 0
+                for c in clients where c.tracker.contiguous >= expected[c.channel] { done += 1 }
+                reply.post(done)
+            }
+        }
+    }
+
+    private func open(_ id: Int, resume: Bool) {
+        var query = ""
+        if resume, kind == .herald, let epoch = clients[id].epoch {
+            query = "&since=\(clients[id].tracker.contiguous)&epoch=\(epoch)"
+            clients[id].resumes += 1
+        }
+        clients[id].subscribed = false
+        clients[id].connectStarted = wallMicros()
+        let url = urls[clients[id].target](channels[clients[id].channel]) + query
+        guard let target = WebSocketClientPool.Target(url: url) else {
+            snapshot.connectFailures += 1
+            return
+        }
+        pool.connect(id, to: target)
+    }
+
+    public func clientOpened(_ id: Int) {
+        if kind == .peer { markSubscribed(id) }
+    }
+
+    private func markSubscribed(_ id: Int) {
+        guard !clients[id].subscribed else { return }
+        clients[id].subscribed = true
+        snapshot.connectTimes.record(wallMicros() - clients[id].connectStarted)
+    }
+
+    public func clientReceived(_ id: Int, message: [UInt8]) {
+        let now = wallMicros()
+        for line in Payload.lines(message) {
+            let n: UInt64?
+            switch kind {
+            case .herald:
+                if Payload.hasPrefix(Payload.typeSubscribed, message, line) {
+                    clients[id].epoch = Payload.string(after: Payload.epochKey, in: message, range: line)
+                    if clients[id].resumes > 0 {
+                        clients[id].recovered = Payload.find(Array(#""recovered":true"#.utf8), in: message, range: line) != nil
+                    }
+                    markSubscribed(id)
+                    continue
+                }
+                guard Payload.hasPrefix(Payload.typeMessage, message, line) else { continue }
+                n = Payload.number(after: Payload.seqKey, in: message, range: line)
+            case .peer:
+                n = Payload.number(after: Payload.numberKey, in: message, range: line)
+            }
+            guard let n else { continue }
+            if clients[id].tracker.observe(n) { snapshot.deliveries += 1 }
+            if measuring, let sent = Payload.number(after: Payload.sentKey, in: message, range: line), sent >= liveSince {
+                snapshot.window.record(now > sent ? now - sent : 0)
+                if !clients[id].firstMessage, publishStartedMicros > 0 {
+                    clients[id].firstMessage = true
+                    snapshot.firstMessageTimes.record(now > publishStartedMicros ? now - publishStartedMicros : 0)
+                }
+            }
+        }
+    }
+
+    public func clientClosed(_ id: Int, code: UInt16?, error: String?) {
+        if error != nil {
+            snapshot.connectFailures += 1
+        } else if !clients[id].dropping {
+            snapshot.closes += 1
+        }
+        clients[id].dropping = false
+        clients[id].subscribed = false
+    }
+
+    private func tally(expected: [UInt64]) -> FleetTally {
+        var t = FleetTally()
+        for c in clients {
+            let want = expected[c.channel]
+            let missing = want == 0 ? 0 : c.tracker.missing(in: 1...want)
+            t.lost += missing
+            if missing > 0 { t.clientsWithLoss += 1 }
+            t.duplicated += c.tracker.duplicated
+            t.outOfOrder += c.tracker.outOfOrder
+            if c.resumes > 0 { t.resumed += 1 }
+            if c.recovered { t.recovered += 1 }
+        }
+        return t
+    }
+}

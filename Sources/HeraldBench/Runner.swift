@@ -1,0 +1,341 @@
+import HeraldServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum Scenario: String, CaseIterable, Sendable {
+    case latency, throughput, connections, storm
+}
+
+public struct BenchOptions: Sendable {
+    public var scenario = Scenario.latency
+    public var kind = ServerKind.herald
+    /// Herald: ws://host:port/ws (several for a cluster). Peer: URLs with `{channel}`.
+    public var urls: [String] = ["ws://127.0.0.1:8080/ws"]
+    public var clients = 1_000
+    public var channels = 1
+    /// Connections per second; nil: all at once.
+    public var ramp: Int?
+    public var rate = 100.0
+    public var maxRate = 5_000.0
+    public var size = 100
+    public var duration = 10.0
+    public var stepSeconds = 4.0
+    public var p99BoundMillis = 50.0
+    public var history = 100
+    public var route = LoadPublisher.Route.amqp(url: "amqp://guest:guest@127.0.0.1:5672/", exchange: "herald")
+    public var serverPID: Int32?
+    public var channelPrefix = "bench"
+    public var quiet = false
+    public init() {}
+}
+
+/// One step of the throughput preset.
+public struct StepResult: Sendable {
+    public var rate: Double
+    public var deliveriesPerSecond: Double
+    public var p99Millis: Double
+    public var lost: UInt64
+    public var clean: Bool
+}
+
+public struct TimelinePoint: Sendable {
+    public var second: Double
+    public var deliveriesPerSecond: Double
+    public var p99Millis: Double
+}
+
+public struct BenchResult: Sendable {
+    public var options: BenchOptions
+    public var connected = 0
+    public var connectFailures = 0
+    public var closes = 0
+    public var connectSeconds = 0.0
+    public var connectTimes = Histogram()
+    public var firstMessageTimes = Histogram()
+    public var published: UInt64 = 0
+    public var publishFailures = 0
+    public var deliveries: UInt64 = 0
+    public var deliverySeconds = 0.0
+    public var latency = Histogram()
+    public var tally = FleetTally()
+    public var timeline: [TimelinePoint] = []
+    public var steps: [StepResult] = []
+    public var highestCleanRate: Double?
+    public var serverCPUPercent: Double?
+    public var benchCPUPercent: Double?
+    public var serverRSSBeforeKB: Int?
+    public var serverRSSAfterKB: Int?
+    public var joinCatchUpSeconds: Double?
+    public var reconnectCatchUpSeconds: Double?
+    public var caughtUp = 0
+
+    public var deliveriesPerSecond: Double { deliverySeconds > 0 ? Double(deliveries) / deliverySeconds : 0 }
+    public var memoryPerConnectionKB: Double? {
+        guard options.scenario == .connections, let a = serverRSSBeforeKB, let b = serverRSSAfterKB, connected > 0 else { return nil }
+        return Double(b - a) / Double(connected)
+    }
+}
+
+/// Runs one scenario end to end: clients on their own thread, the publisher on this one.
+public final class BenchRunner {
+    let options: BenchOptions
+    let channels: [String]
+    let fleet: Fleet
+    let publisher: LoadPublisher
+    var result: BenchResult
+    private var lastSnapshotAt = monotonicMicros()
+    private var started = monotonicMicros()
+    private var deliveriesSeen: UInt64 = 0
+    private var lastDeliveries: UInt64 = 0
+    private var window = Histogram()
+
+    public init(options: BenchOptions) {
+        self.options = options
+        let run = String(UInt64(wallMicros()) % 1_000_000_000, radix: 36)
+        channels = (0..<max(1, options.channels)).map { "\(options.channelPrefix)-\(run)-\($0)" }
+        let urls: [(String) -> String] = options.urls.map { base in
+            switch options.kind {
+            case .herald:
+                return { channel in base + (base.contains("?") ? "&" : "?") + "channel=\(channel)" }
+            case .peer:
+                return { channel in base.replacingOccurrences(of: "{channel}", with: channel) }
+            }
+        }
+        fleet = Fleet(kind: options.kind, urls: urls, channels: channels, clientCount: options.clients)
+        publisher = LoadPublisher(route: options.route, channels: channels, size: options.size)
+        result = BenchResult(options: options)
+    }
+
+    public func run() throws -> BenchResult {
+        try publisher.connect()
+        try fleet.start()
+        let thread = OSThread(name: "bench-clients") { [fleet] in fleet.run() }
+        defer {
+            fleet.stop()
+            thread.join()
+            publisher.close()
+        }
+        let serverBefore = ProcStats.read(pid: options.serverPID)
+        let benchBefore = ProcStats.read(pid: nil)
+        result.serverRSSBeforeKB = serverBefore?.rssKB
+        started = monotonicMicros()
+
+        switch options.scenario {
+        case .latency:
+            try connectAll()
+            try publishMeasured(rate: options.rate, seconds: options.duration)
+        case .throughput:
+            try connectAll()
+            try risingRate()
+        case .connections:
+            try connectAll()
+            sleepMillis(2_000)
+            result.serverRSSAfterKB = ProcStats.read(pid: options.serverPID)?.rssKB
+        case .storm:
+            try storm()
+        }
+
+        let snap = snapshot()
+        result.connected = snap.subscribed
+        result.connectFailures = snap.connectFailures
+        result.closes = snap.closes
+        result.connectTimes = snap.connectTimes
+        result.firstMessageTimes = snap.firstMessageTimes
+        result.published = publisher.published.reduce(0, +)
+        result.publishFailures = publisher.failures
+        result.tally = ask { .tally(expected: self.publisher.published, $0) }
+        let elapsed = Double(monotonicMicros() - started) / 1e6
+        if let a = serverBefore, let b = ProcStats.read(pid: options.serverPID) {
+            result.serverCPUPercent = (b.cpuSeconds - a.cpuSeconds) / elapsed * 100
+            if result.serverRSSAfterKB == nil { result.serverRSSAfterKB = b.rssKB }
+        }
+        if let a = benchBefore, let b = ProcStats.read(pid: nil) {
+            result.benchCPUPercent = (b.cpuSeconds - a.cpuSeconds) / elapsed * 100
+        }
+        return result
+    }
+
+    // MARK: Phases
+
+    private func connectAll() throws {
+        let t0 = monotonicMicros()
+        if let ramp = options.ramp, ramp > 0 {
+            var next = 0
+            while next < options.clients {
+                let due = min(options.clients, Int(Double(monotonicMicros() - t0) / 1e6 * Double(ramp)) + 1)
+                if due > next { fleet.post(.connect(next..<due)); next = due }
+                sleepMillis(5)
+            }
+        } else {
+            fleet.post(.connect(0..<options.clients))
+        }
+        let timeout = 30.0 + Double(options.clients) / Double(max(options.ramp ?? 2_000, 1))
+        var snap = snapshot()
+        while snap.subscribed + snap.connectFailures < options.clients {
+            if Double(monotonicMicros() - t0) / 1e6 > timeout { break }
+            publisher.keepAlive()
+            sleepMillis(20)
+            snap = snapshot()
+        }
+        result.connectSeconds = Double(monotonicMicros() - t0) / 1e6
+        progress("connected \(snap.subscribed)/\(options.clients) in \(fmt(result.connectSeconds, 2)) s, \(snap.connectFailures) failed")
+    }
+
+    /// Publishes at `rate` for `seconds`, then waits for the clients to drain.
+    private func publishMeasured(rate: Double, seconds: Double) throws {
+        fleet.publishStartedMicros = wallMicros()
+        let t0 = monotonicMicros()
+        let before = deliveriesSeen
+        try publisher.run(rate: rate, seconds: seconds, tick: { self.tick() })
+        waitCaughtUp(timeoutSeconds: 10)
+        tick(force: true)
+        result.deliveries += deliveriesSeen - before
+        result.deliverySeconds += Double(monotonicMicros() - t0) / 1e6
+    }
+
+    private func risingRate() throws {
+        var rate = options.rate
+        var lostBefore: UInt64 = 0
+        fleet.publishStartedMicros = wallMicros()
+        while rate <= options.maxRate {
+            let t0 = monotonicMicros()
+            let before = deliveriesSeen
+            let closesBefore = snapshot(peek: true).closes
+            window = Histogram()
+            var stepLatency = Histogram()
+            try publisher.run(rate: rate, seconds: options.stepSeconds, tick: {
+                self.tick()
+                stepLatency.merge(self.lastWindow)
+            })
+            waitCaughtUp(timeoutSeconds: 5)
+            tick(force: true)
+            stepLatency.merge(lastWindow)
+            let seconds = Double(monotonicMicros() - t0) / 1e6
+            let delivered = deliveriesSeen - before
+            let tally: FleetTally = ask { .tally(expected: self.publisher.published, $0) }
+            let lost = tally.lost - lostBefore
+            lostBefore = tally.lost
+            let p99 = Double(stepLatency.value(atPercentile: 99)) / 1000
+            let closed = snapshot(peek: true).closes - closesBefore
+            let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis
+            let step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean)
+            result.steps.append(step)
+            result.deliveries += delivered
+            result.deliverySeconds += seconds
+            progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "") → \(clean ? "clean" : "NOT clean")")
+            if !clean { break }
+            result.highestCleanRate = rate
+            rate *= 1.5
+        }
+    }
+
+    private func storm() throws {
+        // 1. History: each channel gets `history` messages before anyone connects. Replayed
+        // history and catch-up are timed as a whole, not as per-message latency.
+        fleet.post(.measureLatency(false))
+        try publisher.publish(perChannel: options.history, rate: max(options.rate, 2_000))
+        let expectedHistory = publisher.published
+        sleepMillis(1_000)
+        // 2. Everyone connects at once and catches up with the history.
+        var t0 = monotonicMicros()
+        fleet.post(.connect(0..<options.clients))
+        result.caughtUp = waitCaughtUp(timeoutSeconds: 60, expected: expectedHistory)
+        result.joinCatchUpSeconds = Double(monotonicMicros() - t0) / 1e6
+        result.connectSeconds = result.joinCatchUpSeconds ?? 0
+        progress("joined and caught up with \(options.history) messages: \(result.caughtUp)/\(options.clients) in \(fmt(result.joinCatchUpSeconds ?? 0, 3)) s")
+        // 3. Live traffic, then every client drops while messages keep coming, then all resume.
+        fleet.post(.measureLatency(true))
+        try publishMeasured(rate: options.rate, seconds: min(options.duration, 3))
+        fleet.post(.measureLatency(false))
+        fleet.post(.dropAll)
+        var snap = snapshot()
+        let dropDeadline = monotonicMicros() + 10_000_000
+        while snap.open > 0 && monotonicMicros() < dropDeadline { sleepMillis(20); snap = snapshot() }
+        let away = publisher.published
+        try publisher.publish(perChannel: Int(away.min() ?? 0) + options.history / 2, rate: options.rate)
+        sleepMillis(500)
+        t0 = monotonicMicros()
+        fleet.post(.resumeAll)
+        result.caughtUp = waitCaughtUp(timeoutSeconds: 60)
+        result.reconnectCatchUpSeconds = Double(monotonicMicros() - t0) / 1e6
+        progress("dropped and resumed: \(result.caughtUp)/\(options.clients) caught up in \(fmt(result.reconnectCatchUpSeconds ?? 0, 3)) s")
+    }
+
+    // MARK: Plumbing
+
+    private var lastWindow = Histogram()
+
+    /// Once a second (or when forced): a progress line and a timeline point.
+    private func tick(force: Bool = false) {
+        let now = monotonicMicros()
+        if !force && now - lastSnapshotAt < 1_000_000 { return }
+        let snap = snapshot()
+        let seconds = Double(now - lastSnapshotAt) / 1e6
+        lastSnapshotAt = now
+        deliveriesSeen = snap.deliveries
+        let rate = Double(deliveriesSeen - lastDeliveries) / max(seconds, 0.001)
+        lastDeliveries = deliveriesSeen
+        lastWindow = snap.window
+        result.latency.merge(snap.window)
+        let p99 = Double(snap.window.value(atPercentile: 99)) / 1000
+        let p50 = Double(snap.window.value(atPercentile: 50)) / 1000
+        result.timeline.append(TimelinePoint(second: Double(now - started) / 1e6, deliveriesPerSecond: rate, p99Millis: p99))
+        progress("[\(fmt(Double(now - started) / 1e6, 0))s] clients \(snap.subscribed)/\(options.clients)  published \(publisher.published.reduce(0, +))  deliveries \(fmt(rate, 0))/s  p50 \(fmt(p50, 1)) ms  p99 \(fmt(p99, 1)) ms")
+    }
+
+    @discardableResult
+    private func waitCaughtUp(timeoutSeconds: Double, expected: [UInt64]? = nil) -> Int {
+        let want = expected ?? publisher.published
+        let t0 = monotonicMicros()
+        var done = 0
+        while Double(monotonicMicros() - t0) / 1e6 < timeoutSeconds {
+            done = ask { .caughtUp(expected: want, $0) }
+            if done >= options.clients { break }
+            publisher.keepAlive()
+            sleepMillis(10)
+        }
+        return done
+    }
+
+    private func snapshot(peek: Bool = false) -> FleetSnapshot {
+        let snap: FleetSnapshot = ask { .snapshot($0) }
+        if !peek { deliveriesSeen = snap.deliveries }
+        if peek { result.latency.merge(snap.window) }
+        return snap
+    }
+
+    private func ask<T: Sendable>(_ make: (Mailbox<T>) -> Fleet.Command) -> T {
+        let reply = Mailbox<T>()
+        fleet.post(make(reply))
+        while true {
+            if let value = reply.take(timeoutMillis: 1_000).first { return value }
+        }
+    }
+
+    private func progress(_ line: String) {
+        if !options.quiet { printError(line) }
+    }
+}
+
+func sleepMillis(_ ms: Int) { usleep(useconds_t(ms * 1000)) }
+
+/// One line on standard error (progress), unbuffered.
+public func printError(_ line: String) {
+    let text = line + "\n"
+    _ = write(2, text, text.utf8.count)
+}
+
+func fmt(_ value: Double, _ decimals: Int) -> String {
+    if !value.isFinite { return "-" }
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let rounded = (value * scale).rounded() / scale
+    if decimals == 0 { return String(Int(rounded)) }
+    var s = String(rounded)
+    if let dot = s.firstIndex(of: ".") {
+        let have = s.distance(from: dot, to: s.endIndex) - 1
+        if have < decimals { s += String(repeating: "0", count: decimals - have) }
+    }
+    return s
+}

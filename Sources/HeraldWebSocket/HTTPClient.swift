@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A small blocking HTTP/1.1 client with keep-alive, for publishing from `herald bench` to
+/// Herald's or a peer's HTTP endpoint. One connection; one request at a time.
+public final class HTTPClient {
+    public struct Response: Sendable {
+        public let status: Int
+        public let body: [UInt8]
+    }
+
+    public let host: String
+    public let port: Int32
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+
+    /// Parses `http://host:port` (any path is ignored here; pass it to `post`).
+    public init?(url: String) {
+        guard url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst(7)
+        let authority = rest.prefix { $0 != "/" }
+        if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[authority.startIndex..<colon])
+            guard let p = Int32(authority[authority.index(after: colon)...]) else { return nil }
+            port = p
+        } else {
+            host = String(authority)
+            port = 80
+        }
+    }
+
+    deinit { disconnect() }
+
+    public func post(path: String, body: [UInt8], headers: [(String, String)] = []) throws(WebSocketError) -> Response {
+        var head = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        head += "\r\n"
+        let request = Array(head.utf8) + body
+        // A keep-alive connection the server closed meanwhile fails on first use: retry once.
+        for attempt in 0..<2 {
+            do {
+                try ensureConnected()
+                try send(request)
+                return try readResponse()
+            } catch {
+                disconnect()
+                if attempt == 1 { throw error }
+            }
+        }
+        throw WebSocketError("unreachable")
+    }
+
+    public func disconnect() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+        buffer.removeAll()
+    }
+
+    private func ensureConnected() throws(WebSocketError) {
+        if fd >= 0 { return }
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { throw WebSocketError("socket: errno \(errno)") }
+        var one: Int32 = 1
+        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let resolved = host == "localhost" ? "127.0.0.1" : host
+        guard inet_pton(AF_INET, resolved, &address.sin_addr) == 1 else {
+            Glibc.close(s)
+            throw WebSocketError("only numeric IPv4 hosts are supported: \(host)")
+        }
+        let ok = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard ok == 0 else {
+            Glibc.close(s)
+            throw WebSocketError("cannot connect to \(host):\(port): errno \(errno)")
+        }
+        fd = s
+    }
+
+    private func send(_ bytes: [UInt8]) throws(WebSocketError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 {
+                if n < 0 && errno == EINTR { continue }
+                throw WebSocketError("send failed: errno \(errno)")
+            }
+            offset += n
+        }
+    }
+
+    private func fill() throws(WebSocketError) {
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+        if n < 0 && errno == EINTR { return }
+        guard n > 0 else { throw WebSocketError("connection closed") }
+        buffer.append(contentsOf: chunk[0..<n])
+    }
+
+    private func readResponse() throws(WebSocketError) -> Response {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        var headerEnd: Int?
+        while headerEnd == nil {
+            if buffer.count >= 4 {
+                for i in 0...(buffer.count - 4) where buffer[i] == 13 && Array(buffer[i..<i + 4]) == separator {
+                    headerEnd = i
+                    break
+                }
+            }
+            if headerEnd == nil { try fill() }
+        }
+        let head = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
+        let lines = head.split(separator: "\r\n")
+        let statusParts = lines.first?.split(separator: " ") ?? []
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw WebSocketError("bad HTTP status line") }
+        var length = 0
+        var close = false
+        for line in lines.dropFirst() {
+            let lower = line.lowercased()
+            if lower.hasPrefix("content-length:") { length = Int(lower.dropFirst(15).trimmingSpaces) ?? 0 }
+            if lower.hasPrefix("connection:") && lower.contains("close") { close = true }
+        }
+        let start = headerEnd! + 4
+        while buffer.count < start + length { try fill() }
+        let body = Array(buffer[start..<start + length])
+        buffer.removeFirst(start + length)
+        if close { disconnect() }
+        return Response(status: status, body: body)
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var s = self
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " || s.last == "\r" { s = s.dropLast() }
+        return s
+    }
+}

@@ -1,0 +1,217 @@
+import CWebSockets
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a client pool reports. Every method runs on the pool's service thread.
+public protocol WebSocketClientHandler: AnyObject {
+    func clientOpened(_ id: Int)
+    /// One whole message (fragments joined).
+    func clientReceived(_ id: Int, message: [UInt8])
+    /// The connection ended: `code` is the peer's close code when it sent one; `error` is set
+    /// when the connection could not be made (refused, handshake failed).
+    func clientClosed(_ id: Int, code: UInt16?, error: String?)
+    /// Another thread called `wakeUp()`.
+    func clientPoolWokenUp()
+}
+
+/// Many WebSocket client connections on one lws context and one thread: the load generator's
+/// side of `herald bench`. Connections are named by the caller's integer ids.
+///
+/// - Important: `connect`, `drop` run on the service thread (from a handler method);
+///   `wakeUp` and `requestStop` from any thread.
+public final class WebSocketClientPool {
+    public struct Target: Sendable, Equatable {
+        public var host: String
+        public var port: Int32
+        public var path: String
+        public init(host: String, port: Int32, path: String) {
+            self.host = host
+            self.port = port
+            self.path = path
+        }
+
+        /// Parses `ws://host:port/path?query`.
+        public init?(url: String) {
+            guard url.hasPrefix("ws://") else { return nil }
+            let rest = url.dropFirst(5)
+            let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+            let authority = rest[rest.startIndex..<slash]
+            path = slash == rest.endIndex ? "/" : String(rest[slash...])
+            if let colon = authority.lastIndex(of: ":") {
+                host = String(authority[authority.startIndex..<colon])
+                guard let p = Int32(authority[authority.index(after: colon)...]), p > 0 else { return nil }
+                port = p
+            } else {
+                host = String(authority)
+                port = 80
+            }
+            if host.isEmpty { return nil }
+        }
+    }
+
+    private weak var handler: WebSocketClientHandler?
+    private var context: OpaquePointer?
+    private var protocols: UnsafeMutablePointer<lws_protocols>?
+    private var protocolName: UnsafeMutablePointer<CChar>?
+    private var wsis: [Int: OpaquePointer] = [:]
+    private var partial: [Int: [UInt8]] = [:]
+    private var closeCodes: [Int: UInt16] = [:]
+    private var connecting: Int?
+    private var failedWhileConnecting = false
+    private let maxConnections: Int
+    private let stopFlag = AtomicFlag()
+    private let contextReady = AtomicFlag()
+
+    public init(maxConnections: Int, handler: WebSocketClientHandler) {
+        self.maxConnections = maxConnections
+        self.handler = handler
+    }
+
+    deinit {
+        protocols?.deallocate()
+        if let protocolName { free(protocolName) }
+    }
+
+    /// Creates the context (no listening socket). Call on the service thread before `run()`.
+    public func start() throws(WebSocketError) {
+        lws_set_log_level(Int32(LLL_ERR), nil)
+        protocolName = strdup("herald-bench")
+        let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        table.initialize(repeating: lws_protocols(), count: 2)
+        table[0].name = UnsafePointer(protocolName)
+        table[0].callback = heraldLWSClientCallback
+        table[0].per_session_data_size = 0
+        table[0].rx_buffer_size = 65_536
+        protocols = table
+        var info = lws_context_creation_info()
+        info.port = CONTEXT_PORT_NO_LISTEN
+        info.protocols = UnsafePointer(table)
+        info.gid = -1
+        info.uid = -1
+        info.user = Unmanaged.passUnretained(self).toOpaque()
+        info.fd_limit_per_thread = UInt32(maxConnections + 64)
+        info.timeout_secs = 30
+        guard let ctx = lws_create_context(&info) else { throw WebSocketError("cannot create the client context") }
+        context = ctx
+        contextReady.set()
+    }
+
+    /// Services connections until `requestStop()`, then drops them all.
+    public func run() {
+        guard let ctx = context else { return }
+        while !stopFlag.isSet {
+            if lws_service(ctx, 0) < 0 { break }
+        }
+        for id in Array(wsis.keys) { drop(id) }
+        let deadline = monotonicMillis() + 1_000
+        while !wsis.isEmpty && monotonicMillis() < deadline {
+            if lws_service(ctx, 0) < 0 { break }
+        }
+        lws_context_destroy(ctx)
+        context = nil
+    }
+
+    public func wakeUp() {
+        guard contextReady.isSet, let ctx = context else { return }
+        lws_cancel_service(ctx)
+    }
+
+    public func requestStop() {
+        stopFlag.set()
+        wakeUp()
+    }
+
+    public var openCount: Int { wsis.count }
+
+    /// Starts connecting client `id`; the handler hears `clientOpened` or `clientClosed`.
+    public func connect(_ id: Int, to target: Target, origin: String? = nil) {
+        guard let ctx = context else { return }
+        var info = lws_client_connect_info()
+        var wsi: OpaquePointer?
+        connecting = id
+        failedWhileConnecting = false
+        target.host.withCString { host in
+            target.path.withCString { path in
+                (origin ?? "http://\(target.host)").withCString { originC in
+                    info.context = ctx
+                    info.address = host
+                    info.port = target.port
+                    info.path = path
+                    info.host = host
+                    info.origin = originC
+                    info.local_protocol_name = UnsafePointer(protocolName)
+                    info.opaque_user_data = UnsafeMutableRawPointer(bitPattern: id + 1)
+                    wsi = lws_client_connect_via_info(&info)
+                }
+            }
+        }
+        connecting = nil
+        // A connection can fail inside the call (the handler has heard of it already).
+        if let wsi, !failedWhileConnecting { wsis[id] = wsi }
+        if wsi == nil && !failedWhileConnecting {
+            handler?.clientClosed(id, code: nil, error: "cannot start connecting")
+        }
+    }
+
+    /// Drops client `id` at once (no close handshake), like a network failure.
+    public func drop(_ id: Int) {
+        guard let wsi = wsis[id] else { return }
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC)
+    }
+
+    fileprivate func callback(_ wsi: OpaquePointer, _ reason: lws_callback_reasons,
+                              _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        if reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED {
+            handler?.clientPoolWokenUp()
+            return 0
+        }
+        guard let raw = lws_get_opaque_user_data(wsi) else { return 0 }
+        let id = Int(bitPattern: raw) - 1
+        switch reason {
+        case LWS_CALLBACK_CLIENT_ESTABLISHED:
+            wsis[id] = wsi
+            handler?.clientOpened(id)
+        case LWS_CALLBACK_CLIENT_RECEIVE:
+            guard let input, len >= 0 else { return 0 }
+            let bytes = UnsafeRawBufferPointer(start: input, count: len)
+            let final = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+            if final, partial[id] == nil {
+                handler?.clientReceived(id, message: Array(bytes))
+            } else {
+                partial[id, default: []].append(contentsOf: bytes)
+                if final, let whole = partial.removeValue(forKey: id) {
+                    handler?.clientReceived(id, message: whole)
+                }
+            }
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            if let input, len >= 2 {
+                let p = input.assumingMemoryBound(to: UInt8.self)
+                closeCodes[id] = UInt16(p[0]) << 8 | UInt16(p[1])
+            }
+        case LWS_CALLBACK_CLIENT_CLOSED:
+            wsis[id] = nil
+            partial[id] = nil
+            handler?.clientClosed(id, code: closeCodes.removeValue(forKey: id), error: nil)
+        case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+            let message = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "connection failed"
+            if connecting == id { failedWhileConnecting = true }
+            wsis[id] = nil
+            partial[id] = nil
+            closeCodes[id] = nil
+            handler?.clientClosed(id, code: nil, error: message)
+        default:
+            break
+        }
+        return 0
+    }
+}
+
+func heraldLWSClientCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
+                             _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+    guard let wsi, let ctx = lws_get_context(wsi), let raw = lws_context_user(ctx) else {
+        return lws_callback_http_dummy(wsi, reason, user, input, len)
+    }
+    let pool = Unmanaged<WebSocketClientPool>.fromOpaque(raw).takeUnretainedValue()
+    return pool.callback(wsi, reason, input, len)
+}

@@ -1,0 +1,70 @@
+import Testing
+@testable import HeraldBench
+
+@Suite struct HistogramTests {
+    @Test func exactBelow2048AndWithinATenthOfAPercentAbove() {
+        var h = Histogram()
+        for v in UInt64(1)...1000 { h.record(v) }
+        #expect(h.count == 1000)
+        #expect(h.value(atPercentile: 50) == 500)
+        #expect(h.value(atPercentile: 99) == 990)
+        #expect(h.value(atPercentile: 100) == 1000)
+        for v: UInt64 in [2_048, 3_000, 123_456, 9_876_543, 3_600_000_000] {
+            var one = Histogram()
+            one.record(v)
+            let edge = Histogram.upperEdge(Histogram.index(v))
+            #expect(edge >= v && Double(edge - v) <= Double(v) * 0.001, "value \(v) edge \(edge)")
+            #expect(one.value(atPercentile: 50) == v, "a single value reads back as itself (capped at max)")
+        }
+    }
+
+    @Test func percentilesNeverUnderstateATail() {
+        var h = Histogram()
+        for _ in 0..<990 { h.record(1_000) }
+        for _ in 0..<10 { h.record(250_000) }
+        #expect(h.value(atPercentile: 99) == 1_000)
+        #expect(h.value(atPercentile: 99.9) >= 250_000)
+        #expect(h.max == 250_000)
+        var merged = Histogram()
+        merged.merge(h)
+        merged.merge(h)
+        #expect(merged.count == 2_000 && merged.value(atPercentile: 99.9) >= 250_000)
+    }
+}
+
+@Suite struct SequenceTrackerTests {
+    @Test func countsLossDuplicatesAndDisorder() {
+        var t = SequenceTracker()
+        for n: UInt64 in [1, 2, 3, 5, 5, 4, 7, 6, 9, 2] { t.observe(n) }
+        #expect(t.received == 8)
+        #expect(t.duplicated == 2)
+        #expect(t.outOfOrder == 2) // 4 after 5, 6 after 7
+        #expect(t.missing(in: 1...10) == 2) // 8 and 10
+        #expect(t.contiguous == 7)
+    }
+
+    @Test func contiguousAcrossWords() {
+        var t = SequenceTracker()
+        for n in UInt64(1)...200 where n != 130 { t.observe(n) }
+        #expect(t.contiguous == 129)
+        t.observe(130)
+        #expect(t.contiguous == 200 && t.outOfOrder == 1)
+    }
+}
+
+@Suite struct PayloadTests {
+    @Test func bodyHasTheSizeAndFieldsComeBackFromAHeraldFrame() {
+        let body = Payload.make(sentMicros: 1_764_000_000_123_456, n: 42, size: 100)
+        #expect(body.count == 100)
+        let frame = Array(#"{"type":"message","channel":"c","seq":7,"id":"x","time":1,"data":"#.utf8) + body + [UInt8(ascii: "}")]
+        let batch = frame + [0x0A] + Array(#"{"type":"subscribed","channel":"c","epoch":"ab12","seq":3,"replay":0}"#.utf8)
+        let lines = Payload.lines(batch)
+        #expect(lines.count == 2)
+        #expect(Payload.hasPrefix(Payload.typeMessage, batch, lines[0]))
+        #expect(Payload.number(after: Payload.seqKey, in: batch, range: lines[0]) == 7)
+        #expect(Payload.number(after: Payload.sentKey, in: batch, range: lines[0]) == 1_764_000_000_123_456)
+        #expect(Payload.number(after: Payload.numberKey, in: batch, range: lines[0]) == 42)
+        #expect(Payload.string(after: Payload.epochKey, in: batch, range: lines[1]) == "ab12")
+        #expect(Payload.number(after: Payload.seqKey, in: batch, range: lines[1]) == 3)
+    }
+}

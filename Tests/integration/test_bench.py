@@ -1,0 +1,96 @@
+"""`herald bench` against a real Herald (and a deliberately broken server): the tool's presets run,
+its JSON has the figures, its HTML report renders in Chromium, and it counts every message a
+server loses, duplicates or reorders."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import HERALD_BIN, ROOT, free_port, wait_until
+from test_web_client import browser  # noqa: F401  (the Chromium fixture)
+
+HERE = os.path.dirname(__file__)
+LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max"}
+REQUIRED = {"clients", "connect_failures", "published", "deliveries", "deliveries_per_sec", "lost",
+            "duplicated", "out_of_order", "latency_ms"}
+
+
+def bench(*args, timeout=180):
+    out = subprocess.run([HERALD_BIN, "bench", *map(str, args), "--json", "--quiet"],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert REQUIRED <= result.keys()
+    assert LATENCY_KEYS <= result["latency_ms"].keys()
+    return result
+
+
+def test_latency_preset_against_herald_is_exact(herald, exchange):
+    r = bench("latency", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 200, "--channels", 2,
+              "--rate", 100, "--duration", 3, "--server-pid", herald.proc.pid)
+    assert r["connected"] == 200 and r["connect_failures"] == 0
+    assert r["published"] >= 250
+    assert r["deliveries"] == r["published"] * 100, "each message reaches the 100 clients of its channel"
+    assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
+    assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
+    assert r["server_cpu_percent"] is not None
+
+
+def test_http_publishing_and_a_three_node_cluster(herald_factory, exchange):
+    nodes = [herald_factory(extra=["--node-id", f"n{i}"]).start() for i in range(3)]
+    urls = [x for h in nodes for x in ("--url", h.ws_url())]
+    r = bench("latency", *urls, "--publish-url", f"http://127.0.0.1:{nodes[0].port}/api/publish/{{channel}}",
+              "--clients", 150, "--rate", 50, "--duration", 2)
+    assert r["connected"] == 150 and r["published"] >= 90
+    assert r["deliveries"] == r["published"] * 150
+    assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
+    assert [int(h.metrics()["herald_connections_total"]) for h in nodes] == [50, 50, 50], "clients spread over the --urls"
+
+
+def test_bench_counts_what_a_broken_server_loses_duplicates_and_reorders(exchange):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, os.path.join(HERE, "broken_server.py"), str(port), exchange],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        r = bench("latency", "--url", f"ws://127.0.0.1:{port}/ws", "--exchange", exchange, "--clients", 20,
+                  "--rate", 40, "--duration", 1)
+        assert r["published"] >= 12
+        assert r["lost"] == 20, "seq 5 never reached any of the 20 clients"
+        assert r["duplicated"] == 20, "seq 7 reached every client twice"
+        assert r["out_of_order"] == 20, "seq 10 arrived after seq 11"
+        assert r["clients_with_loss"] == 20
+    finally:
+        server.kill()
+
+
+def test_throughput_connections_and_storm_presets(herald, exchange):
+    t = bench("throughput", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 100, "--rate", 20,
+              "--max-rate", 50, "--step-seconds", 1)
+    assert [s["rate"] for s in t["steps"]] == [20, 30, 45]
+    assert all(s["clean"] for s in t["steps"]) and t["highest_clean_rate"] == 45
+    assert t["lost"] == 0
+    c = bench("connections", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 1000, "--ramp", 2000,
+              "--server-pid", herald.proc.pid)
+    assert c["connected"] == 1000 and c["published"] == 0
+    assert 0 < c["memory_per_connection_kb"] < 100
+    s = bench("storm", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 300, "--history", 40,
+              "--rate", 100, "--duration", 1)
+    assert s["caught_up"] == 300 and s["resumed"] == 300 and s["recovered"] == 300
+    assert s["join_catch_up_seconds"] > 0 and s["reconnect_catch_up_seconds"] > 0
+    assert (s["lost"], s["duplicated"], s["out_of_order"]) == (0, 0, 0)
+
+
+def test_html_report_shows_the_plots_in_chromium(herald, exchange, browser):  # noqa: F811
+    report = os.path.join(ROOT, "test-output", "bench-report.html")
+    subprocess.run([HERALD_BIN, "bench", "latency", "--url", herald.ws_url(), "--exchange", exchange,
+                    "--clients", "100", "--rate", "100", "--duration", "3", "--report", report, "--quiet"],
+                   check=True, capture_output=True, timeout=60)
+    browser.get("file://" + report)
+    points = browser.execute_script(
+        "return [...document.querySelectorAll('svg polyline')].map(p => p.getAttribute('points').split(' ').length)")
+    assert len(points) == 2 and points[0] >= 8 and points[1] >= 3
+    data = json.loads(browser.execute_script("return document.getElementById('data').textContent"))
+    assert data["lost"] == 0 and data["clients"] == 100
