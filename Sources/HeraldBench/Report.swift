@@ -61,6 +61,10 @@ extension BenchResult {
             f.append(("resumed", "\(tally.resumed)"))
             f.append(("recovered", "\(tally.recovered)"))
         }
+        if options.scenario == .sequencer {
+            f.append(("sequenced_per_sec", num(sequencedPerSecond)))
+            f.append(("sequencer_seconds", num(sequencerSeconds)))
+        }
         f.append(("timeline", "[" + timeline.map {
             "{\"t\":\(fmt($0.second, 2)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3))}"
         }.joined(separator: ",") + "]"))
@@ -70,8 +74,10 @@ extension BenchResult {
     public func summary() -> String {
         var lines: [String] = []
         lines.append("herald bench \(options.scenario.rawValue): \(options.clients) clients on \(options.channels) channel(s), \(options.urls.joined(separator: " "))")
-        lines.append("  connected       \(connected)/\(options.clients) in \(fmt(connectSeconds, 2)) s (\(connectFailures) failed; connect p50 \(fmt(ms(connectTimes.value(atPercentile: 50)), 1)) ms, p99 \(fmt(ms(connectTimes.value(atPercentile: 99)), 1)) ms)")
-        if published > 0 {
+        if options.scenario != .sequencer { lines.append("  connected       \(connected)/\(options.clients) in \(fmt(connectSeconds, 2)) s (\(connectFailures) failed; connect p50 \(fmt(ms(connectTimes.value(atPercentile: 50)), 1)) ms, p99 \(fmt(ms(connectTimes.value(atPercentile: 99)), 1)) ms)") }
+        if published > 0 && options.scenario == .sequencer {
+            lines.append("  published       \(published) messages of \(options.size) B (\(publishFailures) refused)")
+        } else if published > 0 {
             lines.append("  published       \(published) messages of \(options.size) B (\(publishFailures) refused)")
             lines.append("  deliveries      \(deliveries) (\(fmt(deliveriesPerSecond, 0))/s)")
             lines.append("  correctness     lost \(tally.lost), duplicated \(tally.duplicated), out of order \(tally.outOfOrder)\(closes > 0 ? ", \(closes) closed by the server" : "")")
@@ -92,6 +98,9 @@ extension BenchResult {
         }
         if let j = joinCatchUpSeconds {
             lines.append("  storm           \(options.clients) joined and caught up with \(options.history) messages in \(fmt(j, 3)) s; after dropping all, \(caughtUp) caught up in \(fmt(reconnectCatchUpSeconds ?? 0, 3)) s (\(tally.recovered) of \(tally.resumed) resumed with recovered: true)")
+        }
+        if let r = sequencedPerSecond {
+            lines.append("  sequencer       \(published) messages stored in Redis and acked in \(fmt(sequencerSeconds ?? 0, 2)) s = \(fmt(r, 0)) messages/s")
         }
         if let m = memoryPerConnectionKB {
             lines.append("  memory          \(fmt(m, 2)) KB of server RSS per connection (\(serverRSSBeforeKB ?? 0) → \(serverRSSAfterKB ?? 0) KB)")

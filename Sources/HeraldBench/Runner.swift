@@ -1,10 +1,11 @@
 import HeraldServer
+import HeraldWebSocket
 #if canImport(Glibc)
 import Glibc
 #endif
 
 public enum Scenario: String, CaseIterable, Sendable {
-    case latency, throughput, connections, storm
+    case latency, throughput, connections, storm, sequencer
 }
 
 public struct BenchOptions: Sendable {
@@ -27,6 +28,9 @@ public struct BenchOptions: Sendable {
     public var serverPID: Int32?
     public var channelPrefix = "bench"
     public var quiet = false
+    /// sequencer preset: messages to queue, and where Herald's /metrics are.
+    public var count = 100_000
+    public var metricsURL: String?
     public init() {}
 }
 
@@ -69,6 +73,8 @@ public struct BenchResult: Sendable {
     public var joinCatchUpSeconds: Double?
     public var reconnectCatchUpSeconds: Double?
     public var caughtUp = 0
+    public var sequencedPerSecond: Double?
+    public var sequencerSeconds: Double?
 
     public var deliveriesPerSecond: Double { deliverySeconds > 0 ? Double(deliveries) / deliverySeconds : 0 }
     public var memoryPerConnectionKB: Double? {
@@ -134,6 +140,8 @@ public final class BenchRunner {
             result.serverRSSAfterKB = ProcStats.read(pid: options.serverPID)?.rssKB
         case .storm:
             try storm()
+        case .sequencer:
+            try sequencerAlone()
         }
 
         let snap = snapshot()
@@ -144,7 +152,9 @@ public final class BenchRunner {
         result.firstMessageTimes = snap.firstMessageTimes
         result.published = publisher.published.reduce(0, +)
         result.publishFailures = publisher.failures
-        result.tally = ask { .tally(expected: self.publisher.published, $0) }
+        if options.scenario != .sequencer {
+            result.tally = ask { .tally(expected: self.publisher.published, $0) }
+        }
         let elapsed = Double(monotonicMicros() - started) / 1e6
         if let a = serverBefore, let b = ProcStats.read(pid: options.serverPID) {
             result.serverCPUPercent = (b.cpuSeconds - a.cpuSeconds) / elapsed * 100
@@ -260,6 +270,48 @@ public final class BenchRunner {
         result.caughtUp = waitCaughtUp(timeoutSeconds: 60)
         result.reconnectCatchUpSeconds = Double(monotonicMicros() - t0) / 1e6
         progress("dropped and resumed: \(result.caughtUp)/\(options.clients) caught up in \(fmt(result.reconnectCatchUpSeconds ?? 0, 3)) s")
+    }
+
+    /// RabbitMQ → Redis with no clients: the server is paused (SIGSTOP) while `count` messages
+    /// queue up, then resumed; its own counter of stored messages times the drain.
+    private func sequencerAlone() throws {
+        guard let pid = options.serverPID, let metricsURL = options.metricsURL, let http = HTTPClient(url: metricsURL) else {
+            throw BenchError("the sequencer preset needs --server-pid and --metrics-url http://host:port/metrics")
+        }
+        let path = String(metricsURL.dropFirst("http://".count).drop { $0 != "/" })
+        func stored() throws -> Double {
+            let body = String(decoding: try http.get(path: path).body, as: UTF8.self)
+            for line in body.split(separator: "\n") where line.hasPrefix("herald_messages_in_total ") {
+                return Double(line.split(separator: " ")[1]) ?? 0
+            }
+            throw BenchError("no herald_messages_in_total at \(metricsURL)")
+        }
+        let before = try stored()
+        guard kill(pid, SIGSTOP) == 0 else { throw BenchError("cannot stop pid \(pid)") }
+        let t0 = monotonicMicros()
+        do {
+            try publisher.publish(perChannel: options.count / channels.count, rate: 1e9)
+        } catch {
+            kill(pid, SIGCONT)
+            throw error
+        }
+        progress("queued \(publisher.published.reduce(0, +)) messages in \(fmt(Double(monotonicMicros() - t0) / 1e6, 2)) s with the server paused")
+        kill(pid, SIGCONT)
+        let resumed = monotonicMicros()
+        let target = before + Double(publisher.published.reduce(0, +))
+        var now = try stored()
+        var last = now
+        while now < target && Double(monotonicMicros() - resumed) / 1e6 < 120 {
+            sleepMillis(100)
+            now = try stored()
+            let t = Double(monotonicMicros() - started) / 1e6
+            result.timeline.append(TimelinePoint(second: t, deliveriesPerSecond: (now - last) * 10, p99Millis: 0))
+            last = now
+            publisher.keepAlive()
+        }
+        result.sequencerSeconds = Double(monotonicMicros() - resumed) / 1e6
+        result.sequencedPerSecond = (now - before) / (result.sequencerSeconds ?? 1)
+        progress("sequenced \(Int(now - before)) in \(fmt(result.sequencerSeconds ?? 0, 2)) s")
     }
 
     // MARK: Plumbing

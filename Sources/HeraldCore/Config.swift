@@ -24,6 +24,8 @@ public struct HeraldConfig: Sendable {
     /// RabbitMQ queue type of `<exchange>.history` and `.dead`: "classic" or "quorum" (replicated;
     /// what a cluster of RabbitMQ nodes should use). Fixed when the queue is first declared.
     public var queueType = "classic"
+    /// A busy channel's subscribers write at most this often (µs); a quiet channel's at once.
+    public var coalesceMicros: UInt64 = 10_000
     public static let queueTypes = ["classic", "quorum"]
 
     public init() {}

@@ -24,6 +24,8 @@ final class Hub: WebSocketHandler {
     var publisher: Publisher!
 
     private var rings: [String: ChannelRing] = [:]
+    /// Set by the node before the service thread starts; used for the coalescing timer.
+    weak var server: WebSocketServer?
     /// A ring grows for bursts up to this: a repair never exceeds the history size.
     private var maxRingCapacity: Int { config.clientBacklog + max(config.historySize, 4 * config.batchSize) }
     /// Connections subscribed to each channel (any state), by connection id.
@@ -116,6 +118,11 @@ final class Hub: WebSocketHandler {
         }
     }
 
+    func webSocketOversize(_ connection: WebSocketConnection) {
+        metrics.oversizeCloses.add()
+        logger.info("closing client with 1009", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)"])
+    }
+
     private func closeSlow(_ connection: WebSocketConnection, reason: String) {
         guard connection.isOpen else { return }
         metrics.slowConsumerCloses.add()
@@ -138,6 +145,7 @@ final class Hub: WebSocketHandler {
         if subscribers[channel]?.isEmpty ?? true {
             subscribers[channel] = nil
             rings[channel] = nil
+            lastFlush[channel] = nil
             liveTimes[channel] = nil
         }
     }
@@ -219,11 +227,47 @@ final class Hub: WebSocketHandler {
                 guard let state = connection.context as? ClientState else { continue }
                 if state.outbox.mustResume(channel: channel, ring: ring) {
                     closeSlow(connection, reason: "cannot continue on \(channel): more than \(config.clientBacklog) messages behind, or its epoch changed")
-                } else {
-                    connection.requestWritable()
                 }
             }
+            flushSoon(channel)
         }
+    }
+
+    // MARK: Write coalescing
+
+    /// Subscribers of a channel are asked to write at most once per `config.coalesceMicros`.
+    /// A message on a quiet channel goes out at once; on a busy channel the messages that
+    /// arrive within the interval share one frame per client, so one `send()` carries several.
+    private var lastFlush: [String: UInt64] = [:]
+    private var pendingFlush: Set<String> = []
+    private var flushTimerDue: UInt64?
+
+    private func flushSoon(_ channel: String) {
+        let now = monotonicMicros()
+        if let last = lastFlush[channel], now &- last < config.coalesceMicros {
+            pendingFlush.insert(channel)
+            let due = last + config.coalesceMicros
+            if flushTimerDue.map({ due < $0 }) ?? true {
+                flushTimerDue = due
+                server?.schedule(afterMicros: Int64(due - now))
+            }
+        } else {
+            flush(channel, now: now)
+        }
+    }
+
+    private func flush(_ channel: String, now: UInt64) {
+        lastFlush[channel] = now
+        guard let group = subscribers[channel] else { return }
+        for connection in group.values where connection.isOpen { connection.requestWritable() }
+    }
+
+    func timerFired() {
+        flushTimerDue = nil
+        let now = monotonicMicros()
+        let due = pendingFlush
+        pendingFlush.removeAll(keepingCapacity: true)
+        for channel in due { flush(channel, now: now) }
     }
 
     /// Every subscriber of `channel` must resume: its sequence cannot be continued here.

@@ -60,6 +60,7 @@ public final class Node: @unchecked Sendable {
         hub.reader = reader
         hub.publisher = publisher
         let server = WebSocketServer(options: options, handler: hub)
+        hub.server = server
 
         // The lws context is created on its own thread; wait until it listens (or fails).
         let started = Mailbox<String?>()

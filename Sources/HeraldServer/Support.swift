@@ -98,3 +98,5 @@ func randomHex(bytes: Int) -> String {
     }
     return out
 }
+
+func monotonicMicros() -> UInt64 { monotonicNanos() / 1_000 }

@@ -32,8 +32,16 @@ public final class HTTPClient {
 
     deinit { disconnect() }
 
+    public func get(path: String) throws(WebSocketError) -> Response {
+        try request(method: "GET", path: path, body: [], headers: [])
+    }
+
     public func post(path: String, body: [UInt8], headers: [(String, String)] = []) throws(WebSocketError) -> Response {
-        var head = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
+        try request(method: "POST", path: path, body: body, headers: headers)
+    }
+
+    private func request(method: String, path: String, body: [UInt8], headers: [(String, String)]) throws(WebSocketError) -> Response {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         head += "\r\n"
         let request = Array(head.utf8) + body

@@ -17,6 +17,15 @@ public protocol WebSocketHandler: AnyObject {
     func httpRequest(_ request: HTTPRequest)
     /// Another thread called `wakeUp()`: drain its inbox.
     func wokenUp()
+    /// The timer set with `WebSocketServer.schedule(afterMicros:)` fired.
+    func timerFired()
+    /// A client message went over the size limit; the connection is closing with 1009.
+    func webSocketOversize(_ connection: WebSocketConnection)
+}
+
+extension WebSocketHandler {
+    public func timerFired() {}
+    public func webSocketOversize(_ connection: WebSocketConnection) {}
 }
 
 /// One WebSocket client.
@@ -161,6 +170,26 @@ public final class WebSocketServer: @unchecked Sendable {
     deinit {
         protocols?.deallocate()
         cStrings.forEach { free($0) }
+        timer.deallocate()
+    }
+
+    private let timer: UnsafeMutablePointer<herald_timer> = {
+        let t = UnsafeMutablePointer<herald_timer>.allocate(capacity: 1)
+        t.initialize(to: herald_timer())
+        return t
+    }()
+
+    /// Calls the handler's `timerFired()` on the service thread after `afterMicros` (replacing
+    /// any timer already set). Service thread only.
+    public func schedule(afterMicros: Int64) {
+        guard let ctx = context else { return }
+        timer.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        // `sul` is the struct's first field: the same address, without an inout copy.
+        let sul = UnsafeMutableRawPointer(timer).assumingMemoryBound(to: lws_sorted_usec_list_t.self)
+        lws_sul_schedule(ctx, 0, sul, { sul in
+            guard let sul, let owner = herald_timer_owner(sul) else { return }
+            Unmanaged<WebSocketServer>.fromOpaque(owner).takeUnretainedValue().handler?.timerFired()
+        }, afterMicros)
     }
 
     /// Creates the listening context. Call on the service thread before `run()`.
@@ -289,13 +318,12 @@ public final class WebSocketServer: @unchecked Sendable {
                 }
             }
             if connection.incomingTooLarge {
-                let reason = "message over \(options.maxClientMessageBytes) bytes"
-                connection.closeCode = 1009
-                reason.withCString { r in
-                    lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                                     UnsafeMutableRawPointer(mutating: r).assumingMemoryBound(to: UInt8.self), strlen(r))
-                }
-                return -1
+                // Close from the writable callback, like any other close: the rest of the
+                // oversize message is read and dropped meanwhile, so the peer is not reset
+                // before it reads the 1009 frame.
+                connection.close(code: 1009, reason: "message over \(options.maxClientMessageBytes) bytes", graceSeconds: 5)
+                handler?.webSocketOversize(connection)
+                return 0
             }
             if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
                 let message = connection.incoming

@@ -38,6 +38,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
     @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
     @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
 
     func validate() throws {
@@ -68,6 +69,7 @@ struct Serve: ParsableCommand {
         config.dedupeSeconds = dedupeSeconds
         config.maxConnections = maxConnections
         config.queueType = queueType
+        config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -144,12 +146,13 @@ struct Bench: ParsableCommand {
         discussion: """
         Presets: latency (fixed load), throughput (rising rate until loss or p99 over --p99-bound), \
         connections (idle clients; memory per connection with --server-pid), storm (history for clients \
-        joining at once, then every client drops and resumes). Every message carries its send time and a \
+        joining at once, then every client drops and resumes), sequencer (RabbitMQ → Redis alone: the \
+        server is paused with SIGSTOP while --count messages queue, then timed as it drains them). Every message carries its send time and a \
         number; each client checks lost, duplicated and out-of-order messages. --peer drives any WebSocket \
         server that sends the published body as the message (Nchan), with --url containing {channel}.
         """)
 
-    @Argument(help: "latency, throughput, connections or storm.") var scenario: String = "latency"
+    @Argument(help: "latency, throughput, connections, storm or sequencer.") var scenario: String = "latency"
     @Option(help: "WebSocket URL of a node (repeat for a cluster). Herald: ws://host:port/ws. Peer: with {channel}.") var url: [String] = ["ws://127.0.0.1:8080/ws"]
     @Flag(help: "Drive a peer server (Nchan): numbers and send times are read from the message body.") var peer = false
     @Option(help: "Client connections.") var clients = 1_000
@@ -171,9 +174,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object with the results on standard output.") var json = false
     @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
     @Flag(help: "No progress lines.") var quiet = false
+    @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
+    @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
 
     func validate() throws {
-        guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections or storm") }
+        guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
         guard clients >= 1, channels >= 1, channels <= clients else { throw ValidationError("need clients >= channels >= 1") }
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
@@ -199,6 +204,8 @@ struct Bench: ParsableCommand {
         o.serverPID = serverPID
         o.channelPrefix = channelPrefix
         o.quiet = quiet
+        o.count = count
+        o.metricsURL = metricsURL
         raiseFileLimit()
         let result: BenchResult
         do {
@@ -231,7 +238,7 @@ func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
     let flags = arguments[1] == "serve"
         ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
            "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
-           "dedupe-seconds", "max-connections", "log-level", "queue-type"]
+           "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms"]
         : ["amqp-url", "exchange"]
     var result = arguments
     for flag in flags {

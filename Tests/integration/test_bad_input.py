@@ -70,6 +70,7 @@ def test_bad_client_frames_get_error_frames_and_oversize_gets_1009(herald, excha
     msgs, _ = bystander.recv_messages("news", 1)
     assert msgs[0]["data"] == "after"
     bystander.close()
+    assert herald.metrics()["herald_oversize_closes_total"] == 1
 
 
 def test_url_since_with_several_channels_is_bad_request(herald):
