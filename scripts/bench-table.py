@@ -50,3 +50,9 @@ for who in ("herald", "nchan"):
     if t:
         steps = ", ".join(f"{f(x['rate'])}→{f(x['deliveries_per_sec'])}/s p99 {f(x['p99_ms'], 1)} ms{'' if x['clean'] else ' ✗'}" for x in t["steps"])
         print(f"- {who} throughput steps (msg/s → deliveries/s): {steps}")
+
+for name in ("cluster-1-node", "cluster-3-nodes"):
+    c = load(name)
+    if c:
+        print(f"- {name}: highest clean {f(c.get('highest_clean_deliveries_per_sec'))} deliveries/s "
+              f"({f(c.get('highest_clean_rate'))} msg/s to 1,200 clients); lost {c['lost']}")

@@ -12,12 +12,16 @@ public struct ResumePosition: Equatable, Sendable {
 public enum ClientOp: Equatable, Sendable {
     case subscribe(channel: String, resume: ResumePosition?)
     case unsubscribe(channel: String)
+    /// `{"op": "auth", "token": "..."}`: present a connection token after connecting.
+    case auth(token: String)
 }
 
 /// An error frame to send back; the connection stays open (PROTOCOL.md, "What the server sends" 4).
 public struct ClientError: Error, Equatable, Sendable {
     public enum Code: String, Sendable {
         case badRequest = "bad_request", unknownOp = "unknown_op", badChannel = "bad_channel"
+        /// The connection's token (or anonymous access) does not cover this channel.
+        case forbidden
     }
     public let code: Code
     public let message: String
@@ -53,6 +57,11 @@ public enum ClientOpParser {
             return .failure(ClientError(.badRequest, "\"op\" must be a string"))
         }
         switch op {
+        case "auth":
+            guard let token = value["token"]?.stringValue, !token.isEmpty, token.utf8.count <= 4096 else {
+                return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op))
+            }
+            return .success(.auth(token: token))
         case "subscribe", "unsubscribe":
             guard let channel = value["channel"]?.stringValue else {
                 return .failure(ClientError(.badRequest, "\"channel\" must be a string", op: op))
@@ -98,6 +107,13 @@ public enum ServerFrame {
             JSON.appendString(channel.utf8, to: &out)
         }
         out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    public static func authenticated(sub: String, exp: UInt64) -> [UInt8] {
+        var out = Array(#"{"type":"authenticated","sub":"#.utf8)
+        JSON.appendString(sub.utf8, to: &out)
+        out += Array(",\"exp\":\(exp)}".utf8)
         return out
     }
 

@@ -26,6 +26,15 @@ public struct HeraldConfig: Sendable {
     public var queueType = "classic"
     /// A busy channel's subscribers write at most this often (µs); a quiet channel's at once.
     public var coalesceMicros: UInt64 = 10_000
+    /// HS256 secret for connection tokens; nil: no tokens, every channel is readable.
+    public var tokenSecret: String?
+    /// Channel patterns readable without a token; nil: all without a secret, none with one.
+    public var anonymousChannels: [String]?
+    /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`); empty: any.
+    public var allowedOrigins: [String] = []
+
+    /// What a connection without a token may read.
+    public var anonymousPatterns: [String] { anonymousChannels ?? (tokenSecret == nil ? ["*"] : []) }
     public static let queueTypes = ["classic", "quorum"]
 
     public init() {}

@@ -3,6 +3,8 @@
 public struct ConnectRequest: Equatable, Sendable {
     public var subscriptions: [(channel: String, resume: ResumePosition?)] = []
     public var errors: [ClientError] = []
+    /// `?token=` (a connection token; checked before any subscription).
+    public var token: String?
 
     public static func == (a: ConnectRequest, b: ConnectRequest) -> Bool {
         a.errors == b.errors && a.subscriptions.count == b.subscriptions.count
@@ -31,6 +33,7 @@ public struct ConnectRequest: Equatable, Sendable {
             case "channel": channels.append(value)
             case "since": since = value
             case "epoch": epoch = value
+            case "token": request.token = value
             default: break
             }
         }

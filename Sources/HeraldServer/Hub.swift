@@ -8,6 +8,8 @@ import Glibc
 /// Per-connection state, owned by the service thread.
 final class ClientState {
     var outbox: Outbox
+    /// What the connection's token allows (nil: anonymous).
+    var claims: TokenClaims?
     init(maxControlBytes: Int) { outbox = Outbox(maxControlBytes: maxControlBytes) }
 }
 
@@ -56,8 +58,43 @@ final class Hub: WebSocketHandler {
         metrics.connections.add()
         metrics.connectionsTotal.add()
         let request = ConnectRequest.parse(pairs: query)
+        if let token = request.token, !authenticate(connection, state, token: token) { return }
         for error in request.errors { sendError(error, to: connection, state) }
         for (channel, resume) in request.subscriptions { subscribe(connection, state, channel: channel, resume: resume) }
+    }
+
+    // MARK: Authorization
+
+    private lazy var verifier: TokenVerifier? = config.tokenSecret.map { TokenVerifier(secret: $0) }
+
+    /// Checks a token; a bad one closes the connection with 4001 and returns false.
+    private func authenticate(_ connection: WebSocketConnection, _ state: ClientState, token: String) -> Bool {
+        guard let verifier else {
+            refuse(connection, "tokens are not enabled on this server (no --token-secret)")
+            return false
+        }
+        switch verifier.verify(token, nowSeconds: wallMillis() / 1000) {
+        case let .success(claims):
+            state.claims = claims
+            state.outbox.enqueue(ServerFrame.authenticated(sub: claims.sub, exp: claims.exp))
+            connection.requestWritable()
+            return true
+        case let .failure(error):
+            refuse(connection, "invalid token: \(error)")
+            return false
+        }
+    }
+
+    private func refuse(_ connection: WebSocketConnection, _ reason: String) {
+        metrics.authFailures.add()
+        logger.info("closing client with 4001", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)", "reason": "\(reason)"])
+        connection.close(code: 4001, reason: String(reason.prefix(120)))
+    }
+
+    /// Whether this connection may read `channel`: its token's channels, or the anonymous ones.
+    private func mayRead(_ state: ClientState, _ channel: String) -> Bool {
+        if let claims = state.claims, claims.allows(channel) { return true }
+        return ChannelPattern.matches(any: config.anonymousPatterns, channel)
     }
 
     func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool) {
@@ -67,6 +104,8 @@ final class Hub: WebSocketHandler {
             return
         }
         switch ClientOpParser.parse(message) {
+        case let .success(.auth(token)):
+            _ = authenticate(connection, state, token: token)
         case let .success(.subscribe(channel, resume)):
             subscribe(connection, state, channel: channel, resume: resume)
         case let .success(.unsubscribe(channel)):
@@ -89,6 +128,16 @@ final class Hub: WebSocketHandler {
     }
 
     private func subscribe(_ connection: WebSocketConnection, _ state: ClientState, channel: String, resume: ResumePosition?) {
+        if let claims = state.claims, claims.exp <= wallMillis() / 1000 {
+            return refuse(connection, "token expired")
+        }
+        guard mayRead(state, channel) else {
+            metrics.forbidden.add()
+            return sendError(ClientError(.forbidden, state.claims == nil
+                                         ? "this channel needs a token (connect with ?token= or send {\"op\":\"auth\"})"
+                                         : "your token does not cover this channel", op: "subscribe", channel: channel),
+                             to: connection, state)
+        }
         if state.outbox.subscriptions[channel] == nil { metrics.subscriptions.add() }
         let request = nextRequest
         nextRequest += 1
@@ -116,6 +165,11 @@ final class Hub: WebSocketHandler {
         case let .resume(reason):
             closeSlow(connection, reason: reason)
         }
+    }
+
+    func webSocketRefused(reason: String) {
+        metrics.originRefused.add()
+        logger.info("refused a WebSocket upgrade", metadata: ["reason": "\(reason)"])
     }
 
     func webSocketOversize(_ connection: WebSocketConnection) {

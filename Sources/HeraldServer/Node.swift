@@ -46,6 +46,7 @@ public final class Node: @unchecked Sendable {
         options.maxClientMessageBytes = config.maxClientFrameBytes
         options.maxRequestBodyBytes = config.maxMessageBytes
         options.maxConnections = config.maxConnections
+        options.allowedOrigins = config.allowedOrigins
 
         let workerStop = StopFlag()
         let serverBox = ServerBox()

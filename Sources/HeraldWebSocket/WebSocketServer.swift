@@ -21,11 +21,14 @@ public protocol WebSocketHandler: AnyObject {
     func timerFired()
     /// A client message went over the size limit; the connection is closing with 1009.
     func webSocketOversize(_ connection: WebSocketConnection)
+    /// An upgrade was refused before it completed (for example its Origin is not allowed).
+    func webSocketRefused(reason: String)
 }
 
 extension WebSocketHandler {
     public func timerFired() {}
     public func webSocketOversize(_ connection: WebSocketConnection) {}
+    public func webSocketRefused(reason: String) {}
 }
 
 /// One WebSocket client.
@@ -143,6 +146,8 @@ public final class WebSocketServer: @unchecked Sendable {
         /// POST bodies above this answer 413.
         public var maxRequestBodyBytes = 65_536
         public var maxConnections = 100_000
+        /// Origins (`scheme://host[:port]`, exact) allowed to upgrade; empty: any origin.
+        public var allowedOrigins: [String] = []
         public init() {}
     }
 
@@ -294,6 +299,16 @@ public final class WebSocketServer: @unchecked Sendable {
             let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
             if path != options.path { return 1 }
             if connections.count >= options.maxConnections { return 1 }
+            // Checked here, before the upgrade completes, so a page from a foreign origin
+            // never gets a socket (a browser always sends Origin; non-browser clients may not).
+            if !options.allowedOrigins.isEmpty {
+                let origin = Self.header(wsi, WSI_TOKEN_ORIGIN) ?? ""
+                if !options.allowedOrigins.contains(origin) {
+                    handler?.webSocketRefused(reason: "origin \(origin.isEmpty ? "(none)" : origin) is not allowed")
+                    _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_FORBIDDEN.rawValue), "origin not allowed")
+                    return 1
+                }
+            }
             return 0
 
         case LWS_CALLBACK_ESTABLISHED:

@@ -12,7 +12,7 @@ struct Herald: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald",
         abstract: "Real-time push fan-out: RabbitMQ → capped Redis history → WebSocket clients.",
-        subcommands: [Serve.self, Publish.self, Bench.self])
+        subcommands: [Serve.self, Publish.self, Bench.self, Token.self])
 }
 
 /// Every flag of `serve` also reads `HERALD_<FLAG>` (for example `--amqp-url` / `HERALD_AMQP_URL`).
@@ -38,6 +38,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
     @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
     @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
+    @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
+    @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
     @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
 
@@ -47,6 +50,10 @@ struct Serve: ParsableCommand {
         guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
         guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
         guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
+        for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
+            throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
+        }
+        if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
     }
 
     func run() throws {
@@ -63,13 +70,16 @@ struct Serve: ParsableCommand {
         config.maxMessageBytes = maxMessageBytes
         config.maxClientFrameBytes = maxClientFrameBytes
         config.clientBacklog = clientBacklog
-        config.apiKeys = apiKey.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
+        config.apiKeys = splitList(apiKey)
         config.nodeID = nodeID ?? defaultNodeID()
         config.webRoot = webRoot
         config.dedupeSeconds = dedupeSeconds
         config.maxConnections = maxConnections
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
+        config.tokenSecret = tokenSecret
+        config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
+        config.allowedOrigins = splitList(allowedOrigin)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -223,6 +233,55 @@ struct Bench: ParsableCommand {
     }
 }
 
+/// Repeated flags and comma-separated environment values, as one list.
+func splitList(_ values: [String]) -> [String] {
+    values.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a connection token (JWT, HS256) for trying Herald out.",
+        discussion: "The secret comes from --secret or HERALD_TOKEN_SECRET, the same one `herald serve` uses.")
+
+    @Option(help: "Who the token is for (the sub claim).") var sub: String
+    @Option(help: "Channels or patterns (chat:*) it may read; repeat or comma-separate.") var channels: [String] = []
+    @Option(help: "How long it is valid: 90s, 30m, 1h, 7d.") var ttl = "1h"
+    @Option(help: "The HS256 secret. (HERALD_TOKEN_SECRET)") var secret: String?
+
+    func run() throws {
+        guard let secret = secret ?? getenv("HERALD_TOKEN_SECRET").map({ String(cString: $0) }), secret.utf8.count >= 16 else {
+            throw ValidationError("give --secret or HERALD_TOKEN_SECRET (at least 16 bytes)")
+        }
+        let patterns = splitList(channels)
+        for p in patterns where ChannelPattern.problem(p) != nil { throw ValidationError("\(p): \(ChannelPattern.problem(p)!)") }
+        guard let seconds = Self.seconds(ttl) else { throw ValidationError("--ttl like 90s, 30m, 1h or 7d") }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let claims = TokenClaims(sub: sub, exp: UInt64(now.tv_sec) + seconds, channels: patterns)
+        print(TokenVerifier(secret: secret).sign(claims))
+    }
+
+    static func seconds(_ text: String) -> UInt64? {
+        guard let unit = text.last, let n = UInt64(text.dropLast()), n > 0 else { return UInt64(text) }
+        switch unit {
+        case "s": return n
+        case "m": return n * 60
+        case "h": return n * 3600
+        case "d": return n * 86_400
+        default: return nil
+        }
+    }
+}
+
 /// 10,000 clients need 10,000 descriptors: lift the soft limit to the hard one.
 func raiseFileLimit() {
     var limit = rlimit()
@@ -238,7 +297,8 @@ func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
     let flags = arguments[1] == "serve"
         ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
            "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
-           "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms"]
+           "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms", "token-secret",
+           "anonymous-channels", "allowed-origin"]
         : ["amqp-url", "exchange"]
     var result = arguments
     for flag in flags {

@@ -275,3 +275,50 @@ import Testing
     ring.reserve(2)
     #expect(ring.capacity == 6)
 }
+
+@Suite struct TokenTests {
+    func hex(_ b: [UInt8]) -> String { b.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined() }
+
+    @Test func sha256AndHMACMatchPublishedVectors() {
+        #expect(hex(SHA256.hash([])) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(hex(SHA256.hash(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let long = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
+        #expect(hex(SHA256.hash(long)) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // RFC 4231 test case 2.
+        #expect(hex(SHA256.hmac(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8)))
+                == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    @Test func signedTokensVerifyAndEveryAlterationIsRefused() {
+        let v = TokenVerifier(secret: "0123456789abcdef0123")
+        let token = v.sign(TokenClaims(sub: "u1", exp: 2_000, channels: ["chat:*", "news"]))
+        guard case let .success(claims) = v.verify(token, nowSeconds: 1_000) else { Issue.record("valid token refused"); return }
+        #expect(claims == TokenClaims(sub: "u1", exp: 2_000, channels: ["chat:*", "news"]))
+        #expect(claims.allows("chat:1") && claims.allows("news") && !claims.allows("chat") && !claims.allows("newsroom"))
+        #expect(v.verify(token, nowSeconds: 2_000) == .failure(TokenError("token expired")))
+        #expect(TokenVerifier(secret: "another secret!!!!").verify(token, nowSeconds: 1_000) == .failure(TokenError("bad signature")))
+        var tampered = Array(token.utf8)
+        tampered[tampered.count / 2] ^= 1
+        if case .success = v.verify(String(decoding: tampered, as: UTF8.self), nowSeconds: 1_000) { Issue.record("tampered token accepted") }
+        let parts = token.split(separator: ".")
+        let none = Base64URL.encode(Array(#"{"alg":"none"}"#.utf8)) + "." + parts[1] + "."
+        #expect(v.verify(none, nowSeconds: 1_000) == .failure(TokenError("only alg HS256 is accepted")))
+        #expect(v.verify("a.b", nowSeconds: 0) == .failure(TokenError("not a JWT (three dot-separated parts)")))
+    }
+
+    @Test func base64URLRoundTripsEveryLength() {
+        for n in 0..<20 {
+            let bytes = (0..<n).map { UInt8(($0 * 37 + 11) & 0xFF) }
+            #expect(Base64URL.decode(Base64URL.encode(bytes)) == bytes)
+        }
+        #expect(Base64URL.decode("a+b") == nil)
+    }
+
+    @Test func patternsAndTheAuthOp() {
+        #expect(ChannelPattern.problem("chat:*") == nil && ChannelPattern.problem("*") == nil)
+        #expect(ChannelPattern.problem("c*t") != nil && ChannelPattern.problem("bad name") != nil)
+        #expect(ChannelPattern.matches("*", "anything"))
+        #expect(ClientOpParser.parse(Array(#"{"op":"auth","token":"x.y.z"}"#.utf8)) == .success(.auth(token: "x.y.z")))
+        if case .success = ClientOpParser.parse(Array(#"{"op":"auth"}"#.utf8)) { Issue.record("auth without token accepted") }
+    }
+}

@@ -44,6 +44,7 @@ export class HeraldClient extends Emitter {
   #pending = { connect: null, uptime: null, retry: null }; // timer ids
   #fastResumeUsed = false; // one immediate resume after 4008 per stable connection
   #subs = new Map();
+  #token;
 
   /**
    * @param url ws://host:port/ws, or a path such as "/ws" on the page's own host (the default).
@@ -55,6 +56,8 @@ export class HeraldClient extends Emitter {
    * @param options.random        the jitter source (default Math.random)
    * @param options.minUptime     ms a connection must stay up before the retry count resets (5000)
    * @param options.connectTimeout  ms to wait for the WebSocket to open before retrying (10000)
+   * @param options.token         a connection token (string), or a function returning one (or a
+   *                              promise of one), called before every connect so it can be refreshed
    */
   constructor(url, options = {}) {
     super();
@@ -69,6 +72,7 @@ export class HeraldClient extends Emitter {
     this.#positions = new PositionStore(options.storage, options.storageNamespace);
     this.#minUptime = options.minUptime ?? 5000;
     this.#connectTimeout = options.connectTimeout ?? 10000;
+    this.#token = options.token ?? null;
     this.state = "disconnected";
     /** Reconnect attempts since the last stable connection. */
     this.attempts = 0;
@@ -158,9 +162,20 @@ export class HeraldClient extends Emitter {
     });
   }
 
-  #onOpen(ws) {
+  async #onOpen(ws) {
     if (this.#ws !== ws) return;
     this.#cancel("connect");
+    if (this.#token !== null) {
+      // The token goes in the first frame, not the URL, so it stays out of proxy logs.
+      let token;
+      try {
+        token = typeof this.#token === "function" ? await this.#token() : this.#token;
+      } catch (err) {
+        this.emit("error", { code: "token_failed", message: String(err?.message ?? err) });
+      }
+      if (this.#ws !== ws) return;
+      if (token) this.#send(JSON.stringify({ op: "auth", token }));
+    }
     this.#setState("connected");
     this.#after("uptime", this.#minUptime, () => {
       this.#backoff.reset();
@@ -199,6 +214,7 @@ export class HeraldClient extends Emitter {
           if (sub) sub.emit("error", frame);
           break;
         case "unsubscribed":
+        case "authenticated":
           break;
         default:
           // A frame type from a newer server: ignore it (the protocol may only add).

@@ -347,3 +347,18 @@ test("a throwing handler does not stop the feed", () => {
   }
   assert.deepEqual(seen, [1, 2]);
 });
+
+test("a token is sent first on every connection; a refreshed one is asked for each time", async () => {
+  let n = 0;
+  const { client, timers } = setup({ token: async () => `t${++n}` });
+  record(client, "news");
+  client.connect();
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "auth", token: "t1" }, { op: "subscribe", channel: "news" }]);
+  FakeWebSocket.last.drop(1006);
+  timers.advance(250);
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(FakeWebSocket.last.sent[0].token, "t2");
+});
