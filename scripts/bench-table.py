@@ -54,5 +54,5 @@ for who in ("herald", "nchan"):
 for name in ("cluster-1-node", "cluster-3-nodes"):
     c = load(name)
     if c:
-        print(f"- {name}: highest clean {f(c.get('highest_clean_deliveries_per_sec'))} deliveries/s "
-              f"({f(c.get('highest_clean_rate'))} msg/s to 1,200 clients); lost {c['lost']}")
+        steps = ", ".join(f"{f(x['rate'])} msg/s→{f(x['deliveries_per_sec'])}/s p99 {f(x['p99_ms'], 1)} ms" for x in c["steps"])
+        print(f"- {name}: {steps}; highest clean {f(c.get('highest_clean_deliveries_per_sec'))} deliveries/s; lost {c['lost']}")
