@@ -22,6 +22,8 @@ public struct ClientError: Error, Equatable, Sendable {
         case badRequest = "bad_request", unknownOp = "unknown_op", badChannel = "bad_channel"
         /// The connection's token (or anonymous access) does not cover this channel.
         case forbidden
+        /// A per-connection limit: subscriptions, or client frames per second.
+        case tooManySubscriptions = "too_many_subscriptions", rateLimited = "rate_limited"
     }
     public let code: Code
     public let message: String

@@ -33,6 +33,16 @@ public struct HeraldConfig: Sendable {
     /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`); empty: any.
     public var allowedOrigins: [String] = []
 
+    /// Per-connection and per-address limits (0: no limit where noted).
+    public var maxSubscriptionsPerConnection = 100
+    public var maxClientOpsPerSecond = 20.0
+    public var clientOpsBurst = 100.0
+    /// 0: no limit. Behind a load balancer every client has the balancer's address.
+    public var maxConnectionsPerAddress = 0
+    public var handshakeTimeoutSeconds = 10
+    public var pingIntervalSeconds = 25
+    public var pongTimeoutSeconds = 10
+
     /// What a connection without a token may read.
     public var anonymousPatterns: [String] { anonymousChannels ?? (tokenSecret == nil ? ["*"] : []) }
     public static let queueTypes = ["classic", "quorum"]

@@ -10,7 +10,12 @@ final class ClientState {
     var outbox: Outbox
     /// What the connection's token allows (nil: anonymous).
     var claims: TokenClaims?
-    init(maxControlBytes: Int) { outbox = Outbox(maxControlBytes: maxControlBytes) }
+    var ops: RateLimiter
+    var lastRateLimitNotice: Int64 = 0
+    init(maxControlBytes: Int, ops: RateLimiter) {
+        outbox = Outbox(maxControlBytes: maxControlBytes)
+        self.ops = ops
+    }
 }
 
 /// The WebSocket service thread's logic: clients, channel rings, HTTP routes.
@@ -53,7 +58,8 @@ final class Hub: WebSocketHandler {
     // MARK: WebSocket
 
     func webSocketOpened(_ connection: WebSocketConnection, query: [(String, String)]) {
-        let state = ClientState(maxControlBytes: 4 << 20)
+        let state = ClientState(maxControlBytes: 4 << 20,
+                                ops: RateLimiter(perSecond: config.maxClientOpsPerSecond, burst: config.clientOpsBurst))
         connection.context = state
         metrics.connections.add()
         metrics.connectionsTotal.add()
@@ -99,6 +105,16 @@ final class Hub: WebSocketHandler {
 
     func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool) {
         guard let state = connection.context as? ClientState else { return }
+        let now = Int64(monotonicMicros() / 1000)
+        guard state.ops.allow(nowMillis: now) else {
+            // Dropped; told at most once a second so a flood does not become a flood of errors.
+            metrics.rateLimited.add()
+            if now - state.lastRateLimitNotice >= 1000 {
+                state.lastRateLimitNotice = now
+                sendError(ClientError(.rateLimited, "more than \(Int(config.maxClientOpsPerSecond)) frames a second: frames dropped"), to: connection, state)
+            }
+            return
+        }
         if binary {
             sendError(ClientError(.badRequest, "client frames must be text (JSON)"), to: connection, state)
             return
@@ -130,6 +146,11 @@ final class Hub: WebSocketHandler {
     private func subscribe(_ connection: WebSocketConnection, _ state: ClientState, channel: String, resume: ResumePosition?) {
         if let claims = state.claims, claims.exp <= wallMillis() / 1000 {
             return refuse(connection, "token expired")
+        }
+        if state.outbox.subscriptions[channel] == nil, state.outbox.subscriptions.count >= config.maxSubscriptionsPerConnection {
+            metrics.subscriptionLimit.add()
+            return sendError(ClientError(.tooManySubscriptions, "at most \(config.maxSubscriptionsPerConnection) subscriptions per connection",
+                                         op: "subscribe", channel: channel), to: connection, state)
         }
         guard mayRead(state, channel) else {
             metrics.forbidden.add()
@@ -167,9 +188,18 @@ final class Hub: WebSocketHandler {
         }
     }
 
-    func webSocketRefused(reason: String) {
-        metrics.originRefused.add()
-        logger.info("refused a WebSocket upgrade", metadata: ["reason": "\(reason)"])
+    func webSocketRefused(_ refusal: WebSocketRefusal) {
+        switch refusal {
+        case .origin: metrics.originRefused.add()
+        case .serverFull: metrics.serverFullRefused.add()
+        case .addressFull: metrics.addressFullRefused.add()
+        }
+        logger.info("refused a WebSocket upgrade", metadata: ["reason": "\(refusal)"])
+    }
+
+    func webSocketTimedOut(_ connection: WebSocketConnection) {
+        metrics.deadPeers.add()
+        logger.info("hung up on a peer that stopped answering pings", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)"])
     }
 
     func webSocketOversize(_ connection: WebSocketConnection) {

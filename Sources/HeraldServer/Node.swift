@@ -47,6 +47,10 @@ public final class Node: @unchecked Sendable {
         options.maxRequestBodyBytes = config.maxMessageBytes
         options.maxConnections = config.maxConnections
         options.allowedOrigins = config.allowedOrigins
+        options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
+        options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
+        options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
+        options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
 
         let workerStop = StopFlag()
         let serverBox = ServerBox()

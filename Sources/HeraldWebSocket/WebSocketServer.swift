@@ -21,14 +21,23 @@ public protocol WebSocketHandler: AnyObject {
     func timerFired()
     /// A client message went over the size limit; the connection is closing with 1009.
     func webSocketOversize(_ connection: WebSocketConnection)
-    /// An upgrade was refused before it completed (for example its Origin is not allowed).
-    func webSocketRefused(reason: String)
+    /// An upgrade was refused before it completed.
+    func webSocketRefused(_ refusal: WebSocketRefusal)
+    /// A connection was closed because its peer stopped answering pings.
+    func webSocketTimedOut(_ connection: WebSocketConnection)
+}
+
+public enum WebSocketRefusal: Sendable, Equatable {
+    case origin(String)
+    case serverFull
+    case addressFull(String)
 }
 
 extension WebSocketHandler {
     public func timerFired() {}
     public func webSocketOversize(_ connection: WebSocketConnection) {}
-    public func webSocketRefused(reason: String) {}
+    public func webSocketRefused(_ refusal: WebSocketRefusal) {}
+    public func webSocketTimedOut(_ connection: WebSocketConnection) {}
 }
 
 /// One WebSocket client.
@@ -44,6 +53,8 @@ public final class WebSocketConnection {
     fileprivate var incomingTooLarge = false
     fileprivate var closeCode: UInt16?
     fileprivate var closeReason = ""
+    /// When the peer last sent anything (a message or a pong), monotonic ms.
+    fileprivate var lastHeard = monotonicMillis()
 
     init(id: UInt64, wsi: OpaquePointer?, peer: String) {
         self.id = id
@@ -148,6 +159,14 @@ public final class WebSocketServer: @unchecked Sendable {
         public var maxConnections = 100_000
         /// Origins (`scheme://host[:port]`, exact) allowed to upgrade; empty: any origin.
         public var allowedOrigins: [String] = []
+        /// WebSocket connections from one peer address; 0: no limit.
+        public var maxConnectionsPerAddress = 0
+        /// Seconds a client may take to send its request and finish the handshake.
+        public var handshakeTimeoutSeconds: Int32 = 10
+        /// Ping a connection after this many quiet seconds; 0: never.
+        public var pingIntervalSeconds: UInt16 = 25
+        /// Hang up when nothing (not even a pong) came back this long after the ping.
+        public var pongTimeoutSeconds: UInt16 = 10
         public init() {}
     }
 
@@ -157,6 +176,8 @@ public final class WebSocketServer: @unchecked Sendable {
     private weak var handler: WebSocketHandler?
     private var nextID: UInt64 = 1
     private var connections: [UInt64: WebSocketConnection] = [:]
+    private var perAddress: [String: Int] = [:]
+    private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     private var httpRequests: [OpaquePointer: HTTPRequest] = [:]
     private var scratch: [UInt8] = []
     private let pre = Int(herald_lws_pre)
@@ -176,6 +197,7 @@ public final class WebSocketServer: @unchecked Sendable {
         protocols?.deallocate()
         cStrings.forEach { free($0) }
         timer.deallocate()
+        idlePolicy?.deallocate()
     }
 
     private let timer: UnsafeMutablePointer<herald_timer> = {
@@ -223,7 +245,18 @@ public final class WebSocketServer: @unchecked Sendable {
         info.user = Unmanaged.passUnretained(self).toOpaque()
         info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
         info.fd_limit_per_thread = UInt32(min(options.maxConnections + 64, 200_000))
-        info.timeout_secs = 30
+        info.timeout_secs = UInt32(max(1, options.handshakeTimeoutSeconds))
+        // A connection that sent part of its request holds a header table: drop it as soon.
+        info.timeout_secs_ah_idle = UInt32(max(1, options.handshakeTimeoutSeconds))
+        if options.pingIntervalSeconds > 0 {
+            // lws pings a connection quiet for `ping` seconds and hangs up at `hangup`.
+            let policy = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
+            policy.initialize(to: lws_retry_bo_t())
+            policy.pointee.secs_since_valid_ping = options.pingIntervalSeconds
+            policy.pointee.secs_since_valid_hangup = options.pingIntervalSeconds + options.pongTimeoutSeconds
+            idlePolicy = policy
+            info.retry_and_idle_policy = UnsafePointer(policy)
+        }
         let alpn = strdup("http/1.1")!
         cStrings.append(alpn)
         info.alpn = UnsafePointer(alpn)
@@ -298,13 +331,25 @@ public final class WebSocketServer: @unchecked Sendable {
             guard let wsi else { return 1 }
             let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
             if path != options.path { return 1 }
-            if connections.count >= options.maxConnections { return 1 }
+            if connections.count >= options.maxConnections {
+                handler?.webSocketRefused(.serverFull)
+                _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_SERVICE_UNAVAILABLE.rawValue), "server full")
+                return 1
+            }
+            if options.maxConnectionsPerAddress > 0 {
+                let address = Self.peer(wsi)
+                if (perAddress[address] ?? 0) >= options.maxConnectionsPerAddress {
+                    handler?.webSocketRefused(.addressFull(address))
+                    _ = lws_return_http_status(wsi, 429, "too many connections from your address")
+                    return 1
+                }
+            }
             // Checked here, before the upgrade completes, so a page from a foreign origin
             // never gets a socket (a browser always sends Origin; non-browser clients may not).
             if !options.allowedOrigins.isEmpty {
                 let origin = Self.header(wsi, WSI_TOKEN_ORIGIN) ?? ""
                 if !options.allowedOrigins.contains(origin) {
-                    handler?.webSocketRefused(reason: "origin \(origin.isEmpty ? "(none)" : origin) is not allowed")
+                    handler?.webSocketRefused(.origin(origin))
                     _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_FORBIDDEN.rawValue), "origin not allowed")
                     return 1
                 }
@@ -318,11 +363,17 @@ public final class WebSocketServer: @unchecked Sendable {
             nextID += 1
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection
+            perAddress[connection.peer, default: 0] += 1
             handler?.webSocketOpened(connection, query: Self.queryPairs(wsi))
+            return 0
+
+        case LWS_CALLBACK_RECEIVE_PONG:
+            Self.connection(user)?.lastHeard = monotonicMillis()
             return 0
 
         case LWS_CALLBACK_RECEIVE:
             guard let wsi, let connection = Self.connection(user) else { return -1 }
+            connection.lastHeard = monotonicMillis()
             if connection.closeCode != nil { return 0 }
             if !connection.incomingTooLarge, let input, len > 0 {
                 if connection.incoming.count + len > options.maxClientMessageBytes {
@@ -365,6 +416,12 @@ public final class WebSocketServer: @unchecked Sendable {
             user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
             let connection = Unmanaged<WebSocketConnection>.fromOpaque(raw).takeRetainedValue()
             connections.removeValue(forKey: connection.id)
+            if let n = perAddress[connection.peer] { perAddress[connection.peer] = n > 1 ? n - 1 : nil }
+            let quietFor = monotonicMillis() - connection.lastHeard
+            if connection.closeCode == nil, options.pingIntervalSeconds > 0,
+               quietFor >= Int64(options.pingIntervalSeconds + options.pongTimeoutSeconds) * 1000 - 1000 {
+                handler?.webSocketTimedOut(connection)
+            }
             connection.wsi = nil
             connection.server = nil
             handler?.webSocketClosed(connection)

@@ -41,6 +41,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
     @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
+    @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
+    @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
+    @Option(help: "WebSocket connections per client address; 0: no limit (behind a load balancer all clients share its address). (HERALD_MAX_CONNECTIONS_PER_IP)") var maxConnectionsPerIp = 0
+    @Option(help: "Seconds a client may take to complete the HTTP upgrade. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
+    @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
+    @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
     @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
 
@@ -52,6 +58,10 @@ struct Serve: ParsableCommand {
         guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
         for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
+        }
+        guard maxSubscriptions >= 1, maxClientOps > 0, maxConnectionsPerIp >= 0, handshakeTimeout >= 1,
+              (0...3600).contains(pingInterval), (1...3600).contains(pongTimeout) else {
+            throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
         }
         if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
     }
@@ -78,6 +88,13 @@ struct Serve: ParsableCommand {
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
         config.tokenSecret = tokenSecret
+        config.maxSubscriptionsPerConnection = maxSubscriptions
+        config.maxClientOpsPerSecond = maxClientOps
+        config.clientOpsBurst = max(maxClientOps * 5, 10)
+        config.maxConnectionsPerAddress = maxConnectionsPerIp
+        config.handshakeTimeoutSeconds = handshakeTimeout
+        config.pingIntervalSeconds = pingInterval
+        config.pongTimeoutSeconds = pongTimeout
         config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
         config.allowedOrigins = splitList(allowedOrigin)
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -298,7 +315,8 @@ func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
         ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
            "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
            "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms", "token-secret",
-           "anonymous-channels", "allowed-origin"]
+           "anonymous-channels", "allowed-origin", "max-subscriptions", "max-client-ops", "max-connections-per-ip",
+           "handshake-timeout", "ping-interval", "pong-timeout"]
         : ["amqp-url", "exchange"]
     var result = arguments
     for flag in flags {

@@ -112,20 +112,20 @@ def test_anonymous_channels_are_readable_without_a_token(herald_factory):
 
 
 def upgrade_status(port, origin):
-    """The status line Herald answers a WebSocket upgrade with."""
+    """The HTTP status code Herald answers a WebSocket upgrade with."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         headers = "".join(f"{k}: {v}\r\n" for k, v in {
             "Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
             **({"Origin": origin} if origin else {})}.items())
         s.sendall(f"GET /ws?channel=a HTTP/1.1\r\n{headers}\r\n".encode())
-        return s.recv(4096).split(b"\r\n")[0].decode()
+        return s.recv(4096).split(b"\r\n")[0].decode().split(" ")[1]
 
 
 def test_a_foreign_origin_is_refused_before_the_upgrade(herald_factory):
     h = herald_factory(extra=["--allowed-origin", "https://app.example.com"]).start()
-    assert upgrade_status(h.port, "https://evil.example.com").endswith("403 Forbidden")
-    assert upgrade_status(h.port, None).endswith("403 Forbidden")  # no Origin at all
+    assert upgrade_status(h.port, "https://evil.example.com") == "403"
+    assert upgrade_status(h.port, None) == "403"  # no Origin at all
     with pytest.raises((InvalidStatus, InvalidMessage)):
         Client(h.ws_url("channel=a"), origin="https://evil.example.com")
     ok = Client(h.ws_url("channel=a"), origin="https://app.example.com")
@@ -140,3 +140,90 @@ def test_without_a_secret_tokens_are_refused_and_everything_is_open(herald):
     c.close()
     t = Client(herald.ws_url("token=x.y.z&channel=a"))
     assert closed_with(t, 4001)
+
+
+# Limits: each one triggers, and each is counted in /metrics.
+
+def test_subscriptions_per_connection_are_limited(herald_factory):
+    h = herald_factory(extra=["--max-subscriptions", "3"]).start()
+    c = Client(h.ws_url("channel=a&channel=b&channel=c"))
+    assert [c.recv()["type"] for _ in range(3)] == ["subscribed"] * 3
+    c.send({"op": "subscribe", "channel": "d"})
+    e = c.recv()
+    assert (e["code"], e["channel"]) == ("too_many_subscriptions", "d")
+    c.send({"op": "subscribe", "channel": "a"})  # re-subscribing an existing one is fine
+    assert c.recv()["type"] == "subscribed"
+    assert h.metrics()["herald_subscription_limit_total"] == 1
+    c.close()
+
+
+def test_client_frames_per_second_are_limited(herald_factory):
+    h = herald_factory(extra=["--max-client-ops", "5"]).start()  # bursts up to 25
+    c = Client(h.ws_url())
+    for i in range(60):
+        c.send({"op": "unsubscribe", "channel": f"c{i}"})
+    frames = []
+    try:
+        while True:
+            frames.append(c.recv(timeout=2))
+    except TimeoutError:
+        pass
+    answered = [f for f in frames if f["type"] == "unsubscribed"]
+    limited = [f for f in frames if f.get("code") == "rate_limited"]
+    assert 25 <= len(answered) < 60 and len(limited) == 1, "excess frames dropped, told once"
+    assert h.metrics()["herald_rate_limited_total"] == 60 - len(answered)
+    c.close()
+
+
+def test_connections_per_address_and_in_total_are_limited(herald_factory):
+    h = herald_factory(extra=["--max-connections-per-ip", "2"]).start()
+    a, b = Client(h.ws_url()), Client(h.ws_url())
+    assert upgrade_status(h.port, None) == "429"
+    a.close()
+    wait_until_metric(h, "herald_connections", 1)
+    assert upgrade_status(h.port, None) == "101"
+    assert h.metrics()["herald_address_full_refused_total"] == 1
+    b.close()
+    full = herald_factory(extra=["--max-connections", "1"]).start()
+    only = Client(full.ws_url())
+    assert upgrade_status(full.port, None) == "503"
+    assert full.metrics()["herald_server_full_refused_total"] == 1
+    only.close()
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(herald_factory):
+    h = herald_factory(extra=["--handshake-timeout", "2"]).start()
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        start = time.time()
+        assert s.recv(1024) == b""
+        assert time.time() - start < 8
+
+
+def test_a_dead_peer_is_closed_after_the_pong_timeout_and_a_live_one_is_not(herald_factory, exchange):
+    h = herald_factory(extra=["--ping-interval", "1", "--pong-timeout", "1"]).start()
+    live = Client(h.ws_url("channel=ping"))
+    assert live.recv()["type"] == "subscribed"
+    with socket.create_connection(("127.0.0.1", h.port), timeout=15) as s:
+        s.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        received = b""
+        start = time.time()
+        while True:  # read (pings included) and never answer
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101")
+        assert b"\x89" in received, "the server pinged"
+        assert time.time() - start < 10
+    publish(exchange, "ping", [b"still here"])
+    msgs, _ = live.recv_messages("ping", 1)  # the live client answered its pings and stayed
+    assert msgs[0]["data"] == "still here"
+    assert h.metrics()["herald_dead_peers_total"] == 1
+    live.close()
+
+
+def wait_until_metric(h, name, value):
+    from conftest import wait_until
+    wait_until(lambda: h.metrics()[name] == value, 5, what=f"{name} == {value}")

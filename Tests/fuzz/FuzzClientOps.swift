@@ -1,0 +1,37 @@
+// libFuzzer target for hostile input: the client-op parser, the connect-URL parser, the JSON
+// parser/minifier and the envelope encoder, with HeraldCore compiled in.
+// Built and run by scripts/fuzz (swiftc -sanitize=fuzzer,address); any crash, trap or sanitizer
+// report fails the run.
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    // What a WebSocket client can send.
+    switch ClientOpParser.parse(bytes) {
+    case let .success(op):
+        if case let .subscribe(channel, _) = op { precondition(ChannelName.isValid(channel)) }
+    case let .failure(error):
+        let frame = error.frame
+        precondition(!frame.contains(0x0A), "an error frame must not contain a raw newline")
+        precondition((try? JSON.parse(frame)) != nil, "an error frame must be valid JSON")
+    }
+    // What a connect URL can carry.
+    let text = String(decoding: bytes, as: UTF8.self)
+    let request = ConnectRequest.parse(query: text)
+    for (channel, _) in request.subscriptions { precondition(ChannelName.isValid(channel)) }
+    // What a publisher can send: any body, JSON or not, on the first line's channel.
+    let channel = String(text.prefix { $0 != "\n" }.prefix(140))
+    if Admission.check(channel: channel, bodySize: bytes.count, maxBytes: 65_536) == nil {
+        for contentType in ["application/json", "text/plain", nil] as [String?] {
+            if let envelope = try? MessageEnvelope(channel: channel, id: "fuzz", timeMillis: 1, body: bytes, contentType: contentType) {
+                let frame = envelope.frame(seq: 7)
+                precondition(!frame.contains(0x0A), "a message frame must not contain a raw newline")
+                precondition((try? JSON.parse(frame)) != nil, "a message frame must be valid JSON")
+                precondition(MessageEnvelope.seq(of: frame) == 7)
+            }
+        }
+    }
+    // Tokens: never crash on garbage.
+    _ = TokenVerifier(secret: "fuzz-secret-0123456789").verify(text, nowSeconds: 1)
+    return 0
+}
