@@ -2,7 +2,7 @@
 set -euo pipefail
 
 APT_PACKAGES="libwebsockets-dev libhiredis-dev librabbitmq-dev rabbitmq-server redis-server chromium chromium-driver nodejs nginx curl"
-PY_PACKAGES="pika websockets redis pytest selenium"
+PY_PACKAGES="pika websockets redis pytest selenium kosoku"
 
 log() { printf '\033[1m[herald]\033[0m %s\n' "$*" >&2; }
 
@@ -21,7 +21,7 @@ ensure_apt_packages() {
 }
 
 ensure_python_packages() {
-    if ! python3 -c "import pika, websockets, redis, pytest, selenium" 2>/dev/null; then
+    if ! python3 -c "import pika, websockets, redis, pytest, selenium, kosoku" 2>/dev/null; then
         log "installing Python packages: $PY_PACKAGES"
         python3 -m pip install -q $PY_PACKAGES 2>&1 | grep -v "Running pip as the 'root' user" || true
     fi

@@ -43,6 +43,9 @@ public struct HeraldConfig: Sendable {
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
 
+    /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
+    public var testEchoPath: String?
+
     /// What a connection without a token may read.
     public var anonymousPatterns: [String] { anonymousChannels ?? (tokenSecret == nil ? ["*"] : []) }
     public static let queueTypes = ["classic", "quorum"]

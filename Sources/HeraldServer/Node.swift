@@ -47,6 +47,7 @@ public final class Node: @unchecked Sendable {
         options.maxRequestBodyBytes = config.maxMessageBytes
         options.maxConnections = config.maxConnections
         options.allowedOrigins = config.allowedOrigins
+        options.echoPath = config.testEchoPath
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)

@@ -55,6 +55,9 @@ public final class WebSocketConnection {
     fileprivate var closeReason = ""
     /// When the peer last sent anything (a message or a pong), monotonic ms.
     fileprivate var lastHeard = monotonicMillis()
+    /// An echo connection (the test-only conformance endpoint) and what it still has to echo.
+    fileprivate var isEcho = false
+    fileprivate var echoQueue: [(message: [UInt8], binary: Bool)] = []
 
     init(id: UInt64, wsi: OpaquePointer?, peer: String) {
         self.id = id
@@ -167,6 +170,10 @@ public final class WebSocketServer: @unchecked Sendable {
         public var pingIntervalSeconds: UInt16 = 25
         /// Hang up when nothing (not even a pong) came back this long after the ping.
         public var pongTimeoutSeconds: UInt16 = 10
+        /// Test only (protocol conformance runs): a path whose connections echo every message.
+        /// nil, the default, means no such endpoint exists.
+        public var echoPath: String?
+        public var maxEchoMessageBytes = 16 << 20
         public init() {}
     }
 
@@ -330,7 +337,11 @@ public final class WebSocketServer: @unchecked Sendable {
             // Only the WebSocket path may upgrade. (Never handle HTTP_CONFIRM_UPGRADE: CVE-2025-11677.)
             guard let wsi else { return 1 }
             let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
-            if path != options.path { return 1 }
+            if let echo = options.echoPath, path == echo { return 0 }
+            if path != options.path {
+                _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_NOT_FOUND.rawValue), "WebSocket upgrades go to \(options.path)")
+                return 1
+            }
             if connections.count >= options.maxConnections {
                 handler?.webSocketRefused(.serverFull)
                 _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_SERVICE_UNAVAILABLE.rawValue), "server full")
@@ -363,6 +374,10 @@ public final class WebSocketServer: @unchecked Sendable {
             nextID += 1
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection
+            if let echo = options.echoPath, Self.header(wsi, WSI_TOKEN_GET_URI) == echo {
+                connection.isEcho = true
+                return 0
+            }
             perAddress[connection.peer, default: 0] += 1
             handler?.webSocketOpened(connection, query: Self.queryPairs(wsi))
             return 0
@@ -375,8 +390,9 @@ public final class WebSocketServer: @unchecked Sendable {
             guard let wsi, let connection = Self.connection(user) else { return -1 }
             connection.lastHeard = monotonicMillis()
             if connection.closeCode != nil { return 0 }
+            let limit = connection.isEcho ? options.maxEchoMessageBytes : options.maxClientMessageBytes
             if !connection.incomingTooLarge, let input, len > 0 {
-                if connection.incoming.count + len > options.maxClientMessageBytes {
+                if connection.incoming.count + len > limit {
                     connection.incomingTooLarge = true
                     connection.incoming = []
                 } else {
@@ -387,13 +403,18 @@ public final class WebSocketServer: @unchecked Sendable {
                 // Close from the writable callback, like any other close: the rest of the
                 // oversize message is read and dropped meanwhile, so the peer is not reset
                 // before it reads the 1009 frame.
-                connection.close(code: 1009, reason: "message over \(options.maxClientMessageBytes) bytes", graceSeconds: 5)
-                handler?.webSocketOversize(connection)
+                connection.close(code: 1009, reason: "message over \(limit) bytes", graceSeconds: 5)
+                if !connection.isEcho { handler?.webSocketOversize(connection) }
                 return 0
             }
             if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
                 let message = connection.incoming
                 connection.incoming = []
+                if connection.isEcho {
+                    connection.echoQueue.append((message, lws_frame_is_binary(wsi) != 0))
+                    lws_callback_on_writable(wsi)
+                    return 0
+                }
                 handler?.webSocketReceived(connection, message: message, binary: lws_frame_is_binary(wsi) != 0)
             }
             return 0
@@ -408,6 +429,18 @@ public final class WebSocketServer: @unchecked Sendable {
                 }
                 return -1
             }
+            if connection.isEcho {
+                guard !connection.echoQueue.isEmpty else { return 0 }
+                let (message, binary) = connection.echoQueue.removeFirst()
+                var buffer = [UInt8](repeating: 0, count: pre + message.count)
+                buffer.replaceSubrange(pre..<buffer.count, with: message)
+                let n = buffer.withUnsafeMutableBufferPointer {
+                    lws_write(wsi, $0.baseAddress! + pre, message.count, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT)
+                }
+                if n < 0 { return -1 }
+                if !connection.echoQueue.isEmpty { lws_callback_on_writable(wsi) }
+                return 0
+            }
             handler?.webSocketWritable(connection)
             return 0
 
@@ -416,6 +449,11 @@ public final class WebSocketServer: @unchecked Sendable {
             user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
             let connection = Unmanaged<WebSocketConnection>.fromOpaque(raw).takeRetainedValue()
             connections.removeValue(forKey: connection.id)
+            if connection.isEcho {
+                connection.wsi = nil
+                connection.server = nil
+                return 0
+            }
             if let n = perAddress[connection.peer] { perAddress[connection.peer] = n > 1 ? n - 1 : nil }
             let quietFor = monotonicMillis() - connection.lastHeard
             if connection.closeCode == nil, options.pingIntervalSeconds > 0,

@@ -47,6 +47,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a client may take to complete the HTTP upgrade. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
     @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
+    @Option(help: ArgumentHelp("Test only: a WebSocket path that echoes every message, for protocol conformance runs. Never set it in production.", visibility: .hidden)) var testEchoPath: String?
     @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
 
@@ -88,6 +89,7 @@ struct Serve: ParsableCommand {
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
         config.tokenSecret = tokenSecret
+        config.testEchoPath = testEchoPath
         config.maxSubscriptionsPerConnection = maxSubscriptions
         config.maxClientOpsPerSecond = maxClientOps
         config.clientOpsBurst = max(maxClientOps * 5, 10)
