@@ -33,7 +33,7 @@ let package = Package(
         ]),
 
         // The load generator behind `herald bench`.
-        .target(name: "HeraldBench", dependencies: ["HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
+        .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
 
         .executableTarget(name: "herald", dependencies: [
             "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench",

@@ -1,3 +1,5 @@
+import HeraldCore
+
 /// The body `herald bench` publishes, and how it finds its fields again in what clients receive.
 ///
 /// Body: `{"t":<send time, µs since the Unix epoch>,"n":<number within the channel>,"p":"xxx…"}`,
@@ -16,18 +18,9 @@ public enum Payload {
         return out
     }
 
-    /// The unsigned integer after `"key":` in `bytes[range]`, scanning forward from its start.
+    /// The unsigned integer after `"key":` in `bytes[range]`.
     public static func number(after key: [UInt8], in bytes: [UInt8], range: Range<Int>) -> UInt64? {
-        guard let at = find(key, in: bytes, range: range) else { return nil }
-        var i = at + key.count
-        var value: UInt64 = 0
-        var digits = 0
-        while i < range.upperBound, bytes[i] >= 48, bytes[i] <= 57 {
-            value = value &* 10 &+ UInt64(bytes[i] - 48)
-            i += 1
-            digits += 1
-        }
-        return digits > 0 ? value : nil
+        JSON.unsignedAfter(key, in: bytes, range: range)
     }
 
     /// The string after `"key":"` (no escapes expected: epochs are hex).
@@ -42,18 +35,7 @@ public enum Payload {
     }
 
     static func find(_ needle: [UInt8], in bytes: [UInt8], range: Range<Int>) -> Int? {
-        guard let first = needle.first, range.count >= needle.count else { return nil }
-        var i = range.lowerBound
-        let last = range.upperBound - needle.count
-        while i <= last {
-            if bytes[i] == first {
-                var j = 1
-                while j < needle.count && bytes[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
-        }
-        return nil
+        JSON.find(needle, in: bytes, range: range)
     }
 
     /// Splits a WebSocket message into lines (Herald batches frames with "\n").

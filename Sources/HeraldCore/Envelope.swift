@@ -61,25 +61,7 @@ public struct MessageEnvelope: Equatable, Sendable {
     ///
     /// Channel names cannot contain a quote, so the first `,"seq":` is the frame's own.
     public static func seq(of frame: [UInt8]) -> UInt64? {
-        let marker = Array(#","seq":"#.utf8)
-        guard frame.count > marker.count else { return nil }
-        var i = 0
-        let limit = Swift.min(frame.count - marker.count, 200)
-        while i <= limit {
-            if frame[i] == marker[0], frame[i..<(i + marker.count)].elementsEqual(marker) {
-                var j = i + marker.count
-                var value: UInt64 = 0
-                var digits = 0
-                while j < frame.count, frame[j] >= 0x30, frame[j] <= 0x39 {
-                    value = value &* 10 &+ UInt64(frame[j] - 0x30)
-                    j += 1
-                    digits += 1
-                }
-                return digits > 0 ? value : nil
-            }
-            i += 1
-        }
-        return nil
+        JSON.unsignedAfter(Array(#","seq":"#.utf8), in: frame, range: 0..<Swift.min(frame.count, 200 + 7))
     }
 }
 

@@ -288,3 +288,36 @@ public enum JSON {
         }
     }
 }
+
+extension JSON {
+    /// The first occurrence of `marker` in `bytes[range]`, for reading a known field of compact
+    /// JSON without parsing it all.
+    public static func find(_ marker: [UInt8], in bytes: [UInt8], range: Range<Int>) -> Int? {
+        guard let first = marker.first, range.count >= marker.count else { return nil }
+        var i = range.lowerBound
+        let last = range.upperBound - marker.count
+        while i <= last {
+            if bytes[i] == first {
+                var j = 1
+                while j < marker.count && bytes[i + j] == marker[j] { j += 1 }
+                if j == marker.count { return i }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The unsigned integer right after the first `marker` (such as `"seq":`) in `bytes[range]`.
+    public static func unsignedAfter(_ marker: [UInt8], in bytes: [UInt8], range: Range<Int>) -> UInt64? {
+        guard let at = find(marker, in: bytes, range: range) else { return nil }
+        var i = at + marker.count
+        var value: UInt64 = 0
+        var digits = 0
+        while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
+            value = value &* 10 &+ UInt64(bytes[i] - 0x30)
+            i += 1
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+}

@@ -51,7 +51,8 @@ public final class WebSocketClientPool {
     }
 
     private weak var handler: WebSocketClientHandler?
-    private var context: OpaquePointer?
+    private let loop = ServiceLoop()
+    private var context: OpaquePointer? { loop.context }
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var protocolName: UnsafeMutablePointer<CChar>?
     private var wsis: [Int: OpaquePointer] = [:]
@@ -60,8 +61,6 @@ public final class WebSocketClientPool {
     private var connecting: Int?
     private var failedWhileConnecting = false
     private let maxConnections: Int
-    private let stopFlag = AtomicFlag()
-    private let contextReady = AtomicFlag()
 
     public init(maxConnections: Int, handler: WebSocketClientHandler) {
         self.maxConnections = maxConnections
@@ -93,34 +92,17 @@ public final class WebSocketClientPool {
         info.fd_limit_per_thread = UInt32(maxConnections + 64)
         info.timeout_secs = 30
         guard let ctx = lws_create_context(&info) else { throw WebSocketError("cannot create the client context") }
-        context = ctx
-        contextReady.set()
+        loop.started(ctx)
     }
 
     /// Services connections until `requestStop()`, then drops them all.
     public func run() {
-        guard let ctx = context else { return }
-        while !stopFlag.isSet {
-            if lws_service(ctx, 0) < 0 { break }
-        }
-        for id in Array(wsis.keys) { drop(id) }
-        let deadline = monotonicMillis() + 1_000
-        while !wsis.isEmpty && monotonicMillis() < deadline {
-            if lws_service(ctx, 0) < 0 { break }
-        }
-        lws_context_destroy(ctx)
-        context = nil
+        loop.run(windDown: { for id in Array(wsis.keys) { drop(id) } }, isDone: { wsis.isEmpty })
     }
 
-    public func wakeUp() {
-        guard contextReady.isSet, let ctx = context else { return }
-        lws_cancel_service(ctx)
-    }
+    public func wakeUp() { loop.wakeUp() }
 
-    public func requestStop() {
-        stopFlag.set()
-        wakeUp()
-    }
+    public func requestStop() { loop.requestStop() }
 
     public var openCount: Int { wsis.count }
 

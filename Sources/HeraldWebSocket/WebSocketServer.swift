@@ -179,7 +179,8 @@ public final class WebSocketServer: @unchecked Sendable {
 
     public let options: Options
     // Service-thread state.
-    private var context: OpaquePointer?
+    private let loop = ServiceLoop()
+    private var context: OpaquePointer? { loop.context }
     private weak var handler: WebSocketHandler?
     private var nextID: UInt64 = 1
     private var connections: [UInt64: WebSocketConnection] = [:]
@@ -192,8 +193,6 @@ public final class WebSocketServer: @unchecked Sendable {
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
     // Cross-thread.
-    private let stopFlag = AtomicFlag()
-    private let contextReady = AtomicFlag()
 
     public init(options: Options, handler: WebSocketHandler) {
         self.options = options
@@ -270,37 +269,21 @@ public final class WebSocketServer: @unchecked Sendable {
         guard let ctx = lws_create_context(&info) else {
             throw WebSocketError("cannot listen on \(options.host):\(options.port) (is the port in use?)")
         }
-        context = ctx
-        contextReady.set()
+        loop.started(ctx)
     }
 
     /// Services the loop until `requestStop()`; then closes every client with 1001.
     public func run() {
-        guard let ctx = context else { return }
-        while !stopFlag.isSet {
-            if lws_service(ctx, 0) < 0 { break }
-        }
-        // Shutdown: every client gets 1001, then the context goes.
-        for connection in connections.values { connection.close(code: 1001, reason: "server shutting down") }
-        let deadline = monotonicMillis() + 1_000
-        while !connections.isEmpty && monotonicMillis() < deadline {
-            if lws_service(ctx, 0) < 0 { break }
-        }
-        lws_context_destroy(ctx)
-        context = nil
+        loop.run(windDown: {
+            for connection in connections.values { connection.close(code: 1001, reason: "server shutting down") }
+        }, isDone: { connections.isEmpty })
     }
 
     /// Wakes the service thread; the handler's `wokenUp()` runs there. Any thread.
-    public func wakeUp() {
-        guard contextReady.isSet, let ctx = context else { return }
-        lws_cancel_service(ctx)
-    }
+    public func wakeUp() { loop.wakeUp() }
 
     /// Asks `run()` to close every client with 1001 and return. Any thread.
-    public func requestStop() {
-        stopFlag.set()
-        wakeUp()
-    }
+    public func requestStop() { loop.requestStop() }
 
     public var connectionCount: Int { connections.count }
 

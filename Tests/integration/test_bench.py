@@ -72,9 +72,9 @@ def test_throughput_connections_and_storm_presets(herald, exchange):
     assert [s["rate"] for s in t["steps"]] == [20, 30, 45]
     assert all(s["clean"] for s in t["steps"]) and t["highest_clean_rate"] == 45
     assert t["lost"] == 0
-    c = bench("connections", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 1000, "--ramp", 2000,
+    c = bench("connections", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 500, "--ramp", 2000,
               "--server-pid", herald.proc.pid)
-    assert c["connected"] == 1000 and c["published"] == 0
+    assert c["connected"] == 500 and c["published"] == 0
     assert 0 < c["memory_per_connection_kb"] < 100
     s = bench("storm", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 300, "--history", 40,
               "--rate", 100, "--duration", 1)
@@ -86,11 +86,11 @@ def test_throughput_connections_and_storm_presets(herald, exchange):
 def test_html_report_shows_the_plots_in_chromium(herald, exchange, browser):  # noqa: F811
     report = os.path.join(ROOT, "test-output", "bench-report.html")
     subprocess.run([HERALD_BIN, "bench", "latency", "--url", herald.ws_url(), "--exchange", exchange,
-                    "--clients", "100", "--rate", "100", "--duration", "3", "--report", report, "--quiet"],
+                    "--clients", "100", "--rate", "100", "--duration", "2", "--report", report, "--quiet"],
                    check=True, capture_output=True, timeout=60)
     browser.get("file://" + report)
     points = browser.execute_script(
         "return [...document.querySelectorAll('svg polyline')].map(p => p.getAttribute('points').split(' ').length)")
-    assert len(points) == 2 and points[0] >= 8 and points[1] >= 3
+    assert len(points) == 2 and points[0] >= 8 and points[1] >= 2
     data = json.loads(browser.execute_script("return document.getElementById('data').textContent"))
     assert data["lost"] == 0 and data["clients"] == 100

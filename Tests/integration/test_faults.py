@@ -1,5 +1,6 @@
 """Concurrency and faults: joins under load, restarts, SIGKILL, Redis and RabbitMQ outages, shutdown."""
 import json
+import os
 import random
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import time
 import uuid
 
 import pika
+import pytest
 from websockets.exceptions import ConnectionClosed
 
 from conftest import Client, Publisher, assert_consecutive, publish, wait_until
@@ -149,3 +151,56 @@ def test_sigterm_closes_clients_with_1001_and_exits_0(herald, exchange):
         assert closed.rcvd.code == 1001
     assert herald.proc.wait(5) == 0
     assert time.time() - started < 5
+
+
+# SIGSTOP/SIGCONT: a process that freezes (a stalled VM, a long GC pause) instead of dying.
+
+def _rabbitmq_pid():
+    out = subprocess.run(["pgrep", "-f", "beam.smp.*rabbit"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def _record(name, value):
+    from conftest import ROOT
+    path = os.path.join(ROOT, "test-output", "faults.json")
+    data = json.load(open(path)) if os.path.exists(path) else {}
+    data[name] = value
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+@pytest.mark.parametrize("frozen", ["herald", "redis", "rabbitmq"])
+def test_a_frozen_process_loses_nothing_and_clients_see_no_gap(frozen, herald_factory, exchange, redis_server):
+    h = herald_factory(extra=["--history-size", "20000"]).start()
+    total = 5000
+    c = Client(h.ws_url("channel=freeze"))
+    assert c.recv()["type"] == "subscribed"
+    seen, times = [], []
+
+    def read():
+        while len(seen) < total:
+            f = c.recv(timeout=60)
+            if f.get("type") == "message":
+                seen.append(f["seq"])
+                times.append(time.time())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    pub = Publisher(exchange, "freeze", total, rate=1000)
+    pub.start()
+    wait_until(lambda: pub.confirmed >= 1500, 30, what="publishing to get going")
+    pid = {"herald": lambda: h.proc.pid, "redis": lambda: redis_server.proc.pid, "rabbitmq": _rabbitmq_pid}[frozen]()
+    assert pid, f"no {frozen} process to freeze"
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(3)
+    resumed = time.time()
+    os.kill(pid, signal.SIGCONT)
+    pub.join()
+    reader.join(90)
+    assert pub.error is None and pub.confirmed == total
+    assert_consecutive(seen, start=1, end=total)
+    after = [t for t in times if t >= resumed]
+    _record(f"sigstop_{frozen}_3s", {"first_message_after_sigcont_s": round(after[0] - resumed, 3) if after else None})
+    stored = [json.loads(x) for x in redis_server.client().lrange("herald:history:freeze", 0, -1)]
+    assert len(stored) == total and len({m["id"] for m in stored}) == total, "each confirmed message stored once"
+    c.close()
