@@ -197,6 +197,10 @@ final class Hub: WebSocketHandler {
         logger.info("refused a WebSocket upgrade", metadata: ["reason": "\(refusal)"])
     }
 
+    func webSocketIncompleteHandshake() {
+        metrics.incompleteHandshakes.add()
+    }
+
     func webSocketTimedOut(_ connection: WebSocketConnection) {
         metrics.deadPeers.add()
         logger.info("hung up on a peer that stopped answering pings", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)"])

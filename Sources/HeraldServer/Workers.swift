@@ -157,8 +157,10 @@ final class LiveConsumer: Worker, @unchecked Sendable {
     func run() {
         while !stop.isSet {
             guard let amqp = connect() else { continue }
+            // Messages accepted below have advanced `last`; they must reach the hub even when
+            // the connection fails before the batch is complete, or catch-up would skip them.
+            var out: [SequencedMessage] = []
             do {
-                var out: [SequencedMessage] = []
                 var lastTag: UInt64?
                 var event = try amqp.nextEvent(timeoutMillis: 100)
                 while case let .delivery(d) = event {
@@ -168,8 +170,10 @@ final class LiveConsumer: Worker, @unchecked Sendable {
                     event = try amqp.nextEvent(timeoutMillis: 0)
                 }
                 if !out.isEmpty { inbox.post(.live(out)) }
+                out = []
                 if let lastTag { try amqp.ack(lastTag, multiple: true) }
             } catch {
+                if !out.isEmpty { inbox.post(.live(out)) }
                 logger.error("live queue connection lost; will repair from Redis after reconnecting", metadata: ["error": "\(error)"])
                 amqp.abandon()
                 self.amqp = nil

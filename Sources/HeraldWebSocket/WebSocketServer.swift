@@ -25,6 +25,8 @@ public protocol WebSocketHandler: AnyObject {
     func webSocketRefused(_ refusal: WebSocketRefusal)
     /// A connection was closed because its peer stopped answering pings.
     func webSocketTimedOut(_ connection: WebSocketConnection)
+    /// A connection closed before it sent a complete request (handshake timeout, or it gave up).
+    func webSocketIncompleteHandshake()
 }
 
 public enum WebSocketRefusal: Sendable, Equatable {
@@ -38,6 +40,7 @@ extension WebSocketHandler {
     public func webSocketOversize(_ connection: WebSocketConnection) {}
     public func webSocketRefused(_ refusal: WebSocketRefusal) {}
     public func webSocketTimedOut(_ connection: WebSocketConnection) {}
+    public func webSocketIncompleteHandshake() {}
 }
 
 /// One WebSocket client.
@@ -185,6 +188,7 @@ public final class WebSocketServer: @unchecked Sendable {
     private var nextID: UInt64 = 1
     private var connections: [UInt64: WebSocketConnection] = [:]
     private var perAddress: [String: Int] = [:]
+    private var awaitingRequest: Set<OpaquePointer> = []
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     private var httpRequests: [OpaquePointer: HTTPRequest] = [:]
     private var scratch: [UInt8] = []
@@ -312,6 +316,17 @@ public final class WebSocketServer: @unchecked Sendable {
     fileprivate func callback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
                               _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         switch reason {
+        // Connections that never complete a request: accepted, then gone before their headers.
+        case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+            if let wsi { awaitingRequest.insert(wsi) }
+            return lws_callback_http_dummy(wsi, reason, user, input, len)
+        case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
+            if let wsi { awaitingRequest.remove(wsi) }
+            return lws_callback_http_dummy(wsi, reason, user, input, len)
+        case LWS_CALLBACK_WSI_DESTROY:
+            if let wsi, awaitingRequest.remove(wsi) != nil { handler?.webSocketIncompleteHandshake() }
+            return lws_callback_http_dummy(wsi, reason, user, input, len)
+
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
             handler?.wokenUp()
             return 0
@@ -319,6 +334,7 @@ public final class WebSocketServer: @unchecked Sendable {
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             // Only the WebSocket path may upgrade. (Never handle HTTP_CONFIRM_UPGRADE: CVE-2025-11677.)
             guard let wsi else { return 1 }
+            awaitingRequest.remove(wsi)
             let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
             if let echo = options.echoPath, path == echo { return 0 }
             if path != options.path {

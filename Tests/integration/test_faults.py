@@ -204,3 +204,40 @@ def test_a_frozen_process_loses_nothing_and_clients_see_no_gap(frozen, herald_fa
     stored = [json.loads(x) for x in redis_server.client().lrange("herald:history:freeze", 0, -1)]
     assert len(stored) == total and len({m["id"] for m in stored}) == total, "each confirmed message stored once"
     c.close()
+
+
+def test_a_slow_then_paused_redis_link_loses_nothing(herald_factory, exchange, redis_server):
+    from tcpproxy import TCPProxy
+    proxy = TCPProxy(redis_server.port)
+    try:
+        h = herald_factory(extra=["--redis-url", f"redis://127.0.0.1:{proxy.port}/0", "--history-size", "10000"]).start()
+        c = Client(h.ws_url("channel=slow"))
+        assert c.recv()["type"] == "subscribed"
+        proxy.set_delay(0.02)  # 20 ms on every Redis read and write
+        pub = Publisher(exchange, "slow", 3000, rate=1000)
+        pub.start()
+        wait_until(lambda: pub.confirmed >= 1000, 30, what="publishing to get going")
+        proxy.pause()
+        time.sleep(3)
+        proxy.set_delay(0)
+        proxy.heal()
+        pub.join()
+        msgs, _ = c.recv_messages("slow", 3000, timeout=60)
+        assert_consecutive([m["seq"] for m in msgs], start=1, end=3000)
+        assert pub.error is None
+        c.close()
+    finally:
+        proxy.close()
+
+
+def test_10000_connections_opened_and_dropped_at_once(herald, exchange):
+    from conftest import HERALD_BIN
+    out = subprocess.run([HERALD_BIN, "bench", "connections", "--url", herald.ws_url(), "--exchange", exchange,
+                          "--clients", "10000", "--json", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["connected"] == 10000
+    wait_until(lambda: herald.metrics()["herald_connections"] == 0, 30, what="every dropped connection to be closed")
+    assert herald.health()[0] == 200
+    c = Client(herald.ws_url("channel=after"))
+    assert c.recv()["type"] == "subscribed"
+    c.close()

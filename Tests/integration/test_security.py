@@ -198,6 +198,7 @@ def test_a_client_that_never_finishes_the_handshake_is_dropped(herald_factory):
         start = time.time()
         assert s.recv(1024) == b""
         assert time.time() - start < 8
+    wait_until_metric(h, "herald_incomplete_handshakes_total", 1)
 
 
 def test_a_dead_peer_is_closed_after_the_pong_timeout_and_a_live_one_is_not(herald_factory, exchange):
