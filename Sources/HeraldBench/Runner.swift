@@ -94,7 +94,6 @@ public final class BenchRunner {
     private var started = monotonicMicros()
     private var deliveriesSeen: UInt64 = 0
     private var lastDeliveries: UInt64 = 0
-    private var window = Histogram()
 
     public init(options: BenchOptions) {
         self.options = options
@@ -210,23 +209,20 @@ public final class BenchRunner {
         while rate <= options.maxRate {
             let t0 = monotonicMicros()
             let before = deliveriesSeen
-            let closesBefore = snapshot(peek: true).closes
-            window = Histogram()
+            let closesBefore = snapshot().closes
             var stepLatency = Histogram()
             try publisher.run(rate: rate, seconds: options.stepSeconds, tick: {
-                self.tick()
-                stepLatency.merge(self.lastWindow)
+                if let taken = self.tick() { stepLatency.merge(taken.window) }
             })
             waitCaughtUp(timeoutSeconds: 5)
-            tick(force: true)
-            stepLatency.merge(lastWindow)
+            if let taken = tick(force: true) { stepLatency.merge(taken.window) }
             let seconds = Double(monotonicMicros() - t0) / 1e6
             let delivered = deliveriesSeen - before
             let tally: FleetTally = ask { .tally(expected: self.publisher.published, $0) }
             let lost = tally.lost - lostBefore
             lostBefore = tally.lost
             let p99 = Double(stepLatency.value(atPercentile: 99)) / 1000
-            let closed = snapshot(peek: true).closes - closesBefore
+            let closed = snapshot().closes - closesBefore
             let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis
             let step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean)
             result.steps.append(step)
@@ -315,24 +311,23 @@ public final class BenchRunner {
 
     // MARK: Plumbing
 
-    private var lastWindow = Histogram()
-
-    /// Once a second (or when forced): a progress line and a timeline point.
-    private func tick(force: Bool = false) {
+    /// Once a second (or when forced): a progress line and a timeline point. Returns the
+    /// snapshot it took (its latency window is already in the run's total), or nil.
+    @discardableResult
+    private func tick(force: Bool = false) -> FleetSnapshot? {
         let now = monotonicMicros()
-        if !force && now - lastSnapshotAt < 1_000_000 { return }
+        if !force && now - lastSnapshotAt < 1_000_000 { return nil }
         let snap = snapshot()
         let seconds = Double(now - lastSnapshotAt) / 1e6
         lastSnapshotAt = now
         deliveriesSeen = snap.deliveries
         let rate = Double(deliveriesSeen - lastDeliveries) / max(seconds, 0.001)
         lastDeliveries = deliveriesSeen
-        lastWindow = snap.window
-        result.latency.merge(snap.window)
         let p99 = Double(snap.window.value(atPercentile: 99)) / 1000
         let p50 = Double(snap.window.value(atPercentile: 50)) / 1000
         result.timeline.append(TimelinePoint(second: Double(now - started) / 1e6, deliveriesPerSecond: rate, p99Millis: p99))
         progress("[\(fmt(Double(now - started) / 1e6, 0))s] clients \(snap.subscribed)/\(options.clients)  published \(publisher.published.reduce(0, +))  deliveries \(fmt(rate, 0))/s  p50 \(fmt(p50, 1)) ms  p99 \(fmt(p99, 1)) ms")
+        return snap
     }
 
     @discardableResult
@@ -349,10 +344,12 @@ public final class BenchRunner {
         return done
     }
 
-    private func snapshot(peek: Bool = false) -> FleetSnapshot {
+    /// The fleet's counters; each latency window it hands over is added to the run's total
+    /// here and only here, so no sample is counted twice or dropped.
+    private func snapshot() -> FleetSnapshot {
         let snap: FleetSnapshot = ask { .snapshot($0) }
-        if !peek { deliveriesSeen = snap.deliveries }
-        if peek { result.latency.merge(snap.window) }
+        deliveriesSeen = snap.deliveries
+        result.latency.merge(snap.window)
         return snap
     }
 
