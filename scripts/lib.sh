@@ -41,7 +41,9 @@ ensure_rabbitmq() {
 ensure_redis() {
     if redis-cli -p 6379 ping >/dev/null 2>&1; then return; fi
     log "starting Redis on 127.0.0.1:6379"
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null
+    # Its snapshot goes to .herald-run/ (git-ignored), not to the working directory.
+    mkdir -p .herald-run
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --dir "$PWD/.herald-run" >/dev/null
     for _ in $(seq 1 50); do redis-cli -p 6379 ping >/dev/null 2>&1 && return; sleep 0.1; done
     log "Redis did not start"; exit 1
 }
