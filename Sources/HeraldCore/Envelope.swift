@@ -51,10 +51,20 @@ public struct MessageEnvelope: Equatable, Sendable {
     }
 
     /// `application/json`, with any parameters (`; charset=utf-8`), case-insensitive.
+    /// A byte scan (no allocation): it runs for every message the sequencer stores.
     public static func isJSONContentType(_ contentType: String) -> Bool {
-        let lowered = contentType.lowercased()
-        let media = lowered.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return media.trimmingSpaces() == "application/json"
+        var utf8 = contentType.utf8[...]
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
+        while let c = utf8.first, isSpace(c) { utf8 = utf8.dropFirst() }
+        for expected in "application/json".utf8 {
+            guard let c = utf8.first else { return false }
+            // ASCII lowercase; `expected` is lowercase already.
+            let lower = (c >= 0x41 && c <= 0x5A) ? c | 0x20 : c
+            if lower != expected { return false }
+            utf8 = utf8.dropFirst()
+        }
+        while let c = utf8.first, isSpace(c) { utf8 = utf8.dropFirst() }
+        return utf8.first == nil || utf8.first == UInt8(ascii: ";")
     }
 
     /// Reads the seq of a stored `message` frame without parsing the JSON.
@@ -90,14 +100,6 @@ public enum Admission {
     }
 }
 
-extension Substring {
-    func trimmingSpaces() -> Substring {
-        var s = self
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return s
-    }
-}
 
 public enum Base64 {
     static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)

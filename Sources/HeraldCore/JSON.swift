@@ -179,6 +179,7 @@ public enum JSON {
         func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
 
         mutating func string() throws(JSONError) -> String {
+            if !build { try skipString(); return "" }
             index += 1 // opening quote
             var out = [UInt8]()
             while true {
@@ -224,6 +225,54 @@ public enum JSON {
                     throw fail("control character in string")
                 default:
                     out.append(b)
+                    index += 1
+                }
+            }
+        }
+
+        /// `string()` without building the value (validation only): no allocation unless the
+        /// string has non-ASCII bytes, which are then checked as UTF-8 in one go. Escapes are
+        /// checked exactly as `string()` checks them.
+        mutating func skipString() throws(JSONError) {
+            index += 1 // opening quote
+            let start = index
+            var ascii = true
+            while true {
+                guard index < bytes.count else { throw fail("unterminated string") }
+                let b = bytes[index]
+                switch b {
+                case 0x22:
+                    if !ascii && String(validating: bytes[start..<index], as: UTF8.self) == nil {
+                        throw fail("string is not valid UTF-8")
+                    }
+                    index += 1
+                    return
+                case 0x5C:
+                    index += 1
+                    guard index < bytes.count else { throw fail("unterminated escape") }
+                    let e = bytes[index]
+                    index += 1
+                    switch e {
+                    case 0x22, 0x5C, 0x2F, UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                        break
+                    case UInt8(ascii: "u"):
+                        let scalar = try hex4()
+                        if (0xD800...0xDBFF).contains(scalar) {
+                            guard index + 1 < bytes.count, bytes[index] == 0x5C, bytes[index + 1] == UInt8(ascii: "u") else {
+                                throw fail("unpaired surrogate in string")
+                            }
+                            index += 2
+                            let low = try hex4()
+                            guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in string") }
+                        } else if (0xDC00...0xDFFF).contains(scalar) {
+                            throw fail("unpaired surrogate in string")
+                        }
+                    default: throw fail("invalid escape in string")
+                    }
+                case 0x00..<0x20:
+                    throw fail("control character in string")
+                default:
+                    if b >= 0x80 { ascii = false }
                     index += 1
                 }
             }

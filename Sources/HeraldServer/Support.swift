@@ -90,13 +90,19 @@ func monotonicNanos() -> UInt64 {
 
 /// A random lowercase hex string (epochs, generated message ids).
 func randomHex(bytes: Int) -> String {
-    var out = ""
+    // One draw from the system generator (a getrandom call) per 8 bytes, not one per byte.
+    let digits: [UInt8] = Array("0123456789abcdef".utf8)
     var generator = SystemRandomNumberGenerator()
-    for _ in 0..<bytes {
-        let b = UInt8.random(in: 0...255, using: &generator)
-        out += String(b >> 4, radix: 16) + String(b & 0xF, radix: 16)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes * 2)
+    var word: UInt64 = 0
+    for i in 0..<bytes {
+        if i % 8 == 0 { word = generator.next() }
+        let b = UInt8(truncatingIfNeeded: word >> (UInt64(i % 8) * 8))
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 0xF)])
     }
-    return out
+    return String(decoding: out, as: UTF8.self)
 }
 
 func monotonicMicros() -> UInt64 { monotonicNanos() / 1_000 }

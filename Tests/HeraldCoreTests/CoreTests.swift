@@ -29,6 +29,13 @@ import Testing
             #expect(throws: JSONError.self) { try JSON.minify(Array(bad.utf8)) }
         }
         #expect(throws: JSONError.self) { try JSON.minify([0x22, 0xFF, 0x22]) }
+        #expect(throws: JSONError.self) { try JSON.minify([0x7B, 0x22, 0xC3, 0x22, 0x3A, 0x31, 0x7D]) } // {"\xC3":1}
+    }
+
+    @Test func minifyAcceptsUnicodeAndEscapes() throws {
+        let text = "{\"clé\": \"😀 \\u00e9\\ud83d\\ude00\\n\\\"\"}"
+        let out = try JSON.minify(Array(text.utf8))
+        #expect(String(decoding: out, as: UTF8.self) == "{\"clé\":\"😀 \\u00e9\\ud83d\\ude00\\n\\\"\"}")
     }
 
     @Test func boundsNesting() {
@@ -71,6 +78,15 @@ import Testing
         #expect(Admission.check(channel: "ok", bodySize: 11, maxBytes: 10)?.code == .tooLarge)
         #expect(Admission.check(channel: "ok", bodySize: 10, maxBytes: 10) == nil)
         #expect(EnvelopeError(code: .badJSON, message: "x").header == "bad_json: x")
+    }
+
+    @Test func jsonContentTypeIgnoresCaseParametersAndSpaces() {
+        for yes in ["application/json", "Application/JSON; charset=utf-8", " application/json ", "application/json ;x=y", "application/json;"] {
+            #expect(MessageEnvelope.isJSONContentType(yes), "\(yes)")
+        }
+        for no in ["", "application/js", "application/jsonx", "application/json-patch+json", "text/plain", "application/ json", "xapplication/json"] {
+            #expect(!MessageEnvelope.isJSONContentType(no), "\(no)")
+        }
     }
 
     @Test func seqIsReadFromAFrame() throws {

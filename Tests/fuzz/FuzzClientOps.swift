@@ -31,6 +31,11 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             }
         }
     }
+    // The validating minifier (no tree built) must accept exactly what the full parser accepts.
+    let minified = try? JSON.minify(bytes)
+    let parsed = try? JSON.parse(bytes)
+    precondition((minified != nil) == (parsed != nil), "JSON.minify and JSON.parse disagree on validity")
+    if let minified { precondition((try? JSON.parse(minified)) == parsed, "minifying changed the JSON value") }
     // Tokens: never crash on garbage.
     _ = TokenVerifier(secret: "fuzz-secret-0123456789").verify(text, nowSeconds: 1)
     return 0
