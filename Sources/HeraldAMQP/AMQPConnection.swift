@@ -308,11 +308,25 @@ public final class AMQPConnection {
         if status != AMQP_STATUS_OK.rawValue { throw AMQPError("basic.nack failed: \(Self.statusString(status))") }
     }
 
-    /// Waits until every publish so far is confirmed. Deliveries that arrive meanwhile are kept
-    /// for `nextEvent`. Returns the tags the broker refused (nack); throws on timeout.
-    public func waitForConfirms(timeoutMillis: Int) throws(AMQPError) -> Set<UInt64> {
+    /// The tag of the newest publish so far (0 before the first).
+    public var lastPublishTag: UInt64 { nextPublishTag - 1 }
+
+    /// Every publish up to this tag is settled: confirmed, or refused (see `waitForConfirms`).
+    public var settledThrough: UInt64 { unconfirmed.min().map { $0 - 1 } ?? lastPublishTag }
+
+    /// Tags the broker refused (nack) since the last call, which clears them.
+    public func takeRefused() -> Set<UInt64> {
+        defer { refusedTags = [] }
+        return refusedTags
+    }
+
+    /// Waits until every publish up to `tag` (default: every publish so far) is settled.
+    /// Deliveries that arrive meanwhile are kept for `nextEvent`. Returns the tags the broker
+    /// refused (nack); throws on timeout.
+    public func waitForConfirms(through tag: UInt64? = nil, timeoutMillis: Int) throws(AMQPError) -> Set<UInt64> {
+        let target = tag ?? lastPublishTag
         var waited = 0
-        while !unconfirmed.isEmpty {
+        while settledThrough < target {
             let event = try readEvent(timeoutMillis: 100)
             switch event {
             case .timeout:
@@ -324,9 +338,7 @@ public final class AMQPConnection {
                 break
             }
         }
-        let result = refusedTags
-        refusedTags = []
-        return result
+        return takeRefused()
     }
 
     /// The next delivery or confirm, waiting at most `timeoutMillis` (0: do not block).

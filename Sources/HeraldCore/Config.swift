@@ -18,14 +18,16 @@ public struct HeraldConfig: Sendable {
     /// How long a `message_id` is remembered for de-duplication.
     public var dedupeSeconds = 86_400
     /// Deliveries RabbitMQ may have outstanding at the sequencer, and the largest batch.
-    public var prefetch: UInt16 = 1_000
-    public var batchSize = 500
+    public var prefetch: UInt16 = 10_000
+    public var batchSize = 1_000
     public var maxConnections = 100_000
     /// RabbitMQ queue type of `<exchange>.history` and `.dead`: "classic" or "quorum" (replicated;
     /// what a cluster of RabbitMQ nodes should use). Fixed when the queue is first declared.
     public var queueType = "classic"
     /// A busy channel's subscribers write at most this often (µs); a quiet channel's at once.
     public var coalesceMicros: UInt64 = 10_000
+    /// The WebSocket thread's event loop: "epoll" (libev) or "poll" (lws's own).
+    public var eventLoop = "epoll"
     /// HS256 secret for connection tokens; nil: no tokens, every channel is readable.
     public var tokenSecret: String?
     /// Channel patterns readable without a token; nil: all without a secret, none with one.

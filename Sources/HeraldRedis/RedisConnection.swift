@@ -120,6 +120,13 @@ public final class RedisConnection {
 
     /// Sends every command, then reads every reply: one round trip for the whole batch.
     public func pipeline(_ commands: [[[UInt8]]]) throws(RedisError) -> [RedisReply] {
+        try send(commands)
+        return try receive(count: commands.count)
+    }
+
+    /// Writes every command to the socket without reading a reply, so the caller can do other
+    /// work while Redis runs them; `receive(count:)` reads the replies, in order.
+    public func send(_ commands: [[[UInt8]]]) throws(RedisError) {
         guard let ctx = context else { throw RedisError("not connected to Redis") }
         for args in commands {
             let status = Self.withArgv(args) { argc, argv, lens in
@@ -131,9 +138,22 @@ public final class RedisConnection {
                 throw RedisError("Redis write failed: \(message)")
             }
         }
+        var done: Int32 = 0
+        while done == 0 {
+            if redisBufferWrite(ctx, &done) != REDIS_OK {
+                let message = Self.errorString(ctx)
+                close()
+                throw RedisError("Redis write failed: \(message)")
+            }
+        }
+    }
+
+    /// Reads the next `count` replies (blocking, within the connection's timeout).
+    public func receive(count: Int) throws(RedisError) -> [RedisReply] {
+        guard let ctx = context else { throw RedisError("not connected to Redis") }
         var replies = [RedisReply]()
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
             var raw: UnsafeMutableRawPointer?
             if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
                 let message = Self.errorString(ctx)
@@ -184,9 +204,14 @@ public final class RedisConnection {
 
     static func withArgv<R>(_ args: [[UInt8]], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
         // One contiguous copy keeps every argument alive for the duration of the call.
+        var total = 1
+        for a in args { total += a.count }
         var storage = [UInt8]()
+        storage.reserveCapacity(total)
         var offsets = [Int]()
+        offsets.reserveCapacity(args.count)
         var lengths = [Int]()
+        lengths.reserveCapacity(args.count)
         for a in args {
             offsets.append(storage.count)
             lengths.append(a.count)
@@ -213,8 +238,23 @@ public final class RedisScript: Sendable {
     /// Runs the script once per call, pipelined; entries that hit NOSCRIPT are retried after a load.
     public func run(on redis: RedisConnection, sha: inout String?,
                     calls: [(keys: [[UInt8]], args: [[UInt8]])]) throws(RedisError) -> [RedisReply] {
+        try send(on: redis, sha: &sha, calls: calls)
+        return try receive(on: redis, sha: &sha, calls: calls)
+    }
+
+    /// The first half of `run`: sends one EVALSHA per call and returns without a reply.
+    public func send(on redis: RedisConnection, sha: inout String?,
+                     calls: [(keys: [[UInt8]], args: [[UInt8]])]) throws(RedisError) {
         if sha == nil { sha = try load(on: redis) }
-        var replies = try redis.pipeline(calls.map { evalsha(sha!, $0.keys, $0.args) })
+        let command = Array("EVALSHA".utf8), digest = Array(sha!.utf8)
+        try redis.send(calls.map { [command, digest, Array(String($0.keys.count).utf8)] + $0.keys + $0.args })
+    }
+
+    /// The second half of `run`: the replies to the `calls` sent last, in order, with NOSCRIPT
+    /// entries run again after loading the script.
+    public func receive(on redis: RedisConnection, sha: inout String?,
+                        calls: [(keys: [[UInt8]], args: [[UInt8]])]) throws(RedisError) -> [RedisReply] {
+        var replies = try redis.receive(count: calls.count)
         let missing = replies.indices.filter {
             if case let .error(e) = replies[$0], e.hasPrefix("NOSCRIPT") { return true }
             return false

@@ -7,6 +7,11 @@ import Logging
 /// message through the `sequence` script, publishes the sequenced batch to `<exchange>.live`
 /// with a confirm, and only then acks the deliveries (one multiple-ack per batch).
 ///
+/// Batches are pipelined: while RabbitMQ confirms one batch's live publish, the next batch is
+/// read and stored in Redis. Up to `maxInFlight` batches wait for their confirm; each is acked,
+/// in order, once its own publishes (and every earlier one) are confirmed. So a delivery is
+/// still acked only after Redis stored it and every node was sent it.
+///
 /// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread.
 final class Sequencer: Worker, @unchecked Sendable {
     private var amqp: AMQPConnection?
@@ -18,27 +23,119 @@ final class Sequencer: Worker, @unchecked Sendable {
     private var everConnectedAMQP = false
     private var everConnectedRedis = false
 
+    /// A batch stored in Redis and published, waiting for RabbitMQ's confirm before its ack.
+    private struct InFlight {
+        /// The newest delivery of the batch: acked with `multiple`.
+        var lastDelivery: UInt64
+        /// The batch's newest publish (live and dead-letter); settled means the batch is safe.
+        var lastPublish: UInt64
+        var deadLettered: Int
+        var publishedAtMillis: UInt64
+    }
+    private var inFlight: [InFlight] = []
+    private let maxInFlight = 4
+    private let confirmTimeoutMillis: UInt64 = 10_000
+
+    /// A batch whose script calls were sent to Redis; its replies are read after the next
+    /// batch was collected from RabbitMQ, so Redis works while this thread reads.
+    private struct Staged {
+        var deliveries: [AMQPDelivery]
+        var calls: [(keys: [[UInt8]], args: [[UInt8]])]
+        var channels: [String] // parallel to calls
+        var dead: [(AMQPDelivery, EnvelopeError)]
+        /// False when the send failed: the replies are fetched again from scratch.
+        var sent: Bool
+    }
+    private var staged: Staged?
+
     func run() {
         while !stop.isSet {
             guard let amqp = connectAMQP() else { continue }
             guard connectRedis() != nil else { continue }
             do {
                 try probeIfDue(amqp)
-                var batch: [AMQPDelivery] = []
-                let first = try amqp.nextEvent(timeoutMillis: 100)
-                if case let .delivery(d) = first { batch.append(d) }
-                while batch.count < config.batchSize && !batch.isEmpty {
-                    guard case let .delivery(d) = try amqp.nextEvent(timeoutMillis: 0) else { break }
-                    batch.append(d)
+                try ackConfirmed(amqp)
+                if inFlight.count >= maxInFlight && staged == nil {
+                    // The pipeline is full: wait for the oldest batch's confirm.
+                    try failIfRefused(amqp.waitForConfirms(through: inFlight[0].lastPublish, timeoutMillis: Int(confirmTimeoutMillis)))
+                    continue
                 }
-                if !batch.isEmpty { try process(batch, amqp) }
+                // With a batch in Redis, take only what has already arrived, then finish that batch.
+                let batch = try collect(amqp, timeoutMillis: staged == nil ? 100 : 0)
+                if let ready = staged {
+                    staged = nil
+                    guard try finish(ready, amqp) else { continue } // stopping
+                }
+                if !batch.isEmpty { staged = stage(batch) }
             } catch {
                 logger.error("RabbitMQ connection lost; unacknowledged messages will be delivered again", metadata: ["error": "\(error)"])
+                if staged != nil {
+                    // Its replies are still on the Redis connection: start that one afresh too.
+                    staged = nil
+                    dropRedis()
+                }
                 dropAMQP()
+            }
+        }
+        // Stopping: ack what RabbitMQ confirms within a second; the rest is delivered again.
+        if let amqp, !inFlight.isEmpty {
+            do {
+                try failIfRefused(amqp.waitForConfirms(timeoutMillis: 1_000))
+                try ackConfirmed(amqp)
+            } catch {
+                logger.warning("stopping with unconfirmed batches; RabbitMQ will deliver them again", metadata: ["error": "\(error)"])
             }
         }
         amqp?.close()
         redis?.close()
+    }
+
+    /// Up to `batchSize` deliveries: waits `timeoutMillis` for the first, then takes what is buffered.
+    private func collect(_ amqp: AMQPConnection, timeoutMillis: Int) throws(AMQPError) -> [AMQPDelivery] {
+        var batch: [AMQPDelivery] = []
+        var event = try amqp.nextEvent(timeoutMillis: timeoutMillis)
+        while true {
+            switch event {
+            case let .delivery(d):
+                batch.append(d)
+                if batch.count >= config.batchSize { return batch }
+            case .confirm:
+                // Settled inside the connection; acked at the top of the loop.
+                if batch.isEmpty && timeoutMillis > 0 { return batch }
+            case .timeout:
+                return batch
+            }
+            event = try amqp.nextEvent(timeoutMillis: 0)
+        }
+    }
+
+    /// Acks every in-flight batch whose publishes are all confirmed, oldest first, with one
+    /// multiple-ack for the newest of them.
+    private func ackConfirmed(_ amqp: AMQPConnection) throws(AMQPError) {
+        try failIfRefused(amqp.takeRefused())
+        guard !inFlight.isEmpty else { return }
+        let settled = amqp.settledThrough
+        var done = 0
+        var deadLettered = 0
+        while done < inFlight.count && inFlight[done].lastPublish <= settled {
+            deadLettered += inFlight[done].deadLettered
+            done += 1
+        }
+        if done > 0 {
+            try amqp.ack(inFlight[done - 1].lastDelivery, multiple: true)
+            metrics.deadLettered.add(deadLettered)
+            metrics.sequencerBatches.add(done)
+            inFlight.removeFirst(done)
+        }
+        if let oldest = inFlight.first, monotonicNanos() / 1_000_000 - oldest.publishedAtMillis > confirmTimeoutMillis {
+            throw AMQPError("no publisher confirm within \(confirmTimeoutMillis) ms")
+        }
+    }
+
+    private func failIfRefused(_ refused: Set<UInt64>) throws(AMQPError) {
+        if !refused.isEmpty {
+            throw AMQPError("RabbitMQ refused \(refused.count) live/dead-letter publishes")
+        }
     }
 
     /// Every node sends itself a probe through the history queue every 2 s. Only the active
@@ -51,12 +148,19 @@ final class Sequencer: Worker, @unchecked Sendable {
                      properties: AMQPProperties(headers: [("x-herald-probe", config.nodeID)]))
     }
 
-    private func process(_ deliveries: [AMQPDelivery], _ amqp: AMQPConnection) throws(AMQPError) {
+    /// Turns deliveries into script calls (or dead letters) and sends the calls to Redis.
+    private func stage(_ deliveries: [AMQPDelivery]) -> Staged {
         health.lastHistoryDelivery.store(Int(monotonicNanos() / 1_000_000), ordering: .relaxed)
         let now = wallMillis()
         var calls: [(keys: [[UInt8]], args: [[UInt8]])] = []
         var channels: [String] = [] // parallel to calls
         var dead: [(AMQPDelivery, EnvelopeError)] = []
+        // Per batch, not per message: the epoch a new channel gets (only used when the channel
+        // has none yet), the constant arguments and each channel's keys.
+        let epochCandidate = Array(randomHex(bytes: 6).utf8)
+        let historySize = Array(String(config.historySize).utf8)
+        let dedupeSeconds = Array(String(config.dedupeSeconds).utf8)
+        var keys: [String: (meta: [UInt8], history: [UInt8])] = [:]
         for d in deliveries {
             if d.properties.header("x-herald-probe") != nil { continue }
             let channel = d.routingKey.isEmpty ? config.defaultChannel : d.routingKey
@@ -71,18 +175,45 @@ final class Sequencer: Worker, @unchecked Sendable {
                                                    contentType: d.properties.contentType)
                 let idKey = publisherID.map { config.idKey(channel, $0) } ?? ""
                 channels.append(channel)
-                calls.append((keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8), Array(idKey.utf8)],
-                              args: [envelope.head, envelope.tail, Array(String(config.historySize).utf8),
-                                     Array(String(config.dedupeSeconds).utf8), Array(randomHex(bytes: 6).utf8)]))
+                let k = keys[channel] ?? (Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8))
+                keys[channel] = k
+                calls.append((keys: [k.meta, k.history, Array(idKey.utf8)],
+                              args: [envelope.head, envelope.tail, historySize, dedupeSeconds, epochCandidate]))
             } catch {
                 dead.append((d, error))
             }
         }
+        var sent = false
+        if !calls.isEmpty, let redis {
+            do {
+                try Scripts.sequence.send(on: redis, sha: &scriptSHA, calls: calls)
+                sent = true
+            } catch {
+                logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
+                dropRedis()
+            }
+        }
+        return Staged(deliveries: deliveries, calls: calls, channels: channels, dead: dead, sent: sent)
+    }
 
+    /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
+    /// answers), publishes it to every node and puts it in flight. False: stopping.
+    private func finish(_ batch: Staged, _ amqp: AMQPConnection) throws(AMQPError) -> Bool {
+        let calls = batch.calls, channels = batch.channels, dead = batch.dead, deliveries = batch.deliveries
         // Redis first: retried until it answers (messages wait, unacked, in RabbitMQ meanwhile).
         var sequenced: [SequencedMessage] = []
         if !calls.isEmpty {
-            guard let replies = storeInRedis(calls) else { return } // stopping: RabbitMQ redelivers
+            var replies: [RedisReply]?
+            if batch.sent, let redis {
+                do {
+                    replies = try Scripts.sequence.receive(on: redis, sha: &scriptSHA, calls: calls)
+                } catch {
+                    logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
+                    dropRedis()
+                }
+            }
+            if replies == nil { replies = storeInRedis(calls) }
+            guard let replies else { return false } // stopping: RabbitMQ redelivers
             for (i, reply) in replies.enumerated() {
                 guard case let .array(items) = reply, items.count == 4, let seq = items[0].integer,
                       let frame = items[1].bytes, let epoch = items[2].text, let dup = items[3].integer else {
@@ -118,13 +249,9 @@ final class Sequencer: Worker, @unchecked Sendable {
                                                     persistent: true, headers: headers))
             logger.warning("dead-lettered a message", metadata: ["channel": "\(d.routingKey.prefix(200))", "error": "\(error.header)"])
         }
-        let refused = try amqp.waitForConfirms(timeoutMillis: 10_000)
-        if !refused.isEmpty {
-            throw AMQPError("RabbitMQ refused \(refused.count) live/dead-letter publishes")
-        }
-        metrics.deadLettered.add(dead.count)
-        try amqp.ack(deliveries.last!.tag, multiple: true)
-        metrics.sequencerBatches.add()
+        inFlight.append(InFlight(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,
+                                 deadLettered: dead.count, publishedAtMillis: monotonicNanos() / 1_000_000))
+        return true
     }
 
     private func storeInRedis(_ calls: [(keys: [[UInt8]], args: [[UInt8]])]) -> [RedisReply]? {
@@ -134,12 +261,16 @@ final class Sequencer: Worker, @unchecked Sendable {
                 return try Scripts.sequence.run(on: redis, sha: &scriptSHA, calls: calls)
             } catch {
                 logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
-                redis.close()
-                self.redis = nil
-                health.sequencerRedis.store(false, ordering: .relaxed)
+                dropRedis()
             }
         }
         return nil
+    }
+
+    private func dropRedis() {
+        redis?.close()
+        redis = nil
+        health.sequencerRedis.store(false, ordering: .relaxed)
     }
 
     private func connectAMQP() -> AMQPConnection? {
@@ -169,6 +300,7 @@ final class Sequencer: Worker, @unchecked Sendable {
     }
 
     private func dropAMQP() {
+        inFlight = [] // unacked: RabbitMQ delivers them again
         amqp?.abandon()
         amqp = nil
         health.sequencerAMQP.store(false, ordering: .relaxed)
