@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
 
         .executableTarget(name: "herald", dependencies: [
-            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench",
+            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldWebSocket",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

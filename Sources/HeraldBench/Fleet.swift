@@ -82,13 +82,14 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
     private var measuring = true
     var publishStartedMicros: UInt64 = 0
 
-    public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int) {
+    public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int,
+                eventLoop: EventLoop = .poll) {
         self.kind = kind
         self.urls = urls
         self.channels = channels
         self.liveSince = wallMicros()
         clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
-        pool = WebSocketClientPool(maxConnections: clientCount + 16, handler: self)
+        pool = WebSocketClientPool(maxConnections: clientCount + 16, eventLoop: eventLoop, handler: self)
     }
 
     public func start() throws(WebSocketError) { try pool.start() }

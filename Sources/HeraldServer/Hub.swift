@@ -170,6 +170,12 @@ final class Hub: WebSocketHandler {
     }
 
     func webSocketWritable(_ connection: WebSocketConnection) {
+        send(connection)
+    }
+
+    /// Writes the connection's next batch, asking for another writable call while more remains.
+    /// Called from the writable callback, or directly when `connection.canWriteNow`.
+    private func send(_ connection: WebSocketConnection) {
         guard let state = connection.context as? ClientState, connection.isOpen else { return }
         switch state.outbox.nextBatch(maxFrames: Self.maxBatchFrames, maxBytes: Self.maxBatchBytes, ring: { self.rings[$0] }) {
         case .nothing:
@@ -273,7 +279,7 @@ final class Hub: WebSocketHandler {
                     guard let plan = state.outbox.apply(channel: channel, request: request, snapshot: snapshot) else { continue }
                     metrics.replays.add()
                     metrics.replayedMessages.add(plan.replay.count)
-                    connection.requestWritable()
+                    writeNowOrSoon(connection)
                 }
             case let .httpHistory(token, result, since, limit):
                 guard let request = httpWaiting.removeValue(forKey: token) else { continue }
@@ -310,13 +316,6 @@ final class Hub: WebSocketHandler {
                 liveTimes[channel] = (last, t)
                 metrics.observeLatency(millis: now > t ? Int(now - t) : 0)
             }
-            guard let ring = rings[channel], let group = subscribers[channel] else { continue }
-            for connection in group.values {
-                guard let state = connection.context as? ClientState else { continue }
-                if state.outbox.mustResume(channel: channel, ring: ring) {
-                    closeSlow(connection, reason: "cannot continue on \(channel): more than \(config.clientBacklog) messages behind, or its epoch changed")
-                }
-            }
             flushSoon(channel)
         }
     }
@@ -346,8 +345,28 @@ final class Hub: WebSocketHandler {
 
     private func flush(_ channel: String, now: UInt64) {
         lastFlush[channel] = now
-        guard let group = subscribers[channel] else { return }
-        for connection in group.values where connection.isOpen { connection.requestWritable() }
+        guard let group = subscribers[channel], let ring = rings[channel] else { return }
+        for connection in group.values where connection.isOpen {
+            // A client whose position left the ring, or whose epoch the ring no longer carries,
+            // can never continue here: it resumes (4008), even if it has stopped reading.
+            guard let state = connection.context as? ClientState else { continue }
+            if state.outbox.mustResume(channel: channel, ring: ring) {
+                closeSlow(connection, reason: "cannot continue on \(channel): more than \(config.clientBacklog) messages behind, or its epoch changed")
+            } else {
+                writeNowOrSoon(connection)
+            }
+        }
+    }
+
+    /// Writes what the connection has pending right away when lws holds nothing unsent for it,
+    /// else when it becomes writable. Only from wake-ups and timers, never from inside one of
+    /// this connection's own callbacks.
+    private func writeNowOrSoon(_ connection: WebSocketConnection) {
+        if connection.canWriteNow {
+            send(connection)
+        } else {
+            connection.requestWritable()
+        }
     }
 
     func timerFired() {

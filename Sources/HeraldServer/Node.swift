@@ -52,6 +52,7 @@ public final class Node: @unchecked Sendable {
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
+        options.eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
 
         let workerStop = StopFlag()
         let serverBox = ServerBox()

@@ -51,7 +51,7 @@ public final class WebSocketClientPool {
     }
 
     private weak var handler: WebSocketClientHandler?
-    private let loop = ServiceLoop()
+    private let loop: ServiceLoop
     private var context: OpaquePointer? { loop.context }
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var protocolName: UnsafeMutablePointer<CChar>?
@@ -62,9 +62,10 @@ public final class WebSocketClientPool {
     private var failedWhileConnecting = false
     private let maxConnections: Int
 
-    public init(maxConnections: Int, handler: WebSocketClientHandler) {
+    public init(maxConnections: Int, eventLoop: EventLoop = .poll, handler: WebSocketClientHandler) {
         self.maxConnections = maxConnections
         self.handler = handler
+        loop = ServiceLoop(kind: eventLoop)
     }
 
     deinit {
@@ -91,7 +92,11 @@ public final class WebSocketClientPool {
         info.user = Unmanaged.passUnretained(self).toOpaque()
         info.fd_limit_per_thread = UInt32(maxConnections + 64)
         info.timeout_secs = 30
-        guard let ctx = lws_create_context(&info) else { throw WebSocketError("cannot create the client context") }
+        loop.configure(&info)
+        guard let ctx = lws_create_context(&info) else {
+            loop.creationFailed()
+            throw WebSocketError("cannot create the client context")
+        }
         loop.started(ctx)
     }
 

@@ -76,6 +76,16 @@ public final class WebSocketConnection {
         lws_callback_on_writable(wsi)
     }
 
+    /// True when `write(frames:)` may be called now, outside `webSocketWritable`: the
+    /// connection is open, no close is under way, and lws holds no unsent part of an earlier
+    /// write. Writing at once saves the writable round trip (and, with epoll, two `epoll_ctl`s
+    /// per delivery); when the kernel takes only part of a write, lws keeps the rest and this
+    /// turns false until it is flushed.
+    public var canWriteNow: Bool {
+        guard let wsi, closeCode == nil, server != nil else { return false }
+        return lws_partial_buffered(wsi) == 0
+    }
+
     /// True when the kernel buffer is full: writing now would only queue inside lws.
     public var isChoked: Bool {
         guard let wsi else { return true }
@@ -94,7 +104,8 @@ public final class WebSocketConnection {
 
     fileprivate var server: WebSocketServer?
 
-    /// Writes `frames` as one text message, separated by newlines. Call only from `webSocketWritable`.
+    /// Writes `frames` as one text message, separated by newlines. Call from `webSocketWritable`,
+    /// or anywhere on the service thread while `canWriteNow`.
     @discardableResult
     public func write(frames: [[UInt8]]) -> Bool {
         guard let wsi, let server else { return false }
@@ -177,12 +188,14 @@ public final class WebSocketServer: @unchecked Sendable {
         /// nil, the default, means no such endpoint exists.
         public var echoPath: String?
         public var maxEchoMessageBytes = 16 << 20
+        /// epoll (libev) by default; poll is lws's built-in loop.
+        public var eventLoop = EventLoop.epoll
         public init() {}
     }
 
     public let options: Options
     // Service-thread state.
-    private let loop = ServiceLoop()
+    private let loop: ServiceLoop
     private var context: OpaquePointer? { loop.context }
     private weak var handler: WebSocketHandler?
     private var nextID: UInt64 = 1
@@ -201,32 +214,20 @@ public final class WebSocketServer: @unchecked Sendable {
     public init(options: Options, handler: WebSocketHandler) {
         self.options = options
         self.handler = handler
+        loop = ServiceLoop(kind: options.eventLoop)
+        loop.onTimer = { [unowned self] in self.handler?.timerFired() }
     }
 
     deinit {
         protocols?.deallocate()
         cStrings.forEach { free($0) }
-        timer.deallocate()
         idlePolicy?.deallocate()
     }
-
-    private let timer: UnsafeMutablePointer<herald_timer> = {
-        let t = UnsafeMutablePointer<herald_timer>.allocate(capacity: 1)
-        t.initialize(to: herald_timer())
-        return t
-    }()
 
     /// Calls the handler's `timerFired()` on the service thread after `afterMicros` (replacing
     /// any timer already set). Service thread only.
     public func schedule(afterMicros: Int64) {
-        guard let ctx = context else { return }
-        timer.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
-        // `sul` is the struct's first field: the same address, without an inout copy.
-        let sul = UnsafeMutableRawPointer(timer).assumingMemoryBound(to: lws_sorted_usec_list_t.self)
-        lws_sul_schedule(ctx, 0, sul, { sul in
-            guard let sul, let owner = herald_timer_owner(sul) else { return }
-            Unmanaged<WebSocketServer>.fromOpaque(owner).takeUnretainedValue().handler?.timerFired()
-        }, afterMicros)
+        loop.schedule(afterMicros: afterMicros)
     }
 
     /// Creates the listening context. Call on the service thread before `run()`.
@@ -270,7 +271,9 @@ public final class WebSocketServer: @unchecked Sendable {
         let alpn = strdup("http/1.1")!
         cStrings.append(alpn)
         info.alpn = UnsafePointer(alpn)
+        loop.configure(&info)
         guard let ctx = lws_create_context(&info) else {
+            loop.creationFailed()
             throw WebSocketError("cannot listen on \(options.host):\(options.port) (is the port in use?)")
         }
         loop.started(ctx)

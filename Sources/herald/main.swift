@@ -3,6 +3,7 @@ import HeraldAMQP
 import HeraldBench
 import HeraldCore
 import HeraldServer
+import HeraldWebSocket
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -50,6 +51,7 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Test only: a WebSocket path that echoes every message, for protocol conformance runs. Never set it in production.", visibility: .hidden)) var testEchoPath: String?
     @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
+    @Option(help: "How the WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
 
     func validate() throws {
         guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
@@ -57,6 +59,7 @@ struct Serve: ParsableCommand {
         guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
         guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
         guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
+        guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
         for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
         }
@@ -88,6 +91,7 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
+        config.eventLoop = eventLoop
         config.tokenSecret = tokenSecret
         config.testEchoPath = testEchoPath
         config.maxSubscriptionsPerConnection = maxSubscriptions
@@ -205,6 +209,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress lines.") var quiet = false
     @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
     @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
+    @Option(help: "How the client thread waits for sockets: poll (lws's built-in loop; the cheaper of the two for a client that reads from every socket at once) or epoll (libev).") var eventLoop = "poll"
 
     func validate() throws {
         guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
@@ -212,6 +217,7 @@ struct Bench: ParsableCommand {
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
+        guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
     }
 
     func run() throws {
@@ -235,6 +241,7 @@ struct Bench: ParsableCommand {
         o.quiet = quiet
         o.count = count
         o.metricsURL = metricsURL
+        o.eventLoop = EventLoop(rawValue: eventLoop)!
         raiseFileLimit()
         let result: BenchResult
         do {
@@ -316,7 +323,7 @@ func argumentsWithEnvironment(_ arguments: [String]) -> [String] {
     let flags = arguments[1] == "serve"
         ? ["host", "port", "amqp-url", "redis-url", "exchange", "default-channel", "history-size", "redis-prefix",
            "max-message-bytes", "max-client-frame-bytes", "client-backlog", "api-key", "node-id", "web-root",
-           "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms", "token-secret",
+           "dedupe-seconds", "max-connections", "log-level", "queue-type", "coalesce-ms", "event-loop", "token-secret",
            "anonymous-channels", "allowed-origin", "max-subscriptions", "max-client-ops", "max-connections-per-ip",
            "handshake-timeout", "ping-interval", "pong-timeout"]
         : ["amqp-url", "exchange"]

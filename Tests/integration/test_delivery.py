@@ -186,3 +186,16 @@ def test_healthz_metrics_and_demo_page(herald):
         assert False
     except urllib.error.HTTPError as e:
         assert e.code == 404
+
+
+def test_a_message_held_for_coalescing_goes_out_when_the_window_ends(herald_factory, exchange):
+    """On a busy channel a message that comes within --coalesce-ms of the last write waits for a
+    timer, not for the next event: each message below arrives while nothing else happens."""
+    herald = herald_factory(extra=("--coalesce-ms", "300")).start()
+    c = Client(herald.ws_url("channel=burst"))
+    assert c.recv()["type"] == "subscribed"
+    for i in range(1, 6):
+        publish(exchange, "burst", [f"m{i}".encode()])
+        msgs, _ = c.recv_messages("burst", 1, timeout=5)
+        assert (msgs[0]["seq"], msgs[0]["data"]) == (i, f"m{i}")
+    c.close()
