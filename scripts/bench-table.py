@@ -27,23 +27,56 @@ def correctness(r):
     return f"lost {r['lost']}, dup {r['duplicated']}, ooo {r['out_of_order']}"
 
 
-print("| measurement | Herald | Nchan |")
-print("| --- | --- | --- |")
-print(row("throughput, 1,000 clients, 1 channel, 100 B: highest clean rate (0 lost, p99 < 50 ms)", "throughput",
-          lambda r: f"{f(r.get('highest_clean_deliveries_per_sec'))} deliveries/s ({f(r.get('highest_clean_rate'))} msg/s); server CPU {f(r['server_cpu_percent'])}%, bench CPU {f(r['bench_cpu_percent'])}%"))
-print(row("1,000 clients × 20 msg/s: latency p50 / p99 / max", "latency-1k",
-          lambda r: f"{f(r['latency_ms']['p50'], 1)} / {f(r['latency_ms']['p99'], 1)} / {f(r['latency_ms']['max'], 1)} ms; {correctness(r)}"))
-print(row("idle connections: server RSS per connection", "connections",
-          lambda r: f"{f(r['memory_per_connection_kb'], 2)} KB × {f(r['connected'])} (connect p99 {f(r['connect_ms']['p99'], 0)} ms)"))
-print(row("10,000 clients × 10 msg/s: p50 / p99, loss", "latency-10k",
-          lambda r: f"{f(r['latency_ms']['p50'], 1)} / {f(r['latency_ms']['p99'], 1)} ms; {correctness(r)}; {f(r['connected'])} connected"))
-print(row("storm: clients joining at once, 100 messages of history: all caught up", "storm",
-          lambda r: f"{f(r['join_catch_up_seconds'], 3)} s for {f(r['clients'])}"))
-print(row("storm: all drop, 50 more published, all resume: all caught up", "storm",
-          lambda r: f"{f(r['reconnect_catch_up_seconds'], 3)} s; recovered {r['recovered']}/{r['resumed']}; {correctness(r)}"))
-s = load("herald-sequencer")
-if s:
-    print(f"| sequencer alone, RabbitMQ → Redis, acked after store | {f(s['sequenced_per_sec'])} msg/s ({f(s['published'])} messages) | n/a |")
+def verdict(ok, miss):
+    return "**met**" if ok else f"missed: {miss}"
+
+
+def targets():
+    """One row per target of issue 5: figure, Nchan's figure from the same run, verdict."""
+    print("| scenario | target | Herald | Nchan (same run) | verdict |")
+    print("| --- | --- | --- | --- | --- |")
+    h, n = load("herald-throughput"), load("nchan-throughput")
+    if h:
+        hv, nv = h.get("highest_clean_deliveries_per_sec") or 0, (n or {}).get("highest_clean_deliveries_per_sec") or 0
+        ratio = hv / nv if nv else None
+        print(f"| 1,000 clients, 1 channel, 100 B: highest clean rate (0 lost, p99 < 50 ms) | ≥ 300,000 deliveries/s and ≥ 3× Nchan "
+              f"| {f(hv)} deliveries/s ({f(h.get('highest_clean_rate'))} msg/s) | {f(nv) if n else '–'} deliveries/s "
+              f"| {verdict(hv >= 300000 and ratio is not None and ratio >= 3, f'{f(hv)}/s, {f(ratio, 1)}× Nchan')}"
+              f"{'' if ratio is None else f' ({f(ratio, 1)}× Nchan)'} |")
+    h, n = load("herald-latency-1k"), load("nchan-latency-1k")
+    if h:
+        p99 = h["latency_ms"]["p99"]
+        print(f"| 1,000 clients × 20 msg/s, publish → client | p99 ≤ 15 ms | p50 {f(h['latency_ms']['p50'], 1)}, p99 {f(p99, 1)} ms; {correctness(h)} "
+              f"| {'p50 ' + f(n['latency_ms']['p50'], 1) + ', p99 ' + f(n['latency_ms']['p99'], 1) + ' ms' if n else '–'} "
+              f"| {verdict(p99 <= 15 and h['lost'] == 0, f'by {f(p99 - 15, 1)} ms')} |")
+    h, n = load("herald-connections"), load("nchan-connections")
+    if h:
+        kb = h["memory_per_connection_kb"]
+        print(f"| {f(h['connected'])} idle connections: server RSS per connection | ≤ 10 KB | {f(kb, 2)} KB "
+              f"| {f(n['memory_per_connection_kb'], 2) + ' KB' if n else '–'} | {verdict(kb is not None and kb <= 10, f'{f(kb, 2)} KB')} |")
+    h, n = load("herald-latency-10k"), load("nchan-latency-10k")
+    if h:
+        p99, lost = h["latency_ms"]["p99"], h["lost"]
+        print(f"| {f(h['connected'])} clients × 10 msg/s | 0 lost, p99 ≤ 150 ms | p50 {f(h['latency_ms']['p50'], 1)}, p99 {f(p99, 1)} ms; {correctness(h)} "
+              f"| {'p50 ' + f(n['latency_ms']['p50'], 1) + ', p99 ' + f(n['latency_ms']['p99'], 1) + ' ms; ' + correctness(n) if n else '–'} "
+              f"| {verdict(p99 <= 150 and h['lost'] == 0, f'p99 {f(p99, 1)} ms, lost {lost}')} |")
+    h, n = load("herald-storm"), load("nchan-storm")
+    if h:
+        hs, ns = h["join_catch_up_seconds"], (n or {}).get("join_catch_up_seconds")
+        ok = hs is not None and hs <= 1.5 and ns is not None and hs <= ns / 2
+        print(f"| {f(h['clients'])} clients connect at once, 100 messages of history each: all caught up | ≤ 1.5 s and ≤ ½ Nchan "
+              f"| {f(hs, 3)} s | {f(ns, 3) + ' s' if ns is not None else '–'} | {verdict(ok, f'{f(hs, 3)} s, {f(hs / ns if ns else None, 2)}× Nchan')} |")
+        print(f"| storm: all drop, 50 more published, all resume (issue 4) | | {f(h['reconnect_catch_up_seconds'], 3)} s; recovered {h['recovered']}/{h['resumed']}; {correctness(h)} "
+              f"| {f(n['reconnect_catch_up_seconds'], 3) + ' s; ' + correctness(n) if n else '–'} | |")
+    s = load("herald-sequencer")
+    if s:
+        r = s["sequenced_per_sec"]
+        b = s.get("broker_alone_per_sec")
+        print(f"| sequencer alone: RabbitMQ → Redis, acked after store ({f(s['published'])} messages) | ≥ 50,000 msg/s | {f(r)} msg/s "
+              f"| n/a; RabbitMQ alone (a consumer that only acks): {f(b)} msg/s | {verdict(r >= 50000, f'{f(r)} msg/s')} |")
+
+
+targets()
 print()
 for who in ("herald", "nchan"):
     t = load(who + "-throughput")

@@ -64,6 +64,7 @@ extension BenchResult {
         if options.scenario == .sequencer {
             f.append(("sequenced_per_sec", num(sequencedPerSecond)))
             f.append(("sequencer_seconds", num(sequencerSeconds)))
+            f.append(("broker_alone_per_sec", num(brokerAlonePerSecond)))
         }
         f.append(("timeline", "[" + timeline.map {
             "{\"t\":\(fmt($0.second, 2)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3))}"
@@ -101,6 +102,9 @@ extension BenchResult {
         }
         if let r = sequencedPerSecond {
             lines.append("  sequencer       \(published) messages stored in Redis and acked in \(fmt(sequencerSeconds ?? 0, 2)) s = \(fmt(r, 0)) messages/s")
+            if let b = brokerAlonePerSecond {
+                lines.append("  broker alone    \(fmt(b, 0)) messages/s: the same queue drained by a consumer that only acks (\(fmt(100 * r / b, 0))% of it)")
+            }
         }
         if let m = memoryPerConnectionKB {
             lines.append("  memory          \(fmt(m, 2)) KB of server RSS per connection (\(serverRSSBeforeKB ?? 0) → \(serverRSSAfterKB ?? 0) KB)")
