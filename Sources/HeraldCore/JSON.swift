@@ -178,32 +178,42 @@ public enum JSON {
 
         func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
 
+        /// A string literal. Without `build` (validation only) nothing is allocated unless the
+        /// string has non-ASCII bytes, which are then checked as UTF-8 in one go; escapes are
+        /// checked the same way in both modes.
         mutating func string() throws(JSONError) -> String {
-            if !build { try skipString(); return "" }
             index += 1 // opening quote
-            var out = [UInt8]()
+            let start = index
+            var ascii = true
+            var out: [UInt8]? = build ? [] : nil
             while true {
                 guard index < bytes.count else { throw fail("unterminated string") }
                 let b = bytes[index]
                 switch b {
                 case 0x22:
                     index += 1
-                    guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
-                    return build ? s : ""
+                    if let out {
+                        guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+                        return s
+                    }
+                    if !ascii && String(validating: bytes[start..<(index - 1)], as: UTF8.self) == nil {
+                        throw fail("string is not valid UTF-8")
+                    }
+                    return ""
                 case 0x5C:
                     index += 1
                     guard index < bytes.count else { throw fail("unterminated escape") }
                     let e = bytes[index]
                     index += 1
                     switch e {
-                    case 0x22: out.append(0x22)
-                    case 0x5C: out.append(0x5C)
-                    case 0x2F: out.append(0x2F)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
+                    case 0x22: out?.append(0x22)
+                    case 0x5C: out?.append(0x5C)
+                    case 0x2F: out?.append(0x2F)
+                    case UInt8(ascii: "b"): out?.append(0x08)
+                    case UInt8(ascii: "f"): out?.append(0x0C)
+                    case UInt8(ascii: "n"): out?.append(0x0A)
+                    case UInt8(ascii: "r"): out?.append(0x0D)
+                    case UInt8(ascii: "t"): out?.append(0x09)
                     case UInt8(ascii: "u"):
                         var scalar = try hex4()
                         if (0xD800...0xDBFF).contains(scalar) {
@@ -218,61 +228,14 @@ public enum JSON {
                             throw fail("unpaired surrogate in string")
                         }
                         guard let u = Unicode.Scalar(scalar) else { throw fail("invalid unicode escape") }
-                        out.append(contentsOf: Array(String(Character(u)).utf8))
-                    default: throw fail("invalid escape in string")
-                    }
-                case 0x00..<0x20:
-                    throw fail("control character in string")
-                default:
-                    out.append(b)
-                    index += 1
-                }
-            }
-        }
-
-        /// `string()` without building the value (validation only): no allocation unless the
-        /// string has non-ASCII bytes, which are then checked as UTF-8 in one go. Escapes are
-        /// checked exactly as `string()` checks them.
-        mutating func skipString() throws(JSONError) {
-            index += 1 // opening quote
-            let start = index
-            var ascii = true
-            while true {
-                guard index < bytes.count else { throw fail("unterminated string") }
-                let b = bytes[index]
-                switch b {
-                case 0x22:
-                    if !ascii && String(validating: bytes[start..<index], as: UTF8.self) == nil {
-                        throw fail("string is not valid UTF-8")
-                    }
-                    index += 1
-                    return
-                case 0x5C:
-                    index += 1
-                    guard index < bytes.count else { throw fail("unterminated escape") }
-                    let e = bytes[index]
-                    index += 1
-                    switch e {
-                    case 0x22, 0x5C, 0x2F, UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-                        break
-                    case UInt8(ascii: "u"):
-                        let scalar = try hex4()
-                        if (0xD800...0xDBFF).contains(scalar) {
-                            guard index + 1 < bytes.count, bytes[index] == 0x5C, bytes[index + 1] == UInt8(ascii: "u") else {
-                                throw fail("unpaired surrogate in string")
-                            }
-                            index += 2
-                            let low = try hex4()
-                            guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in string") }
-                        } else if (0xDC00...0xDFFF).contains(scalar) {
-                            throw fail("unpaired surrogate in string")
-                        }
+                        if out != nil { out!.append(contentsOf: Array(String(Character(u)).utf8)) }
                     default: throw fail("invalid escape in string")
                     }
                 case 0x00..<0x20:
                     throw fail("control character in string")
                 default:
                     if b >= 0x80 { ascii = false }
+                    out?.append(b)
                     index += 1
                 }
             }
