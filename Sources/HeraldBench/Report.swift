@@ -46,9 +46,8 @@ extension BenchResult {
             ("memory_per_connection_kb", num(memoryPerConnectionKB)),
         ]
         if options.scenario == .throughput {
-            f.append(("highest_clean_rate", num(highestCleanRate)))
-            let clean = steps.last(where: { $0.clean })
-            f.append(("highest_clean_deliveries_per_sec", num(clean?.deliveriesPerSecond)))
+            f.append(("highest_clean_rate", num(bestCleanStep?.rate)))
+            f.append(("highest_clean_deliveries_per_sec", num(bestCleanStep?.deliveriesPerSecond)))
             f.append(("steps", "[" + steps.map {
                 "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean)}"
             }.joined(separator: ",") + "]"))
@@ -91,7 +90,7 @@ extension BenchResult {
             for s in steps {
                 lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  \(s.clean ? "clean" : "NOT clean")")
             }
-            if let best = steps.last(where: { $0.clean }) {
+            if let best = bestCleanStep {
                 lines.append("  highest clean   \(fmt(best.rate, 0)) msg/s = \(fmt(best.deliveriesPerSecond, 0)) deliveries/s (p99 ≤ \(fmt(options.p99BoundMillis, 0)) ms, 0 lost)")
             } else {
                 lines.append("  highest clean   none (the first step already lost messages or missed the p99 bound)")

@@ -69,7 +69,6 @@ public struct BenchResult: Sendable {
     public var tally = FleetTally()
     public var timeline: [TimelinePoint] = []
     public var steps: [StepResult] = []
-    public var highestCleanRate: Double?
     public var serverCPUPercent: Double?
     public var benchCPUPercent: Double?
     public var serverRSSBeforeKB: Int?
@@ -84,6 +83,10 @@ public struct BenchResult: Sendable {
     public var brokerAlonePerSecond: Double?
 
     public var deliveriesPerSecond: Double { deliverySeconds > 0 ? Double(deliveries) / deliverySeconds : 0 }
+    /// The clean step that delivered the most. Not simply the last clean one: a publisher that
+    /// cannot reach a step's rate (an HTTP publisher, one request at a time) keeps later steps
+    /// clean while they deliver less.
+    public var bestCleanStep: StepResult? { steps.filter(\.clean).max { $0.deliveriesPerSecond < $1.deliveriesPerSecond } }
     public var memoryPerConnectionKB: Double? {
         guard options.scenario == .connections, let a = serverRSSBeforeKB, let b = serverRSSAfterKB, connected > 0 else { return nil }
         return Double(b - a) / Double(connected)
@@ -238,7 +241,6 @@ public final class BenchRunner {
             result.deliverySeconds += seconds
             progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "") → \(clean ? "clean" : "NOT clean")")
             if !clean { break }
-            result.highestCleanRate = rate
             rate *= 1.5
         }
     }
