@@ -27,6 +27,13 @@ def correctness(r):
     return f"lost {r['lost']}, dup {r['duplicated']}, ooo {r['out_of_order']}"
 
 
+def best_clean(r):
+    """The clean step that delivered the most (not the last clean one: a publisher that cannot
+    reach a step's rate keeps later steps clean while they deliver less)."""
+    clean = [s for s in (r or {}).get("steps", []) if s["clean"]]
+    return max(clean, key=lambda s: s["deliveries_per_sec"]) if clean else None
+
+
 def verdict(ok, miss):
     return "**met**" if ok else f"missed: {miss}"
 
@@ -37,10 +44,11 @@ def targets():
     print("| --- | --- | --- | --- | --- |")
     h, n = load("herald-throughput"), load("nchan-throughput")
     if h:
-        hv, nv = h.get("highest_clean_deliveries_per_sec") or 0, (n or {}).get("highest_clean_deliveries_per_sec") or 0
+        hb, nb = best_clean(h), best_clean(n)
+        hv, nv = hb["deliveries_per_sec"] if hb else 0, nb["deliveries_per_sec"] if nb else 0
         ratio = hv / nv if nv else None
         print(f"| 1,000 clients, 1 channel, 100 B: highest clean rate (0 lost, p99 < 50 ms) | ≥ 300,000 deliveries/s and ≥ 3× Nchan "
-              f"| {f(hv)} deliveries/s ({f(h.get('highest_clean_rate'))} msg/s) | {f(nv) if n else '–'} deliveries/s "
+              f"| {f(hv)} deliveries/s ({f(hb['rate'] if hb else None)} msg/s) | {f(nv) if n else '–'} deliveries/s "
               f"| {verdict(hv >= 300000 and ratio is not None and ratio >= 3, f'{f(hv)}/s is {f(ratio, 1)}× Nchan')} |")
     h, n = load("herald-latency-1k"), load("nchan-latency-1k")
     if h:
