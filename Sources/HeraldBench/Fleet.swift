@@ -77,19 +77,22 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
     let channels: [String]
     let liveSince: UInt64           // µs: messages sent before this are history, not latency
     private var clients: [Client]
-    private var pool: WebSocketClientPool!
+    private var pool: ClientPool!
     private var snapshot = FleetSnapshot()
     private var measuring = true
     var publishStartedMicros: UInt64 = 0
 
     public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int,
-                eventLoop: EventLoop = .poll) {
+                engine: ClientEngine = .epoll) {
         self.kind = kind
         self.urls = urls
         self.channels = channels
         self.liveSince = wallMicros()
         clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
-        pool = WebSocketClientPool(maxConnections: clientCount + 16, eventLoop: eventLoop, handler: self)
+        switch engine {
+        case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, handler: self)
+        case .lws: pool = WebSocketClientPool(maxConnections: clientCount + 16, eventLoop: .poll, handler: self)
+        }
     }
 
     public func start() throws(WebSocketError) { try pool.start() }

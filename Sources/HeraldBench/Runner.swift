@@ -6,6 +6,14 @@ import HeraldWebSocket
 import Glibc
 #endif
 
+/// The generator's WebSocket client.
+public enum ClientEngine: String, CaseIterable, Sendable {
+    /// Herald's own client on epoll: a frame's payload is taken in one copy.
+    case epoll
+    /// libwebsockets' client on poll(): parses payload a byte at a time (lws 4.1).
+    case lws
+}
+
 public enum Scenario: String, CaseIterable, Sendable {
     case latency, throughput, connections, storm, sequencer
 }
@@ -33,8 +41,7 @@ public struct BenchOptions: Sendable {
     /// sequencer preset: messages to queue, and where Herald's /metrics are.
     public var count = 100_000
     public var metricsURL: String?
-    /// The client pool's loop: poll measured cheaper than libev's epoll for 10,000 clients that all read at once.
-    public var eventLoop = EventLoop.poll
+    public var engine = ClientEngine.epoll
     public init() {}
 }
 
@@ -118,7 +125,7 @@ public final class BenchRunner {
             }
         }
         fleet = Fleet(kind: options.kind, urls: urls, channels: channels, clientCount: options.clients,
-                      eventLoop: options.eventLoop)
+                      engine: options.engine)
         publisher = LoadPublisher(route: options.route, channels: channels, size: options.size)
         result = BenchResult(options: options)
     }

@@ -1,3 +1,4 @@
+import CWebSockets
 #if canImport(Glibc)
 import Glibc
 #endif

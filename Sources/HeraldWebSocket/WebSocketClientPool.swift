@@ -15,12 +15,43 @@ public protocol WebSocketClientHandler: AnyObject {
     func clientPoolWokenUp()
 }
 
-/// Many WebSocket client connections on one lws context and one thread: the load generator's
-/// side of `herald bench`. Connections are named by the caller's integer ids.
+/// Many WebSocket client connections served by one thread: the load generator's side of
+/// `herald bench`. Connections are named by the caller's integer ids.
+///
+/// - Important: `connect`, `drop` and `openCount` run on the service thread (from a handler
+///   method); `wakeUp` and `requestStop` from any thread.
+public protocol ClientPool: AnyObject {
+    func start() throws(WebSocketError)
+    /// Services connections until `requestStop()`, then drops them all.
+    func run()
+    func wakeUp()
+    func requestStop()
+    var openCount: Int { get }
+    /// Starts connecting client `id`; the handler hears `clientOpened` or `clientClosed`.
+    func connect(_ id: Int, to target: WebSocketClientPool.Target, origin: String?)
+    /// Drops client `id` at once (no close handshake), like a network failure; the handler
+    /// hears `clientClosed` afterwards.
+    func drop(_ id: Int)
+}
+
+/// Fails with a clear message when `ulimit -n` cannot hold `connections` sockets.
+func checkDescriptorLimit(connections: Int) throws(WebSocketError) {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max,
+       Int(limit.rlim_cur) < connections + 64 {
+        throw WebSocketError("\(connections) connections need more descriptors than `ulimit -n` allows (\(limit.rlim_cur))")
+    }
+}
+
+extension ClientPool {
+    public func connect(_ id: Int, to target: WebSocketClientPool.Target) { connect(id, to: target, origin: nil) }
+}
+
+/// Many WebSocket client connections on one lws context and one thread.
 ///
 /// - Important: `connect`, `drop` run on the service thread (from a handler method);
 ///   `wakeUp` and `requestStop` from any thread.
-public final class WebSocketClientPool {
+public final class WebSocketClientPool: ClientPool {
     public struct Target: Sendable, Equatable {
         public var host: String
         public var port: Int32
@@ -75,11 +106,7 @@ public final class WebSocketClientPool {
 
     /// Creates the context (no listening socket). Call on the service thread before `run()`.
     public func start() throws(WebSocketError) {
-        var limit = rlimit()
-        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max,
-           Int(limit.rlim_cur) < maxConnections + 64 {
-            throw WebSocketError("\(maxConnections) connections need more descriptors than `ulimit -n` allows (\(limit.rlim_cur))")
-        }
+        try checkDescriptorLimit(connections: maxConnections)
         lws_set_log_level(Int32(LLL_ERR), nil)
         protocolName = strdup("herald-bench")
         let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)

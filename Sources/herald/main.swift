@@ -209,7 +209,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress lines.") var quiet = false
     @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
     @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
-    @Option(help: "How the client thread waits for sockets: poll (lws's built-in loop; the cheaper of the two for a client that reads from every socket at once) or epoll (libev).") var eventLoop = "poll"
+    @Option(help: "The generator's WebSocket client: epoll (Herald's own, reads each frame in one copy) or lws (libwebsockets 4.1's client on poll(), which parses payload a byte at a time).") var clientEngine = "epoll"
 
     func validate() throws {
         guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
@@ -217,7 +217,7 @@ struct Bench: ParsableCommand {
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
-        guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
+        guard ClientEngine(rawValue: clientEngine) != nil else { throw ValidationError("--client-engine must be epoll or lws") }
     }
 
     func run() throws {
@@ -241,7 +241,7 @@ struct Bench: ParsableCommand {
         o.quiet = quiet
         o.count = count
         o.metricsURL = metricsURL
-        o.eventLoop = EventLoop(rawValue: eventLoop)!
+        o.engine = ClientEngine(rawValue: clientEngine)!
         raiseFileLimit()
         let result: BenchResult
         do {

@@ -1,0 +1,315 @@
+import CWebSockets
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The load generator's WebSocket clients without libwebsockets: an RFC 6455 client (text and
+/// binary messages, fragments, ping → pong, close) on one epoll loop.
+///
+/// Why not lws's client: lws 4.1 parses a frame's payload one byte at a time, which made the
+/// generator, not the server, the bottleneck of every fan-out run on a shared 2-core machine.
+/// Here a frame's payload is located by its length and handed over in one copy.
+///
+/// Only what a benchmark client needs: `ws://` to IPv4 hosts (names resolved once), no
+/// extensions, and the client never sends data frames.
+///
+/// - Important: `connect`, `drop` and `openCount` on the service thread (from a handler method);
+///   `wakeUp` and `requestStop` from any thread.
+public final class EpollClientPool: ClientPool {
+    private enum Phase { case connecting, handshaking, open }
+
+    private final class Connection {
+        let id: Int
+        let fd: Int32
+        let key: UInt64
+        var phase = Phase.connecting
+        var request: [UInt8]
+        var pendingOut: [UInt8] = []
+        var input: [UInt8] = []
+        var fragments: [UInt8]?
+        var closeCode: UInt16?
+        let startedMillis: Int64
+        init(id: Int, fd: Int32, key: UInt64, request: [UInt8], startedMillis: Int64) {
+            self.id = id
+            self.fd = fd
+            self.key = key
+            self.request = request
+            self.startedMillis = startedMillis
+        }
+    }
+
+    private weak var handler: WebSocketClientHandler?
+    private let maxConnections: Int
+    private var epoll: Int32 = -1
+    private var wakeFD: Int32 = -1
+    private let stopFlag = AtomicFlag()
+    private var byID: [Int: Connection] = [:]
+    private var byKey: [UInt64: Connection] = [:]
+    private var nextKey: UInt64 = 1
+    /// Closes reported after the current dispatch, so a handler never re-enters itself.
+    private var closedLater: [(id: Int, code: UInt16?, error: String?)] = []
+    private var addresses: [String: UInt32] = [:]
+    private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
+    private static let handshakeTimeoutMillis: Int64 = 30_000
+    /// RFC 6455's sample key and the accept value a server must answer it with.
+    private static let key = "dGhlIHNhbXBsZSBub25jZQ=="
+    private static let accept = Array("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".utf8)
+
+    public init(maxConnections: Int, handler: WebSocketClientHandler) {
+        self.maxConnections = maxConnections
+        self.handler = handler
+    }
+
+    deinit {
+        for c in byID.values { Glibc.close(c.fd) }
+        if epoll >= 0 { Glibc.close(epoll) }
+        if wakeFD >= 0 { Glibc.close(wakeFD) }
+    }
+
+    public func start() throws(WebSocketError) {
+        try checkDescriptorLimit(connections: maxConnections)
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = herald_eventfd()
+        guard epoll >= 0, wakeFD >= 0, herald_epoll_set(epoll, 1, wakeFD, herald_epollin, 0) == 0 else {
+            throw WebSocketError("cannot create the client epoll loop: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public var openCount: Int { byID.count }
+
+    public func wakeUp() {
+        guard wakeFD >= 0 else { return }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    public func requestStop() {
+        stopFlag.set()
+        wakeUp()
+    }
+
+    public func run() {
+        var keys = [UInt64](repeating: 0, count: 512)
+        var events = [UInt32](repeating: 0, count: 512)
+        var lastSweep = monotonicMillis()
+        while !stopFlag.isSet {
+            reportClosed()
+            let n = herald_epoll_wait(epoll, &keys, &events, 512, closedLater.isEmpty ? 200 : 0)
+            for i in 0..<Int(max(n, 0)) {
+                if keys[i] == 0 {
+                    var value: UInt64 = 0
+                    _ = Glibc.read(wakeFD, &value, 8)
+                    handler?.clientPoolWokenUp()
+                } else if let c = byKey[keys[i]] {
+                    service(c, events: events[i])
+                }
+            }
+            let now = monotonicMillis()
+            if now - lastSweep >= 1_000 {
+                lastSweep = now
+                for c in Array(byID.values) where c.phase != .open && now - c.startedMillis > Self.handshakeTimeoutMillis {
+                    finish(c, code: nil, error: "timed out connecting")
+                }
+            }
+        }
+        for c in Array(byID.values) { finish(c, code: nil, error: nil) }
+        reportClosed()
+    }
+
+    public func connect(_ id: Int, to target: WebSocketClientPool.Target, origin: String? = nil) {
+        if let old = byID[id] { finish(old, code: nil, error: nil) }
+        guard let address = resolve(target.host) else {
+            closedLater.append((id, nil, "cannot resolve \(target.host)"))
+            return
+        }
+        let fd = herald_tcp_connect(address, UInt16(clamping: target.port))
+        guard fd >= 0 else {
+            closedLater.append((id, nil, "connect: \(String(cString: strerror(errno)))"))
+            return
+        }
+        _ = herald_set_nodelay(fd)
+        let request = "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n"
+            + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
+        let key = nextKey
+        nextKey += 1
+        let c = Connection(id: id, fd: fd, key: key, request: Array(request.utf8), startedMillis: monotonicMillis())
+        byID[id] = c
+        byKey[key] = c
+        if herald_epoll_set(epoll, 1, fd, herald_epollout, key) != 0 {
+            finish(c, code: nil, error: "epoll: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func drop(_ id: Int) {
+        guard let c = byID[id] else { return }
+        finish(c, code: nil, error: nil)
+    }
+
+    // MARK: Service
+
+    private func service(_ c: Connection, events: UInt32) {
+        switch c.phase {
+        case .connecting:
+            let error = herald_socket_error(c.fd)
+            if error != 0 || events & (herald_epollerr | herald_epollhup) != 0 {
+                return finish(c, code: nil, error: "connect: \(String(cString: strerror(error > 0 ? error : ECONNREFUSED)))")
+            }
+            c.phase = .handshaking
+            c.pendingOut = c.request
+            c.request = []
+            flush(c)
+            if byKey[c.key] != nil { _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin, c.key) }
+        case .handshaking, .open:
+            if events & herald_epollout != 0 { flush(c) }
+            if events & (herald_epollin | herald_epollerr | herald_epollhup) != 0 { receive(c) }
+        }
+    }
+
+    private func receive(_ c: Connection) {
+        let n = readBuffer.withUnsafeMutableBytes { Glibc.recv(c.fd, $0.baseAddress, $0.count, 0) }
+        if n == 0 { return finish(c, code: c.closeCode, error: c.phase == .open ? nil : "closed during the handshake") }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            return finish(c, code: c.closeCode, error: c.phase == .open ? nil : String(cString: strerror(errno)))
+        }
+        c.input.append(contentsOf: readBuffer[0..<n])
+        if c.phase == .handshaking && !handshake(c) { return }
+        if c.phase == .open { parseFrames(c) }
+    }
+
+    /// Reads the 101 response; false while it is incomplete or when the connection ended.
+    private func handshake(_ c: Connection) -> Bool {
+        guard let end = Self.find([0x0D, 0x0A, 0x0D, 0x0A], in: c.input) else {
+            if c.input.count > 16_384 { finish(c, code: nil, error: "handshake response too long") }
+            return false
+        }
+        let head = Array(c.input[0..<end])
+        let statusLine = String(decoding: head.prefix { $0 != 0x0D }, as: UTF8.self)
+        guard statusLine.hasPrefix("HTTP/1.1 101") else {
+            finish(c, code: nil, error: "handshake failed: \(statusLine)")
+            return false
+        }
+        guard Self.find(Self.accept, in: head) != nil else {
+            finish(c, code: nil, error: "handshake failed: wrong Sec-WebSocket-Accept")
+            return false
+        }
+        c.input.removeFirst(end + 4)
+        c.phase = .open
+        handler?.clientOpened(c.id)
+        return byKey[c.key] != nil
+    }
+
+    private func parseFrames(_ c: Connection) {
+        var pos = 0
+        let bytes = c.input
+        let count = bytes.count
+        while count - pos >= 2 {
+            let b0 = bytes[pos], b1 = bytes[pos + 1]
+            let fin = b0 & 0x80 != 0, opcode = b0 & 0x0F, masked = b1 & 0x80 != 0
+            var length = Int(b1 & 0x7F)
+            var header = 2
+            if length == 126 {
+                guard count - pos >= 4 else { break }
+                length = Int(bytes[pos + 2]) << 8 | Int(bytes[pos + 3])
+                header = 4
+            } else if length == 127 {
+                guard count - pos >= 10 else { break }
+                length = 0
+                for i in 2..<10 { length = length << 8 | Int(bytes[pos + i]) }
+                header = 10
+            }
+            let maskAt = pos + header
+            if masked { header += 4 }
+            guard length >= 0, length <= 64 << 20 else { return finish(c, code: nil, error: "frame too large") }
+            guard count - pos >= header + length else { break }
+            var payload = Array(bytes[(pos + header)..<(pos + header + length)])
+            if masked {
+                for i in 0..<payload.count { payload[i] ^= bytes[maskAt + i % 4] }
+            }
+            pos += header + length
+            switch opcode {
+            case 0x1, 0x2:
+                if fin && c.fragments == nil { handler?.clientReceived(c.id, message: payload) } else { c.fragments = payload }
+            case 0x0:
+                c.fragments?.append(contentsOf: payload)
+                if fin, let whole = c.fragments {
+                    c.fragments = nil
+                    handler?.clientReceived(c.id, message: whole)
+                }
+            case 0x8:
+                let code = payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil
+                c.closeCode = code
+                sendControl(c, opcode: 0x8, payload: Array(payload.prefix(2)))
+                return finish(c, code: code, error: nil)
+            case 0x9:
+                sendControl(c, opcode: 0xA, payload: payload)
+            default:
+                break // pong, or reserved: ignored
+            }
+            if byKey[c.key] == nil { return } // a handler dropped it
+        }
+        if pos > 0 { c.input.removeFirst(pos) }
+    }
+
+    /// A masked control frame (a client must mask everything it sends).
+    private func sendControl(_ c: Connection, opcode: UInt8, payload: [UInt8]) {
+        let mask: [UInt8] = [0x37, 0xFA, 0x21, 0x3D]
+        var frame: [UInt8] = [0x80 | opcode, 0x80 | UInt8(min(payload.count, 125))]
+        frame += mask
+        for (i, b) in payload.prefix(125).enumerated() { frame.append(b ^ mask[i % 4]) }
+        c.pendingOut += frame
+        flush(c)
+    }
+
+    private func flush(_ c: Connection) {
+        while !c.pendingOut.isEmpty {
+            let n = c.pendingOut.withUnsafeBytes { Glibc.send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { c.pendingOut.removeFirst(n); continue }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) {
+                _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin | herald_epollout, c.key)
+                return
+            }
+            return finish(c, code: nil, error: String(cString: strerror(errno)))
+        }
+        if c.phase != .connecting { _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin, c.key) }
+    }
+
+    private func finish(_ c: Connection, code: UInt16?, error: String?) {
+        guard byKey.removeValue(forKey: c.key) != nil else { return }
+        if byID[c.id] === c { byID[c.id] = nil }
+        Glibc.close(c.fd) // also leaves the epoll set
+        closedLater.append((c.id, code, error))
+    }
+
+    private func reportClosed() {
+        while !closedLater.isEmpty {
+            let batch = closedLater
+            closedLater = []
+            for (id, code, error) in batch { handler?.clientClosed(id, code: code, error: error) }
+        }
+    }
+
+    private func resolve(_ host: String) -> UInt32? {
+        if let known = addresses[host] { return known }
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result, let sa = first.pointee.ai_addr else { return nil }
+        defer { freeaddrinfo(result) }
+        let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+        addresses[host] = address
+        return address
+    }
+
+    private static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count, let first = needle.first else { return nil }
+        var i = 0
+        while i <= haystack.count - needle.count {
+            if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
+            i += 1
+        }
+        return nil
+    }
+}
