@@ -83,14 +83,14 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
     var publishStartedMicros: UInt64 = 0
 
     public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int,
-                engine: ClientEngine = .epoll) {
+                engine: ClientEngine = .epoll, readRoundMicros: UInt32 = 500) {
         self.kind = kind
         self.urls = urls
         self.channels = channels
         self.liveSince = wallMicros()
         clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
         switch engine {
-        case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, handler: self)
+        case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, roundMicros: readRoundMicros, handler: self)
         case .lws: pool = WebSocketClientPool(maxConnections: clientCount + 16, eventLoop: .poll, handler: self)
         }
     }

@@ -42,6 +42,9 @@ public struct BenchOptions: Sendable {
     public var count = 100_000
     public var metricsURL: String?
     public var engine = ClientEngine.epoll
+    /// epoll engine: the clients read in rounds at most this often (µs), so that on a machine
+    /// shared with the server their wake-ups do not tax every send; adds at most this to a latency.
+    public var readRoundMicros: UInt32 = 500
     public init() {}
 }
 
@@ -125,7 +128,7 @@ public final class BenchRunner {
             }
         }
         fleet = Fleet(kind: options.kind, urls: urls, channels: channels, clientCount: options.clients,
-                      engine: options.engine)
+                      engine: options.engine, readRoundMicros: options.readRoundMicros)
         publisher = LoadPublisher(route: options.route, channels: channels, size: options.size)
         result = BenchResult(options: options)
     }

@@ -210,6 +210,7 @@ struct Bench: ParsableCommand {
     @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
     @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
     @Option(help: "The generator's WebSocket client: epoll (Herald's own, reads each frame in one copy) or lws (libwebsockets 4.1's client on poll(), which parses payload a byte at a time).") var clientEngine = "epoll"
+    @Option(help: "epoll engine: read in rounds at most every this many µs, so the clients' wake-ups do not tax the server's sends on a shared machine; adds at most this to a latency. 0: wake for every ready socket.") var readRoundUs = 500
 
     func validate() throws {
         guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
@@ -242,6 +243,7 @@ struct Bench: ParsableCommand {
         o.count = count
         o.metricsURL = metricsURL
         o.engine = ClientEngine(rawValue: clientEngine)!
+        o.readRoundMicros = UInt32(clamping: max(0, readRoundUs))
         raiseFileLimit()
         let result: BenchResult
         do {
