@@ -91,7 +91,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
         clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
         switch engine {
         case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, roundMicros: readRoundMicros, handler: self)
-        case .lws: pool = WebSocketClientPool(maxConnections: clientCount + 16, eventLoop: .poll, handler: self)
+        case .lws: pool = WebSocketClientPool(maxConnections: clientCount + 16, handler: self)
         }
     }
 

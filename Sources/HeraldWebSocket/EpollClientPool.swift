@@ -165,8 +165,7 @@ public final class EpollClientPool: ClientPool {
             c.phase = .handshaking
             c.pendingOut = c.request
             c.request = []
-            flush(c)
-            if byKey[c.key] != nil { _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin, c.key) }
+            flush(c) // then waits for the response (EPOLLIN)
         case .handshaking, .open:
             if events & herald_epollout != 0 { flush(c) }
             if events & (herald_epollin | herald_epollerr | herald_epollhup) != 0 { receive(c) }

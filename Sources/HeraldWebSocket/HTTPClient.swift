@@ -1,3 +1,5 @@
+// CWebSockets' shim pulls in the socket headers first, so Swift finds SOCK_STREAM and
+// MSG_NOSIGNAL through it rather than Glibc.
 import CWebSockets
 #if canImport(Glibc)
 import Glibc
