@@ -95,11 +95,19 @@ public final class WebSocketConnection {
     /// Closes with `code` (for example 4008, 1001) at the next writable moment.
     /// A peer that never becomes writable (it stopped reading) is dropped after `graceSeconds`.
     public func close(code: UInt16, reason: String, graceSeconds: Int32 = 5) {
+        close(code: code, reason: reason, graceSeconds: graceSeconds, afterIncomingMessage: false)
+    }
+
+    /// With `afterIncomingMessage`, the close frame waits until the peer has finished sending
+    /// the message it is in the middle of (read and dropped meanwhile). Closing while the peer
+    /// is still sending leaves its bytes unread when lws closes the socket; the kernel then
+    /// answers with a reset, and a peer that has not yet read the close frame never sees it.
+    fileprivate func close(code: UInt16, reason: String, graceSeconds: Int32, afterIncomingMessage: Bool) {
         guard let wsi, closeCode == nil else { return }
         closeCode = code
         closeReason = reason
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, graceSeconds)
-        requestWritable()
+        if !afterIncomingMessage { requestWritable() }
     }
 
     fileprivate var server: WebSocketServer?
@@ -393,7 +401,11 @@ public final class WebSocketServer: @unchecked Sendable {
         case LWS_CALLBACK_RECEIVE:
             guard let wsi, let connection = Self.connection(user) else { return -1 }
             connection.lastHeard = monotonicMillis()
-            if connection.closeCode != nil { return 0 }
+            let messageEnds = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+            if connection.closeCode != nil {
+                if connection.incomingTooLarge && messageEnds { connection.requestWritable() }
+                return 0
+            }
             let limit = connection.isEcho ? options.maxEchoMessageBytes : options.maxClientMessageBytes
             if !connection.incomingTooLarge, let input, len > 0 {
                 if connection.incoming.count + len > limit {
@@ -404,14 +416,14 @@ public final class WebSocketServer: @unchecked Sendable {
                 }
             }
             if connection.incomingTooLarge {
-                // Close from the writable callback, like any other close: the rest of the
-                // oversize message is read and dropped meanwhile, so the peer is not reset
-                // before it reads the 1009 frame.
-                connection.close(code: 1009, reason: "message over \(limit) bytes", graceSeconds: 5)
+                // The 1009 goes out once the rest of the oversize message has been read and
+                // dropped (or after the grace, for a peer that never ends it): see close().
+                connection.close(code: 1009, reason: "message over \(limit) bytes", graceSeconds: 5,
+                                 afterIncomingMessage: !messageEnds)
                 if !connection.isEcho { handler?.webSocketOversize(connection) }
                 return 0
             }
-            if lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0 {
+            if messageEnds {
                 let message = connection.incoming
                 connection.incoming = []
                 if connection.isEcho {

@@ -124,6 +124,23 @@ def read_until_close(s, timeout=30):
         return None
 
 
+def test_a_client_still_sending_an_oversize_message_reads_its_1009(herald):
+    """The 1009 is sent once the oversize message has been read to its end. Closed earlier,
+    the server would leave the client's remaining bytes unread, and the kernel would answer
+    them with a reset that can destroy the close frame before the client reads it."""
+    s = raw_ws(herald.port, "/ws?channel=news")
+    size, mask = 1 << 20, b"\x11\x22\x33\x44"
+    s.sendall(bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big") + mask)
+    chunk = bytes(b ^ mask[i % 4] for i, b in enumerate(b"x" * 65536))
+    s.sendall(chunk)
+    time.sleep(0.5)  # the server has seen more than the limit, and the client is still sending
+    for _ in range(size // len(chunk) - 1):
+        s.sendall(chunk)
+    assert read_until_close(s) == 1009
+    s.close()
+    assert herald.metrics()["herald_oversize_closes_total"] == 1
+
+
 def test_client_that_stops_reading_is_closed_4008_while_others_get_everything(herald_factory, exchange):
     h = herald_factory(extra=["--client-backlog", "100"]).start()
     slow = raw_ws(h.port, "/ws?channel=flood")  # never reads until it has been told to go
