@@ -163,31 +163,36 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
 
     public func clientReceived(_ id: Int, message: [UInt8]) {
         let now = wallMicros()
-        for line in Payload.lines(message) {
-            let n: UInt64?
-            switch kind {
-            case .herald:
-                if Payload.hasPrefix(Payload.typeSubscribed, message, line) {
-                    clients[id].epoch = Payload.string(after: Payload.epochKey, in: message, range: line)
-                    if clients[id].resumes > 0 {
-                        clients[id].recovered = Payload.find(Array(#""recovered":true"#.utf8), in: message, range: line) != nil
-                    }
-                    markSubscribed(id)
-                    continue
+        Payload.forEachLine(message) { line in received(id, line: line, of: message, now: now) }
+    }
+
+    private func received(_ id: Int, line: Range<Int>, of message: [UInt8], now: UInt64) {
+        let field: (value: UInt64, end: Int)?
+        switch kind {
+        case .herald:
+            if Payload.hasPrefix(Payload.typeSubscribed, message, line) {
+                clients[id].epoch = Payload.string(after: Payload.epochKey, in: message, range: line)
+                if clients[id].resumes > 0 {
+                    clients[id].recovered = Payload.find(Array(#""recovered":true"#.utf8), in: message, range: line) != nil
                 }
-                guard Payload.hasPrefix(Payload.typeMessage, message, line) else { continue }
-                n = Payload.number(after: Payload.seqKey, in: message, range: line)
-            case .peer:
-                n = Payload.number(after: Payload.numberKey, in: message, range: line)
+                markSubscribed(id)
+                return
             }
-            guard let n else { continue }
-            if clients[id].tracker.observe(n) { snapshot.deliveries += 1 }
-            if measuring, let sent = Payload.number(after: Payload.sentKey, in: message, range: line), sent >= liveSince {
-                snapshot.window.record(now > sent ? now - sent : 0)
-                if !clients[id].firstMessage, publishStartedMicros > 0 {
-                    clients[id].firstMessage = true
-                    snapshot.firstMessageTimes.record(now > publishStartedMicros ? now - publishStartedMicros : 0)
-                }
+            guard Payload.hasPrefix(Payload.typeMessage, message, line) else { return }
+            field = Payload.numberAndEnd(after: Payload.seqKey, in: message, range: line)
+        case .peer:
+            field = Payload.numberAndEnd(after: Payload.numberKey, in: message, range: line)
+        }
+        guard let (n, end) = field else { return }
+        if clients[id].tracker.observe(n) { snapshot.deliveries += 1 }
+        guard measuring else { return }
+        // Herald's envelope has "seq" before "data"; the body has "t" before "n".
+        let rest = kind == .herald ? end..<line.upperBound : line
+        if let sent = Payload.number(after: Payload.sentKey, in: message, range: rest), sent >= liveSince {
+            snapshot.window.record(now > sent ? now - sent : 0)
+            if !clients[id].firstMessage, publishStartedMicros > 0 {
+                clients[id].firstMessage = true
+                snapshot.firstMessageTimes.record(now > publishStartedMicros ? now - publishStartedMicros : 0)
             }
         }
     }

@@ -20,7 +20,21 @@ public enum Payload {
 
     /// The unsigned integer after `"key":` in `bytes[range]`.
     public static func number(after key: [UInt8], in bytes: [UInt8], range: Range<Int>) -> UInt64? {
-        JSON.unsignedAfter(key, in: bytes, range: range)
+        numberAndEnd(after: key, in: bytes, range: range)?.value
+    }
+
+    /// The unsigned integer after `"key":` in `bytes[range]`, and the index just past its digits,
+    /// so that a later field can be looked for from there.
+    public static func numberAndEnd(after key: [UInt8], in bytes: [UInt8], range: Range<Int>) -> (value: UInt64, end: Int)? {
+        guard let at = find(key, in: bytes, range: range) else { return nil }
+        let span = bytes.span
+        var i = at + key.count
+        var value: UInt64 = 0
+        while i < range.upperBound, span[i] >= 0x30, span[i] <= 0x39 {
+            value = value &* 10 &+ UInt64(span[i] &- 0x30)
+            i += 1
+        }
+        return i > at + key.count ? (value, i) : nil
     }
 
     /// The string after `"key":"` (no escapes expected: epochs are hex).
@@ -41,13 +55,24 @@ public enum Payload {
     /// Splits a WebSocket message into lines (Herald batches frames with "\n").
     public static func lines(_ bytes: [UInt8]) -> [Range<Int>] {
         var out: [Range<Int>] = []
-        var start = 0
-        for i in 0..<bytes.count where bytes[i] == 0x0A {
-            if i > start { out.append(start..<i) }
-            start = i + 1
-        }
-        if start < bytes.count { out.append(start..<bytes.count) }
+        forEachLine(bytes) { out.append($0) }
         return out
+    }
+
+    /// Calls `body` with each non-empty line of `bytes`, without allocating: the generator runs
+    /// this for every delivery, on the cores it shares with the server it measures.
+    public static func forEachLine(_ bytes: [UInt8], _ body: (Range<Int>) -> Void) {
+        let span = bytes.span
+        var start = 0
+        var i = 0
+        while i < span.count {
+            if span[i] == 0x0A {
+                if i > start { body(start..<i) }
+                start = i + 1
+            }
+            i += 1
+        }
+        if start < span.count { body(start..<span.count) }
     }
 
     public static let seqKey = Array(#""seq":"#.utf8)

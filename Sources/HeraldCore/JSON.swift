@@ -306,13 +306,14 @@ extension JSON {
     /// JSON without parsing it all.
     public static func find(_ marker: [UInt8], in bytes: [UInt8], range: Range<Int>) -> Int? {
         guard let first = marker.first, range.count >= marker.count else { return nil }
+        let span = bytes.span, needle = marker.span
         var i = range.lowerBound
-        let last = range.upperBound - marker.count
+        let last = range.upperBound - needle.count
         while i <= last {
-            if bytes[i] == first {
+            if span[i] == first {
                 var j = 1
-                while j < marker.count && bytes[i + j] == marker[j] { j += 1 }
-                if j == marker.count { return i }
+                while j < needle.count && span[i + j] == needle[j] { j += 1 }
+                if j == needle.count { return i }
             }
             i += 1
         }

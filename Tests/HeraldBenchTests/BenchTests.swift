@@ -64,6 +64,10 @@ import Testing
         #expect(Payload.number(after: Payload.seqKey, in: batch, range: lines[0]) == 7)
         #expect(Payload.number(after: Payload.sentKey, in: batch, range: lines[0]) == 1_764_000_000_123_456)
         #expect(Payload.number(after: Payload.numberKey, in: batch, range: lines[0]) == 42)
+        let seq = Payload.numberAndEnd(after: Payload.seqKey, in: batch, range: lines[0])
+        #expect(seq?.value == 7 && seq.map { batch[$0.end] } == UInt8(ascii: ","))
+        #expect(Payload.number(after: Payload.sentKey, in: batch, range: seq!.end..<lines[0].upperBound) == 1_764_000_000_123_456)
+        #expect(Payload.lines(Array("\n\na\n\nbc\n".utf8)) == [2..<3, 5..<7])
         #expect(Payload.string(after: Payload.epochKey, in: batch, range: lines[1]) == "ab12")
         #expect(Payload.number(after: Payload.seqKey, in: batch, range: lines[1]) == 3)
     }
