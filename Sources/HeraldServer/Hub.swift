@@ -81,9 +81,14 @@ final class Hub: WebSocketHandler {
         }
         switch verifier.verify(token, nowSeconds: wallMillis() / 1000) {
         case let .success(claims):
+            let renewal = state.claims != nil
             state.claims = claims
             state.outbox.enqueue(ServerFrame.authenticated(sub: claims.sub, exp: claims.exp))
+            if renewal { dropSubscriptionsNotCovered(connection, state) }
             connection.requestWritable()
+            authenticatedConnections[connection.id] = connection
+            expiries.track(connection.id, expiresAt: claims.exp)
+            scheduleTimer(atWallSeconds: claims.exp)
             return true
         case let .failure(error):
             refuse(connection, "invalid token: \(error)")
@@ -95,6 +100,30 @@ final class Hub: WebSocketHandler {
         metrics.authFailures.add()
         logger.info("closing client with 4001", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)", "reason": "\(reason)"])
         connection.close(code: 4001, reason: String(reason.prefix(120)))
+    }
+
+    /// A token presented again on an open connection replaces the old one: subscriptions the new
+    /// token does not cover end here, each with a `forbidden` error and an `unsubscribed` frame.
+    private func dropSubscriptionsNotCovered(_ connection: WebSocketConnection, _ state: ClientState) {
+        for channel in state.outbox.subscriptions.keys.sorted() where !mayRead(state, channel) {
+            metrics.forbidden.add()
+            sendError(ClientError(.forbidden, "your new token does not cover this channel: unsubscribed", op: "auth", channel: channel),
+                      to: connection, state)
+            unsubscribe(connection, state, channel: channel)
+        }
+    }
+
+    /// Connections whose token has expired are closed with 4002: they may reconnect with a fresh
+    /// token and resume where they were. Sending a fresh token (`{"op":"auth"}`) before then
+    /// extends the connection without a reconnect.
+    private func closeExpired(nowSeconds: UInt64) {
+        for id in expiries.expired(nowSeconds: nowSeconds) {
+            guard let connection = authenticatedConnections[id], connection.isOpen else { continue }
+            metrics.tokenExpiredCloses.add()
+            logger.info("closing client with 4002", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)"])
+            connection.close(code: 4002, reason: "token expired")
+        }
+        if let next = expiries.next { scheduleTimer(atWallSeconds: next) }
     }
 
     /// Whether this connection may read `channel`: its token's channels, or the anonymous ones.
@@ -125,16 +154,21 @@ final class Hub: WebSocketHandler {
         case let .success(.subscribe(channel, resume)):
             subscribe(connection, state, channel: channel, resume: resume)
         case let .success(.unsubscribe(channel)):
-            if state.outbox.unsubscribe(channel: channel) {
-                subscribers[channel]?[connection.id] = nil
-                metrics.subscriptions.add(-1)
-                dropRingIfUnused(channel)
-            }
-            state.outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
-            connection.requestWritable()
+            unsubscribe(connection, state, channel: channel)
         case let .failure(error):
             sendError(error, to: connection, state)
         }
+    }
+
+    /// Ends a subscription (if there is one) and answers `unsubscribed`.
+    private func unsubscribe(_ connection: WebSocketConnection, _ state: ClientState, channel: String) {
+        if state.outbox.unsubscribe(channel: channel) {
+            subscribers[channel]?[connection.id] = nil
+            metrics.subscriptions.add(-1)
+            dropRingIfUnused(channel)
+        }
+        state.outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
+        connection.requestWritable()
     }
 
     private func sendError(_ error: ClientError, to connection: WebSocketConnection, _ state: ClientState) {
@@ -145,7 +179,8 @@ final class Hub: WebSocketHandler {
 
     private func subscribe(_ connection: WebSocketConnection, _ state: ClientState, channel: String, resume: ResumePosition?) {
         if let claims = state.claims, claims.exp <= wallMillis() / 1000 {
-            return refuse(connection, "token expired")
+            // Expired since it was accepted: the timer closes it with 4002 at once.
+            return closeExpired(nowSeconds: wallMillis() / 1000)
         }
         if state.outbox.subscriptions[channel] == nil, state.outbox.subscriptions.count >= config.maxSubscriptionsPerConnection {
             metrics.subscriptionLimit.add()
@@ -226,6 +261,7 @@ final class Hub: WebSocketHandler {
 
     func webSocketClosed(_ connection: WebSocketConnection) {
         metrics.connections.add(-1)
+        if authenticatedConnections.removeValue(forKey: connection.id) != nil { expiries.forget(connection.id) }
         guard let state = connection.context as? ClientState else { return }
         for channel in state.outbox.subscriptions.keys {
             subscribers[channel]?[connection.id] = nil
@@ -327,17 +363,32 @@ final class Hub: WebSocketHandler {
     /// arrive within the interval share one frame per client, so one `send()` carries several.
     private var lastFlush: [String: UInt64] = [:]
     private var pendingFlush: Set<String> = []
-    private var flushTimerDue: UInt64?
+    /// When the one service-thread timer is due (monotonic µs); it serves coalescing flushes
+    /// and token expiries.
+    private var timerDue: UInt64?
+    private var expiries = ExpiryQueue()
+    private var authenticatedConnections: [UInt64: WebSocketConnection] = [:]
+
+    private func scheduleTimer(atMicros due: UInt64, now: UInt64 = monotonicMicros()) {
+        if timerDue.map({ due < $0 }) ?? true {
+            timerDue = due
+            server?.schedule(afterMicros: Int64(due > now ? due - now : 0))
+        }
+    }
+
+    /// A timer at a wall-clock second (a token's `exp`).
+    private func scheduleTimer(atWallSeconds seconds: UInt64) {
+        let now = monotonicMicros()
+        let wallNow = wallMillis()
+        let wait = seconds * 1000 > wallNow ? (seconds * 1000 - wallNow) * 1000 : 0
+        scheduleTimer(atMicros: now + wait, now: now)
+    }
 
     private func flushSoon(_ channel: String) {
         let now = monotonicMicros()
         if let last = lastFlush[channel], now &- last < config.coalesceMicros {
             pendingFlush.insert(channel)
-            let due = last + config.coalesceMicros
-            if flushTimerDue.map({ due < $0 }) ?? true {
-                flushTimerDue = due
-                server?.schedule(afterMicros: Int64(due - now))
-            }
+            scheduleTimer(atMicros: last + config.coalesceMicros, now: now)
         } else {
             flush(channel, now: now)
         }
@@ -370,11 +421,15 @@ final class Hub: WebSocketHandler {
     }
 
     func timerFired() {
-        flushTimerDue = nil
+        timerDue = nil
         let now = monotonicMicros()
         let due = pendingFlush
         pendingFlush.removeAll(keepingCapacity: true)
         for channel in due { flush(channel, now: now) }
+        if let next = expiries.next {
+            let wallNow = wallMillis() / 1000
+            if next <= wallNow { closeExpired(nowSeconds: wallNow) } else { scheduleTimer(atWallSeconds: next) }
+        }
     }
 
     /// Every subscriber of `channel` must resume: its sequence cannot be continued here.

@@ -338,3 +338,40 @@ import Testing
         if case .success = ClientOpParser.parse(Array(#"{"op":"auth"}"#.utf8)) { Issue.record("auth without token accepted") }
     }
 }
+
+@Suite struct ExpiryQueueTests {
+    @Test func expiresEarliestFirstAndHonoursForgetAndRetrack() {
+        var q = ExpiryQueue()
+        #expect(q.next == nil && q.expired(nowSeconds: .max).isEmpty)
+        q.track(1, expiresAt: 30)
+        q.track(2, expiresAt: 10)
+        q.track(3, expiresAt: 20)
+        q.track(4, expiresAt: 10)
+        #expect(q.next == 10)
+        #expect(q.expired(nowSeconds: 9).isEmpty)
+        #expect(q.expired(nowSeconds: 10) == [2, 4])
+        q.forget(3)                    // closed before its token expired
+        q.track(1, expiresAt: 100)     // a fresh token replaced the old one
+        #expect(q.next == 100 && q.count == 1)
+        #expect(q.expired(nowSeconds: 99).isEmpty)
+        #expect(q.expired(nowSeconds: 100) == [1])
+        #expect(q.next == nil && q.count == 0)
+    }
+
+    @Test func staysCorrectThroughManyRetracksAndCompactions() {
+        var q = ExpiryQueue()
+        var truth: [UInt64: UInt64] = [:]
+        var x: UInt64 = 12345
+        for step in 0..<5_000 {
+            x = x &* 6364136223846793005 &+ 1442695040888963407
+            let id = (x >> 33) % 300, at = (x >> 20) % 10_000
+            if step % 5 == 0 { q.forget(id); truth[id] = nil } else { q.track(id, expiresAt: at); truth[id] = at }
+        }
+        #expect(q.count == truth.count)
+        #expect(q.next == truth.values.min())
+        let cut: UInt64 = 5_000
+        let want = truth.filter { $0.value <= cut }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
+        #expect(q.expired(nowSeconds: cut) == want)
+        #expect(q.next == truth.values.filter { $0 > cut }.min())
+    }
+}

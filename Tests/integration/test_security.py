@@ -102,6 +102,47 @@ def test_a_tampered_token_is_refused_in_the_auth_op_too(secured):
     assert closed_with(c, 4001)
 
 
+def test_a_connection_is_closed_with_4002_when_its_token_expires(secured, exchange):
+    exp = int(time.time()) + 2
+    c = Client(secured.ws_url(f"token={jwt({'sub': 'u', 'exp': exp, 'channels': ['chat:1']})}&channel=chat:1"))
+    assert c.recv()["exp"] == exp
+    assert c.recv()["type"] == "subscribed"
+    publish(exchange, "chat:1", [b"before"])
+    msgs, _ = c.recv_messages("chat:1", 1)
+    assert msgs[0]["data"] == "before"
+    try:
+        while True:
+            c.recv(timeout=10)  # nothing else arrives until the close
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (4002, "token expired")
+    assert time.time() >= exp
+    m = secured.metrics()
+    assert (m["herald_token_expired_closes_total"], m["herald_auth_failures_total"]) == (1, 0)
+
+
+def test_a_fresh_token_before_expiry_keeps_the_connection_and_narrows_what_it_reads(secured, exchange):
+    exp = int(time.time()) + 2
+    c = Client(secured.ws_url(f"token={jwt({'sub': 'u', 'exp': exp, 'channels': ['chat:*']})}"))
+    assert c.recv()["type"] == "authenticated"
+    for ch in ("chat:1", "chat:2"):
+        c.send({"op": "subscribe", "channel": ch})
+        assert c.recv()["type"] == "subscribed"
+    later = int(time.time()) + 60
+    c.send({"op": "auth", "token": jwt({"sub": "u", "exp": later, "channels": ["chat:1"]})})
+    auth, err, unsub = c.recv(), c.recv(), c.recv()
+    assert (auth["type"], auth["exp"]) == ("authenticated", later)
+    assert (err["type"], err["code"], err["op"], err["channel"]) == ("error", "forbidden", "auth", "chat:2")
+    assert (unsub["type"], unsub["channel"]) == ("unsubscribed", "chat:2")
+    while time.time() < exp + 1.5:  # past the first token's expiry
+        time.sleep(0.2)
+    publish(exchange, "chat:2", [b"not for you"])
+    publish(exchange, "chat:1", [b"still here"])
+    msgs, others = c.recv_messages("chat:1", 1)
+    assert msgs[0]["data"] == "still here" and others == []
+    assert secured.metrics()["herald_token_expired_closes_total"] == 0
+    c.close()
+
+
 def test_anonymous_channels_are_readable_without_a_token(herald_factory):
     h = herald_factory(extra=["--token-secret", SECRET, "--anonymous-channels", "public:*"]).start()
     c = Client(h.ws_url("channel=public:lobby&channel=private"))

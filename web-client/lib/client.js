@@ -16,6 +16,10 @@ import { checkChannel, parseFrames, subscribeOp, unsubscribeOp } from "./frames.
 const TERMINAL_CLOSE_CODES = new Set([4001, 4003]);
 /** The server asks the client to resume with `since` (it fell behind, or a gap). */
 const RESUME_NOW = 4008;
+/** The connection's token expired: reconnect at once with a fresh one and resume. */
+const TOKEN_EXPIRED = 4002;
+/** A fresh token is fetched and sent when this share of the current one's lifetime has passed. */
+const REFRESH_AT = 0.8;
 
 function defaultURL() {
   const loc = globalThis.location;
@@ -41,10 +45,12 @@ export class HeraldClient extends Emitter {
   #connectTimeout;
   #ws = null;
   #wanted = false; // connect() was called and close() was not
-  #pending = { connect: null, uptime: null, retry: null }; // timer ids
+  #pending = { connect: null, uptime: null, retry: null, refresh: null }; // timer ids
   #fastResumeUsed = false; // one immediate resume after 4008 per stable connection
   #subs = new Map();
+  #revoked = new Set(); // channels a fresh token no longer covers, until the server's unsubscribed
   #token;
+  #now;
 
   /**
    * @param url ws://host:port/ws, or a path such as "/ws" on the page's own host (the default).
@@ -57,7 +63,10 @@ export class HeraldClient extends Emitter {
    * @param options.minUptime     ms a connection must stay up before the retry count resets (5000)
    * @param options.connectTimeout  ms to wait for the WebSocket to open before retrying (10000)
    * @param options.token         a connection token (string), or a function returning one (or a
-   *                              promise of one), called before every connect so it can be refreshed
+   *                              promise of one), called before every connect so it can be refreshed.
+   *                              A function is also called before the token expires (at 80% of its
+   *                              lifetime), and its answer sent on the open connection.
+   * @param options.now           the clock, ms since the Unix epoch (default Date.now)
    */
   constructor(url, options = {}) {
     super();
@@ -73,6 +82,7 @@ export class HeraldClient extends Emitter {
     this.#minUptime = options.minUptime ?? 5000;
     this.#connectTimeout = options.connectTimeout ?? 10000;
     this.#token = options.token ?? null;
+    this.#now = options.now ?? (() => Date.now());
     this.state = "disconnected";
     /** Reconnect attempts since the last stable connection. */
     this.attempts = 0;
@@ -167,12 +177,7 @@ export class HeraldClient extends Emitter {
     this.#cancel("connect");
     if (this.#token !== null) {
       // The token goes in the first frame, not the URL, so it stays out of proxy logs.
-      let token;
-      try {
-        token = typeof this.#token === "function" ? await this.#token() : this.#token;
-      } catch (err) {
-        this.emit("error", { code: "token_failed", message: String(err?.message ?? err) });
-      }
+      const token = await this.#fetchToken();
       if (this.#ws !== ws) return;
       if (token) this.#send(JSON.stringify({ op: "auth", token }));
     }
@@ -186,6 +191,26 @@ export class HeraldClient extends Emitter {
       sub._subscribing();
       this.#send(subscribeOp(sub.channel, sub.position));
     }
+  }
+
+  async #fetchToken() {
+    try {
+      return typeof this.#token === "function" ? await this.#token() : this.#token;
+    } catch (err) {
+      this.emit("error", { code: "token_failed", message: String(err?.message ?? err) });
+      return null;
+    }
+  }
+
+  /** Before the token expires, a token function is asked for a fresh one, sent on this connection. */
+  #scheduleRefresh(exp) {
+    if (typeof this.#token !== "function" || typeof exp !== "number") return;
+    const ws = this.#ws;
+    const delay = Math.max(1000, (exp * 1000 - this.#now()) * REFRESH_AT);
+    this.#after("refresh", delay, async () => {
+      const token = await this.#fetchToken();
+      if (token && this.#ws === ws && this.state === "connected") this.#send(JSON.stringify({ op: "auth", token }));
+    });
   }
 
   #onMessage(data) {
@@ -210,11 +235,22 @@ export class HeraldClient extends Emitter {
           if (sub) { sub._onSubscribed(frame); touched.add(sub); }
           break;
         case "error":
+          if (sub && frame.code === "forbidden" && frame.op === "auth") this.#revoked.add(sub.channel);
           this.emit("error", frame);
           if (sub) sub.emit("error", frame);
           break;
         case "unsubscribed":
+          // Asked for by unsubscribe() (already gone from #subs), or ended by the server because
+          // a fresh token no longer covers the channel (announced by a forbidden error for op
+          // "auth"): then the subscription ends here and is not resubscribed on reconnect.
+          if (sub && this.#revoked.delete(sub.channel)) {
+            this.#subs.delete(sub.channel);
+            this.#positions.forget(sub.channel);
+            sub._setState("unsubscribed");
+          }
+          break;
         case "authenticated":
+          this.#scheduleRefresh(frame.exp);
           break;
         default:
           // A frame type from a newer server: ignore it (the protocol may only add).
@@ -237,6 +273,8 @@ export class HeraldClient extends Emitter {
     this.#ws = null;
     this.#cancel("connect");
     this.#cancel("uptime");
+    this.#cancel("refresh");
+    this.#revoked.clear();
     for (const sub of this.#subs.values()) sub._setState("subscribing");
     if (!this.#wanted) {
       this.#setState("disconnected");
@@ -248,7 +286,7 @@ export class HeraldClient extends Emitter {
       this.emit("disconnected", { code, reason, willReconnect: false, delay: null });
       return;
     }
-    const immediate = code === RESUME_NOW && !this.#fastResumeUsed;
+    const immediate = (code === RESUME_NOW || code === TOKEN_EXPIRED) && !this.#fastResumeUsed;
     if (immediate) this.#fastResumeUsed = true;
     this.#scheduleReconnect(code, reason, immediate);
   }

@@ -362,3 +362,73 @@ test("a token is sent first on every connection; a refreshed one is asked for ea
   await new Promise((r) => setImmediate(r));
   assert.equal(FakeWebSocket.last.sent[0].token, "t2");
 });
+
+test("a token that expires (4002) is replaced at once: reconnect with a fresh token and resume", async () => {
+  let n = 0;
+  const { client, timers } = setup({ token: async () => `t${++n}` });
+  const { log } = record(client, "news");
+  const events = [];
+  client.on("disconnected", (d) => events.push(d));
+  client.connect();
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  FakeWebSocket.last.receive({ type: "subscribed", channel: "news", epoch: "e1", seq: 1, replay: 1 }, msg("news", 1));
+  FakeWebSocket.last.drop(4002, "token expired");
+  assert.deepEqual(events, [{ code: 4002, reason: "token expired", willReconnect: true, delay: 0 }]);
+  timers.advance(0);
+  assert.equal(FakeWebSocket.instances.length, 2);
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "auth", token: "t2" }, { op: "subscribe", channel: "news", since: 1, epoch: "e1" }]);
+  assert.deepEqual(log.seqs, [1]);
+});
+
+test("a token function is asked again before expiry and the fresh token goes on the open connection", async () => {
+  let n = 0;
+  const start = 1_764_000_000_000;
+  const { client, timers } = setup({ token: async () => `t${++n}`, now: () => start + timers.now });
+  client.connect();
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  FakeWebSocket.last.receive({ type: "authenticated", sub: "u", exp: start / 1000 + 100 });
+  timers.advance(79_999);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "auth", token: "t1" }]);
+  timers.advance(1);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "auth", token: "t1" }, { op: "auth", token: "t2" }]);
+  assert.equal(FakeWebSocket.instances.length, 1);
+  // A static token cannot be refreshed: nothing is scheduled for it.
+  const other = setup({ token: "static" });
+  other.client.connect();
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  FakeWebSocket.last.receive({ type: "authenticated", sub: "u", exp: 100 });
+  assert.deepEqual(other.timers.pending(), [5000]); // only the uptime timer
+});
+
+test("a channel a fresh token no longer covers ends; one the app unsubscribed and resubscribed stays", async () => {
+  const { client, timers } = setup();
+  const news = record(client, "news");
+  const chat = record(client, "chat");
+  client.connect();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.receive(
+    { type: "subscribed", channel: "news", epoch: "e1", seq: 0, replay: 0 },
+    { type: "subscribed", channel: "chat", epoch: "e2", seq: 0, replay: 0 });
+  news.sub.unsubscribe();
+  client.subscribe("news");
+  FakeWebSocket.last.receive(
+    { type: "authenticated", sub: "u", exp: 2_000_000_000 },
+    { type: "error", code: "forbidden", message: "no longer covered", op: "auth", channel: "chat" },
+    { type: "unsubscribed", channel: "chat" },
+    { type: "unsubscribed", channel: "news" });
+  assert.equal(chat.sub.state, "unsubscribed");
+  assert.equal(chat.log.errors[0].code, "forbidden");
+  assert.equal(client.getSubscription("chat"), null);
+  assert.equal(client.getSubscription("news").state, "subscribing");
+  FakeWebSocket.last.drop(1006);
+  timers.advance(250);
+  FakeWebSocket.last.open();
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "subscribe", channel: "news" }]);
+});
