@@ -39,8 +39,11 @@ public struct HeraldConfig: Sendable {
     public var maxSubscriptionsPerConnection = 100
     public var maxClientOpsPerSecond = 20.0
     public var clientOpsBurst = 100.0
-    /// 0: no limit. Behind a load balancer every client has the balancer's address.
+    /// 0: no limit. Behind a load balancer every client has the balancer's address, unless the
+    /// balancer is in `trustedProxies`.
     public var maxConnectionsPerAddress = 0
+    /// Proxies whose `X-Forwarded-For` names the client (see `ClientAddress`); empty: none.
+    public var trustedProxies: [AddressRange] = []
     public var handshakeTimeoutSeconds = 10
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10

@@ -49,6 +49,7 @@ public final class Node: @unchecked Sendable {
         options.allowedOrigins = config.allowedOrigins
         options.echoPath = config.testEchoPath
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
+        options.trustedProxies = config.trustedProxies
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)

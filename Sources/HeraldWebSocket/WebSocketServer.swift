@@ -184,8 +184,10 @@ public final class WebSocketServer: @unchecked Sendable {
         public var maxConnections = 100_000
         /// Origins (`scheme://host[:port]`, exact) allowed to upgrade; empty: any origin.
         public var allowedOrigins: [String] = []
-        /// WebSocket connections from one peer address; 0: no limit.
+        /// WebSocket connections from one client address; 0: no limit.
         public var maxConnectionsPerAddress = 0
+        /// Peers whose `X-Forwarded-For` names the client address (see `ClientAddress`).
+        public var trustedProxies: [AddressRange] = []
         /// Seconds a client may take to send its request and finish the handshake.
         public var handshakeTimeoutSeconds: Int32 = 10
         /// Ping a connection after this many quiet seconds; 0: never.
@@ -360,7 +362,7 @@ public final class WebSocketServer: @unchecked Sendable {
                 return 1
             }
             if options.maxConnectionsPerAddress > 0 {
-                let address = Self.peer(wsi)
+                let address = clientAddress(wsi)
                 if (perAddress[address] ?? 0) >= options.maxConnectionsPerAddress {
                     handler?.webSocketRefused(.addressFull(address))
                     _ = lws_return_http_status(wsi, 429, "too many connections from your address")
@@ -381,7 +383,7 @@ public final class WebSocketServer: @unchecked Sendable {
 
         case LWS_CALLBACK_ESTABLISHED:
             guard let wsi, let user else { return -1 }
-            let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: Self.peer(wsi))
+            let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: clientAddress(wsi))
             connection.server = self
             nextID += 1
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
@@ -493,7 +495,7 @@ public final class WebSocketServer: @unchecked Sendable {
                 if let v = Self.customHeader(wsi, name) { headers[name] = v }
             }
             let method = isPost ? "POST" : (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER")
-            let request = HTTPRequest(method: method, path: path, query: Self.queryPairs(wsi), peer: Self.peer(wsi),
+            let request = HTTPRequest(method: method, path: path, query: Self.queryPairs(wsi), peer: clientAddress(wsi),
                                       headers: headers, wsi: wsi)
             request.server = self
             httpRequests[wsi] = request
@@ -628,6 +630,13 @@ public final class WebSocketServer: @unchecked Sendable {
             index += 1
         }
         return pairs
+    }
+
+    /// The TCP peer, or the client a trusted proxy names in `X-Forwarded-For`.
+    func clientAddress(_ wsi: OpaquePointer) -> String {
+        let peer = Self.peer(wsi)
+        guard !options.trustedProxies.isEmpty else { return peer }
+        return ClientAddress.resolve(peer: peer, forwardedFor: Self.header(wsi, WSI_TOKEN_X_FORWARDED_FOR), trusted: options.trustedProxies)
     }
 
     static func peer(_ wsi: OpaquePointer) -> String {

@@ -45,6 +45,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
     @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
     @Option(help: "WebSocket connections per client address; 0: no limit (behind a load balancer all clients share its address). (HERALD_MAX_CONNECTIONS_PER_IP)") var maxConnectionsPerIp = 0
+    @Option(help: "Reverse proxies (addresses or CIDR ranges, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for --max-connections-per-ip and logs; repeat. Default: none, the TCP peer is the client. (HERALD_TRUSTED_PROXIES, comma-separated)") var trustedProxies: [String] = []
     @Option(help: "Seconds a client may take to complete the HTTP upgrade. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
     @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
@@ -68,6 +69,9 @@ struct Serve: ParsableCommand {
             throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
         }
         if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
+        for p in splitList(trustedProxies) where AddressRange(p) == nil {
+            throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
+        }
     }
 
     func run() throws {
@@ -103,6 +107,7 @@ struct Serve: ParsableCommand {
         config.pongTimeoutSeconds = pongTimeout
         config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
         config.allowedOrigins = splitList(allowedOrigin)
+        config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -375,3 +375,43 @@ import Testing
         #expect(q.next == truth.values.filter { $0 > cut }.min())
     }
 }
+
+@Suite struct ClientAddressTests {
+    @Test func parsesAndPrintsIPv4AndIPv6() {
+        #expect(IPAddress("10.1.2.3")?.description == "10.1.2.3")
+        #expect(IPAddress("::ffff:10.1.2.3") == IPAddress("10.1.2.3"))
+        #expect(IPAddress("2001:DB8:0:0:0:0:0:7")?.description == "2001:db8::7")
+        #expect(IPAddress("[::1]")?.description == "::1")
+        #expect(IPAddress("::")?.description == "::")
+        #expect(IPAddress("1:0:0:2:0:0:0:3")?.description == "1:0:0:2::3")
+        for bad in ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", "1::2::3", ":::", "12345::",
+                    "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7", "g::1", "unknown", "1.2.3.4/8", " 1.2.3.4"] {
+            #expect(IPAddress(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func rangesMatchByPrefix() {
+        let ten = AddressRange("10.0.0.0/8")!
+        #expect(ten.contains(IPAddress("10.255.0.1")!) && !ten.contains(IPAddress("11.0.0.1")!))
+        #expect(AddressRange("192.168.1.10")!.contains(IPAddress("192.168.1.10")!))
+        #expect(!AddressRange("192.168.1.10")!.contains(IPAddress("192.168.1.11")!))
+        #expect(AddressRange("172.16.0.0/12")!.contains(IPAddress("172.31.255.255")!))
+        #expect(!AddressRange("172.16.0.0/12")!.contains(IPAddress("172.32.0.0")!))
+        #expect(AddressRange("fd00::/8")!.contains(IPAddress("fdab::1")!) && !AddressRange("fd00::/8")!.contains(IPAddress("fe80::1")!))
+        #expect(!AddressRange("0.0.0.0/0")!.contains(IPAddress("::1")!))  // IPv4 ranges hold IPv4 only
+        for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "::/129", "x/8", "10.0.0.0/8/8"] { #expect(AddressRange(bad) == nil, "\(bad)") }
+    }
+
+    @Test func theClientIsTheRightmostUntrustedForwardedAddress() {
+        let trusted = [AddressRange("10.0.0.0/8")!, AddressRange("127.0.0.1")!]
+        func resolve(_ peer: String, _ xff: String?) -> String { ClientAddress.resolve(peer: peer, forwardedFor: xff, trusted: trusted) }
+        #expect(resolve("10.0.0.5", "203.0.113.7") == "203.0.113.7")
+        #expect(resolve("10.0.0.5", "1.1.1.1, 203.0.113.7, 10.0.0.9") == "203.0.113.7")  // a spoofed left entry is ignored
+        #expect(resolve("10.0.0.5", " 2001:db8::1 ") == "2001:db8::1")
+        #expect(resolve("198.51.100.1", "203.0.113.7") == "198.51.100.1")  // an untrusted peer cannot claim another address
+        #expect(resolve("10.0.0.5", nil) == "10.0.0.5")
+        #expect(resolve("10.0.0.5", "10.0.0.6, 127.0.0.1") == "10.0.0.5")  // only proxies named
+        #expect(resolve("10.0.0.5", "203.0.113.7, garbage") == "10.0.0.5")  // malformed: the peer
+        #expect(ClientAddress.resolve(peer: "10.0.0.5", forwardedFor: "203.0.113.7", trusted: []) == "10.0.0.5")
+    }
+}

@@ -1,5 +1,5 @@
 // libFuzzer target for hostile input: the client-op parser, the connect-URL parser, the JSON
-// parser/minifier and the envelope encoder, with HeraldCore compiled in.
+// parser/minifier, the envelope encoder, tokens and X-Forwarded-For, with HeraldCore compiled in.
 // Built and run by scripts/fuzz (swiftc -sanitize=fuzzer,address); any crash, trap or sanitizer
 // report fails the run.
 
@@ -36,6 +36,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let parsed = try? JSON.parse(bytes)
     precondition((minified != nil) == (parsed != nil), "JSON.minify and JSON.parse disagree on validity")
     if let minified { precondition((try? JSON.parse(minified)) == parsed, "minifying changed the JSON value") }
+    // X-Forwarded-For from a trusted proxy: the answer is the peer or a well-formed address
+    // that prints back to itself.
+    let trusted = [AddressRange("127.0.0.1")!, AddressRange("10.0.0.0/8")!]
+    let client = ClientAddress.resolve(peer: "127.0.0.1", forwardedFor: text, trusted: trusted)
+    precondition(client == "127.0.0.1" || IPAddress(client)?.description == client, "resolved to a non-address")
+    if let address = IPAddress(text) { precondition(IPAddress(address.description) == address, "address does not round-trip") }
+    _ = AddressRange(text)
     // Tokens: never crash on garbage.
     _ = TokenVerifier(secret: "fuzz-secret-0123456789").verify(text, nowSeconds: 1)
     return 0

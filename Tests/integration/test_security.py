@@ -152,13 +152,14 @@ def test_anonymous_channels_are_readable_without_a_token(herald_factory):
     c.close()
 
 
-def upgrade_status(port, origin):
+def upgrade_status(port, origin, forwarded_for=None):
     """The HTTP status code Herald answers a WebSocket upgrade with."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         headers = "".join(f"{k}: {v}\r\n" for k, v in {
             "Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
-            **({"Origin": origin} if origin else {})}.items())
+            **({"Origin": origin} if origin else {}),
+            **({"X-Forwarded-For": forwarded_for} if forwarded_for else {})}.items())
         s.sendall(f"GET /ws?channel=a HTTP/1.1\r\n{headers}\r\n".encode())
         return s.recv(4096).split(b"\r\n")[0].decode().split(" ")[1]
 
@@ -230,6 +231,28 @@ def test_connections_per_address_and_in_total_are_limited(herald_factory):
     assert upgrade_status(full.port, None) == "503"
     assert full.metrics()["herald_server_full_refused_total"] == 1
     only.close()
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(herald_factory):
+    h = herald_factory(extra=["--max-connections-per-ip", "2", "--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).start()
+    # The proxy appends the address it saw; what the client claimed to its left is ignored.
+    a = Client(h.ws_url(), additional_headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
+    b = Client(h.ws_url(), additional_headers={"X-Forwarded-For": "203.0.113.7, 10.1.1.1"})  # two proxies deep
+    assert upgrade_status(h.port, None, forwarded_for="203.0.113.7") == "429"
+    assert upgrade_status(h.port, None, forwarded_for="203.0.113.8") == "101"
+    assert upgrade_status(h.port, None, forwarded_for="not-an-address") == "101"  # counts as the proxy itself
+    assert h.metrics()["herald_address_full_refused_total"] == 1
+    a.close(), b.close()
+
+    # Without --trusted-proxies the header is ignored: a client cannot pick its own address.
+    plain = herald_factory(extra=["--max-connections-per-ip", "2"]).start()
+    c = Client(plain.ws_url(), additional_headers={"X-Forwarded-For": "198.51.100.1"})
+    d = Client(plain.ws_url(), additional_headers={"X-Forwarded-For": "198.51.100.2"})
+    assert upgrade_status(plain.port, None, forwarded_for="198.51.100.3") == "429"
+    c.close(), d.close()
+
+    bad = subprocess.run([HERALD_BIN, "serve", "--trusted-proxies", "10.0.0.0/33"], capture_output=True, text=True, timeout=10)
+    assert bad.returncode != 0 and "--trusted-proxies 10.0.0.0/33: not an IP address or CIDR range" in bad.stderr
 
 
 def test_a_client_that_never_finishes_the_handshake_is_dropped(herald_factory):
