@@ -17,6 +17,12 @@ public struct HeraldConfig: Sendable {
     public var webRoot = "web-client"
     /// How long a `message_id` is remembered for de-duplication.
     public var dedupeSeconds = 86_400
+    /// A channel's history expires this long after its last message (0: kept until trimmed).
+    public var historyTTLSeconds = 7 * 86_400
+    /// A channel's epoch and newest seq expire this long after its last message or read
+    /// (0: never). At least `historyTTLSeconds`, so a resuming client is told how many messages
+    /// it missed after its history expired, and a list never outlives its epoch.
+    public var historyMetaTTLSeconds = 90 * 86_400
     /// Deliveries RabbitMQ may have outstanding at the sequencer, and the largest batch.
     public var prefetch: UInt16 = 10_000
     public var batchSize = 1_000

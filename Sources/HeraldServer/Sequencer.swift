@@ -160,6 +160,8 @@ final class Sequencer: Worker, @unchecked Sendable {
         let epochCandidate = Array(randomHex(bytes: 6).utf8)
         let historySize = Array(String(config.historySize).utf8)
         let dedupeSeconds = Array(String(config.dedupeSeconds).utf8)
+        let historyTTL = Array(String(config.historyTTLSeconds).utf8)
+        let metaTTL = Array(String(config.historyMetaTTLSeconds).utf8)
         var keys: [String: (meta: [UInt8], history: [UInt8])] = [:]
         for d in deliveries {
             if d.properties.header("x-herald-probe") != nil { continue }
@@ -178,7 +180,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 let k = keys[channel] ?? (Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8))
                 keys[channel] = k
                 calls.append((keys: [k.meta, k.history, Array(idKey.utf8)],
-                              args: [envelope.head, envelope.tail, historySize, dedupeSeconds, epochCandidate]))
+                              args: [envelope.head, envelope.tail, historySize, dedupeSeconds, epochCandidate, historyTTL, metaTTL]))
             } catch {
                 dead.append((d, error))
             }

@@ -37,6 +37,8 @@ struct Serve: ParsableCommand {
     @Option(help: "This node's name in /healthz and logs (default: host name and pid). (HERALD_NODE_ID)") var nodeID: String?
     @Option(help: "Folder served at / (the demo page and client library). (HERALD_WEB_ROOT)") var webRoot = "web-client"
     @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
+    @Option(help: "Seconds a channel's history is kept after its last message; 0: until trimmed by --history-size. (HERALD_HISTORY_TTL)") var historyTtl = 7 * 86_400
+    @Option(help: "Seconds a channel's epoch and newest seq are kept after its last message or subscribe, so resuming clients learn how many they missed; 0: forever. At least --history-ttl. (HERALD_HISTORY_META_TTL)") var historyMetaTtl = 90 * 86_400
     @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
     @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
     @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
@@ -56,6 +58,10 @@ struct Serve: ParsableCommand {
 
     func validate() throws {
         guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
+        guard historyTtl >= 0, historyMetaTtl >= 0 else { throw ValidationError("--history-ttl and --history-meta-ttl must not be negative") }
+        guard historyMetaTtl == 0 || (historyTtl > 0 && historyMetaTtl >= historyTtl) else {
+            throw ValidationError("--history-meta-ttl must be 0 (forever) or at least --history-ttl (which must then be set): a history must not outlive its epoch")
+        }
         guard clientBacklog >= 1 else { throw ValidationError("--client-backlog must be at least 1") }
         guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
         guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
@@ -92,6 +98,8 @@ struct Serve: ParsableCommand {
         config.nodeID = nodeID ?? defaultNodeID()
         config.webRoot = webRoot
         config.dedupeSeconds = dedupeSeconds
+        config.historyTTLSeconds = historyTtl
+        config.historyMetaTTLSeconds = historyMetaTtl
         config.maxConnections = maxConnections
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)

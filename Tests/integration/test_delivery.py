@@ -1,12 +1,13 @@
 """Publishing through RabbitMQ and receiving over WebSocket: frames, history, resume."""
 import base64
 import json
+import subprocess
 import time
 import urllib.request
 
 import pika
 
-from conftest import Client, amqp_channel, assert_consecutive, publish, wait_until
+from conftest import HERALD_BIN, Client, amqp_channel, assert_consecutive, publish, wait_until
 
 
 def test_json_text_and_binary_bodies_arrive_as_protocol_frames(herald, exchange):
@@ -199,3 +200,39 @@ def test_a_message_held_for_coalescing_goes_out_when_the_window_ends(herald_fact
         msgs, _ = c.recv_messages("burst", 1, timeout=5)
         assert (msgs[0]["seq"], msgs[0]["data"]) == (i, f"m{i}")
     c.close()
+
+
+def test_history_and_then_the_epoch_expire_after_their_ttls(herald_factory, exchange, redis_server):
+    h = herald_factory(extra=["--history-ttl", "2", "--history-meta-ttl", "5"]).start()
+    r = redis_server.client()
+    publish(exchange, "news", [b"a", b"b", b"c"])
+    wait_until(lambda: r.hget("herald:meta:news", "seq") == b"3", what="3 stored")
+    epoch = r.hget("herald:meta:news", "epoch").decode()
+    assert 0 < r.ttl("herald:history:news") <= 2 and 2 < r.ttl("herald:meta:news") <= 5
+    # A channel that is only subscribed to gets a meta hash with the meta TTL too.
+    quiet = Client(h.ws_url("channel=quiet"))
+    assert quiet.recv()["seq"] == 0
+    assert 0 < r.ttl("herald:meta:quiet") <= 5
+    quiet.close()
+
+    wait_until(lambda: not r.exists("herald:history:news"), 10, what="history to expire")
+    assert r.exists("herald:meta:news")
+    c = Client(h.ws_url(f"channel=news&since=1&epoch={epoch}"))
+    sub = c.recv()  # the history is gone, but the client is told exactly how many it missed
+    assert (sub["epoch"], sub["seq"], sub["replay"], sub["recovered"], sub["missed"]) == (epoch, 3, 0, False, 2)
+    c.close()
+
+    wait_until(lambda: not r.exists("herald:meta:news"), 10, what="meta to expire")
+    c = Client(h.ws_url(f"channel=news&since=3&epoch={epoch}"))
+    sub = c.recv()  # a new life of the channel: another epoch, nothing known about what was missed
+    assert sub["epoch"] != epoch and (sub["seq"], sub["replay"], sub["recovered"], sub["missed"]) == (0, 0, False, None)
+    publish(exchange, "news", [b"d"])
+    msgs, _ = c.recv_messages("news", 1)
+    assert (msgs[0]["seq"], msgs[0]["data"]) == (1, "d")
+    c.close()
+
+
+def test_a_meta_ttl_shorter_than_the_history_ttl_is_refused():
+    for args in (["--history-ttl", "60", "--history-meta-ttl", "30"], ["--history-ttl", "0", "--history-meta-ttl", "30"]):
+        out = subprocess.run([HERALD_BIN, "serve", *args], capture_output=True, text=True, timeout=10)
+        assert out.returncode != 0 and "a history must not outlive its epoch" in out.stderr, args
