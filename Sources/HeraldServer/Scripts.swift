@@ -3,37 +3,45 @@ import HeraldRedis
 
 /// The Lua scripts that make Redis the single source of truth for seq, epoch and history.
 enum Scripts {
-    /// Sequence and store one message, atomically.
-    /// KEYS: meta hash, history list, id key ('' when the message has no publisher id).
-    /// ARGV: frame head, frame tail, history size, dedupe seconds, epoch candidate,
-    /// history TTL seconds (0: none), meta TTL seconds (0: none).
-    /// Returns {seq, frame, epoch, duplicate(0/1)}. A known id returns what was stored for it.
+    /// Sequence and store a batch of one channel's messages, in order, in one call.
+    /// KEYS: meta hash, history list, then the id keys of the messages that have a publisher id.
+    /// ARGV: history size, dedupe seconds, epoch candidate, history TTL seconds (0: none),
+    /// meta TTL seconds (0: none), then per message: frame head, frame tail, index in KEYS of its
+    /// id key (0: none).
+    /// Returns {epoch, seq1, stored1, seq2, stored2, ...}: `stored` is '' for a new message (its
+    /// frame is head .. seq .. tail) and the frame stored earlier for a known id (a duplicate,
+    /// also within the batch). Each message's seq is counted before its frame is pushed, so a
+    /// failure part-way never leaves a frame whose seq the meta hash does not cover.
     /// A channel without a meta hash starts a new life: a history list left from an earlier one
     /// (only possible if the meta hash was lost) is dropped, so one list never mixes two epochs.
     static let sequence = RedisScript(source: """
     local epoch = redis.call('HGET', KEYS[1], 'epoch')
     if not epoch then
-      epoch = ARGV[5]
+      epoch = ARGV[3]
       redis.call('HSET', KEYS[1], 'epoch', epoch)
       redis.call('DEL', KEYS[2])
     end
-    if KEYS[3] ~= '' then
-      local stored = redis.call('GET', KEYS[3])
+    local out = {epoch}
+    for i = 6, #ARGV, 3 do
+      local k = tonumber(ARGV[i + 2])
+      local stored = false
+      if k > 0 then stored = redis.call('GET', KEYS[k]) end
       if stored then
-        local seq = tonumber(string.match(stored, ',"seq":(%d+),'))
-        return {seq, stored, epoch, 1}
+        out[#out + 1] = tonumber(string.match(stored, ',"seq":(%d+),'))
+        out[#out + 1] = stored
+      else
+        local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+        local frame = ARGV[i] .. seq .. ARGV[i + 1]
+        redis.call('LPUSH', KEYS[2], frame)
+        if k > 0 then redis.call('SET', KEYS[k], frame, 'EX', tonumber(ARGV[2])) end
+        out[#out + 1] = seq
+        out[#out + 1] = ''
       end
     end
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    local frame = ARGV[1] .. seq .. ARGV[2]
-    redis.call('LPUSH', KEYS[2], frame)
-    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-    if ARGV[6] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
-    if ARGV[7] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
-    if KEYS[3] ~= '' then
-      redis.call('SET', KEYS[3], frame, 'EX', tonumber(ARGV[4]))
-    end
-    return {seq, frame, epoch, 0}
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+    if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+    if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+    return out
     """)
 
     /// Read a channel's epoch, newest seq and retained frames (newest first) in one consistent step.
@@ -52,6 +60,22 @@ enum Scripts {
     local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
     return {epoch, seq, frames}
     """)
+}
+
+/// The `sequence` script's answer.
+extension Scripts {
+    /// The epoch and, per message, its seq and the frame stored earlier (nil: a new message).
+    /// nil when the reply is an error or does not have `count` messages.
+    static func sequenced(_ reply: RedisReply, count: Int) -> (epoch: String, messages: [(seq: UInt64, stored: [UInt8]?)])? {
+        guard case let .array(items) = reply, items.count == 1 + 2 * count, let epoch = items[0].text else { return nil }
+        var messages: [(seq: UInt64, stored: [UInt8]?)] = []
+        messages.reserveCapacity(count)
+        for i in stride(from: 1, to: items.count, by: 2) {
+            guard let seq = items[i].integer, seq > 0, let stored = items[i + 1].bytes else { return nil }
+            messages.append((UInt64(seq), stored.isEmpty ? nil : stored))
+        }
+        return (epoch, messages)
+    }
 }
 
 /// The `read` script's answer as a snapshot.

@@ -40,13 +40,21 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// batch was collected from RabbitMQ, so Redis works while this thread reads.
     private struct Staged {
         var deliveries: [AMQPDelivery]
+        /// One script call per channel in the batch, with that channel's messages in order.
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
-        var channels: [String] // parallel to calls
+        var groups: [ChannelGroup] // parallel to calls
         var dead: [(AMQPDelivery, EnvelopeError)]
         /// False when the send failed: the replies are fetched again from scratch.
         var sent: Bool
     }
     private var staged: Staged?
+
+    /// A batch's messages for one channel.
+    private struct ChannelGroup {
+        var channel: String
+        var deliveries: [AMQPDelivery] = []
+        var envelopes: [MessageEnvelope] = []
+    }
 
     func run() {
         while !stop.isSet {
@@ -148,21 +156,14 @@ final class Sequencer: Worker, @unchecked Sendable {
                      properties: AMQPProperties(headers: [("x-herald-probe", config.nodeID)]))
     }
 
-    /// Turns deliveries into script calls (or dead letters) and sends the calls to Redis.
+    /// Turns deliveries into script calls, one per channel (or dead letters), and sends the
+    /// calls to Redis.
     private func stage(_ deliveries: [AMQPDelivery]) -> Staged {
         health.lastHistoryDelivery.store(Int(monotonicNanos() / 1_000_000), ordering: .relaxed)
         let now = wallMillis()
-        var calls: [(keys: [[UInt8]], args: [[UInt8]])] = []
-        var channels: [String] = [] // parallel to calls
+        var groups: [ChannelGroup] = []
+        var groupIndex: [String: Int] = [:]
         var dead: [(AMQPDelivery, EnvelopeError)] = []
-        // Per batch, not per message: the epoch a new channel gets (only used when the channel
-        // has none yet), the constant arguments and each channel's keys.
-        let epochCandidate = Array(randomHex(bytes: 6).utf8)
-        let historySize = Array(String(config.historySize).utf8)
-        let dedupeSeconds = Array(String(config.dedupeSeconds).utf8)
-        let historyTTL = Array(String(config.historyTTLSeconds).utf8)
-        let metaTTL = Array(String(config.historyMetaTTLSeconds).utf8)
-        var keys: [String: (meta: [UInt8], history: [UInt8])] = [:]
         for d in deliveries {
             if d.properties.header("x-herald-probe") != nil { continue }
             let channel = d.routingKey.isEmpty ? config.defaultChannel : d.routingKey
@@ -170,20 +171,41 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dead.append((d, problem))
                 continue
             }
-            let publisherID = d.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
-            let id = publisherID ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
+            let id = d.properties.messageID.flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
             do {
                 let envelope = try MessageEnvelope(channel: channel, id: id, timeMillis: now, body: d.body,
                                                    contentType: d.properties.contentType)
-                let idKey = publisherID.map { config.idKey(channel, $0) } ?? ""
-                channels.append(channel)
-                let k = keys[channel] ?? (Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8))
-                keys[channel] = k
-                calls.append((keys: [k.meta, k.history, Array(idKey.utf8)],
-                              args: [envelope.head, envelope.tail, historySize, dedupeSeconds, epochCandidate, historyTTL, metaTTL]))
+                let g = groupIndex[channel] ?? {
+                    groups.append(ChannelGroup(channel: channel))
+                    groupIndex[channel] = groups.count - 1
+                    return groups.count - 1
+                }()
+                groups[g].deliveries.append(d)
+                groups[g].envelopes.append(envelope)
             } catch {
                 dead.append((d, error))
             }
+        }
+        // Per batch, not per message: the epoch a new channel gets (only used when the channel
+        // has none yet) and the constant arguments.
+        let constants = [String(config.historySize), String(config.dedupeSeconds), randomHex(bytes: 6),
+                         String(config.historyTTLSeconds), String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
+        let none = Array("0".utf8)
+        let calls = groups.map { group in
+            var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
+            var args = constants
+            args.reserveCapacity(constants.count + 3 * group.envelopes.count)
+            for (d, envelope) in zip(group.deliveries, group.envelopes) {
+                args.append(envelope.head)
+                args.append(envelope.tail)
+                if let publisherID = d.properties.messageID, !publisherID.isEmpty {
+                    keys.append(Array(config.idKey(group.channel, publisherID).utf8))
+                    args.append(Array(String(keys.count).utf8))
+                } else {
+                    args.append(none)
+                }
+            }
+            return (keys: keys, args: args)
         }
         var sent = false
         if !calls.isEmpty, let redis {
@@ -195,13 +217,14 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dropRedis()
             }
         }
-        return Staged(deliveries: deliveries, calls: calls, channels: channels, dead: dead, sent: sent)
+        return Staged(deliveries: deliveries, calls: calls, groups: groups, dead: dead, sent: sent)
     }
 
     /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
     /// answers), publishes it to every node and puts it in flight. False: stopping.
     private func finish(_ batch: Staged, _ amqp: AMQPConnection) throws(AMQPError) -> Bool {
-        let calls = batch.calls, channels = batch.channels, dead = batch.dead, deliveries = batch.deliveries
+        let calls = batch.calls, deliveries = batch.deliveries
+        var dead = batch.dead
         // Redis first: retried until it answers (messages wait, unacked, in RabbitMQ meanwhile).
         var sequenced: [SequencedMessage] = []
         if !calls.isEmpty {
@@ -216,16 +239,21 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
             if replies == nil { replies = storeInRedis(calls) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
-            for (i, reply) in replies.enumerated() {
-                guard case let .array(items) = reply, items.count == 4, let seq = items[0].integer,
-                      let frame = items[1].bytes, let epoch = items[2].text, let dup = items[3].integer else {
-                    // The script failed for this one message: keep it safe for a human to look at.
-                    logger.error("sequence script failed", metadata: ["reply": "\(reply)"])
+            for (group, reply) in zip(batch.groups, replies) {
+                guard let stored = Scripts.sequenced(reply, count: group.envelopes.count) else {
+                    // Redis refused this channel's batch (for example a key of the wrong type):
+                    // its messages go to the dead-letter queue with the reason, never dropped.
+                    logger.error("sequence script failed; dead-lettering the channel's batch",
+                                 metadata: ["channel": "\(group.channel)", "reply": "\(reply)"])
+                    let error = EnvelopeError(code: .storeFailed, message: "Redis refused to store it: \(reply)")
+                    dead += group.deliveries.map { ($0, error) }
                     continue
                 }
-                let channel = channels[i]
-                if dup == 1 { metrics.duplicates.add() } else { metrics.messagesIn.add() }
-                sequenced.append(SequencedMessage(channel: channel, epoch: epoch, seq: UInt64(seq), frame: frame))
+                for (envelope, (seq, frame)) in zip(group.envelopes, stored.messages) {
+                    if frame == nil { metrics.messagesIn.add() } else { metrics.duplicates.add() }
+                    sequenced.append(SequencedMessage(channel: group.channel, epoch: stored.epoch, seq: seq,
+                                                      frame: frame ?? envelope.frame(seq: seq)))
+                }
             }
         }
 

@@ -39,6 +39,37 @@ def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_s
     c.close()
 
 
+def test_a_message_redis_refuses_to_store_is_dead_lettered_and_other_channels_go_on(herald, exchange, redis_server):
+    r = redis_server.client()
+    r.hset("herald:meta:broken", "epoch", "e1")  # an existing channel (a new one starts with a fresh list)
+    r.set("herald:history:broken", "not a list")  # so every LPUSH on it fails: WRONGTYPE
+    c = Client(herald.ws_url("channel=news"))
+    c.recv()
+    conn, ch = amqp_channel()
+    ch.confirm_delivery()
+    for i in range(1, 4):
+        ch.basic_publish(exchange, "news", f"n{i}".encode(), pika.BasicProperties(message_id=f"n{i}"))
+        ch.basic_publish(exchange, "broken", f"b{i}".encode(), pika.BasicProperties(message_id=f"b{i}"))
+    msgs, _ = c.recv_messages("news", 3)
+    assert [(m["seq"], m["data"]) for m in msgs] == [(1, "n1"), (2, "n2"), (3, "n3")]
+    dead = {}
+    def got_all():
+        while True:
+            method, props, body = ch.basic_get(f"{exchange}.dead", auto_ack=True)
+            if method is None:
+                break
+            dead[props.message_id] = (body, props.headers["x-herald-error"], props.headers["x-herald-routing-key"])
+        return len(dead) == 3
+    wait_until(got_all, 10, what="3 dead letters")
+    for i in range(1, 4):
+        body, error, key = dead[f"b{i}"]
+        assert (body, key) == (f"b{i}".encode(), "broken") and error.startswith("store_failed: ") and "WRONGTYPE" in error
+    assert ch.queue_declare(f"{exchange}.history", passive=True).method.message_count == 0  # acked, not stuck
+    conn.close()
+    assert herald.metrics()["herald_dead_lettered_total"] == 3
+    c.close()
+
+
 def test_bad_client_frames_get_error_frames_and_oversize_gets_1009(herald, exchange):
     c = Client(herald.ws_url("channel=news&channel=bad%20one"))
     frames = [c.recv(), c.recv()]
