@@ -4,7 +4,9 @@ import HeraldRedis
 import Logging
 
 /// The sequencer thread: consumes `<exchange>.history` (single active consumer), stores each
-/// message through the `sequence` script, publishes the sequenced batch to `<exchange>.live`
+/// batch through the `sequence` script (one call per channel, its messages in order; a call
+/// Redis refuses sends that channel's messages to `<exchange>.dead`), publishes the sequenced
+/// batch to `<exchange>.live`
 /// with a confirm, and only then acks the deliveries (one multiple-ack per batch).
 ///
 /// Batches are pipelined: while RabbitMQ confirms one batch's live publish, the next batch is
