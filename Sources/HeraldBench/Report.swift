@@ -63,6 +63,7 @@ extension BenchResult {
         if options.scenario == .sequencer {
             f.append(("sequenced_per_sec", num(sequencedPerSecond)))
             f.append(("sequencer_seconds", num(sequencerSeconds)))
+            f.append(("sequencer_drains_per_sec", "[" + sequencerDrains.map { num($0) }.joined(separator: ",") + "]"))
             f.append(("broker_alone_per_sec", num(brokerAlonePerSecond)))
         }
         f.append(("timeline", "[" + timeline.map {
@@ -100,7 +101,12 @@ extension BenchResult {
             lines.append("  storm           \(options.clients) joined and caught up with \(options.history) messages in \(fmt(j, 3)) s; after dropping all, \(caughtUp) caught up in \(fmt(reconnectCatchUpSeconds ?? 0, 3)) s (\(tally.recovered) of \(tally.resumed) resumed with recovered: true)")
         }
         if let r = sequencedPerSecond {
-            lines.append("  sequencer       \(published) messages stored in Redis and acked in \(fmt(sequencerSeconds ?? 0, 2)) s = \(fmt(r, 0)) messages/s")
+            let each = options.count
+            if sequencerDrains.count > 1 {
+                lines.append("  sequencer       median of \(sequencerDrains.count) drains of \(each) messages, stored in Redis and acked: \(fmt(r, 0)) messages/s (\(sequencerDrains.map { fmt($0, 0) }.joined(separator: ", ")))")
+            } else {
+                lines.append("  sequencer       \(published) messages stored in Redis and acked in \(fmt(sequencerSeconds ?? 0, 2)) s = \(fmt(r, 0)) messages/s")
+            }
             if let b = brokerAlonePerSecond {
                 lines.append("  broker alone    \(fmt(b, 0)) messages/s: the same queue drained by a consumer that only acks (\(fmt(100 * r / b, 0))% of it)")
             }

@@ -221,6 +221,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
     @Flag(help: "No progress lines.") var quiet = false
     @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
+    @Option(help: "sequencer preset: how many drains of --count to measure; the result is their median.") var drains = 1
     @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
     @Option(help: "The generator's WebSocket client: epoll (Herald's own, reads each frame in one copy) or lws (libwebsockets 4.1's client on poll(), which parses payload a byte at a time).") var clientEngine = "epoll"
     @Option(help: "epoll engine: read in rounds at most every this many µs, so the clients' wake-ups do not tax the server's sends on a shared machine; adds at most this to a latency. 0: wake for every ready socket.") var readRoundUs = 500
@@ -228,6 +229,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
         guard clients >= 1, channels >= 1, channels <= clients else { throw ValidationError("need clients >= channels >= 1") }
+        guard drains >= 1 else { throw ValidationError("--drains must be at least 1") }
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
@@ -254,6 +256,7 @@ struct Bench: ParsableCommand {
         o.channelPrefix = channelPrefix
         o.quiet = quiet
         o.count = count
+        o.drains = drains
         o.metricsURL = metricsURL
         o.engine = ClientEngine(rawValue: clientEngine)!
         o.readRoundMicros = UInt32(clamping: max(0, readRoundUs))

@@ -38,6 +38,18 @@ def test_latency_preset_against_herald_is_exact(herald, exchange):
     assert r["server_cpu_percent"] is not None
 
 
+def test_sequencer_preset_times_drains_of_stored_and_acked_messages(herald, exchange, redis_server):
+    r = bench("sequencer", "--exchange", exchange, "--server-pid", herald.proc.pid, "--clients", 1, "--channels", 1,
+              "--count", 3000, "--drains", 3, "--metrics-url", f"http://127.0.0.1:{herald.port}/metrics")
+    drains = r["sequencer_drains_per_sec"]
+    assert r["published"] == 9000 and len(drains) == 3 and all(d > 0 for d in drains)
+    assert r["sequenced_per_sec"] == sorted(drains)[1], "the median drain"
+    assert r["broker_alone_per_sec"] > 0
+    assert herald.metrics()["herald_messages_in_total"] == 9000  # every message stored, none twice
+    keys = redis_server.client().keys("herald:meta:bench-*")
+    assert len(keys) == 1 and redis_server.client().hget(keys[0], "seq") == b"9000"
+
+
 def test_http_publishing_and_a_three_node_cluster(herald_factory, exchange):
     nodes = [herald_factory(extra=["--node-id", f"n{i}"]).start() for i in range(3)]
     urls = [x for h in nodes for x in ("--url", h.ws_url())]
