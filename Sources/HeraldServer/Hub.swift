@@ -289,9 +289,11 @@ final class Hub: WebSocketHandler {
         var burstSizes: [String: Int] = [:]
         for event in events {
             switch event {
-            case let .live(messages):
+            case let .live(messages), let .local(messages):
+                let local = if case .local = event { true } else { false }
                 for m in messages {
                     guard let ring = rings[m.channel] else { continue }
+                    if local && (ring.epoch != m.epoch || ring.lastSeq.map({ $0 + 1 != m.seq }) ?? true) { continue }
                     // Everything appended in this round counts as one burst: room for it on top
                     // of the backlog, so a client that was keeping up is not closed by a burst.
                     let burst = (burstSizes[m.channel] ?? 0) + 1

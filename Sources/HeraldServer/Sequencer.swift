@@ -259,7 +259,9 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
 
-        // Then every node hears about it (duplicates too: a crash may have come before their broadcast).
+        // This node's clients hear about it at once; then every node, through the live queue
+        // (duplicates too: a crash may have come before their broadcast).
+        if !sequenced.isEmpty { inbox.post(.local(sequenced)) }
         var chunk: [SequencedMessage] = []
         var chunkBytes = 0
         for m in sequenced {

@@ -7,6 +7,11 @@ import Logging
 enum HubEvent: Sendable {
     /// Sequenced messages from the live queue, in order, gaps already repaired.
     case live([SequencedMessage])
+    /// Messages this node's sequencer has just stored, before their trip through the live
+    /// queue: each is appended only where it continues its channel's ring exactly (anything
+    /// else is left to the live queue, which repairs gaps), and the copy that then arrives
+    /// from the live queue is stale and skipped. Saves local clients a RabbitMQ round trip.
+    case local([SequencedMessage])
     /// A channel's sequence broke and could not be repaired: its subscribers must resume.
     case broken(channel: String)
     /// A history read answering the subscribe requests `requests`.
