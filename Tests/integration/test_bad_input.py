@@ -10,6 +10,19 @@ from websockets.exceptions import ConnectionClosed
 from conftest import Client, amqp_channel, assert_consecutive, publish, wait_until
 
 
+def dead_letters(ch, exchange, count):
+    """Waits for `count` messages in `<exchange>.dead`: {message_id: (body, x-herald-error, x-herald-routing-key)}."""
+    dead = {}
+    def got_all():
+        while True:
+            method, props, body = ch.basic_get(f"{exchange}.dead", auto_ack=True)
+            if method is None:
+                return len(dead) == count
+            dead[props.message_id] = (body, props.headers["x-herald-error"], props.headers["x-herald-routing-key"])
+    wait_until(got_all, 10, what=f"{count} dead letters")
+    return dead
+
+
 def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_server):
     c = Client(herald.ws_url("channel=news"))
     c.recv()
@@ -21,15 +34,7 @@ def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_s
     ch.basic_publish(exchange, "news", b"fine", pika.BasicProperties(message_id="ok"))
     msgs, _ = c.recv_messages("news", 1)
     assert (msgs[0]["seq"], msgs[0]["id"]) == (1, "ok")
-    dead = {}
-    def got_all():
-        while True:
-            method, props, body = ch.basic_get(f"{exchange}.dead", auto_ack=True)
-            if method is None:
-                break
-            dead[props.message_id] = props.headers["x-herald-error"]
-        return len(dead) == 3
-    wait_until(got_all, 10, what="3 dead letters")
+    dead = {k: error for k, (_, error, _) in dead_letters(ch, exchange, 3).items()}
     assert dead["p1"].startswith("bad_channel: ")
     assert dead["p2"].startswith("too_large: ")
     assert dead["p3"].startswith("bad_json: ")
@@ -52,15 +57,7 @@ def test_a_message_redis_refuses_to_store_is_dead_lettered_and_other_channels_go
         ch.basic_publish(exchange, "broken", f"b{i}".encode(), pika.BasicProperties(message_id=f"b{i}"))
     msgs, _ = c.recv_messages("news", 3)
     assert [(m["seq"], m["data"]) for m in msgs] == [(1, "n1"), (2, "n2"), (3, "n3")]
-    dead = {}
-    def got_all():
-        while True:
-            method, props, body = ch.basic_get(f"{exchange}.dead", auto_ack=True)
-            if method is None:
-                break
-            dead[props.message_id] = (body, props.headers["x-herald-error"], props.headers["x-herald-routing-key"])
-        return len(dead) == 3
-    wait_until(got_all, 10, what="3 dead letters")
+    dead = dead_letters(ch, exchange, 3)
     for i in range(1, 4):
         body, error, key = dead[f"b{i}"]
         assert (body, key) == (f"b{i}".encode(), "broken") and error.startswith("store_failed: ") and "WRONGTYPE" in error
