@@ -293,7 +293,7 @@ final class Hub: WebSocketHandler {
                 let local = if case .local = event { true } else { false }
                 for m in messages {
                     guard let ring = rings[m.channel] else { continue }
-                    if local && (ring.epoch != m.epoch || ring.lastSeq.map({ $0 + 1 != m.seq }) ?? true) { continue }
+                    if local && !ring.isNext(seq: m.seq, epoch: m.epoch) { continue }
                     // Everything appended in this round counts as one burst: room for it on top
                     // of the backlog, so a client that was keeping up is not closed by a burst.
                     let burst = (burstSizes[m.channel] ?? 0) + 1

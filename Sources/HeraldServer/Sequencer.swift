@@ -56,6 +56,8 @@ final class Sequencer: Worker, @unchecked Sendable {
         var channel: String
         var deliveries: [AMQPDelivery] = []
         var envelopes: [MessageEnvelope] = []
+        /// The publisher's `message_id` of each message, when it gave one (de-duplicated by it).
+        var publisherIDs: [String?] = []
     }
 
     func run() {
@@ -173,9 +175,10 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dead.append((d, problem))
                 continue
             }
-            let id = d.properties.messageID.flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
+            let publisherID = d.properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
             do {
-                let envelope = try MessageEnvelope(channel: channel, id: id, timeMillis: now, body: d.body,
+                let envelope = try MessageEnvelope(channel: channel, id: publisherID ?? "\(config.nodeID)-\(randomHex(bytes: 8))",
+                                                   timeMillis: now, body: d.body,
                                                    contentType: d.properties.contentType)
                 let g = groupIndex[channel] ?? {
                     groups.append(ChannelGroup(channel: channel))
@@ -184,6 +187,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 }()
                 groups[g].deliveries.append(d)
                 groups[g].envelopes.append(envelope)
+                groups[g].publisherIDs.append(publisherID)
             } catch {
                 dead.append((d, error))
             }
@@ -197,10 +201,10 @@ final class Sequencer: Worker, @unchecked Sendable {
             var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
             var args = constants
             args.reserveCapacity(constants.count + 3 * group.envelopes.count)
-            for (d, envelope) in zip(group.deliveries, group.envelopes) {
+            for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {
                 args.append(envelope.head)
                 args.append(envelope.tail)
-                if let publisherID = d.properties.messageID, !publisherID.isEmpty {
+                if let publisherID {
                     keys.append(Array(config.idKey(group.channel, publisherID).utf8))
                     args.append(Array(String(keys.count).utf8))
                 } else {
