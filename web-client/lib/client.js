@@ -135,10 +135,15 @@ export class HeraldClient extends Emitter {
   }
 
   _unsubscribe(sub) {
+    this.#end(sub, true);
+  }
+
+  /** Ends a subscription for good: it is forgotten, with its stored position. */
+  #end(sub, tellServer) {
     if (this.#subs.get(sub.channel) !== sub) return;
     this.#subs.delete(sub.channel);
     this.#positions.forget(sub.channel);
-    if (this.state === "connected") this.#send(unsubscribeOp(sub.channel));
+    if (tellServer && this.state === "connected") this.#send(unsubscribeOp(sub.channel));
     sub._setState("unsubscribed");
   }
 
@@ -243,11 +248,7 @@ export class HeraldClient extends Emitter {
           // Asked for by unsubscribe() (already gone from #subs), or ended by the server because
           // a fresh token no longer covers the channel (announced by a forbidden error for op
           // "auth"): then the subscription ends here and is not resubscribed on reconnect.
-          if (sub && this.#revoked.delete(sub.channel)) {
-            this.#subs.delete(sub.channel);
-            this.#positions.forget(sub.channel);
-            sub._setState("unsubscribed");
-          }
+          if (sub && this.#revoked.delete(sub.channel)) this.#end(sub, false);
           break;
         case "authenticated":
           this.#scheduleRefresh(frame.exp);
