@@ -17,6 +17,7 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq",
                        providers: [.apt(["librabbitmq-dev"])]),
+        .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
 
         // Pure Swift: protocol, frames, subscription state machine. No C, no I/O, no threads.
         .target(name: "HeraldCore"),
@@ -25,24 +26,29 @@ let package = Package(
         .target(name: "HeraldRedis", dependencies: ["CHiredis"]),
         .target(name: "HeraldAMQP", dependencies: ["CRabbitMQ"]),
         .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "HeraldCore"]),
+        // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).
+        .target(name: "HeraldCrypto", dependencies: ["COpenSSL"]),
 
         // Wiring: threads, HTTP routes, metrics, shutdown.
         .target(name: "HeraldServer", dependencies: [
-            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket",
+            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldCrypto",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The load generator behind `herald bench`.
         .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
 
-        .executableTarget(name: "herald", dependencies: [
-            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldWebSocket",
+        // The command line: serve, publish, bench, token, and HERALD_* variables for every option.
+        .target(name: "HeraldCLI", dependencies: [
+            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldWebSocket",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .executableTarget(name: "herald", dependencies: ["HeraldCLI"]),
 
-        .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore"]),
+        .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore", "HeraldCrypto"]),
         .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench"]),
+        .testTarget(name: "HeraldCLITests", dependencies: ["HeraldCLI"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -23,6 +23,13 @@ public struct HeraldConfig: Sendable {
     /// (0: never). At least `historyTTLSeconds`, so a resuming client is told how many messages
     /// it missed after its history expired, and a list never outlives its epoch.
     public var historyMetaTTLSeconds = 90 * 86_400
+    /// Seconds the meta hash of a channel that never had a message outlives its last subscriber
+    /// (nodes extend it while someone is subscribed); a message lifts it to the meta TTL.
+    public var emptyChannelTTLSeconds = 300
+    /// The TTL an empty channel's meta hash actually gets: never longer than the meta TTL.
+    public var emptyChannelKeySeconds: Int {
+        historyMetaTTLSeconds == 0 ? emptyChannelTTLSeconds : min(emptyChannelTTLSeconds, historyMetaTTLSeconds)
+    }
     /// Deliveries RabbitMQ may have outstanding at the sequencer, and the largest batch.
     public var prefetch: UInt16 = 10_000
     public var batchSize = 1_000
@@ -69,5 +76,9 @@ public struct HeraldConfig: Sendable {
 
     public func historyKey(_ channel: String) -> String { "\(redisPrefix):history:\(channel)" }
     public func metaKey(_ channel: String) -> String { "\(redisPrefix):meta:\(channel)" }
-    public func idKey(_ channel: String, _ id: String) -> String { "\(redisPrefix):id:\(channel):\(id)" }
+    /// The de-duplication key of a message id on a channel. Both are free strings that may contain
+    /// `:`, so they are joined with `#`, which a channel name cannot contain: the first `#` ends
+    /// the channel, and no two (channel, id) pairs share a key (`orders` + `eu:1` and
+    /// `orders:eu` + `1` once did).
+    public func idKey(_ channel: String, _ id: String) -> String { "\(redisPrefix):id:\(channel)#\(id)" }
 }

@@ -34,44 +34,76 @@ public enum ChannelPattern {
     }
 }
 
+/// Why a token was refused: a stable `reason` (a metric label and a log field) and a sentence.
 public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Reason: String, Sendable, CaseIterable {
+        /// Not three base64url parts, or a part that is not strict base64url or not JSON.
+        case malformed
+        /// `alg` is not `HS256` (`none` included).
+        case badAlgorithm = "bad_alg"
+        case badSignature = "bad_signature"
+        case expired
+        case notYetValid = "not_yet_valid"
+        /// A required claim is missing or has the wrong type.
+        case badClaims = "bad_claims"
+        /// A token was presented to a server without `--token-secret`.
+        case disabled
+    }
+    public let reason: Reason
     public let description: String
-    public init(_ d: String) { description = d }
+    public init(_ reason: Reason, _ description: String) {
+        self.reason = reason
+        self.description = description
+    }
 }
+
+/// HMAC-SHA256 of `message` under `key`. HeraldCore has no crypto of its own: the server passes
+/// a vetted implementation in (libcrypto, through HeraldCrypto).
+public typealias HMACSHA256 = @Sendable (_ key: [UInt8], _ message: [UInt8]) -> [UInt8]
 
 public struct TokenVerifier: Sendable {
     private let key: [UInt8]
+    private let hmac: HMACSHA256
 
-    public init(secret: String) { key = Array(secret.utf8) }
+    public init(secret: String, hmac: @escaping HMACSHA256) {
+        key = Array(secret.utf8)
+        self.hmac = hmac
+    }
 
     /// The claims of a valid, unexpired token signed with this secret, or why not.
     public func verify(_ token: String, nowSeconds: UInt64) -> Result<TokenClaims, TokenError> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3 else { return .failure(TokenError("not a JWT (three dot-separated parts)")) }
+        guard parts.count == 3 else { return .failure(TokenError(.malformed, "not a JWT (three dot-separated parts)")) }
         guard let headerBytes = Base64URL.decode(parts[0]), let payloadBytes = Base64URL.decode(parts[1]),
               let signature = Base64URL.decode(parts[2]) else {
-            return .failure(TokenError("bad base64url"))
+            return .failure(TokenError(.malformed, "bad base64url"))
         }
-        guard let header = try? JSON.parse(headerBytes), header["alg"]?.stringValue == "HS256" else {
-            return .failure(TokenError("only alg HS256 is accepted"))
+        guard let header = try? JSON.parse(headerBytes), case .object = header else {
+            return .failure(TokenError(.malformed, "header is not a JSON object"))
+        }
+        guard header["alg"]?.stringValue == "HS256" else {
+            return .failure(TokenError(.badAlgorithm, "only alg HS256 is accepted"))
         }
         let signed = Array(parts[0].utf8) + [UInt8(ascii: ".")] + Array(parts[1].utf8)
-        guard constantTimeEquals(SHA256.hmac(key: key, message: signed), signature) else {
-            return .failure(TokenError("bad signature"))
+        guard signature.count == 32, constantTimeEquals(hmac(key, signed), signature) else {
+            return .failure(TokenError(.badSignature, "bad signature"))
         }
         guard let payload = try? JSON.parse(payloadBytes), case .object = payload else {
-            return .failure(TokenError("payload is not a JSON object"))
+            return .failure(TokenError(.malformed, "payload is not a JSON object"))
         }
-        guard let exp = payload["exp"]?.unsignedValue else { return .failure(TokenError("exp is required")) }
-        guard exp > nowSeconds else { return .failure(TokenError("token expired")) }
-        if let nbf = payload["nbf"]?.unsignedValue, nbf > nowSeconds { return .failure(TokenError("token not valid yet")) }
+        guard let exp = payload["exp"]?.unsignedValue else { return .failure(TokenError(.badClaims, "exp is required")) }
+        guard exp > nowSeconds else { return .failure(TokenError(.expired, "token expired")) }
+        if let nbf = payload["nbf"] {
+            guard let notBefore = nbf.unsignedValue else { return .failure(TokenError(.badClaims, "nbf must be a number of seconds")) }
+            if notBefore > nowSeconds { return .failure(TokenError(.notYetValid, "token not valid yet (nbf)")) }
+        }
         let sub = payload["sub"]?.stringValue ?? ""
         var channels: [String] = []
         if let list = payload["channels"] {
-            guard case let .array(items) = list else { return .failure(TokenError("channels must be a list of strings")) }
+            guard case let .array(items) = list else { return .failure(TokenError(.badClaims, "channels must be a list of strings")) }
             for item in items {
                 guard let s = item.stringValue, ChannelPattern.problem(s) == nil else {
-                    return .failure(TokenError("bad channel pattern in token"))
+                    return .failure(TokenError(.badClaims, "bad channel pattern in token"))
                 }
                 channels.append(s)
             }
@@ -80,18 +112,20 @@ public struct TokenVerifier: Sendable {
     }
 
     /// A signed token (for `herald token` and tests).
-    public func sign(_ claims: TokenClaims) -> String {
+    public func sign(_ claims: TokenClaims, notBefore: UInt64? = nil) -> String {
         let header = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
         var payload = Array(#"{"sub":"#.utf8)
         JSON.appendString(claims.sub.utf8, to: &payload)
-        payload += Array(",\"exp\":\(claims.exp),\"channels\":[".utf8)
+        payload += Array(",\"exp\":\(claims.exp),".utf8)
+        if let notBefore { payload += Array("\"nbf\":\(notBefore),".utf8) }
+        payload += Array("\"channels\":[".utf8)
         for (i, c) in claims.channels.enumerated() {
             if i > 0 { payload.append(UInt8(ascii: ",")) }
             JSON.appendString(c.utf8, to: &payload)
         }
         payload += Array("]}".utf8)
         let body = header + "." + Base64URL.encode(payload)
-        return body + "." + Base64URL.encode(SHA256.hmac(key: key, message: Array(body.utf8)))
+        return body + "." + Base64URL.encode(hmac(key, Array(body.utf8)))
     }
 }
 
@@ -117,8 +151,13 @@ public enum Base64URL {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Strict unpadded base64url (RFC 4648 §5, as JWS uses it, RFC 7515 §2): no `=`, no other
+    /// alphabet, no length that leaves a lone character, and the unused low bits of the last
+    /// character must be zero. So each byte string has exactly one encoding, and two different
+    /// token strings never carry one signature.
     public static func decode<S: StringProtocol>(_ text: S) -> [UInt8]? {
         var values = [UInt8]()
+        values.reserveCapacity(text.utf8.count)
         for c in text.utf8 {
             switch c {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"): values.append(c - 65)
@@ -126,12 +165,17 @@ public enum Base64URL {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): values.append(c - 48 + 52)
             case UInt8(ascii: "-"): values.append(62)
             case UInt8(ascii: "_"): values.append(63)
-            case UInt8(ascii: "="): continue
             default: return nil
             }
         }
-        if values.count % 4 == 1 { return nil }
+        switch values.count % 4 {
+        case 1: return nil
+        case 2: if values[values.count - 1] & 0x0F != 0 { return nil }   // 4 bits unused
+        case 3: if values[values.count - 1] & 0x03 != 0 { return nil }   // 2 bits unused
+        default: break
+        }
         var out = [UInt8]()
+        out.reserveCapacity(values.count * 3 / 4)
         var i = 0
         while i < values.count {
             let chunk = values[i..<min(i + 4, values.count)]

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldCrypto
 import HeraldWebSocket
 import Logging
 #if canImport(Glibc)
@@ -71,12 +72,12 @@ final class Hub: WebSocketHandler {
 
     // MARK: Authorization
 
-    private lazy var verifier: TokenVerifier? = config.tokenSecret.map { TokenVerifier(secret: $0) }
+    private lazy var verifier: TokenVerifier? = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
 
     /// Checks a token; a bad one closes the connection with 4001 and returns false.
     private func authenticate(_ connection: WebSocketConnection, _ state: ClientState, token: String) -> Bool {
         guard let verifier else {
-            refuse(connection, "tokens are not enabled on this server (no --token-secret)")
+            refuse(connection, TokenError(.disabled, "tokens are not enabled on this server (no --token-secret)"))
             return false
         }
         switch verifier.verify(token, nowSeconds: wallMillis() / 1000) {
@@ -91,15 +92,16 @@ final class Hub: WebSocketHandler {
             scheduleTimer(atWallSeconds: claims.exp)
             return true
         case let .failure(error):
-            refuse(connection, "invalid token: \(error)")
+            refuse(connection, error)
             return false
         }
     }
 
-    private func refuse(_ connection: WebSocketConnection, _ reason: String) {
-        metrics.authFailures.add()
-        logger.info("closing client with 4001", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)", "reason": "\(reason)"])
-        connection.close(code: 4001, reason: String(reason.prefix(120)))
+    private func refuse(_ connection: WebSocketConnection, _ error: TokenError) {
+        metrics.countAuthFailure(error.reason)
+        logger.info("closing client with 4001", metadata: ["conn": "\(connection.id)", "peer": "\(connection.peer)",
+                                                           "reason": "\(error.reason.rawValue)", "detail": "\(error)"])
+        connection.close(code: 4001, reason: String("invalid token: \(error)".prefix(120)))
     }
 
     /// A token presented again on an open connection replaces the old one: subscriptions the new
@@ -202,6 +204,26 @@ final class Hub: WebSocketHandler {
         if rings[channel] == nil { rings[channel] = ChannelRing(capacity: config.clientBacklog) }
         pendingRequests[request] = (connection, channel)
         reader.requests.post(.subscribe(channel: channel, request: request))
+        if keepAliveDue == nil {
+            let due = monotonicMicros() + keepAliveMicros
+            keepAliveDue = due
+            scheduleTimer(atMicros: due)
+        }
+    }
+
+    // MARK: Empty channels
+
+    /// When the meta hashes of subscribed channels without messages are next extended
+    /// (monotonic µs); nil while nobody is subscribed. A third of the empty-channel TTL, so two
+    /// rounds can fail before a subscriber's epoch could lapse.
+    private var keepAliveDue: UInt64?
+    private var keepAliveMicros: UInt64 { UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000 }
+
+    private func keepEmptyChannelsAlive(now: UInt64) {
+        guard let due = keepAliveDue, now >= due else { return }
+        let empty = subscribers.keys.filter { rings[$0]?.lastSeq == nil }
+        if !empty.isEmpty { reader.requests.post(.keepEmptyAlive(channels: empty)) }
+        keepAliveDue = subscribers.isEmpty ? nil : now + keepAliveMicros
     }
 
     func webSocketWritable(_ connection: WebSocketConnection) {
@@ -234,6 +256,7 @@ final class Hub: WebSocketHandler {
         case .origin: metrics.originRefused.add()
         case .serverFull: metrics.serverFullRefused.add()
         case .addressFull: metrics.addressFullRefused.add()
+        case .badUpgrade: metrics.badUpgrades.add()
         }
         logger.info("refused a WebSocket upgrade", metadata: ["reason": "\(refusal)"])
     }
@@ -428,6 +451,8 @@ final class Hub: WebSocketHandler {
         let due = pendingFlush
         pendingFlush.removeAll(keepingCapacity: true)
         for channel in due { flush(channel, now: now) }
+        keepEmptyChannelsAlive(now: now)
+        if let next = keepAliveDue { scheduleTimer(atMicros: next, now: now) }
         if let next = expiries.next {
             let wallNow = wallMillis() / 1000
             if next <= wallNow { closeExpired(nowSeconds: wallNow) } else { scheduleTimer(atWallSeconds: next) }
@@ -460,7 +485,12 @@ final class Hub: WebSocketHandler {
 
     func httpRequest(_ request: HTTPRequest) {
         let path = request.path
-        if path == "/healthz" {
+        if path == "/livez" {
+            // Liveness: this process serves requests. Never tied to RabbitMQ or Redis, so an
+            // orchestrator does not restart every node during an outage Herald rides out.
+            return request.respond(status: 200, json: "{\"status\":\"ok\",\"node\":\(JSON.quoted(config.nodeID))}")
+        }
+        if path == "/healthz" || path == "/readyz" {
             let amqp = health.amqpUp, redis = health.redisUp
             let ok = amqp && redis
             let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
@@ -483,19 +513,19 @@ final class Hub: WebSocketHandler {
             }
             return history(request, channel: String(path.dropFirst("/api/history/".count)))
         }
+        if path == "/ws" {
+            // A plain request to the WebSocket path: say what it is for, not "no such file".
+            return request.respond(status: 426, json: Self.errorJSON("upgrade_required", "/ws takes WebSocket upgrades only"),
+                                   headers: [("upgrade", "websocket")])
+        }
         if request.method == "GET" { return staticFile(request) }
         request.respond(status: 404, json: Self.errorJSON("not_found", "no such endpoint"))
     }
 
     private func publish(_ request: HTTPRequest, channel: String) {
-        if !config.apiKeys.isEmpty {
-            var presented = request.header("x-api-key")
-            if presented == nil, let auth = request.header("authorization"), auth.lowercased().hasPrefix("bearer ") {
-                presented = String(auth.dropFirst(7))
-            }
-            guard let key = presented, config.apiKeys.contains(where: { constantTimeEqual($0, key) }) else {
-                return request.respond(status: 401, json: Self.errorJSON("unauthorized", "missing or wrong API key"))
-            }
+        if case let .refused(status, code, message) = HTTPAccess.publish(request.credentials, config: config) {
+            metrics.httpAuthRefused.add()
+            return request.respond(status: status, json: Self.errorJSON(code, message))
         }
         if let problem = ChannelName.problem(channel) {
             return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
@@ -519,6 +549,11 @@ final class Hub: WebSocketHandler {
     private func history(_ request: HTTPRequest, channel: String) {
         if let problem = ChannelName.problem(channel) {
             return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        if case let .refused(status, code, message) = HTTPAccess.history(request.credentials, channel: channel, config: config,
+                                                                          verifier: verifier, nowSeconds: wallMillis() / 1000) {
+            metrics.httpAuthRefused.add()
+            return request.respond(status: status, json: Self.errorJSON(code, message))
         }
         var since: UInt64 = 0
         var limit = config.historySize
@@ -563,12 +598,8 @@ final class Hub: WebSocketHandler {
     }
 }
 
-/// Compares secrets without leaking where they differ through timing.
-func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8), y = Array(b.utf8)
-    var diff: UInt8 = x.count == y.count ? 0 : 1
-    for i in 0..<max(x.count, y.count) {
-        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+extension HTTPRequest {
+    var credentials: HTTPAccess.Credentials {
+        HTTPAccess.Credentials(apiKey: header("x-api-key"), authorization: header("authorization"))
     }
-    return diff == 0
 }

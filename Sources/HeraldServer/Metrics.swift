@@ -1,3 +1,4 @@
+import HeraldCore
 import Synchronization
 
 /// A counter or gauge any thread may update.
@@ -23,11 +24,17 @@ public final class Metrics: Sendable {
     let slowConsumerCloses = Counter()
     let oversizeCloses = Counter()
     let authFailures = Counter()
+    /// The same refusals by `TokenError.Reason`, so an operator (and a test) can tell an expired
+    /// token from a forged one.
+    let authFailuresByReason: [TokenError.Reason: Counter] =
+        Dictionary(uniqueKeysWithValues: TokenError.Reason.allCases.map { ($0, Counter()) })
+    let httpAuthRefused = Counter()
     let tokenExpiredCloses = Counter()
     let forbidden = Counter()
     let originRefused = Counter()
     let serverFullRefused = Counter()
     let addressFullRefused = Counter()
+    let badUpgrades = Counter()
     let subscriptionLimit = Counter()
     let rateLimited = Counter()
     let deadPeers = Counter()
@@ -46,6 +53,11 @@ public final class Metrics: Sendable {
     let latencyCount = Counter()
 
     public init() {}
+
+    func countAuthFailure(_ reason: TokenError.Reason) {
+        authFailures.add()
+        authFailuresByReason[reason]?.add()
+    }
 
     func observeLatency(millis: Int) {
         let index = Self.latencyBounds.firstIndex(where: { millis <= $0 }) ?? Self.latencyBounds.count
@@ -73,11 +85,18 @@ public final class Metrics: Sendable {
         line("slow_consumer_closes_total", "counter", "Clients closed with 4008 (too far behind).", g(slowConsumerCloses))
         line("oversize_closes_total", "counter", "Clients closed with 1009 (frame over the limit).", g(oversizeCloses))
         line("auth_failures_total", "counter", "Connections closed with 4001 (missing, bad or expired token).", g(authFailures))
+        out += "# HELP herald_auth_failures_by_reason_total Connections closed with 4001, by why the token was refused.\n"
+        out += "# TYPE herald_auth_failures_by_reason_total counter\n"
+        for reason in TokenError.Reason.allCases {
+            out += "herald_auth_failures_by_reason_total{reason=\"\(reason.rawValue)\"} \(g(authFailuresByReason[reason]!))\n"
+        }
+        line("http_auth_refused_total", "counter", "HTTP API requests refused with 401 or 403 (missing, wrong or insufficient credentials).", g(httpAuthRefused))
         line("token_expired_closes_total", "counter", "Connections closed with 4002: their token expired while they were open.", g(tokenExpiredCloses))
         line("forbidden_total", "counter", "Subscriptions refused with forbidden (outside the token's channels).", g(forbidden))
         line("origin_refused_total", "counter", "WebSocket upgrades refused because of their Origin.", g(originRefused))
         line("server_full_refused_total", "counter", "Upgrades refused at --max-connections.", g(serverFullRefused))
         line("address_full_refused_total", "counter", "Upgrades refused at --max-connections-per-ip.", g(addressFullRefused))
+        line("bad_upgrades_refused_total", "counter", "Upgrades refused as not RFC 6455 (400 bad key, 426 other version).", g(badUpgrades))
         line("subscription_limit_total", "counter", "Subscribes refused at --max-subscriptions.", g(subscriptionLimit))
         line("rate_limited_total", "counter", "Client frames dropped over --max-client-ops per second.", g(rateLimited))
         line("dead_peers_total", "counter", "Connections hung up because they stopped answering pings.", g(deadPeers))

@@ -88,7 +88,8 @@ public final class Node: @unchecked Sendable {
             throw StartupError(description: failure)
         }
         logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
-                                            "exchange": "\(config.exchange)"])
+                                            "exchange": "\(config.exchange)", "event_loop": "\(options.eventLoop.rawValue)"])
+        logAccessPolicy()
 
         let sequencer = worker(Sequencer.self)
         let live = worker(LiveConsumer.self)
@@ -111,6 +112,24 @@ public final class Node: @unchecked Sendable {
         server.requestStop()
         serviceThread.join()
         logger.info("stopped")
+    }
+}
+
+extension Node {
+    /// Says at start-up who may read and publish, so an open door is never a surprise.
+    func logAccessPolicy() {
+        let readers = config.readingIsProtected
+            ? "channels outside --anonymous-channels need a token or an API key"
+            : "every channel is readable by anyone who reaches this port"
+        if !config.apiKeys.isEmpty {
+            logger.info("access", metadata: ["read": "\(readers)", "http_publish": "needs an API key"])
+        } else if config.readingIsProtected {
+            logger.warning("HTTP publishing is refused (401): reading is protected but no --api-key is set; set --api-key to publish over HTTP",
+                           metadata: ["read": "\(readers)"])
+        } else {
+            logger.warning("OPEN: no --token-secret and no --api-key, so anyone who reaches this port reads every channel and publishes over HTTP; fine for a demo, not for production",
+                           metadata: ["host": "\(config.host)", "port": "\(config.port)"])
+        }
     }
 }
 

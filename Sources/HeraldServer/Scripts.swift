@@ -40,14 +40,19 @@ enum Scripts {
     end
     redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
     if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-    if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+    -- The meta hash of a channel that was empty until now carries the short empty-channel TTL:
+    -- from its first message on it lives for the meta TTL (or forever).
+    if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) else redis.call('PERSIST', KEYS[1]) end
     return out
     """)
 
     /// Read a channel's epoch, newest seq and retained frames (newest first) in one consistent step.
-    /// A channel seen for the first time gets its epoch here, so an empty channel's epoch is stable.
-    /// Reading a channel keeps its meta hash alive for another meta TTL.
-    /// KEYS: meta hash, history list. ARGV: epoch candidate, how many frames, meta TTL seconds (0: none).
+    /// A channel seen for the first time gets its epoch here, so an empty channel's epoch is stable
+    /// while anyone is subscribed. Reading keeps the meta hash alive: a channel that has had
+    /// messages for another meta TTL, an empty one only for the short empty-channel TTL, so
+    /// subscribes to names that never get a message cost Redis nothing lasting.
+    /// KEYS: meta hash, history list. ARGV: epoch candidate, how many frames, meta TTL seconds
+    /// (0: none), empty-channel TTL seconds.
     static let read = RedisScript(source: """
     local epoch = redis.call('HGET', KEYS[1], 'epoch')
     if not epoch then
@@ -55,10 +60,29 @@ enum Scripts {
       redis.call('HSET', KEYS[1], 'epoch', epoch)
       redis.call('DEL', KEYS[2])
     end
-    if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
     local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+    if seq == 0 then
+      redis.call('EXPIRE', KEYS[1], ARGV[4])
+    elseif ARGV[3] ~= '0' then
+      redis.call('EXPIRE', KEYS[1], ARGV[3])
+    end
     local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
     return {epoch, seq, frames}
+    """)
+
+    /// Keeps the meta hashes of empty channels that still have subscribers alive for another
+    /// empty-channel TTL, so their subscribers' epoch holds when the first message comes. A hash
+    /// that is gone, or whose channel has had a message, is left alone.
+    /// KEYS: meta hashes. ARGV: empty-channel TTL seconds. Returns how many were extended.
+    static let keepEmptyAlive = RedisScript(source: """
+    local n = 0
+    for i = 1, #KEYS do
+      if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('HEXISTS', KEYS[i], 'seq') == 0 then
+        redis.call('EXPIRE', KEYS[i], ARGV[1])
+        n = n + 1
+      end
+    end
+    return n
     """)
 }
 
@@ -96,7 +120,8 @@ extension Scripts {
                               sha: inout String?) throws(RedisError) -> [String: HistorySnapshot] {
         let calls = channels.map { channel in
             (keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8)],
-             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8), Array(String(config.historyMetaTTLSeconds).utf8)])
+             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8),
+                    Array(String(config.historyMetaTTLSeconds).utf8), Array(String(config.emptyChannelKeySeconds).utf8)])
         }
         let replies = try read.run(on: redis, sha: &sha, calls: calls)
         var result: [String: HistorySnapshot] = [:]

@@ -66,21 +66,46 @@ final class HistoryReader: Worker, @unchecked Sendable {
     enum Request: Sendable {
         case subscribe(channel: String, request: UInt64)
         case http(channel: String, token: UInt64, since: UInt64, limit: Int)
+        /// Subscribed channels that have had no message here: extend their empty-channel TTL.
+        case keepEmptyAlive(channels: [String])
     }
 
     let requests = Mailbox<Request>()
     private var redis: RedisConnection?
     private var sha: String?
+    private var keepAliveSHA: String?
     private var backoff = Backoff()
     private var everConnected = false
 
     func run() {
         var waiting: [Request] = []
+        var lastHeard = monotonicMicros()
         while !stop.isSet {
-            if redis == nil { _ = connect() }
+            if redis == nil { _ = connect(); lastHeard = monotonicMicros() }
             waiting += requests.take(timeoutMillis: waiting.isEmpty ? 200 : 0)
-            if waiting.isEmpty { continue }
             guard let redis else { continue } // retry after backoff; requests stay queued
+            if waiting.isEmpty {
+                // An idle node still notices Redis going away, so /readyz tells the truth.
+                if monotonicMicros() - lastHeard >= 1_000_000 {
+                    lastHeard = monotonicMicros()
+                    if case .failure = Result(catching: { () throws(RedisError) in try redis.command(["PING"]) }) {
+                        logger.error("Redis stopped answering (history reader)")
+                        redis.close()
+                        self.redis = nil
+                        health.readerRedis.store(false, ordering: .relaxed)
+                    }
+                }
+                continue
+            }
+            lastHeard = monotonicMicros()
+            var keepAlive: [String] = []
+            waiting.removeAll { request in
+                guard case let .keepEmptyAlive(channels) = request else { return false }
+                keepAlive += channels
+                return true
+            }
+            if !keepAlive.isEmpty { extendEmpty(keepAlive, on: redis) }
+            if waiting.isEmpty { continue }
             var channels: [String] = []
             var subscribers: [String: [UInt64]] = [:]
             for r in waiting {
@@ -90,6 +115,8 @@ final class HistoryReader: Worker, @unchecked Sendable {
                     subscribers[channel, default: []].append(request)
                 case let .http(channel, _, _, _):
                     if subscribers[channel] == nil { channels.append(channel); subscribers[channel] = [] }
+                case .keepEmptyAlive:
+                    break
                 }
             }
             do {
@@ -123,12 +150,27 @@ final class HistoryReader: Worker, @unchecked Sendable {
         try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
     }
 
+    /// One script call per 1,000 channels. A failure is only logged: the hub asks again well
+    /// before the TTL runs out, and a connection error shows on the next read.
+    private func extendEmpty(_ channels: [String], on redis: RedisConnection) {
+        let ttl = Array(String(config.emptyChannelKeySeconds).utf8)
+        let calls = stride(from: 0, to: channels.count, by: 1_000).map { start in
+            (keys: channels[start..<min(start + 1_000, channels.count)].map { Array(config.metaKey($0).utf8) }, args: [ttl])
+        }
+        do {
+            _ = try Scripts.keepEmptyAlive.run(on: redis, sha: &keepAliveSHA, calls: calls)
+        } catch {
+            logger.warning("could not extend the TTL of empty channels; retrying at the next round", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func connect() -> RedisConnection? {
         let connection = RedisConnection(endpoint: redisEndpoint)
         do {
             try connection.connect()
             redis = connection
             sha = nil
+            keepAliveSHA = nil
             backoff.reset()
             health.readerRedis.store(true, ordering: .relaxed)
             if everConnected { metrics.redisReconnects.add(); logger.info("Redis is back (history reader)") }

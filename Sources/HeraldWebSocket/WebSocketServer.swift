@@ -33,6 +33,8 @@ public enum WebSocketRefusal: Sendable, Equatable {
     case origin(String)
     case serverFull
     case addressFull(String)
+    /// Not a valid RFC 6455 upgrade: no or a malformed `Sec-WebSocket-Key`, or another version.
+    case badUpgrade(String)
 }
 
 extension WebSocketHandler {
@@ -353,20 +355,24 @@ public final class WebSocketServer: @unchecked Sendable {
             let path = Self.header(wsi, WSI_TOKEN_GET_URI) ?? ""
             if let echo = options.echoPath, path == echo { return 0 }
             if path != options.path {
-                _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_NOT_FOUND.rawValue), "WebSocket upgrades go to \(options.path)")
-                return 1
+                return refuseUpgrade(wsi, status: 404, code: "not_found", message: "WebSocket upgrades go to \(options.path)")
+            }
+            if let problem = Self.upgradeProblem(wsi) {
+                handler?.webSocketRefused(.badUpgrade(problem.message))
+                return refuseUpgrade(wsi, status: problem.status, code: "bad_upgrade", message: problem.message,
+                                     headers: problem.status == 426 ? [("sec-websocket-version", "13")] : [])
             }
             if connections.count >= options.maxConnections {
                 handler?.webSocketRefused(.serverFull)
-                _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_SERVICE_UNAVAILABLE.rawValue), "server full")
-                return 1
+                return refuseUpgrade(wsi, status: 503, code: "server_full",
+                                     message: "this server holds its most connections (--max-connections); try another node or later")
             }
             if options.maxConnectionsPerAddress > 0 {
                 let address = clientAddress(wsi)
                 if (perAddress[address] ?? 0) >= options.maxConnectionsPerAddress {
                     handler?.webSocketRefused(.addressFull(address))
-                    _ = lws_return_http_status(wsi, 429, "too many connections from your address")
-                    return 1
+                    return refuseUpgrade(wsi, status: 429, code: "too_many_connections",
+                                         message: "at most \(options.maxConnectionsPerAddress) connections from your address (--max-connections-per-ip)")
                 }
             }
             // Checked here, before the upgrade completes, so a page from a foreign origin
@@ -375,8 +381,9 @@ public final class WebSocketServer: @unchecked Sendable {
                 let origin = Self.header(wsi, WSI_TOKEN_ORIGIN) ?? ""
                 if !options.allowedOrigins.contains(origin) {
                     handler?.webSocketRefused(.origin(origin))
-                    _ = lws_return_http_status(wsi, UInt32(HTTP_STATUS_FORBIDDEN.rawValue), "origin not allowed")
-                    return 1
+                    return refuseUpgrade(wsi, status: 403, code: "origin_not_allowed",
+                                         message: origin.isEmpty ? "this server needs an Origin header from its allowed origins"
+                                                                 : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)")
                 }
             }
             return 0
@@ -587,6 +594,63 @@ public final class WebSocketServer: @unchecked Sendable {
             if n < 0 { return -1 }
         }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    // MARK: Refusing an upgrade
+
+    /// Answers an upgrade that will not happen with a complete HTTP/1.1 response whose body is
+    /// the JSON error of PROTOCOL.md, then has lws close the connection (the caller returns 1).
+    /// Not `lws_return_http_status`: for an upgrade request lws has not recorded the request's
+    /// version yet, so it answered `HTTP/1.0` with an HTML page, which WebSocket clients (Python's
+    /// `websockets`) reject as "not a valid HTTP response" instead of reporting the status.
+    private func refuseUpgrade(_ wsi: OpaquePointer, status: Int, code: String, message: String,
+                               headers: [(String, String)] = []) -> Int32 {
+        let body = "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
+        var head = "HTTP/1.1 \(status) \(Self.reasonPhrase(status))\r\ncontent-type: application/json\r\n"
+            + "content-length: \(body.utf8.count)\r\nconnection: close\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        let bytes = Array((head + "\r\n" + body).utf8)
+        var buffer = [UInt8](repeating: 0, count: pre + bytes.count)
+        buffer.replaceSubrange(pre..<buffer.count, with: bytes)
+        _ = buffer.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, bytes.count, LWS_WRITE_HTTP) }
+        return 1
+    }
+
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 400: "Bad Request"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 426: "Upgrade Required"
+        case 429: "Too Many Requests"
+        case 503: "Service Unavailable"
+        default: "Error"
+        }
+    }
+
+    /// What makes this upgrade request invalid under RFC 6455 §4.2.1, or nil: lws would accept
+    /// older drafts and drop a request without a key without a word.
+    static func upgradeProblem(_ wsi: OpaquePointer) -> (status: Int, message: String)? {
+        guard let key = header(wsi, WSI_TOKEN_KEY), isWebSocketKey(key) else {
+            return (400, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455)")
+        }
+        guard header(wsi, WSI_TOKEN_VERSION) == "13" else {
+            return (426, "Sec-WebSocket-Version must be 13 (RFC 6455)")
+        }
+        return nil
+    }
+
+    /// A nonce of 16 bytes in padded base64: 22 characters of the alphabet, then `==`.
+    static func isWebSocketKey(_ key: String) -> Bool {
+        let bytes = Array(key.utf8)
+        guard bytes.count == 24, bytes[22] == UInt8(ascii: "="), bytes[23] == UInt8(ascii: "=") else { return false }
+        return bytes[..<22].allSatisfy { b in
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"): true
+            default: false
+            }
+        }
     }
 
     // MARK: Helpers

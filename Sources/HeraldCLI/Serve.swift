@@ -1,0 +1,138 @@
+import ArgumentParser
+import HeraldCore
+import HeraldServer
+import HeraldWebSocket
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every option of `serve` also reads `HERALD_<OPTION>` (see `EnvironmentOptions`).
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Herald node (WebSocket, HTTP API, sequencer).",
+        discussion: "Every flag can also be set with an environment variable HERALD_<FLAG>, e.g. HERALD_AMQP_URL. A flag on the command line wins.")
+
+    @Option(help: "Address to listen on. (HERALD_HOST)") var host = "0.0.0.0"
+    @Option(help: "Port for HTTP and WebSocket. (HERALD_PORT)") var port: Int32 = 8080
+    @Option(help: "RabbitMQ URL. (HERALD_AMQP_URL)") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "Redis URL. (HERALD_REDIS_URL)") var redisURL = "redis://127.0.0.1:6379/0"
+    @Option(help: "Fanout exchange publishers send to; Herald's queues are named after it. (HERALD_EXCHANGE)") var exchange = "herald"
+    @Option(help: "Channel for messages with an empty routing key. (HERALD_DEFAULT_CHANNEL)") var defaultChannel = "default"
+    @Option(help: "Messages kept per channel in Redis. (HERALD_HISTORY_SIZE)") var historySize = 100
+    @Option(help: "Prefix of Herald's Redis keys. (HERALD_REDIS_PREFIX)") var redisPrefix = "herald"
+    @Option(help: "Largest accepted message body in bytes. (HERALD_MAX_MESSAGE_BYTES)") var maxMessageBytes = 65_536
+    @Option(help: "Largest client WebSocket message in bytes; larger closes with 1009. (HERALD_MAX_CLIENT_FRAME_BYTES)") var maxClientFrameBytes = 4_096
+    @Option(help: "Messages a client may fall behind before it is closed with 4008. (HERALD_CLIENT_BACKLOG)") var clientBacklog = 1_000
+    @Option(help: "API key required by POST /api/publish; repeat for several (env: comma-separated). (HERALD_API_KEY)") var apiKey: [String] = []
+    @Option(help: "This node's name in /healthz and logs (default: host name and pid). (HERALD_NODE_ID)") var nodeID: String?
+    @Option(help: "Folder served at / (the demo page and client library). (HERALD_WEB_ROOT)") var webRoot = "web-client"
+    @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
+    @Option(help: "Seconds a channel's history is kept after its last message; 0: until trimmed by --history-size. (HERALD_HISTORY_TTL)") var historyTtl = 7 * 86_400
+    @Option(help: "Seconds a channel's epoch and newest seq are kept after its last message or subscribe, so resuming clients learn how many they missed; 0: forever. At least --history-ttl. (HERALD_HISTORY_META_TTL)") var historyMetaTtl = 90 * 86_400
+    @Option(help: "Seconds the Redis key of a channel that never had a message outlives its last subscriber (nodes extend it while anyone is subscribed), so subscribes to names that never get a message leave nothing lasting. (HERALD_EMPTY_CHANNEL_TTL)") var emptyChannelTtl = 300
+    @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
+    @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
+    @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
+    @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
+    @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
+    @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
+    @Option(help: "WebSocket connections per client address; 0: no limit (behind a load balancer all clients share its address). (HERALD_MAX_CONNECTIONS_PER_IP)") var maxConnectionsPerIp = 0
+    @Option(help: "Reverse proxies (addresses or CIDR ranges, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for --max-connections-per-ip and logs; repeat. Default: none, the TCP peer is the client. (HERALD_TRUSTED_PROXIES, comma-separated)") var trustedProxies: [String] = []
+    @Option(help: "Seconds a client may take to complete the HTTP upgrade. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
+    @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
+    @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
+    @Option(help: ArgumentHelp("Test only: a WebSocket path that echoes every message, for protocol conformance runs. Never set it in production.", visibility: .hidden)) var testEchoPath: String?
+    @Option(help: "A busy channel's clients get at most one write per this many ms, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. 0 writes at once always. (HERALD_COALESCE_MS)") var coalesceMs = 10.0
+    @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
+    @Option(help: "How the WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
+
+    func validate() throws {
+        guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
+        guard historyTtl >= 0, historyMetaTtl >= 0 else { throw ValidationError("--history-ttl and --history-meta-ttl must not be negative") }
+        guard historyMetaTtl == 0 || (historyTtl > 0 && historyMetaTtl >= historyTtl) else {
+            throw ValidationError("--history-meta-ttl must be 0 (forever) or at least --history-ttl (which must then be set): a history must not outlive its epoch")
+        }
+        guard (3...86_400).contains(emptyChannelTtl) else { throw ValidationError("--empty-channel-ttl must be 3 to 86400 seconds") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(logLevel)\"")
+        }
+        guard clientBacklog >= 1 else { throw ValidationError("--client-backlog must be at least 1") }
+        guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
+        guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
+        guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
+        guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
+        for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
+            throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
+        }
+        guard maxSubscriptions >= 1, maxClientOps > 0, maxConnectionsPerIp >= 0, handshakeTimeout >= 1,
+              (0...3600).contains(pingInterval), (1...3600).contains(pongTimeout) else {
+            throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
+        }
+        if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
+        for p in splitList(trustedProxies) where AddressRange(p) == nil {
+            throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
+        }
+    }
+
+    func run() throws {
+        raiseFileLimit()
+        var config = HeraldConfig()
+        config.host = host
+        config.port = port
+        config.amqpURL = amqpURL
+        config.redisURL = redisURL
+        config.exchange = exchange
+        config.defaultChannel = defaultChannel
+        config.historySize = historySize
+        config.redisPrefix = redisPrefix
+        config.maxMessageBytes = maxMessageBytes
+        config.maxClientFrameBytes = maxClientFrameBytes
+        config.clientBacklog = clientBacklog
+        config.apiKeys = splitList(apiKey)
+        config.nodeID = nodeID ?? defaultNodeID()
+        config.webRoot = webRoot
+        config.dedupeSeconds = dedupeSeconds
+        config.historyTTLSeconds = historyTtl
+        config.historyMetaTTLSeconds = historyMetaTtl
+        config.emptyChannelTTLSeconds = emptyChannelTtl
+        config.maxConnections = maxConnections
+        config.queueType = queueType
+        config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
+        config.eventLoop = eventLoop
+        config.tokenSecret = tokenSecret
+        config.testEchoPath = testEchoPath
+        config.maxSubscriptionsPerConnection = maxSubscriptions
+        config.maxClientOpsPerSecond = maxClientOps
+        config.clientOpsBurst = max(maxClientOps * 5, 10)
+        config.maxConnectionsPerAddress = maxConnectionsPerIp
+        config.handshakeTimeoutSeconds = handshakeTimeout
+        config.pingIntervalSeconds = pingInterval
+        config.pongTimeoutSeconds = pongTimeout
+        config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
+        config.allowedOrigins = splitList(allowedOrigin)
+        config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
+        let level = Logger.Level(rawValue: logLevel)!  // checked in validate()
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "herald")
+        do {
+            try Node(config: config, logger: logger).run()
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    func defaultNodeID() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count)
+        let name = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(name)-\(getpid())"
+    }
+}
+

@@ -1,0 +1,91 @@
+/// Who may use the HTTP API: the same rules as the WebSocket path, decided without I/O.
+///
+/// - History (`GET /api/history/{channel}`) follows the rule of subscribing: a channel covered by
+///   `--anonymous-channels` (every channel without `--token-secret`) is readable by anyone; any
+///   other needs an API key (`X-API-Key`, or `Authorization: Bearer <key>`) or a connection token
+///   (`Authorization: Bearer <token>`) whose `channels` cover it. A bad or expired token is 401,
+///   a valid one that does not cover the channel 403, no credentials 401.
+/// - Publishing needs an API key whenever one is configured or reading is protected; with reading
+///   protected and no key configured, HTTP publishing is refused (401) rather than left open.
+public enum HTTPAccess: Equatable, Sendable {
+    case allowed
+    case refused(status: Int, code: String, message: String)
+
+    /// What a request presented: the `X-API-Key` header and the `Authorization` header.
+    public struct Credentials: Sendable {
+        public var apiKey: String?
+        public var authorization: String?
+        public init(apiKey: String?, authorization: String?) {
+            self.apiKey = apiKey
+            self.authorization = authorization
+        }
+
+        /// The value after `Bearer ` (case-insensitive scheme), if that is the scheme.
+        var bearer: String? {
+            guard let authorization, authorization.utf8.count > 7,
+                  authorization.prefix(7).lowercased() == "bearer " else { return nil }
+            return String(authorization.dropFirst(7)).trimmingSpaces()
+        }
+    }
+
+    public static func publish(_ credentials: Credentials, config: HeraldConfig) -> HTTPAccess {
+        if config.apiKeys.isEmpty {
+            if !config.readingIsProtected { return .allowed }
+            return .refused(status: 401, code: "unauthorized",
+                            message: "HTTP publishing needs an API key and this server has none (--api-key); reading is protected (--token-secret), so publishing is not left open")
+        }
+        guard let key = credentials.apiKey ?? credentials.bearer else {
+            return .refused(status: 401, code: "unauthorized", message: "missing API key (X-API-Key or Authorization: Bearer)")
+        }
+        return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
+    }
+
+    public static func history(_ credentials: Credentials, channel: String, config: HeraldConfig,
+                               verifier: TokenVerifier?, nowSeconds: UInt64) -> HTTPAccess {
+        if ChannelPattern.matches(any: config.anonymousPatterns, channel) { return .allowed }
+        if let key = credentials.apiKey {
+            return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
+        }
+        guard let bearer = credentials.bearer else {
+            return .refused(status: 401, code: "unauthorized",
+                            message: "this channel needs a connection token (Authorization: Bearer) or an API key (X-API-Key)")
+        }
+        if config.isAPIKey(bearer) { return .allowed }
+        guard let verifier else {
+            return .refused(status: 401, code: "unauthorized", message: "tokens are not enabled on this server (no --token-secret)")
+        }
+        switch verifier.verify(bearer, nowSeconds: nowSeconds) {
+        case let .failure(error):
+            return .refused(status: 401, code: "unauthorized", message: "invalid token: \(error)")
+        case let .success(claims):
+            return claims.allows(channel)
+                ? .allowed
+                : .refused(status: 403, code: "forbidden", message: "your token does not cover this channel")
+        }
+    }
+}
+
+extension HeraldConfig {
+    /// Whether some channel needs a token to read: a token secret, or anonymous channels narrower
+    /// than every channel.
+    public var readingIsProtected: Bool {
+        tokenSecret != nil || !anonymousPatterns.contains("*")
+    }
+
+    /// Whether `key` is one of the configured API keys (compared in constant time).
+    public func isAPIKey(_ key: String) -> Bool {
+        var found = false
+        for k in apiKeys where constantTimeEquals(k, key) { found = true }
+        return found
+    }
+}
+
+extension String {
+    /// The string without leading and trailing spaces.
+    public func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}
