@@ -77,11 +77,12 @@ class RedisServer:
 class Herald:
     """One `herald serve` process."""
 
-    def __init__(self, exchange, redis_url, port=None, extra=()):
+    def __init__(self, exchange, redis_url, port=None, extra=(), env=None):
         self.exchange = exchange
         self.redis_url = redis_url
         self.port = port or free_port()
         self.extra = list(extra)
+        self.env = env
         self.proc = None
         self.log_path = os.path.join(ROOT, "test-output", f"herald-{exchange}-{self.port}.log")
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
@@ -91,7 +92,7 @@ class Herald:
         self.proc = subprocess.Popen(
             [HERALD_BIN, "serve", "--port", str(self.port), "--host", "127.0.0.1", "--exchange", self.exchange,
              "--redis-url", self.redis_url, "--web-root", os.path.join(ROOT, "web-client"), *self.extra],
-            stdout=log, stderr=log)
+            stdout=log, stderr=log, env=None if self.env is None else {**os.environ, **self.env})
         if wait_healthy:
             wait_until(lambda: self.health()[0] == 200, 20, what="herald to become healthy")
         return self
@@ -113,6 +114,20 @@ class Herald:
                     k, v = line.split()
                     out[k] = float(v)
             return out
+
+    def labeled(self, name):
+        """The samples of a labelled metric family: {'reason="expired"': 1.0, ...}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + "{"):
+                    key, value = line.rsplit(" ", 1)
+                    out[key[len(name) + 1:-1]] = float(value)
+            return out
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
 
     def ws_url(self, query=""):
         return f"ws://127.0.0.1:{self.port}/ws" + (f"?{query}" if query else "")
@@ -156,6 +171,22 @@ class Client:
             else:
                 others.append(f)
         return out, others
+
+    def frames_until_quiet(self, quiet=1.0):
+        """Every frame that arrives until none has for `quiet` seconds: what a later duplicate
+        would be hidden in if a test only looked at what it had already read."""
+        out = list(self.pending)
+        self.pending = []
+        while True:
+            try:
+                raw = self.ws.recv(timeout=quiet)
+            except TimeoutError:
+                return out
+            out.extend(json.loads(line) for line in raw.split("\n"))
+
+    def assert_nothing_follows(self, quiet=1.0):
+        extra = self.frames_until_quiet(quiet)
+        assert extra == [], f"unexpected frames after the last expected one: {extra[:5]}"
 
     def close(self):
         try:
@@ -250,8 +281,8 @@ def exchange():
 def herald_factory(exchange, redis_server):
     started = []
 
-    def make(extra=(), port=None):
-        h = Herald(exchange, redis_server.url, port=port, extra=extra)
+    def make(extra=(), port=None, env=None):
+        h = Herald(exchange, redis_server.url, port=port, extra=extra, env=env)
         started.append(h)
         return h
 

@@ -3,6 +3,8 @@ import base64
 import json
 import subprocess
 import time
+
+import pytest
 import urllib.request
 
 import pika
@@ -108,12 +110,69 @@ def test_duplicate_message_id_is_stored_and_sent_once(herald, exchange, redis_se
     c = Client(herald.ws_url("channel=news"))
     c.recv()
     publish(exchange, "news", [b"one", b"one-again", b"two"], ids=["same", "same", "other"])
-    msgs, _ = c.recv_messages("news", 2)
-    assert [(m["seq"], m["id"], m["data"]) for m in msgs] == [(1, "same", "one"), (2, "other", "two")]
-    time.sleep(0.5)
-    assert c.pending == []
-    assert redis_server.client().llen("herald:history:news") == 2
+    # A repeat in a later batch, then a known last message: every frame up to it is checked, and
+    # nothing may follow it (a duplicate in a later WebSocket message would).
+    publish(exchange, "news", [b"one-later", b"end"], ids=["same", "marker"])
+    msgs, others = c.recv_messages("news", 3)
+    assert others == []
+    assert [(m["seq"], m["id"], m["data"]) for m in msgs] == [(1, "same", "one"), (2, "other", "two"), (3, "marker", "end")]
+    c.assert_nothing_follows()
+    assert redis_server.client().llen("herald:history:news") == 3
     c.close()
+
+
+def test_ids_with_colons_on_channels_with_colons_never_collide(herald, exchange, redis_server):
+    # "orders" + "eu:1" and "orders:eu" + "1" once shared the key herald:id:orders:eu:1, so the
+    # second was confirmed and acked but never stored or delivered.
+    a = Client(herald.ws_url("channel=orders"))
+    b = Client(herald.ws_url("channel=orders:eu"))
+    a.recv(), b.recv()
+    publish(exchange, "orders", [b"first"], ids=["eu:1"])
+    publish(exchange, "orders:eu", [b"second"], ids=["1"])
+    (ma,), _ = a.recv_messages("orders", 1)
+    (mb,), _ = b.recv_messages("orders:eu", 1)
+    assert (ma["seq"], ma["id"], ma["data"]) == (1, "eu:1", "first")
+    assert (mb["seq"], mb["id"], mb["data"]) == (1, "1", "second")
+    r = redis_server.client()
+    assert r.llen("herald:history:orders") == 1 and r.llen("herald:history:orders:eu") == 1
+    assert r.exists("herald:id:orders#eu:1") and r.exists("herald:id:orders:eu#1")
+    a.close(), b.close()
+
+
+def test_dedupe_seconds_bounds_how_long_an_id_is_remembered(herald_factory, exchange, redis_server):
+    h = herald_factory(extra=["--dedupe-seconds", "2"]).start()
+    c = Client(h.ws_url("channel=dd"))
+    c.recv()
+    publish(exchange, "dd", [b"a", b"a-again"], ids=["x", "x"])
+    (m,), _ = c.recv_messages("dd", 1)
+    assert (m["seq"], m["data"]) == (1, "a")
+    r = redis_server.client()
+    ttl = r.ttl("herald:id:dd#x")
+    assert 0 < ttl <= 2, f"the id key lives {ttl} s, not --dedupe-seconds"
+    wait_until(lambda: not r.exists("herald:id:dd#x"), 10, what="the id key to expire")
+    publish(exchange, "dd", [b"a-after"], ids=["x"])  # forgotten: a new message
+    (m,), _ = c.recv_messages("dd", 1)
+    assert (m["seq"], m["id"], m["data"]) == (2, "x", "a-after")
+    c.close()
+
+
+@pytest.mark.parametrize("loop", ["epoll", "poll"])
+def test_both_event_loops_deliver_history_then_live(herald_factory, exchange, loop):
+    h = herald_factory(extra=["--event-loop", loop]).start()
+    publish(exchange, "loop", [b"h1", b"h2"])
+    wait_until(lambda: h.metrics()["herald_messages_in_total"] == 2, 10, what="sequencing")
+    clients = [Client(h.ws_url("channel=loop")) for _ in range(3)]
+    for c in clients:
+        sub = c.recv()
+        assert (sub["seq"], sub["replay"]) == (2, 2)
+    publish(exchange, "loop", [f"l{i}".encode() for i in range(3, 51)])
+    for c in clients:
+        msgs, others = c.recv_messages("loop", 50)
+        assert others == []
+        assert [m["seq"] for m in msgs] == list(range(1, 51))
+        c.assert_nothing_follows(0.5)
+        c.close()
+    assert f"event_loop={loop}" in h.log(), "the node did not say which loop it runs"
 
 
 def test_empty_routing_key_goes_to_default_channel(herald, exchange):
@@ -209,7 +268,8 @@ def test_history_and_then_the_epoch_expire_after_their_ttls(herald_factory, exch
     wait_until(lambda: r.hget("herald:meta:news", "seq") == b"3", what="3 stored")
     epoch = r.hget("herald:meta:news", "epoch").decode()
     assert 0 < r.ttl("herald:history:news") <= 2 and 2 < r.ttl("herald:meta:news") <= 6
-    # A channel that is only subscribed to gets a meta hash with the meta TTL too.
+    # A channel that is only subscribed to gets a meta hash with the shorter of the empty-channel
+    # TTL (300 s) and the meta TTL.
     quiet = Client(h.ws_url("channel=quiet"))
     assert quiet.recv()["seq"] == 0
     assert 0 < r.ttl("herald:meta:quiet") <= 6

@@ -8,11 +8,12 @@ import os
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from conftest import HERALD_BIN, Client, publish
+from conftest import HERALD_BIN, Client, publish, wait_until
 
 SECRET = "test-secret-0123456789abcdef"
 
@@ -79,18 +80,42 @@ def test_without_a_token_nothing_is_readable_until_auth(secured):
     c.close()
 
 
-@pytest.mark.parametrize("name,token", [
-    ("expired", jwt({"sub": "u", "exp": int(time.time()) - 5, "channels": ["*"]})),
-    ("wrong secret", jwt({"sub": "u", "exp": int(time.time()) + 60, "channels": ["*"]}, secret="another-secret-0123456")),
-    ("alg none", b64(b'{"alg":"none","typ":"JWT"}') + "." + b64(json.dumps({"sub": "u", "exp": int(time.time()) + 60, "channels": ["*"]}).encode()) + "."),
-    ("alg none signed", jwt({"sub": "u", "exp": int(time.time()) + 60, "channels": ["*"]}, header={"alg": "none"})),
-    ("no exp", jwt({"sub": "u", "channels": ["*"]})),
-    ("garbage", "not.a.token"),
-])
-def test_bad_tokens_are_closed_with_4001(secured, name, token):
-    c = Client(secured.ws_url(f"token={token}&channel=chat:1"))
+def _claims(**extra):
+    return {"sub": "u", "exp": int(time.time()) + 60, "channels": ["*"], **extra}
+
+
+# Each token is built inside the test (the clock is read when the test runs, not when pytest
+# collects the file), and each is refused for its own reason, which the metric label names.
+BAD_TOKENS = {
+    "expired": (lambda: jwt(_claims(exp=int(time.time()) - 5)), "expired"),
+    "wrong secret": (lambda: jwt(_claims(), secret="another-secret-0123456"), "bad_signature"),
+    "alg none": (lambda: b64(b'{"alg":"none","typ":"JWT"}') + "." + b64(json.dumps(_claims()).encode()) + ".", "bad_alg"),
+    "alg none signed": (lambda: jwt(_claims(), header={"alg": "none"}), "bad_alg"),
+    "no exp": (lambda: jwt({"sub": "u", "channels": ["*"]}), "bad_claims"),
+    "not yet valid": (lambda: jwt(_claims(nbf=int(time.time()) + 30)), "not_yet_valid"),
+    "padded signature": (lambda: jwt(_claims()) + "=", "malformed"),
+    "garbage": (lambda: "not.a.token", "malformed"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TOKENS))
+def test_bad_tokens_are_closed_with_4001_for_their_own_reason(secured, name):
+    build, reason = BAD_TOKENS[name]
+    c = Client(secured.ws_url(f"token={build()}&channel=chat:1"))
     assert closed_with(c, 4001), name
     assert secured.metrics()["herald_auth_failures_total"] == 1
+    by_reason = secured.labeled("herald_auth_failures_by_reason_total")
+    assert by_reason[f'reason="{reason}"'] == 1, by_reason
+    assert sum(by_reason.values()) == 1
+    assert f"reason={reason}" in secured.log()
+
+
+def test_a_token_is_accepted_from_its_nbf_on(secured):
+    now = int(time.time())
+    c = Client(secured.ws_url(f"token={jwt(_claims(nbf=now - 1))}&channel=chat:1"))
+    assert c.recv()["type"] == "authenticated"
+    assert c.recv()["type"] == "subscribed"
+    c.close()
 
 
 def test_a_tampered_token_is_refused_in_the_auth_op_too(secured):
@@ -293,3 +318,127 @@ def test_a_dead_peer_is_closed_after_the_pong_timeout_and_a_live_one_is_not(hera
 def wait_until_metric(h, name, value):
     from conftest import wait_until
     wait_until(lambda: h.metrics()[name] == value, 5, what=f"{name} == {value}")
+
+
+# The HTTP API applies the WebSocket rules.
+
+def http(method, url, body=None, headers=None):
+    """(status, parsed JSON body, headers) of a request, errors included."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null"), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+
+
+def test_history_api_follows_the_rule_of_subscribing(herald_factory, exchange):
+    h = herald_factory(extra=["--token-secret", SECRET, "--anonymous-channels", "public:*", "--api-key", "k-123"]).start()
+    publish(exchange, "chat:1", [b"secret"])
+    publish(exchange, "public:1", [b"open"])
+    wait_until(lambda: h.metrics()["herald_messages_in_total"] == 2, 10, what="sequencing")
+    base = f"http://127.0.0.1:{h.port}/api/history/"
+    bearer = lambda t: {"Authorization": f"Bearer {t}"}
+
+    status, body, _ = http("GET", base + "public:1")                      # anonymous channel
+    assert status == 200 and [m["data"] for m in body] == ["open"]
+    status, body, _ = http("GET", base + "chat:1", headers=bearer(jwt(_claims(channels=["chat:*"]))))  # covered
+    assert status == 200 and [m["data"] for m in body] == ["secret"]
+    status, body, _ = http("GET", base + "chat:1", headers=bearer(jwt(_claims(channels=["news"]))))    # not covered
+    assert (status, body["error"]) == (403, "forbidden"), body
+    status, body, _ = http("GET", base + "chat:1", headers=bearer(jwt(_claims(exp=int(time.time()) - 1))))  # expired
+    assert (status, body["error"], body["message"]) == (401, "unauthorized", "invalid token: token expired")
+    status, body, _ = http("GET", base + "chat:1", headers=bearer(jwt(_claims(), secret="another-secret-0123456")))
+    assert (status, body["message"]) == (401, "invalid token: bad signature")
+    status, body, _ = http("GET", base + "chat:1", headers={"X-API-Key": "k-123"})                 # API key
+    assert status == 200 and [m["data"] for m in body] == ["secret"]
+    status, body, _ = http("GET", base + "chat:1", headers={"X-API-Key": "k-wrong"})
+    assert (status, body["error"]) == (401, "unauthorized")
+    status, body, _ = http("GET", base + "chat:1")                                               # nothing
+    assert (status, body["error"]) == (401, "unauthorized") and "needs a connection token" in body["message"]
+    assert h.metrics()["herald_http_auth_refused_total"] == 5
+
+
+def test_http_publish_needs_an_api_key_whenever_reading_is_protected(herald_factory):
+    h = herald_factory(extra=["--token-secret", SECRET]).start()
+    status, body, _ = http("POST", f"http://127.0.0.1:{h.port}/api/publish/chat:private", b"injected")
+    assert (status, body["error"]) == (401, "unauthorized"), body
+    assert "needs an API key" in body["message"]
+    assert "HTTP publishing is refused (401)" in h.log()
+    assert h.metrics()["herald_messages_in_total"] == 0
+
+    keyed = herald_factory(extra=["--token-secret", SECRET, "--api-key", "k-1"]).start()
+    url = f"http://127.0.0.1:{keyed.port}/api/publish/chat:private"
+    assert http("POST", url, b"x")[0] == 401
+    assert http("POST", url, b"x", headers={"X-API-Key": "k-1"})[0] == 202
+
+
+def test_the_open_demo_says_it_is_open(herald):
+    assert "OPEN: no --token-secret and no --api-key" in herald.log()
+    assert http("POST", f"http://127.0.0.1:{herald.port}/api/publish/demo", b"x")[0] == 202
+
+
+# Refusals before the upgrade are HTTP/1.1 responses with a JSON body that clients can read.
+
+def refused_by_websockets(url, **kw):
+    """The status and JSON body Python's websockets reports for a refused upgrade."""
+    with pytest.raises(InvalidStatus) as refused:
+        Client(url, **kw)
+    response = refused.value.response
+    return response.status_code, json.loads(response.body)
+
+
+def raw_response(port, request):
+    """Parses Herald's answer to a raw request with http.client, as an HTTP/1.1 response."""
+    import http.client
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        return response.version, response.status, json.loads(response.read()), response.getheader("sec-websocket-version")
+
+
+def test_every_refusal_before_the_upgrade_is_a_readable_http_11_response(herald_factory):
+    h = herald_factory(extra=["--allowed-origin", "https://app.example.com", "--max-connections-per-ip", "1"]).start()
+    assert refused_by_websockets(h.ws_url(), origin="https://evil.example.com") == (
+        403, {"error": "origin_not_allowed", "message": "origin https://evil.example.com is not allowed (--allowed-origin)"})
+    status, body = refused_by_websockets(f"ws://127.0.0.1:{h.port}/elsewhere", origin="https://app.example.com")
+    assert (status, body["error"]) == (404, "not_found")
+    first = Client(h.ws_url(), origin="https://app.example.com")
+    status, body = refused_by_websockets(h.ws_url(), origin="https://app.example.com")
+    assert (status, body["error"]) == (429, "too_many_connections")
+    first.close()
+
+    full = herald_factory(extra=["--max-connections", "1"]).start()
+    only = Client(full.ws_url())
+    status, body = refused_by_websockets(full.ws_url())
+    assert (status, body["error"]) == (503, "server_full")
+    only.close()
+
+    upgrade = f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: https://app.example.com\r\n"
+    version, status, body, _ = raw_response(h.port, upgrade + "Sec-WebSocket-Version: 13\r\n\r\n")  # no key
+    assert (version, status, body["error"]) == (11, 400, "bad_upgrade")
+    version, status, body, _ = raw_response(h.port, upgrade + "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert (version, status, body["error"]) == (11, 400, "bad_upgrade")
+    version, status, body, supported = raw_response(
+        h.port, upgrade + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+    assert (version, status, body["error"], supported) == (11, 426, "bad_upgrade", "13")
+    assert h.metrics()["herald_bad_upgrades_refused_total"] == 3
+
+
+# Health for orchestrators: liveness never depends on RabbitMQ or Redis.
+
+def test_livez_stays_up_while_readyz_and_healthz_report_redis_down(herald, redis_server):
+    base = f"http://127.0.0.1:{herald.port}"
+    assert http("GET", base + "/livez")[:2] == (200, {"status": "ok", "node": herald.health()[1]["node"]})
+    assert http("GET", base + "/readyz")[0] == 200
+    redis_server.stop(save=False)
+    try:
+        wait_until(lambda: http("GET", base + "/readyz")[0] == 503, 15, what="readyz to report Redis down")
+        status, body, _ = http("GET", base + "/readyz")
+        assert (body["status"], body["redis"]) == ("degraded", "down")
+        assert http("GET", base + "/healthz")[0] == 503
+        assert http("GET", base + "/livez")[0] == 200
+    finally:
+        redis_server.start()
+    wait_until(lambda: http("GET", base + "/readyz")[0] == 200, 30, what="readyz after Redis is back")

@@ -66,6 +66,19 @@ def open_page(driver, herald, channel):
     wait_until(lambda: badge(driver) == "connected", 15, what="the page to connect")
 
 
+def settled_feed(driver, last, quiet=1.0):
+    """The feed once `last` is on the page and nothing more has been added for `quiet` seconds:
+    a duplicate or a stray row after the last known message would show here."""
+    wait_until(lambda: seqs(driver)[-1:] == [last], 40, what=f"#{last} on the page")
+    rows = feed(driver)
+    deadline = time.time() + quiet
+    while time.time() < deadline:
+        now = feed(driver)
+        assert now == rows, f"the feed changed after #{last}: {now[len(rows):][:5]}"
+        time.sleep(0.1)
+    return rows
+
+
 def redis_seq(redis_server, channel):
     raw = redis_server.client().hget(f"herald:meta:{channel}", "seq")
     return int(raw) if raw else 0
@@ -85,10 +98,7 @@ def test_page_shows_history_then_live_in_order(herald, exchange, redis_server, b
     open_page(browser, herald, "news")
     wait_until(lambda: len(seqs(browser)) == 5, 10, what="the history on the page")
     publish(exchange, "news", [f"new {i}".encode() for i in range(6, 11)])
-    wait_until(lambda: len(seqs(browser)) >= 10, 10, what="live messages on the page")
-    time.sleep(0.3)
-
-    rows = feed(browser)
+    rows = settled_feed(browser, 10)
     messages = [r for r in rows if r["kind"] == "message"]
     assert [m["seq"] for m in messages] == list(range(1, 11))
     assert [m["replayed"] for m in messages] == [True] * 5 + [False] * 5
@@ -140,8 +150,7 @@ def test_page_reconnects_after_herald_is_killed_and_keeps_every_seq(herald_facto
     herald.start()
     t.join(30)
     assert stop.is_set(), "publisher did not finish"
-    wait_until(lambda: len(seqs(browser)) >= total, 40, what="every message on the page")
-    time.sleep(0.5)
+    settled_feed(browser, total)
     shown = seqs(browser)
     assert_consecutive(shown, start=1, end=total)
     assert len(shown) == len(set(shown)) == total
@@ -159,9 +168,7 @@ def test_reload_replays_only_what_was_missed(herald, exchange, redis_server, bro
     publish(exchange, "reload", [f"m{i}".encode() for i in range(11, 16)])
     wait_until(lambda: redis_seq(redis_server, "reload") == 15, 10, what="sequencing")
     open_page(browser, herald, "reload")
-    wait_until(lambda: len(seqs(browser)) >= 5, 10, what="the missed messages")
-    time.sleep(0.5)
-    messages = [r for r in feed(browser) if r["kind"] == "message"]
+    messages = [r for r in settled_feed(browser, 15) if r["kind"] == "message"]
     assert [m["seq"] for m in messages] == [11, 12, 13, 14, 15]
     assert all(m["replayed"] for m in messages)
     notes = [r["text"] for r in feed(browser) if r["kind"] == "note"]
@@ -184,9 +191,7 @@ def test_gap_is_shown_when_more_than_the_history_was_published_while_herald_was_
     wait_until(lambda: redis_seq(redis_server, "overflow") == 35, 15, what="the backlog to be sequenced")
     other.stop()
     herald.start()
-    wait_until(lambda: seqs(browser)[-1:] == [35], 30, what="the page to catch up")
-    time.sleep(0.3)
-    rows = feed(browser)
+    rows = settled_feed(browser, 35)
     gaps = [r for r in rows if r["kind"] == "gap"]
     assert len(gaps) == 1
     assert gaps[0]["missed"] == "20"

@@ -262,7 +262,7 @@ test('storage "none" keeps nothing across a reload; unsubscribe forgets the posi
 
   const storage = new FakeStorage();
   const third = setup({ storage });
-  const { sub } = record(third.client, "news");
+  const { sub, log } = record(third.client, "news");
   third.client.connect();
   const ws = FakeWebSocket.last;
   ws.open();
@@ -272,7 +272,16 @@ test('storage "none" keeps nothing across a reload; unsubscribe forgets the posi
   assert.deepEqual(ws.sent.at(-1), { op: "unsubscribe", channel: "news" });
   assert.equal(storage.getItem("herald:position:news"), null);
   assert.equal(sub.state, "unsubscribed");
+  // A message already on its way when the app unsubscribed reaches no handler and stores no
+  // position, and the client neither resubscribes nor reports a gap for it.
+  const sentBefore = ws.sent.length;
   ws.receive(msg("news", 2));
+  assert.deepEqual(log.seqs, [1]);
+  assert.deepEqual(log.gaps, []);
+  assert.deepEqual(log.errors, []);
+  assert.equal(storage.getItem("herald:position:news"), null);
+  assert.equal(ws.sent.length, sentBefore);
+  assert.equal(sub.state, "unsubscribed");
 });
 
 test("close() stops reconnecting; connect() later resumes", () => {
