@@ -1,7 +1,7 @@
 # Shared by scripts/run and scripts/test: install what is missing, start what is not running.
 set -euo pipefail
 
-APT_PACKAGES="libwebsockets-dev libhiredis-dev librabbitmq-dev rabbitmq-server redis-server chromium chromium-driver nodejs nginx curl"
+APT_PACKAGES="libwebsockets-dev libhiredis-dev librabbitmq-dev libssl-dev rabbitmq-server redis-server chromium chromium-driver nodejs nginx curl"
 PY_PACKAGES="pika websockets redis pytest selenium kosoku"
 
 log() { printf '\033[1m[herald]\033[0m %s\n' "$*" >&2; }
@@ -20,10 +20,18 @@ ensure_apt_packages() {
     fi
 }
 
+PY_IMPORTS="import pika, websockets, redis, pytest, selenium, kosoku"
+
 ensure_python_packages() {
-    if ! python3 -c "import pika, websockets, redis, pytest, selenium, kosoku" 2>/dev/null; then
+    if ! python3 -c "$PY_IMPORTS" 2>/dev/null; then
         log "installing Python packages: $PY_PACKAGES"
-        python3 -m pip install -q $PY_PACKAGES 2>&1 | grep -v "Running pip as the 'root' user" || true
+        # A failed install fails the script; pip's root warning is the only line dropped.
+        local out status=0
+        out=$(python3 -m pip install -q $PY_PACKAGES 2>&1) || status=$?
+        printf '%s\n' "$out" | grep -v -e "Running pip as the 'root' user" -e '^$' >&2 || :
+        if [ "$status" -ne 0 ] || ! python3 -c "$PY_IMPORTS"; then
+            log "pip install failed"; exit 1
+        fi
     fi
 }
 
@@ -48,8 +56,16 @@ ensure_redis() {
     log "Redis did not start"; exit 1
 }
 
+# Builds the release binary. A failed build fails the script (never a stale binary from an
+# earlier build); errors and warnings are shown, the full log is kept in test-output/.
 build_release() {
     log "building herald (release)"
-    swift build -c release --product herald 2>&1 | grep -E "error|warning:|Compiling herald|Build complete" || true
-    test -x .build/release/herald
+    mkdir -p test-output
+    local out=test-output/build-release.log
+    if ! swift build -c release --product herald >"$out" 2>&1; then
+        grep -E "error|warning:" "$out" >&2 || tail -40 "$out" >&2
+        log "the release build failed (full log: $out)"
+        exit 1
+    fi
+    grep -E "warning:|Build complete" "$out" >&2 || :
 }
