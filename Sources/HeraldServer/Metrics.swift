@@ -59,6 +59,22 @@ public final class Metrics: Sendable {
         authFailuresByReason[reason]?.add()
     }
 
+    /// Bumps what a state machine asked to count.
+    func count(_ tally: Tally) {
+        switch tally {
+        case let .authFailure(reason): countAuthFailure(reason)
+        case .forbidden: forbidden.add()
+        case .rateLimited: rateLimited.add()
+        case .subscriptionLimit: subscriptionLimit.add()
+        case .clientError: clientErrors.add()
+        case .subscribed: subscriptions.add()
+        case let .unsubscribed(n): subscriptions.add(-n)
+        case let .replay(n): replays.add(); replayedMessages.add(n)
+        case .slowConsumerClose: slowConsumerCloses.add()
+        case .tokenExpiredClose: tokenExpiredCloses.add()
+        }
+    }
+
     func observeLatency(millis: Int) {
         let index = Self.latencyBounds.firstIndex(where: { millis <= $0 }) ?? Self.latencyBounds.count
         latencyBuckets[index].add()

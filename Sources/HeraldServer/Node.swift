@@ -58,15 +58,14 @@ public final class Node: @unchecked Sendable {
         let workerStop = StopFlag()
         let serverBox = ServerBox()
         let inbox = HubInbox(wake: { serverBox.server?.wakeUp() })
-        let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox)
         func worker<W: Worker>(_ type: W.Type) -> W {
             W(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
               logger: logger, stop: workerStop)
         }
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)
-        hub.reader = reader
-        hub.publisher = publisher
+        let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox,
+                      reader: reader, publisher: publisher)
         let server = WebSocketServer(options: options, handler: hub)
         hub.server = server
 

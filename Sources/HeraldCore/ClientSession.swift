@@ -1,0 +1,196 @@
+/// What one WebSocket connection may do, decided without I/O: its token, its subscribe rights,
+/// its limits and its rate. The connection's `Outbox` (what it still has to receive) lives here
+/// too; `FanOut` owns the rings and routes history reads.
+///
+/// `handle` returns what the caller must do; it never writes, closes or reads anything itself.
+///
+/// - Important: not thread-safe; owned by the WebSocket service thread, through `FanOut`.
+public struct ClientSession {
+    /// The rules every session of a server follows.
+    public struct Policy: Sendable {
+        public var maxSubscriptions: Int
+        public var opsPerSecond: Double
+        public var opsBurst: Double
+        public var anonymousPatterns: [String]
+        /// nil: tokens are not enabled (no `--token-secret`).
+        public var verifier: TokenVerifier?
+        public var maxControlBytes: Int
+
+        public init(maxSubscriptions: Int, opsPerSecond: Double, opsBurst: Double, anonymousPatterns: [String],
+                    verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20) {
+            self.maxSubscriptions = maxSubscriptions
+            self.opsPerSecond = opsPerSecond
+            self.opsBurst = opsBurst
+            self.anonymousPatterns = anonymousPatterns
+            self.verifier = verifier
+            self.maxControlBytes = maxControlBytes
+        }
+    }
+
+    public enum Event {
+        /// The upgrade completed; the URL's query pairs.
+        case opened(query: [(String, String)])
+        /// A complete client message.
+        case received([UInt8], binary: Bool)
+    }
+
+    public enum Action: Equatable {
+        /// Control frames were queued: the connection should be written soon.
+        case sendSoon
+        /// Start (or replace) the subscription: read the channel's history.
+        case subscribe(channel: String, resume: ResumePosition?)
+        /// The subscription ended (the `unsubscribed` frame is already queued).
+        case unsubscribed(channel: String)
+        /// The token is valid until `exp` (wall-clock seconds): close with 4002 then.
+        case expires(at: UInt64)
+        /// The token has already expired: close with 4002 now.
+        case expired
+        /// Close the connection (4001 for a refused token).
+        case close(code: UInt16, reason: String, label: String)
+        case tally(Tally)
+    }
+
+    public let policy: Policy
+    public var outbox: Outbox
+    /// What the connection's token allows (nil: anonymous).
+    public private(set) var claims: TokenClaims?
+    private var ops: RateLimiter
+    private var lastRateLimitNotice: Int64 = Int64.min / 2
+
+    public init(policy: Policy) {
+        self.policy = policy
+        outbox = Outbox(maxControlBytes: policy.maxControlBytes)
+        ops = RateLimiter(perSecond: policy.opsPerSecond, burst: policy.opsBurst)
+    }
+
+    public var subscriptions: Dictionary<String, Outbox.SubscriptionState>.Keys { outbox.subscriptions.keys }
+
+    /// - Parameter now: monotonic milliseconds (rate limiting) and wall-clock seconds (tokens).
+    public mutating func handle(_ event: Event, monotonicMillis now: Int64, wallSeconds: UInt64) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case let .opened(query):
+            let request = ConnectRequest.parse(pairs: query)
+            if let token = request.token, !authenticate(token, wallSeconds: wallSeconds, into: &actions) { return actions }
+            for error in request.errors { send(error, into: &actions) }
+            for (channel, resume) in request.subscriptions {
+                subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
+            }
+        case let .received(message, binary):
+            guard ops.allow(nowMillis: now) else {
+                // Dropped; told at most once a second so a flood does not become a flood of errors.
+                actions.append(.tally(.rateLimited))
+                if now - lastRateLimitNotice >= 1000 {
+                    lastRateLimitNotice = now
+                    send(ClientError(.rateLimited, "more than \(Int(policy.opsPerSecond)) frames a second: frames dropped"), into: &actions)
+                }
+                return actions
+            }
+            if binary {
+                send(ClientError(.badRequest, "client frames must be text (JSON)"), into: &actions)
+                return actions
+            }
+            switch ClientOpParser.parse(message) {
+            case let .success(.auth(token)):
+                _ = authenticate(token, wallSeconds: wallSeconds, into: &actions)
+            case let .success(.subscribe(channel, resume)):
+                subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
+            case let .success(.unsubscribe(channel)):
+                unsubscribe(channel, into: &actions)
+            case let .failure(error):
+                send(error, into: &actions)
+            }
+        }
+        return actions
+    }
+
+    /// Whether this connection may read `channel`: its token's channels, or the anonymous ones.
+    public func mayRead(_ channel: String) -> Bool {
+        if let claims, claims.allows(channel) { return true }
+        return ChannelPattern.matches(any: policy.anonymousPatterns, channel)
+    }
+
+    // MARK: Rules
+
+    /// Checks a token; a bad one closes the connection with 4001 and returns false. A token
+    /// presented again replaces the old one, and subscriptions it does not cover end here, each
+    /// with a `forbidden` error and an `unsubscribed` frame.
+    private mutating func authenticate(_ token: String, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
+        let result = policy.verifier.map { $0.verify(token, nowSeconds: wallSeconds) }
+            ?? .failure(TokenError(.disabled, "tokens are not enabled on this server (no --token-secret)"))
+        switch result {
+        case let .success(new):
+            let renewal = claims != nil
+            claims = new
+            outbox.enqueue(ServerFrame.authenticated(sub: new.sub, exp: new.exp))
+            actions.append(.sendSoon)
+            if renewal {
+                for channel in outbox.subscriptions.keys.sorted() where !mayRead(channel) {
+                    actions.append(.tally(.forbidden))
+                    send(ClientError(.forbidden, "your new token does not cover this channel: unsubscribed", op: "auth", channel: channel),
+                         into: &actions)
+                    unsubscribe(channel, into: &actions)
+                }
+            }
+            actions.append(.expires(at: new.exp))
+            return true
+        case let .failure(error):
+            actions.append(.tally(.authFailure(error.reason)))
+            actions.append(.close(code: 4001, reason: String("invalid token: \(error)".prefix(120)), label: error.reason.rawValue))
+            return false
+        }
+    }
+
+    private mutating func subscribe(_ channel: String, resume: ResumePosition?, wallSeconds: UInt64, into actions: inout [Action]) {
+        if let claims, claims.exp <= wallSeconds {
+            // Expired since it was accepted: closed with 4002 at once.
+            actions.append(.expired)
+            return
+        }
+        let isNew = outbox.subscriptions[channel] == nil
+        if isNew, outbox.subscriptions.count >= policy.maxSubscriptions {
+            actions.append(.tally(.subscriptionLimit))
+            return send(ClientError(.tooManySubscriptions, "at most \(policy.maxSubscriptions) subscriptions per connection",
+                                    op: "subscribe", channel: channel), into: &actions)
+        }
+        guard mayRead(channel) else {
+            actions.append(.tally(.forbidden))
+            return send(ClientError(.forbidden, claims == nil
+                                    ? "this channel needs a token (connect with ?token= or send {\"op\":\"auth\"})"
+                                    : "your token does not cover this channel", op: "subscribe", channel: channel),
+                        into: &actions)
+        }
+        if isNew { actions.append(.tally(.subscribed)) }
+        actions.append(.subscribe(channel: channel, resume: resume))
+    }
+
+    /// Ends a subscription (if there is one) and answers `unsubscribed`.
+    private mutating func unsubscribe(_ channel: String, into actions: inout [Action]) {
+        if outbox.unsubscribe(channel: channel) {
+            actions.append(.unsubscribed(channel: channel))
+        }
+        outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
+        actions.append(.sendSoon)
+    }
+
+    private mutating func send(_ error: ClientError, into actions: inout [Action]) {
+        actions.append(.tally(.clientError))
+        outbox.enqueue(error.frame)
+        actions.append(.sendSoon)
+    }
+}
+
+/// Counters the state machines ask the server to bump (the server maps them to `/metrics`).
+public enum Tally: Equatable, Sendable {
+    case authFailure(TokenError.Reason)
+    case forbidden
+    case rateLimited
+    case subscriptionLimit
+    case clientError
+    /// A subscription was added (the gauge goes up; `unsubscribedCount` brings it down).
+    case subscribed
+    case unsubscribed(count: Int)
+    case replay(messages: Int)
+    case slowConsumerClose
+    case tokenExpiredClose
+}

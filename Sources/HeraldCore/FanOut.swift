@@ -1,0 +1,370 @@
+/// The WebSocket side of a node as one state machine: every connection's `ClientSession`, one
+/// `ChannelRing` per subscribed channel, the subscribers of each channel, write coalescing, token
+/// expiry and the keep-alive of empty channels.
+///
+/// Events come from the socket layer (opened, received, writable, closed), from the other
+/// threads (live messages, history reads) and from the one timer; `handle` answers with the
+/// actions to take. No socket, thread or clock is touched here: the caller passes the time in.
+///
+/// - Important: not thread-safe; owned by the WebSocket service thread.
+public struct FanOut {
+    public typealias ConnectionID = UInt64
+
+    public struct Settings: Sendable {
+        public var session: ClientSession.Policy
+        /// Messages a client may fall behind before it must resume (4008).
+        public var clientBacklog: Int
+        /// A ring grows for a burst up to this; a repair never exceeds the history size.
+        public var maxRingCapacity: Int
+        /// A busy channel's subscribers are written at most once per this many µs.
+        public var coalesceMicros: UInt64
+        /// How often the meta hashes of subscribed empty channels are extended.
+        public var keepAliveMicros: UInt64
+        public var maxBatchFrames = 256
+        public var maxBatchBytes = 64 * 1024
+
+        public init(session: ClientSession.Policy, clientBacklog: Int, maxRingCapacity: Int,
+                    coalesceMicros: UInt64, keepAliveMicros: UInt64) {
+            self.session = session
+            self.clientBacklog = clientBacklog
+            self.maxRingCapacity = maxRingCapacity
+            self.coalesceMicros = coalesceMicros
+            self.keepAliveMicros = keepAliveMicros
+        }
+    }
+
+    /// The clock, read by the caller once per event.
+    public struct Now: Equatable, Sendable {
+        public var monotonicMicros: UInt64
+        public var wallMillis: UInt64
+        public init(monotonicMicros: UInt64, wallMillis: UInt64) {
+            self.monotonicMicros = monotonicMicros
+            self.wallMillis = wallMillis
+        }
+        var wallSeconds: UInt64 { wallMillis / 1000 }
+        var monotonicMillis: Int64 { Int64(monotonicMicros / 1000) }
+        /// The monotonic time at which the wall clock reaches `seconds`.
+        func monotonicMicros(atWallSeconds seconds: UInt64) -> UInt64 {
+            monotonicMicros + (seconds * 1000 > wallMillis ? (seconds * 1000 - wallMillis) * 1000 : 0)
+        }
+    }
+
+    public enum Event {
+        case opened(ConnectionID, query: [(String, String)])
+        case received(ConnectionID, [UInt8], binary: Bool)
+        /// The connection may be written: from its writable callback, or at once when nothing is
+        /// left unsent for it (the caller decides which, see `Action.writeSoon`).
+        case writable(ConnectionID)
+        case closed(ConnectionID)
+        /// Sequenced messages in order. `local`: straight from this node's sequencer, appended only
+        /// where they continue a ring exactly (the live queue's copy follows and is stale then).
+        case live([SequencedMessage], local: Bool)
+        /// A channel's sequence broke beyond repair: its subscribers resume.
+        case broken(channel: String)
+        case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
+        /// The timer asked for with `Action.schedule` fired.
+        case timer
+    }
+
+    public enum Action: Equatable {
+        /// Send these frames (one WebSocket message); `more`: ask for another writable call.
+        case write(ConnectionID, frames: [[UInt8]], more: Bool)
+        /// Write as soon as possible: at once if nothing is unsent for the connection (then feed
+        /// back `.writable`), else ask for a writable callback.
+        case writeSoon(ConnectionID)
+        /// Ask for a writable callback (never write from inside this connection's own callback).
+        case requestWritable(ConnectionID)
+        case close(ConnectionID, code: UInt16, reason: String, label: String, graceSeconds: Int)
+        case readHistory(channel: String, request: UInt64)
+        case keepEmptyAlive(channels: [String])
+        /// Fire `.timer` at this monotonic time (replaces a later one).
+        case schedule(atMicros: UInt64)
+        /// A live message reached the ring; it was sequenced at this wall-clock ms.
+        case sequencedAt(millis: UInt64)
+        case tally(Tally)
+    }
+
+    public let settings: Settings
+    public private(set) var sessions: [ConnectionID: ClientSession] = [:]
+    private var closing: Set<ConnectionID> = []
+    private var rings: [String: ChannelRing] = [:]
+    private var subscribers: [String: Set<ConnectionID>] = [:]
+    private var pending: [UInt64: (connection: ConnectionID, channel: String)] = [:]
+    private var nextRequest: UInt64 = 1
+    private var expiries = ExpiryQueue()
+    private var lastFlush: [String: UInt64] = [:]
+    private var pendingFlush: Set<String> = []
+    private var timerDue: UInt64?
+    private var keepAliveDue: UInt64?
+    /// The newest seq of each channel whose sequencing time was reported.
+    private var reportedSeq: [String: UInt64] = [:]
+
+    public init(settings: Settings) { self.settings = settings }
+
+    public func ring(_ channel: String) -> ChannelRing? { rings[channel] }
+    public func subscribers(of channel: String) -> Set<ConnectionID> { subscribers[channel] ?? [] }
+
+    public mutating func handle(_ event: Event, now: Now) -> [Action] {
+        handle(CollectionOfOne(event), now: now)
+    }
+
+    /// Handles events that arrived together (one wake-up of the service thread) as one round:
+    /// what they append to a ring counts as one burst, and each touched channel is flushed once,
+    /// after all of them, as if they had been one event.
+    public mutating func handle(_ events: some Sequence<Event>, now: Now) -> [Action] {
+        var actions: [Action] = []
+        var round = Round()
+        for event in events { apply(event, now: now, round: &round, into: &actions) }
+        finish(round, now: now, into: &actions)
+        return actions
+    }
+
+    /// What one round appended: per channel, the burst size; the touched channels in order.
+    private struct Round {
+        var burst: [String: Int] = [:]
+        var touched: [String] = []
+        var touchedSet: Set<String> = []
+    }
+
+    private mutating func apply(_ event: Event, now: Now, round: inout Round, into actions: inout [Action]) {
+        switch event {
+        case let .opened(id, query):
+            sessions[id] = ClientSession(policy: settings.session)
+            session(id, .opened(query: query), now: now, into: &actions)
+        case let .received(id, message, binary):
+            guard sessions[id] != nil, !closing.contains(id) else { return }
+            session(id, .received(message, binary: binary), now: now, into: &actions)
+        case let .writable(id):
+            write(id, into: &actions)
+        case let .closed(id):
+            forget(id, into: &actions)
+        case let .live(messages, local):
+            append(messages, local: local, round: &round, into: &actions)
+        case let .broken(channel):
+            breakChannel(channel, reason: "live gap on channel \(channel)", into: &actions)
+        case let .history(channel, requests, snapshot):
+            for request in requests {
+                guard let (id, _) = pending.removeValue(forKey: request), !closing.contains(id),
+                      let plan = sessions[id]?.outbox.apply(channel: channel, request: request, snapshot: snapshot) else { continue }
+                actions.append(.tally(.replay(messages: plan.replay.count)))
+                actions.append(.writeSoon(id))
+            }
+        case .timer:
+            timerFired(now: now, into: &actions)
+        }
+    }
+
+    // MARK: Sessions
+
+    private mutating func session(_ id: ConnectionID, _ event: ClientSession.Event, now: Now, into actions: inout [Action]) {
+        guard let result = sessions[id]?.handle(event, monotonicMillis: now.monotonicMillis, wallSeconds: now.wallSeconds) else { return }
+        for action in result {
+            switch action {
+            case .sendSoon:
+                actions.append(.requestWritable(id))
+            case let .subscribe(channel, resume):
+                let request = nextRequest
+                nextRequest += 1
+                sessions[id]!.outbox.subscribe(channel: channel, resume: resume, request: request)
+                subscribers[channel, default: []].insert(id)
+                if rings[channel] == nil { rings[channel] = ChannelRing(capacity: settings.clientBacklog) }
+                pending[request] = (id, channel)
+                actions.append(.readHistory(channel: channel, request: request))
+                if keepAliveDue == nil {
+                    keepAliveDue = now.monotonicMicros + settings.keepAliveMicros
+                    schedule(keepAliveDue!, into: &actions)
+                }
+            case let .unsubscribed(channel):
+                leave(id, channel)
+                actions.append(.tally(.unsubscribed(count: 1)))
+            case let .expires(at):
+                expiries.track(id, expiresAt: at)
+                schedule(now.monotonicMicros(atWallSeconds: at), into: &actions)
+            case .expired:
+                closeExpired(now: now, into: &actions)
+            case let .close(code, reason, label):
+                close(id, code: code, reason: reason, label: label, grace: 5, into: &actions)
+            case let .tally(t):
+                actions.append(.tally(t))
+            }
+        }
+    }
+
+    private mutating func forget(_ id: ConnectionID, into actions: inout [Action]) {
+        closing.remove(id)
+        expiries.forget(id)
+        guard let session = sessions.removeValue(forKey: id) else { return }
+        let channels = Array(session.subscriptions)
+        for channel in channels { leave(id, channel) }
+        if !channels.isEmpty { actions.append(.tally(.unsubscribed(count: channels.count))) }
+    }
+
+    private mutating func leave(_ id: ConnectionID, _ channel: String) {
+        subscribers[channel]?.remove(id)
+        if subscribers[channel]?.isEmpty ?? true {
+            subscribers[channel] = nil
+            rings[channel] = nil
+            lastFlush[channel] = nil
+            reportedSeq[channel] = nil
+        }
+    }
+
+    private mutating func close(_ id: ConnectionID, code: UInt16, reason: String, label: String, grace: Int,
+                                into actions: inout [Action]) {
+        guard sessions[id] != nil, closing.insert(id).inserted else { return }
+        actions.append(.close(id, code: code, reason: reason, label: label, graceSeconds: grace))
+    }
+
+    private mutating func closeSlow(_ id: ConnectionID, reason: String, into actions: inout [Action]) {
+        guard sessions[id] != nil, !closing.contains(id) else { return }
+        actions.append(.tally(.slowConsumerClose))
+        close(id, code: 4008, reason: reason, label: "resume", grace: 10, into: &actions)
+    }
+
+    /// Connections whose token has expired are closed with 4002: they may reconnect with a fresh
+    /// token and resume where they were.
+    private mutating func closeExpired(now: Now, into actions: inout [Action]) {
+        for id in expiries.expired(nowSeconds: now.wallSeconds) where sessions[id] != nil && !closing.contains(id) {
+            actions.append(.tally(.tokenExpiredClose))
+            close(id, code: 4002, reason: "token expired", label: "token_expired", grace: 5, into: &actions)
+        }
+        if let next = expiries.next { schedule(now.monotonicMicros(atWallSeconds: next), into: &actions) }
+    }
+
+    // MARK: Writing
+
+    /// The connection's next batch, asking for another writable call while more remains.
+    private mutating func write(_ id: ConnectionID, into actions: inout [Action]) {
+        guard !closing.contains(id), sessions[id] != nil else { return }
+        let rings = self.rings
+        let batch = sessions[id]!.outbox.nextBatch(maxFrames: settings.maxBatchFrames, maxBytes: settings.maxBatchBytes,
+                                                   ring: { rings[$0] })
+        switch batch {
+        case .nothing:
+            return
+        case let .frames(frames):
+            let full = frames.count >= settings.maxBatchFrames || frames.reduce(0, { $0 + $1.count }) >= settings.maxBatchBytes
+            actions.append(.write(id, frames: frames, more: full || sessions[id]!.outbox.hasControl))
+        case let .resume(reason):
+            closeSlow(id, reason: reason, into: &actions)
+        }
+    }
+
+    // MARK: Live messages and coalescing
+
+    private mutating func append(_ messages: [SequencedMessage], local: Bool, round: inout Round, into actions: inout [Action]) {
+        for m in messages {
+            guard let ring = rings[m.channel] else { continue }
+            if local && !ring.isNext(seq: m.seq, epoch: m.epoch) { continue }
+            // Everything appended in this round counts as one burst: room for it on top of the
+            // backlog, so a client that was keeping up is not closed by a burst.
+            let size = (round.burst[m.channel] ?? 0) + 1
+            round.burst[m.channel] = size
+            ring.reserve(min(settings.clientBacklog + size, settings.maxRingCapacity))
+            switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame) {
+            case .appended:
+                if round.touchedSet.insert(m.channel).inserted { round.touched.append(m.channel) }
+            case .stale:
+                break
+            case .restarted:
+                breakChannel(m.channel, reason: "channel \(m.channel) restarted its sequence", into: &actions)
+            }
+        }
+    }
+
+    /// After a round: each channel that got messages reports its newest sequencing time and is
+    /// flushed (at once, or at the end of its coalescing window).
+    private mutating func finish(_ round: Round, now: Now, into actions: inout [Action]) {
+        for channel in round.touched {
+            if let ring = rings[channel], let last = ring.lastSeq, reportedSeq[channel] != last,
+               case let .frame(f) = ring.lookup(last), let t = FrameFields.time(f) {
+                reportedSeq[channel] = last
+                actions.append(.sequencedAt(millis: t))
+            }
+            flushSoon(channel, now: now, into: &actions)
+        }
+    }
+
+    /// Subscribers of a channel are asked to write at most once per `coalesceMicros`: a message
+    /// on a quiet channel goes out at once; on a busy channel the messages that arrive within the
+    /// interval share one write per client.
+    private mutating func flushSoon(_ channel: String, now: Now, into actions: inout [Action]) {
+        if let last = lastFlush[channel], now.monotonicMicros &- last < settings.coalesceMicros {
+            pendingFlush.insert(channel)
+            schedule(last + settings.coalesceMicros, into: &actions)
+        } else {
+            flush(channel, now: now, into: &actions)
+        }
+    }
+
+    private mutating func flush(_ channel: String, now: Now, into actions: inout [Action]) {
+        lastFlush[channel] = now.monotonicMicros
+        guard let group = subscribers[channel], let ring = rings[channel] else { return }
+        for id in group where !closing.contains(id) {
+            // A client whose position left the ring, or whose epoch the ring no longer carries,
+            // can never continue here: it resumes (4008), even if it has stopped reading.
+            guard let session = sessions[id] else { continue }
+            if session.outbox.mustResume(channel: channel, ring: ring) {
+                closeSlow(id, reason: "cannot continue on \(channel): more than \(settings.clientBacklog) messages behind, or its epoch changed",
+                          into: &actions)
+            } else {
+                actions.append(.writeSoon(id))
+            }
+        }
+    }
+
+    /// Every subscriber of `channel` must resume: its sequence cannot be continued here.
+    private mutating func breakChannel(_ channel: String, reason: String, into actions: inout [Action]) {
+        guard subscribers[channel] != nil else { return }
+        rings[channel] = ChannelRing(capacity: settings.clientBacklog)
+        for id in subscribers[channel] ?? [] { closeSlow(id, reason: reason, into: &actions) }
+    }
+
+    // MARK: The timer
+
+    private mutating func schedule(_ due: UInt64, into actions: inout [Action]) {
+        if timerDue.map({ due < $0 }) ?? true {
+            timerDue = due
+            actions.append(.schedule(atMicros: due))
+        }
+    }
+
+    private mutating func timerFired(now: Now, into actions: inout [Action]) {
+        timerDue = nil
+        let due = pendingFlush
+        pendingFlush.removeAll(keepingCapacity: true)
+        for channel in due { flush(channel, now: now, into: &actions) }
+        if let keepAlive = keepAliveDue {
+            if now.monotonicMicros >= keepAlive {
+                let empty = subscribers.keys.filter { rings[$0]?.lastSeq == nil }
+                if !empty.isEmpty { actions.append(.keepEmptyAlive(channels: empty.sorted())) }
+                keepAliveDue = subscribers.isEmpty ? nil : now.monotonicMicros + settings.keepAliveMicros
+            }
+            if let next = keepAliveDue { schedule(next, into: &actions) }
+        }
+        if let next = expiries.next {
+            if next <= now.wallSeconds { closeExpired(now: now, into: &actions) } else {
+                schedule(now.monotonicMicros(atWallSeconds: next), into: &actions)
+            }
+        }
+    }
+}
+
+/// Reading a field of a message frame without parsing it.
+public enum FrameFields {
+    /// The `time` field of a message frame (ms since the Unix epoch), if present.
+    public static func time(_ frame: [UInt8]) -> UInt64? {
+        let marker = Array(#","time":"#.utf8)
+        guard frame.count >= marker.count else { return nil }
+        var i = 0
+        while i + marker.count <= frame.count {
+            if frame[i] == marker[0] && frame[i..<(i + marker.count)].elementsEqual(marker) { break }
+            i += 1
+        }
+        guard i + marker.count <= frame.count else { return nil }
+        var v: UInt64 = 0
+        var j = i + marker.count
+        while j < frame.count, frame[j] >= 0x30, frame[j] <= 0x39 { v = v * 10 + UInt64(frame[j] - 0x30); j += 1 }
+        return v
+    }
+}

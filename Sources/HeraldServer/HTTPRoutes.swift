@@ -1,0 +1,194 @@
+import HeraldCore
+import HeraldWebSocket
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Herald's HTTP endpoints on the WebSocket port: health, metrics, publish, history and the
+/// static files of the web client. Publish and history answer later, when their worker replies.
+///
+/// - Important: every method runs on the service thread.
+final class HTTPRoutes {
+    let config: HeraldConfig
+    let metrics: Metrics
+    let health: Health
+    let verifier: TokenVerifier?
+    let reader: HistoryReader
+    let publisher: Publisher
+    private var waiting: [UInt64: HTTPRequest] = [:]
+    private var nextToken: UInt64 = 1
+
+    init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher) {
+        self.config = config
+        self.metrics = metrics
+        self.health = health
+        self.verifier = verifier
+        self.reader = reader
+        self.publisher = publisher
+    }
+
+    func handle(_ request: HTTPRequest) {
+        let path = request.path
+        switch path {
+        case "/livez":
+            // Liveness: this process serves requests. Never tied to RabbitMQ or Redis, so an
+            // orchestrator does not restart every node during an outage Herald rides out.
+            return request.respond(status: 200, json: "{\"status\":\"ok\",\"node\":\(JSON.quoted(config.nodeID))}")
+        case "/healthz", "/readyz":
+            let amqp = health.amqpUp, redis = health.redisUp
+            let ok = amqp && redis
+            let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
+            return request.respond(status: ok ? 200 : 503, json: body)
+        case "/metrics":
+            return request.respond(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render(health: health).utf8))
+        case "/ws":
+            // A plain request to the WebSocket path: say what it is for, not "no such file".
+            return request.respond(status: 426, json: Self.errorJSON("upgrade_required", "/ws takes WebSocket upgrades only"),
+                                   headers: [("upgrade", "websocket")])
+        default:
+            break
+        }
+        if path.hasPrefix("/api/publish/") {
+            guard request.method == "POST" else {
+                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use POST"))
+            }
+            return publish(request, channel: String(path.dropFirst("/api/publish/".count)))
+        }
+        if path.hasPrefix("/api/history/") {
+            guard request.method == "GET" else {
+                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use GET"))
+            }
+            return history(request, channel: String(path.dropFirst("/api/history/".count)))
+        }
+        if request.method == "GET" { return staticFile(request) }
+        request.respond(status: 404, json: Self.errorJSON("not_found", "no such endpoint"))
+    }
+
+    /// A history read for `token` finished.
+    func answerHistory(token: UInt64, result: Result<HistorySnapshot, some Error>, since: UInt64, limit: Int) {
+        guard let request = waiting.removeValue(forKey: token) else { return }
+        switch result {
+        case let .success(snapshot):
+            var body: [UInt8] = [UInt8(ascii: "[")]
+            var n = 0
+            if let oldest = snapshot.oldestSeq {
+                for (i, frame) in snapshot.frames.enumerated() where oldest + UInt64(i) > since && n < limit {
+                    if n > 0 { body.append(UInt8(ascii: ",")) }
+                    body.append(contentsOf: frame)
+                    n += 1
+                }
+            }
+            body.append(UInt8(ascii: "]"))
+            request.respond(status: 200, contentType: "application/json", body: body,
+                            headers: [("x-herald-epoch", snapshot.epoch), ("x-herald-seq", String(snapshot.seq))])
+        case .failure:
+            request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+        }
+    }
+
+    /// A publish for `token` was confirmed (or not).
+    func answerPublish(token: UInt64, id: String, ok: Bool, message: String) {
+        guard let request = waiting.removeValue(forKey: token) else { return }
+        if ok {
+            request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id))}")
+        } else {
+            request.respond(status: 503, json: Self.errorJSON("broker_unavailable", message))
+        }
+    }
+
+    static func errorJSON(_ code: String, _ message: String) -> String {
+        "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
+    }
+
+    // MARK: Routes
+
+    private func refuse(_ request: HTTPRequest, _ access: HTTPAccess) -> Bool {
+        guard case let .refused(status, code, message) = access else { return false }
+        metrics.httpAuthRefused.add()
+        request.respond(status: status, json: Self.errorJSON(code, message))
+        return true
+    }
+
+    private func publish(_ request: HTTPRequest, channel: String) {
+        if refuse(request, HTTPAccess.publish(request.credentials, config: config)) { return }
+        if let problem = ChannelName.problem(channel) {
+            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        if request.body.count > config.maxMessageBytes {
+            return request.respond(status: 413, json: Self.errorJSON("too_large", "body is larger than \(config.maxMessageBytes) bytes"))
+        }
+        let contentType = request.header("content-type")
+        if let ct = contentType, MessageEnvelope.isJSONContentType(ct) {
+            do { _ = try JSON.minify(request.body) } catch {
+                return request.respond(status: 400, json: Self.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
+            }
+        }
+        let id = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
+        publisher.requests.post(Publisher.Request(token: wait(request), channel: channel, id: id, body: request.body, contentType: contentType))
+    }
+
+    private func history(_ request: HTTPRequest, channel: String) {
+        if let problem = ChannelName.problem(channel) {
+            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        if refuse(request, HTTPAccess.history(request.credentials, channel: channel, config: config,
+                                              verifier: verifier, nowSeconds: wallMillis() / 1000)) { return }
+        var since: UInt64 = 0
+        var limit = config.historySize
+        for (k, v) in request.query {
+            if k == "since" {
+                guard let s = UInt64(v) else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "since must be a non-negative integer")) }
+                since = s
+            } else if k == "limit" {
+                guard let l = Int(v), l >= 0 else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "limit must be a non-negative integer")) }
+                limit = min(l, config.historySize)
+            }
+        }
+        reader.requests.post(.http(channel: channel, token: wait(request), since: since, limit: limit))
+    }
+
+    /// Parks a request until its worker answers; the token names it in the answer.
+    private func wait(_ request: HTTPRequest) -> UInt64 {
+        let token = nextToken
+        nextToken += 1
+        waiting[token] = request
+        return token
+    }
+
+    private func staticFile(_ request: HTTPRequest) {
+        var path = request.path
+        if path == "/" { path = "/index.html" }
+        let parts = path.split(separator: "/")
+        guard !parts.contains(where: { $0 == ".." || $0.hasPrefix(".") }), let file = WebRoot.regularFile(config.webRoot + path) else {
+            return request.respond(status: 404, json: Self.errorJSON("not_found", "no such file"))
+        }
+        request.serveFile(path: file, mime: Self.mime(for: path))
+    }
+
+    static func mime(for path: String) -> String {
+        if path.hasSuffix(".html") { return "text/html; charset=utf-8" }
+        if path.hasSuffix(".js") || path.hasSuffix(".mjs") { return "text/javascript; charset=utf-8" }
+        if path.hasSuffix(".css") { return "text/css; charset=utf-8" }
+        if path.hasSuffix(".png") { return "image/png" }
+        if path.hasSuffix(".svg") { return "image/svg+xml" }
+        if path.hasSuffix(".json") { return "application/json" }
+        return "application/octet-stream"
+    }
+}
+
+extension HTTPRequest {
+    var credentials: HTTPAccess.Credentials {
+        HTTPAccess.Credentials(apiKey: header("x-api-key"), authorization: header("authorization"))
+    }
+}
+
+/// The files the web root serves.
+enum WebRoot {
+    /// `path` when it names a regular file (not a folder, not missing).
+    static func regularFile(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return path
+    }
+}
