@@ -18,25 +18,28 @@ let package = Package(
         .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq",
                        providers: [.apt(["librabbitmq-dev"])]),
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLibev", providers: [.apt(["libev-dev"])]),
 
         // Pure Swift: protocol, frames, subscription state machine. No C, no I/O, no threads.
         .target(name: "HeraldCore"),
+        // Threads, mailboxes, stop flags and clocks, for the server and the bench alike.
+        .target(name: "HeraldRuntime"),
 
         // The only modules that touch the C libraries.
         .target(name: "HeraldRedis", dependencies: ["CHiredis"]),
         .target(name: "HeraldAMQP", dependencies: ["CRabbitMQ"]),
-        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "HeraldCore"]),
+        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CLibev", "HeraldCore", "HeraldRuntime"]),
         // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).
         .target(name: "HeraldCrypto", dependencies: ["COpenSSL"]),
 
         // Wiring: threads, HTTP routes, metrics, shutdown.
         .target(name: "HeraldServer", dependencies: [
-            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldCrypto",
+            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldCrypto", "HeraldRuntime",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The load generator behind `herald bench`.
-        .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldServer", "HeraldWebSocket", "HeraldAMQP"]),
+        .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldRuntime", "HeraldWebSocket", "HeraldAMQP"]),
 
         // The command line: serve, publish, bench, token, and HERALD_* variables for every option.
         .target(name: "HeraldCLI", dependencies: [

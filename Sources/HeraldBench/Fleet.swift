@@ -1,4 +1,4 @@
-import HeraldServer
+import HeraldRuntime
 import HeraldWebSocket
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import HeraldAMQP
+import HeraldRuntime
 import HeraldWebSocket
 #if canImport(Glibc)
 import Glibc
@@ -121,12 +122,6 @@ public final class LoadPublisher {
         amqp?.close()
         http?.disconnect()
     }
-}
-
-func monotonicMicros() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1_000
 }
 
 public struct BenchError: Error, CustomStringConvertible {

@@ -1,6 +1,6 @@
 import HeraldAMQP
 import HeraldCore
-import HeraldServer
+import HeraldRuntime
 import HeraldWebSocket
 #if canImport(Glibc)
 import Glibc

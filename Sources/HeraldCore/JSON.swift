@@ -145,12 +145,14 @@ public enum JSON {
             }
         }
 
-        mutating func literal(_ word: StaticString) throws(JSONError) {
-            let n = word.utf8CodeUnitCount
-            guard index + n <= bytes.count else { throw fail("unexpected end of JSON") }
-            let w = UnsafeBufferPointer(start: word.utf8Start, count: n)
-            for i in 0..<n where bytes[index + i] != w[i] { throw fail("invalid literal") }
-            index += n
+        mutating func literal(_ word: String) throws(JSONError) {
+            var i = index
+            for expected in word.utf8 {
+                guard i < bytes.count else { throw fail("unexpected end of JSON") }
+                if bytes[i] != expected { throw fail("invalid literal") }
+                i += 1
+            }
+            index = i
         }
 
         mutating func number() throws(JSONError) -> JSONValue {

@@ -49,6 +49,9 @@ public enum LiveBatch {
 }
 
 /// Capped exponential backoff for reconnect loops: 100 ms, 200 ms, … up to `cap`.
+/// Capped exponential backoff with jitter: attempt n waits between half and all of
+/// `min(cap, initial · 2ⁿ)`, so nodes that lost a dependency together do not all retry at
+/// the same instant. The caller draws the jitter (HeraldCore draws no random numbers).
 public struct Backoff: Sendable {
     public let initialMillis: Int
     public let capMillis: Int
@@ -59,10 +62,12 @@ public struct Backoff: Sendable {
         self.capMillis = capMillis
     }
 
-    public mutating func next() -> Int {
+    /// The next wait in ms; `jitter` in [0, 1) picks where in the upper half of the ceiling it falls.
+    public mutating func next(jitter: Double = 1) -> Int {
         let shift = Swift.min(attempt, 20)
         attempt += 1
-        return Swift.min(capMillis, initialMillis << shift)
+        let ceiling = Swift.min(capMillis, initialMillis << shift)
+        return ceiling / 2 + Int(Double(ceiling - ceiling / 2) * Swift.min(Swift.max(jitter, 0), 1))
     }
 
     public mutating func reset() { attempt = 0 }

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldRuntime
 import HeraldWebSocket
 import Logging
 #if canImport(Glibc)

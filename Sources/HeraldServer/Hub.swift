@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldRuntime
 import HeraldCrypto
 import HeraldWebSocket
 import Logging

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldRuntime
 import Synchronization
 
 /// A counter or gauge any thread may update.

@@ -1,8 +1,10 @@
 import HeraldAMQP
+import HeraldRuntime
 import HeraldCore
 import HeraldRedis
 import HeraldWebSocket
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +14,9 @@ public struct StartupError: Error, CustomStringConvertible {
 }
 
 /// One Herald node: its threads, and the order in which they stop.
-public final class Node: @unchecked Sendable {
+///
+/// - Important: created and run on the main thread, which also takes the signals.
+public final class Node {
     let config: HeraldConfig
     let logger: Logger
     let metrics = Metrics()
@@ -132,18 +136,12 @@ extension Node {
     }
 }
 
-/// Lets other threads reach the server once it exists.
-final class ServerBox: @unchecked Sendable {
-    private let lock = NSLockLike()
-    private var value: WebSocketServer?
+/// Lets other threads reach the server once it exists: the inbox's wake-up is built before the
+/// server (the server needs the hub, the hub the inbox), and set once the server listens.
+final class ServerBox: Sendable {
+    private let value = Mutex<WebSocketServer?>(nil)
     var server: WebSocketServer? {
-        get { lock.withLock { value } }
-        set { lock.withLock { value = newValue } }
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
-}
-
-import Synchronization
-final class NSLockLike: Sendable {
-    private let mutex = Mutex<Void>(())
-    func withLock<T>(_ body: () -> T) -> T { mutex.withLock { _ in body() } }
 }

@@ -1,4 +1,5 @@
 import HeraldCore
+import HeraldRuntime
 import HeraldRedis
 
 /// The Lua scripts that make Redis the single source of truth for seq, epoch and history.

@@ -1,4 +1,5 @@
 import HeraldAMQP
+import HeraldRuntime
 import HeraldCore
 import HeraldRedis
 import Logging
@@ -14,29 +15,24 @@ import Logging
 /// in order, once its own publishes (and every earlier one) are confirmed. So a delivery is
 /// still acked only after Redis stored it and every node was sent it.
 ///
-/// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread.
+/// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread
+///   (`herald-seq`), which is the only one that touches its state (hence `@unchecked Sendable`).
 final class Sequencer: Worker, @unchecked Sendable {
-    private var amqp: AMQPConnection?
-    private var redis: RedisConnection?
-    private var scriptSHA: String?
-    private var amqpBackoff = Backoff()
-    private var redisBackoff = Backoff()
-    private var lastProbe: UInt64 = 0
-    private var everConnectedAMQP = false
-    private var everConnectedRedis = false
-
-    /// A batch stored in Redis and published, waiting for RabbitMQ's confirm before its ack.
-    private struct InFlight {
-        /// The newest delivery of the batch: acked with `multiple`.
-        var lastDelivery: UInt64
-        /// The batch's newest publish (live and dead-letter); settled means the batch is safe.
-        var lastPublish: UInt64
-        var deadLettered: Int
-        var publishedAtMillis: UInt64
+    private lazy var amqpLink = makeAMQPLink("RabbitMQ (sequencer)",
+                                         healthy: { [health] in health.sequencerAMQP.store($0, ordering: .relaxed) }) { [config, logger] connection throws(AMQPError) in
+        try connection.qos(prefetch: config.prefetch)
+        try connection.confirmSelect()
+        try connection.consume(queue: config.historyQueue)
+        logger.info("sequencer consuming", metadata: ["queue": "\(config.historyQueue)"])
     }
-    private var inFlight: [InFlight] = []
-    private let maxInFlight = 4
-    private let confirmTimeoutMillis: UInt64 = 10_000
+    private lazy var redisLink = makeRedisLink("Redis (sequencer; not consuming until it is back)",
+                                           healthy: { [health] in health.sequencerRedis.store($0, ordering: .relaxed) })
+    private var redis: RedisConnection? { redisLink.current }
+    private var scriptSHA: String?
+    private var lastProbe: UInt64 = 0
+
+    /// Batches stored and published, waiting for RabbitMQ's confirms before their ack.
+    private var pipeline = SequencerPipeline(maxInFlight: 4, confirmTimeoutMillis: 10_000)
 
     /// A batch whose script calls were sent to Redis; its replies are read after the next
     /// batch was collected from RabbitMQ, so Redis works while this thread reads.
@@ -62,14 +58,14 @@ final class Sequencer: Worker, @unchecked Sendable {
 
     func run() {
         while !stop.isSet {
-            guard let amqp = connectAMQP() else { continue }
-            guard connectRedis() != nil else { continue }
+            guard let amqp = amqpLink.get() else { continue }
+            guard redisLink.get() != nil else { continue }
             do {
                 try probeIfDue(amqp)
                 try ackConfirmed(amqp)
-                if inFlight.count >= maxInFlight && staged == nil {
+                if pipeline.isFull && staged == nil, let oldest = pipeline.oldestPublish {
                     // The pipeline is full: wait for the oldest batch's confirm.
-                    try failIfRefused(amqp.waitForConfirms(through: inFlight[0].lastPublish, timeoutMillis: Int(confirmTimeoutMillis)))
+                    try failIfRefused(amqp.waitForConfirms(through: oldest, timeoutMillis: Int(pipeline.confirmTimeoutMillis)))
                     continue
                 }
                 // With a batch in Redis, take only what has already arrived, then finish that batch.
@@ -80,17 +76,17 @@ final class Sequencer: Worker, @unchecked Sendable {
                 }
                 if !batch.isEmpty { staged = stage(batch) }
             } catch {
-                logger.error("RabbitMQ connection lost; unacknowledged messages will be delivered again", metadata: ["error": "\(error)"])
                 if staged != nil {
                     // Its replies are still on the Redis connection: start that one afresh too.
                     staged = nil
-                    dropRedis()
+                    dropRedis(error)
                 }
-                dropAMQP()
+                pipeline.connectionLost()
+                amqpLink.drop(error, "unacknowledged messages will be delivered again")
             }
         }
         // Stopping: ack what RabbitMQ confirms within a second; the rest is delivered again.
-        if let amqp, !inFlight.isEmpty {
+        if let amqp = amqpLink.current, !pipeline.inFlight.isEmpty {
             do {
                 try failIfRefused(amqp.waitForConfirms(timeoutMillis: 1_000))
                 try ackConfirmed(amqp)
@@ -98,8 +94,8 @@ final class Sequencer: Worker, @unchecked Sendable {
                 logger.warning("stopping with unconfirmed batches; RabbitMQ will deliver them again", metadata: ["error": "\(error)"])
             }
         }
-        amqp?.close()
-        redis?.close()
+        amqpLink.close { $0.close() }
+        redisLink.close { $0.close() }
     }
 
     /// Up to `batchSize` deliveries: waits `timeoutMillis` for the first, then takes what is buffered.
@@ -125,22 +121,16 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// multiple-ack for the newest of them.
     private func ackConfirmed(_ amqp: AMQPConnection) throws(AMQPError) {
         try failIfRefused(amqp.takeRefused())
-        guard !inFlight.isEmpty else { return }
-        let settled = amqp.settledThrough
-        var done = 0
-        var deadLettered = 0
-        while done < inFlight.count && inFlight[done].lastPublish <= settled {
-            deadLettered += inFlight[done].deadLettered
-            done += 1
-        }
-        if done > 0 {
-            try amqp.ack(inFlight[done - 1].lastDelivery, multiple: true)
-            metrics.deadLettered.add(deadLettered)
-            metrics.sequencerBatches.add(done)
-            inFlight.removeFirst(done)
-        }
-        if let oldest = inFlight.first, monotonicNanos() / 1_000_000 - oldest.publishedAtMillis > confirmTimeoutMillis {
-            throw AMQPError("no publisher confirm within \(confirmTimeoutMillis) ms")
+        guard !pipeline.inFlight.isEmpty else { return }
+        for action in pipeline.settle(through: amqp.settledThrough, nowMillis: monotonicMillis()) {
+            switch action {
+            case let .ack(delivery, batches, deadLettered):
+                try amqp.ack(delivery, multiple: true)
+                metrics.deadLettered.add(deadLettered)
+                metrics.sequencerBatches.add(batches)
+            case let .fail(reason):
+                throw AMQPError(reason)
+            }
         }
     }
 
@@ -219,8 +209,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 try Scripts.sequence.send(on: redis, sha: &scriptSHA, calls: calls)
                 sent = true
             } catch {
-                logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
-                dropRedis()
+                dropRedis(error)
             }
         }
         return Staged(deliveries: deliveries, calls: calls, groups: groups, dead: dead, sent: sent)
@@ -239,26 +228,27 @@ final class Sequencer: Worker, @unchecked Sendable {
                 do {
                     replies = try Scripts.sequence.receive(on: redis, sha: &scriptSHA, calls: calls)
                 } catch {
-                    logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
-                    dropRedis()
+                    dropRedis(error)
                 }
             }
             if replies == nil { replies = storeInRedis(calls) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
             for (group, reply) in zip(batch.groups, replies) {
-                guard let stored = Scripts.sequenced(reply, count: group.envelopes.count) else {
+                let outcome = SequencerPipeline.stored(channel: group.channel,
+                                                       sequenced: Scripts.sequenced(reply, count: group.envelopes.count),
+                                                       reply: "\(reply)", newFrame: { group.envelopes[$0].frame(seq: $1) })
+                switch outcome {
+                case let .publish(messages, duplicates):
+                    metrics.messagesIn.add(messages.count - duplicates)
+                    metrics.duplicates.add(duplicates)
+                    sequenced += messages
+                case let .deadLetter(reason):
                     // Redis refused this channel's batch (for example a key of the wrong type):
                     // its messages go to the dead-letter queue with the reason, never dropped.
                     logger.error("sequence script failed; dead-lettering the channel's batch",
                                  metadata: ["channel": "\(group.channel)", "reply": "\(reply)"])
-                    let error = EnvelopeError(code: .storeFailed, message: "Redis refused to store it: \(reply)")
+                    let error = EnvelopeError(code: .storeFailed, message: reason)
                     dead += group.deliveries.map { ($0, error) }
-                    continue
-                }
-                for (envelope, (seq, frame)) in zip(group.envelopes, stored.messages) {
-                    if frame == nil { metrics.messagesIn.add() } else { metrics.duplicates.add() }
-                    sequenced.append(SequencedMessage(channel: group.channel, epoch: stored.epoch, seq: seq,
-                                                      frame: frame ?? envelope.frame(seq: seq)))
                 }
             }
         }
@@ -287,83 +277,27 @@ final class Sequencer: Worker, @unchecked Sendable {
                                                     persistent: true, headers: headers))
             logger.warning("dead-lettered a message", metadata: ["channel": "\(d.routingKey.prefix(200))", "error": "\(error.header)"])
         }
-        inFlight.append(InFlight(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,
-                                 deadLettered: dead.count, publishedAtMillis: monotonicNanos() / 1_000_000))
+        pipeline.published(SequencerPipeline.Batch(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,
+                                                   deadLettered: dead.count, publishedAtMillis: monotonicMillis()))
         return true
     }
 
     private func storeInRedis(_ calls: [(keys: [[UInt8]], args: [[UInt8]])]) -> [RedisReply]? {
         while !stop.isSet {
-            guard let redis = connectRedis() else { continue }
+            guard let redis = redisLink.get() else { continue }
             do {
                 return try Scripts.sequence.run(on: redis, sha: &scriptSHA, calls: calls)
             } catch {
-                logger.error("Redis write failed; holding the batch and retrying", metadata: ["error": "\(error)"])
-                dropRedis()
+                dropRedis(error)
             }
         }
         return nil
     }
 
-    private func dropRedis() {
-        redis?.close()
-        redis = nil
-        health.sequencerRedis.store(false, ordering: .relaxed)
-    }
-
-    private func connectAMQP() -> AMQPConnection? {
-        if let amqp { return amqp }
-        let connection = AMQPConnection(endpoint: amqpEndpoint)
-        do {
-            try connection.connect()
-            try Topology.declare(connection, config)
-            try connection.qos(prefetch: config.prefetch)
-            try connection.confirmSelect()
-            try connection.consume(queue: config.historyQueue)
-            amqp = connection
-            amqpBackoff.reset()
-            health.sequencerAMQP.store(true, ordering: .relaxed)
-            if everConnectedAMQP { metrics.amqpReconnects.add() }
-            everConnectedAMQP = true
-            logger.info("sequencer consuming", metadata: ["queue": "\(config.historyQueue)"])
-            return connection
-        } catch {
-            connection.abandon()
-            health.sequencerAMQP.store(false, ordering: .relaxed)
-            let wait = amqpBackoff.next()
-            logger.error("cannot reach RabbitMQ; retrying", metadata: ["error": "\(error)", "retry_ms": "\(wait)"])
-            stop.sleep(millis: wait)
-            return nil
-        }
-    }
-
-    private func dropAMQP() {
-        inFlight = [] // unacked: RabbitMQ delivers them again
-        amqp?.abandon()
-        amqp = nil
-        health.sequencerAMQP.store(false, ordering: .relaxed)
-        stop.sleep(millis: amqpBackoff.next())
-    }
-
-    private func connectRedis() -> RedisConnection? {
-        if let redis { return redis }
-        let connection = RedisConnection(endpoint: redisEndpoint)
-        do {
-            try connection.connect()
-            redis = connection
-            scriptSHA = nil
-            redisBackoff.reset()
-            health.sequencerRedis.store(true, ordering: .relaxed)
-            if everConnectedRedis { metrics.redisReconnects.add(); logger.info("Redis is back (sequencer)") }
-            everConnectedRedis = true
-            return connection
-        } catch {
-            health.sequencerRedis.store(false, ordering: .relaxed)
-            let wait = redisBackoff.next()
-            logger.error("cannot reach Redis; not consuming until it is back", metadata: ["error": "\(error)", "retry_ms": "\(wait)"])
-            stop.sleep(millis: wait)
-            return nil
-        }
+    /// A Redis write failed: the batch is held and stored again on the next connection.
+    private func dropRedis(_ error: any Error) {
+        scriptSHA = nil
+        redisLink.drop(error, "holding the batch and retrying")
     }
 }
 

@@ -1,4 +1,5 @@
 import CWebSockets
+import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,8 +29,8 @@ public final class EpollClientPool: ClientPool {
         var input: [UInt8] = []
         var fragments: [UInt8]?
         var closeCode: UInt16?
-        let startedMillis: Int64
-        init(id: Int, fd: Int32, key: UInt64, request: [UInt8], startedMillis: Int64) {
+        let startedMillis: UInt64
+        init(id: Int, fd: Int32, key: UInt64, request: [UInt8], startedMillis: UInt64) {
             self.id = id
             self.fd = fd
             self.key = key
@@ -42,7 +43,7 @@ public final class EpollClientPool: ClientPool {
     private let maxConnections: Int
     private var epoll: Int32 = -1
     private var wakeFD: Int32 = -1
-    private let stopFlag = AtomicFlag()
+    private let stopFlag = StopFlag()
     private var byID: [Int: Connection] = [:]
     private var byKey: [UInt64: Connection] = [:]
     private var nextKey: UInt64 = 1
@@ -50,7 +51,7 @@ public final class EpollClientPool: ClientPool {
     private var closedLater: [(id: Int, code: UInt16?, error: String?)] = []
     private var addresses: [String: UInt32] = [:]
     private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
-    private static let handshakeTimeoutMillis: Int64 = 30_000
+    private static let handshakeTimeoutMillis: UInt64 = 30_000
     /// RFC 6455's sample key and the accept value a server must answer it with.
     private static let key = "dGhlIHNhbXBsZSBub25jZQ=="
     private static let accept = Array("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".utf8)

@@ -1,4 +1,6 @@
+import CLibev
 import CWebSockets
+import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,8 +22,8 @@ public enum EventLoop: String, Sendable, CaseIterable {
 final class ServiceLoop {
     let kind: EventLoop
     private(set) var context: OpaquePointer?
-    private let stopFlag = AtomicFlag()
-    private let ready = AtomicFlag()
+    private let stopFlag = StopFlag()
+    private let ready = StopFlag()
     /// The libev loop (epoll) and the one-element array lws reads it from.
     private var evLoop: UnsafeMutableRawPointer?
     private var foreignLoops: UnsafeMutablePointer<UnsafeMutableRawPointer?>?

@@ -1,5 +1,6 @@
 import CWebSockets
 import HeraldCore
+import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -725,13 +726,4 @@ func heraldLWSCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ 
     return server.callback(wsi, reason, user, input, len)
 }
 
-func monotonicMillis() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-}
 
-/// Names the calling thread (shows in `top -H`, `perf`).
-public func setThreadName(_ name: String) {
-    herald_set_thread_name(name)
-}

@@ -273,6 +273,12 @@ import HeraldCrypto
         b.reset()
         #expect(b.next() == 100)
     }
+
+    @Test func backoffJitterStaysInTheUpperHalfOfTheCeiling() {
+        var low = Backoff(initialMillis: 100, capMillis: 1000), high = low
+        #expect((0..<6).map { _ in low.next(jitter: 0) } == [50, 100, 200, 400, 500, 500])
+        #expect((0..<6).map { _ in high.next(jitter: 0.999) } == [99, 199, 399, 799, 999, 999])
+    }
 }
 
 @Suite struct EpochChangeTests {

@@ -267,3 +267,76 @@ func drain(_ session: inout ClientSession) -> [String] {
         #expect(f.handle(.received(1, Array(#"{"op":"subscribe","channel":"public:x"}"#.utf8), binary: false), now: Self.t0).isEmpty)
     }
 }
+
+@Suite struct LiveGapTrackerTests {
+    func m(_ seq: UInt64, _ channel: String = "c", epoch: String = "e") -> SequencedMessage {
+        SequencedMessage(channel: channel, epoch: epoch, seq: seq, frame: Array("m\(seq)".utf8))
+    }
+
+    @Test func deliversInOrderSkipsCopiesAndAsksForWhatIsMissing() {
+        var t = LiveGapTracker()
+        #expect(t.see(m(1)) == .deliver)
+        #expect(t.see(m(2)) == .deliver)
+        #expect(t.see(m(2)) == .skip)
+        #expect(t.see(m(1)) == .skip)
+        #expect(t.see(m(5)) == .repair(after: 2, before: 5))
+        #expect(t.see(m(6)) == .deliver)
+        #expect(t.see(m(1, epoch: "e2")) == .deliver)   // a new epoch starts over
+        #expect(t.see(m(9, "other")) == .deliver)        // a channel seen first mid-stream
+    }
+
+    @Test func aRepairIsFilledOnlyWhenRedisStillHasEverySeq() {
+        let snapshot = HistorySnapshot(epoch: "e", seq: 6, frames: (3...6).map { Array("m\($0)".utf8) })
+        #expect(LiveGapTracker.fill(snapshot, channel: "c", epoch: "e", after: 2, before: 5) == [m(3), m(4)])
+        #expect(LiveGapTracker.fill(snapshot, channel: "c", epoch: "e", after: 1, before: 5) == nil)   // seq 2 is gone
+        #expect(LiveGapTracker.fill(snapshot, channel: "c", epoch: "x", after: 2, before: 5) == nil)   // another epoch
+    }
+
+    @Test func catchingUpAfterAReconnect() {
+        var t = LiveGapTracker()
+        _ = t.see(m(4))
+        #expect(t.catchUp("c", snapshot: HistorySnapshot(epoch: "e", seq: 4, frames: [])) == .upToDate)
+        #expect(t.catchUp("c", snapshot: HistorySnapshot(epoch: "e", seq: 7, frames: [])) == .repair(after: 4, before: 8))
+        #expect(t.see(m(7)) == .skip)   // caught up to 7 already
+        #expect(t.catchUp("c", snapshot: HistorySnapshot(epoch: "new", seq: 1, frames: [])) == .broken)
+        #expect(t.catchUp("c", snapshot: HistorySnapshot(epoch: "new", seq: 1, frames: [])) == .upToDate)  // forgotten
+    }
+}
+
+@Suite struct SequencerPipelineTests {
+    func batch(_ delivery: UInt64, publish: UInt64, dead: Int = 0, at: UInt64 = 0) -> SequencerPipeline.Batch {
+        .init(lastDelivery: delivery, lastPublish: publish, deadLettered: dead, publishedAtMillis: at)
+    }
+
+    @Test func batchesAreAckedInOrderOnlyOnceTheirPublishesAreConfirmed() {
+        var p = SequencerPipeline(maxInFlight: 3, confirmTimeoutMillis: 10_000)
+        p.published(batch(10, publish: 2))
+        p.published(batch(25, publish: 5, dead: 1))
+        p.published(batch(30, publish: 9))
+        #expect(p.isFull && p.oldestPublish == 2)
+        #expect(p.settle(through: 1, nowMillis: 100) == [])                 // nothing confirmed yet: nothing acked
+        #expect(p.settle(through: 6, nowMillis: 100) == [.ack(through: 25, batches: 2, deadLettered: 1)])
+        #expect(p.inFlight == [batch(30, publish: 9)])
+        #expect(p.settle(through: 8, nowMillis: 100) == [])                 // the third one's publish is 9
+        #expect(p.settle(through: 9, nowMillis: 100) == [.ack(through: 30, batches: 1, deadLettered: 0)])
+        #expect(p.inFlight.isEmpty && !p.isFull)
+    }
+
+    @Test func aConfirmThatNeverComesFailsTheConnectionAndNothingIsAcked() {
+        var p = SequencerPipeline(maxInFlight: 4, confirmTimeoutMillis: 10_000)
+        p.published(batch(10, publish: 2, at: 1_000))
+        #expect(p.settle(through: 0, nowMillis: 11_000) == [])
+        #expect(p.settle(through: 0, nowMillis: 11_001) == [.fail("no publisher confirm within 10000 ms")])
+        p.connectionLost()
+        #expect(p.inFlight.isEmpty && p.settle(through: 100, nowMillis: 20_000) == [])   // redelivered, never acked
+    }
+
+    @Test func aStoreRedisRefusesIsDeadLetteredAndKnownIdsKeepTheirFrame() {
+        let refused = SequencerPipeline.stored(channel: "c", sequenced: nil, reply: "WRONGTYPE", newFrame: { _, _ in [] })
+        #expect(refused == .deadLetter(reason: "Redis refused to store it: WRONGTYPE"))
+        let stored = SequencerPipeline.stored(channel: "c", sequenced: ("e", [(seq: 7, stored: nil), (seq: 3, stored: Array("old".utf8))]),
+                                              reply: "", newFrame: { i, seq in Array("new \(i) \(seq)".utf8) })
+        #expect(stored == .publish([SequencedMessage(channel: "c", epoch: "e", seq: 7, frame: Array("new 0 7".utf8)),
+                                    SequencedMessage(channel: "c", epoch: "e", seq: 3, frame: Array("old".utf8))], duplicates: 1))
+    }
+}

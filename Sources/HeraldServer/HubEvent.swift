@@ -1,0 +1,60 @@
+import HeraldAMQP
+import HeraldRuntime
+import HeraldCore
+import HeraldRedis
+import Logging
+
+/// What other threads send to the WebSocket service thread.
+enum HubEvent: Sendable {
+    /// Sequenced messages from the live queue, in order, gaps already repaired.
+    case live([SequencedMessage])
+    /// Messages this node's sequencer has just stored, before their trip through the live
+    /// queue: each is appended only where it continues its channel's ring exactly (anything
+    /// else is left to the live queue, which repairs gaps), and the copy that then arrives
+    /// from the live queue is stale and skipped. Saves local clients a RabbitMQ round trip.
+    case local([SequencedMessage])
+    /// A channel's sequence broke and could not be repaired: its subscribers must resume.
+    case broken(channel: String)
+    /// A history read answering the subscribe requests `requests`.
+    case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
+    /// An HTTP history read (token of the waiting request).
+    case httpHistory(token: UInt64, result: Result<HistorySnapshot, RedisError>, since: UInt64, limit: Int)
+    /// An HTTP publish finished.
+    case published(token: UInt64, id: String, ok: Bool, message: String)
+}
+
+/// What every worker thread is given: configuration, where its dependencies are, where to report,
+/// and when to stop. Subclasses add the thread's own (thread-confined) connections.
+class Worker {
+    let config: HeraldConfig
+    let amqpEndpoint: AMQPEndpoint
+    let redisEndpoint: RedisEndpoint
+    let inbox: HubInbox
+    let health: Health
+    let metrics: Metrics
+    let logger: Logger
+    let stop: StopFlag
+
+    required init(config: HeraldConfig, amqp: AMQPEndpoint, redis: RedisEndpoint, inbox: HubInbox, health: Health,
+         metrics: Metrics, logger: Logger, stop: StopFlag) {
+        self.config = config
+        self.amqpEndpoint = amqp
+        self.redisEndpoint = redis
+        self.inbox = inbox
+        self.health = health
+        self.metrics = metrics
+        self.logger = logger
+        self.stop = stop
+    }
+}
+
+/// Hands events to the service thread and wakes it.
+final class HubInbox: Sendable {
+    let mailbox = Mailbox<HubEvent>()
+    let wake: @Sendable () -> Void
+    init(wake: @escaping @Sendable () -> Void) { self.wake = wake }
+    func post(_ event: HubEvent) {
+        mailbox.post(event)
+        wake()
+    }
+}

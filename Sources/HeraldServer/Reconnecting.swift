@@ -1,0 +1,127 @@
+import HeraldAMQP
+import HeraldCore
+import HeraldRedis
+import HeraldRuntime
+import Logging
+
+/// One connection of a worker thread to RabbitMQ or Redis, kept up: it connects on demand,
+/// waits a capped exponential backoff with jitter between attempts, and owns the health flag,
+/// the reconnect metric and the log lines of that connection. Every dependency connection in
+/// Herald goes through one of these.
+///
+/// - Important: not thread-safe; owned by one worker thread.
+final class Reconnecting<Connection: AnyObject> {
+    /// Says what failed in log lines: "RabbitMQ (sequencer)".
+    let name: String
+    private let open: () throws -> Connection
+    private let discard: (Connection) -> Void
+    private let healthy: (Bool) -> Void
+    private let reconnects: Counter
+    private let logger: Logger
+    private let stop: StopFlag
+    private var backoff = Backoff()
+    private var everConnected = false
+    /// Monotonic ms before which no attempt is made.
+    private var nextAttempt: UInt64 = 0
+    private(set) var current: Connection?
+    /// Runs after a connection that follows a lost one (not after the first).
+    var onReconnect: (Connection) -> Void = { _ in }
+
+    /// - Parameters:
+    ///   - open: connects and sets the connection up; throws when the dependency is unreachable.
+    ///   - discard: closes (or abandons) a connection that failed or is no longer wanted.
+    ///   - healthy: records whether the dependency is reachable (for `/readyz`).
+    init(_ name: String, logger: Logger, stop: StopFlag, reconnects: Counter, healthy: @escaping (Bool) -> Void = { _ in },
+         open: @escaping () throws -> Connection, discard: @escaping (Connection) -> Void) {
+        self.name = name
+        self.logger = logger
+        self.stop = stop
+        self.reconnects = reconnects
+        self.healthy = healthy
+        self.open = open
+        self.discard = discard
+    }
+
+    /// The open connection, or a new one. While the dependency is down: with `wait` it sleeps
+    /// until the next attempt is due (waking when the thread stops) and tries once; without
+    /// `wait` it returns nil at once until then.
+    func get(wait: Bool = true) -> Connection? {
+        if let current { return current }
+        let now = monotonicMillis()
+        if now < nextAttempt {
+            guard wait else { return nil }
+            stop.sleep(millis: Int(nextAttempt - now))
+            if stop.isSet { return nil }
+        }
+        do {
+            let connection = try open()
+            current = connection
+            backoff.reset()
+            healthy(true)
+            if everConnected {
+                reconnects.add()
+                logger.info("\(name) is back")
+                onReconnect(connection)
+            }
+            everConnected = true
+            return connection
+        } catch {
+            healthy(false)
+            let retry = backoff.next(jitter: Double.random(in: 0..<1))
+            nextAttempt = monotonicMillis() + UInt64(retry)
+            logger.error("cannot reach \(name); retrying", metadata: ["error": "\(error)", "retry_ms": "\(retry)"])
+            return nil
+        }
+    }
+
+    /// The connection failed: it is discarded, and the next `get` reconnects after the backoff.
+    func drop(_ error: any Error, _ consequence: String) {
+        guard let connection = current else { return }
+        current = nil
+        discard(connection)
+        healthy(false)
+        let retry = backoff.next(jitter: Double.random(in: 0..<1))
+        nextAttempt = monotonicMillis() + UInt64(retry)
+        logger.error("lost \(name); \(consequence)", metadata: ["error": "\(error)", "retry_ms": "\(retry)"])
+    }
+
+    /// Closes the connection for good (shutdown).
+    func close(_ close: (Connection) -> Void) {
+        if let current { close(current) }
+        current = nil
+    }
+}
+
+
+extension Worker {
+    /// A Redis connection of this worker.
+    func makeRedisLink(_ name: String, healthy: @escaping (Bool) -> Void = { _ in }) -> Reconnecting<RedisConnection> {
+        Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.redisReconnects, healthy: healthy,
+                     open: { [redisEndpoint] in
+                         let connection = RedisConnection(endpoint: redisEndpoint)
+                         try connection.connect()
+                         return connection
+                     },
+                     discard: { $0.close() })
+    }
+
+    /// An AMQP connection of this worker, set up by `setUp` (declarations, consumers) each time
+    /// it connects; a connection whose set-up fails is abandoned.
+    func makeAMQPLink(_ name: String, healthy: @escaping (Bool) -> Void,
+                  setUp: @escaping (AMQPConnection) throws(AMQPError) -> Void) -> Reconnecting<AMQPConnection> {
+        Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.amqpReconnects, healthy: healthy,
+                     open: { [amqpEndpoint, config] in
+                         let connection = AMQPConnection(endpoint: amqpEndpoint)
+                         do {
+                             try connection.connect()
+                             try Topology.declare(connection, config)
+                             try setUp(connection)
+                         } catch {
+                             connection.abandon()
+                             throw error
+                         }
+                         return connection
+                     },
+                     discard: { $0.abandon() })
+    }
+}
