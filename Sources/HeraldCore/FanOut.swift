@@ -234,6 +234,24 @@ public struct FanOut {
     // MARK: Writing
 
     /// The connection's next batch, asking for another writable call while more remains.
+    /// What a writable connection sends next, without building an action list: the hot path
+    /// (`.writable` through `handle` gives the same answer as actions).
+    public enum Write {
+        case nothing
+        case frames([[UInt8]], more: Bool)
+        /// The connection must resume instead (4008): carry these out.
+        case actions([Action])
+    }
+
+    public mutating func writeNext(_ id: ConnectionID) -> Write {
+        var actions: [Action] = []
+        write(id, into: &actions)
+        guard actions.count == 1, case let .write(_, frames, more) = actions[0] else {
+            return actions.isEmpty ? .nothing : .actions(actions)
+        }
+        return .frames(frames, more: more)
+    }
+
     private mutating func write(_ id: ConnectionID, into actions: inout [Action]) {
         guard !closing.contains(id), sessions[id] != nil else { return }
         let rings = self.rings
