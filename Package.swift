@@ -19,6 +19,8 @@ let package = Package(
                        providers: [.apt(["librabbitmq-dev"])]),
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLibev", providers: [.apt(["libev-dev"])]),
+        // Sockets and epoll for the load generator's clients: headers only, no library.
+        .systemLibrary(name: "CSocket"),
 
         // Pure Swift: protocol, frames, subscription state machine. No C, no I/O, no threads.
         .target(name: "HeraldCore"),
@@ -28,22 +30,27 @@ let package = Package(
         // The only modules that touch the C libraries.
         .target(name: "HeraldRedis", dependencies: ["CHiredis"]),
         .target(name: "HeraldAMQP", dependencies: ["CRabbitMQ"]),
-        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CLibev", "HeraldCore", "HeraldRuntime"]),
+        // One lws context and its service loop (libev's epoll or lws's poll), for server and clients.
+        .target(name: "HeraldServiceLoop", dependencies: ["CWebSockets", "CLibev", "HeraldRuntime"]),
+        // The WebSocket and HTTP server, and nothing else.
+        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "HeraldServiceLoop", "HeraldCore", "HeraldRuntime"]),
+        // The load generator's clients: an epoll WebSocket client, an lws client pool, an HTTP client.
+        .target(name: "HeraldLoadClients", dependencies: ["CSocket", "CWebSockets", "HeraldServiceLoop", "HeraldRuntime"]),
         // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).
         .target(name: "HeraldCrypto", dependencies: ["COpenSSL"]),
 
         // Wiring: threads, HTTP routes, metrics, shutdown.
         .target(name: "HeraldServer", dependencies: [
-            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldCrypto", "HeraldRuntime",
+            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldRuntime",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         // The load generator behind `herald bench`.
-        .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldRuntime", "HeraldWebSocket", "HeraldAMQP"]),
+        .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldRuntime", "HeraldLoadClients", "HeraldAMQP"]),
 
         // The command line: serve, publish, bench, token, and HERALD_* variables for every option.
         .target(name: "HeraldCLI", dependencies: [
-            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldWebSocket",
+            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldServiceLoop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

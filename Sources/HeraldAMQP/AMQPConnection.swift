@@ -3,111 +3,6 @@ import CRabbitMQ
 import Glibc
 #endif
 
-public struct AMQPError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    /// The AMQP reply code when the broker closed the channel or connection (403, 404, 406…).
-    public let replyCode: Int
-    public init(_ description: String, replyCode: Int = 0) {
-        self.description = description
-        self.replyCode = replyCode
-    }
-}
-
-/// Where RabbitMQ is: `amqp://user:password@host:port/vhost` (vhost `/` when the path is `/` or empty).
-public struct AMQPEndpoint: Sendable, Equatable {
-    public var host = "127.0.0.1"
-    public var port: Int32 = 5672
-    public var user = "guest"
-    public var password = "guest"
-    public var vhost = "/"
-
-    public init(url: String) throws(AMQPError) {
-        guard url.hasPrefix("amqp://") else { throw AMQPError("AMQP URL must start with amqp:// (got \(url))") }
-        var rest = Substring(url.dropFirst("amqp://".count))
-        if let at = rest.lastIndex(of: "@") {
-            let auth = rest[..<at].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            user = Self.decode(String(auth[0]))
-            if auth.count > 1 { password = Self.decode(String(auth[1])) }
-            rest = rest[rest.index(after: at)...]
-        }
-        var hostPort = rest
-        if let slash = rest.firstIndex(of: "/") {
-            hostPort = rest[..<slash]
-            let path = rest[rest.index(after: slash)...]
-            vhost = path.isEmpty ? "/" : Self.decode(String(path))
-        }
-        if let colon = hostPort.lastIndex(of: ":") {
-            guard let p = Int32(hostPort[hostPort.index(after: colon)...]) else { throw AMQPError("bad port in AMQP URL \(url)") }
-            port = p
-            hostPort = hostPort[..<colon]
-        }
-        if !hostPort.isEmpty { host = String(hostPort) }
-    }
-
-    static func decode(_ s: String) -> String {
-        guard s.contains("%") else { return s }
-        var out = [UInt8]()
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "%"), i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
-                out.append(v)
-                i += 3
-            } else {
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}
-
-/// The message properties Herald reads and writes.
-public struct AMQPProperties: Sendable, Equatable {
-    public var contentType: String?
-    public var messageID: String?
-    public var persistent = false
-    public var headers: [(String, String)] = []
-
-    public init(contentType: String? = nil, messageID: String? = nil, persistent: Bool = false,
-                headers: [(String, String)] = []) {
-        self.contentType = contentType
-        self.messageID = messageID
-        self.persistent = persistent
-        self.headers = headers
-    }
-
-    public static func == (a: AMQPProperties, b: AMQPProperties) -> Bool {
-        a.contentType == b.contentType && a.messageID == b.messageID && a.persistent == b.persistent
-            && a.headers.map(\.0) == b.headers.map(\.0) && a.headers.map(\.1) == b.headers.map(\.1)
-    }
-
-    public func header(_ name: String) -> String? { headers.first(where: { $0.0 == name })?.1 }
-}
-
-public struct AMQPDelivery: Sendable {
-    public let tag: UInt64
-    public let exchange: String
-    public let routingKey: String
-    public let redelivered: Bool
-    public let properties: AMQPProperties
-    public let body: [UInt8]
-}
-
-public enum AMQPEvent: Sendable {
-    case delivery(AMQPDelivery)
-    /// A publisher confirm: every tag up to `tag` when `multiple`.
-    case confirm(tag: UInt64, multiple: Bool, ok: Bool)
-    case timeout
-}
-
-/// A queue-declare argument value.
-public enum AMQPArgument: Sendable {
-    case bool(Bool)
-    case string(String)
-    case int(Int64)
-}
-
 /// One rabbitmq-c connection with one channel (channel 1).
 ///
 /// - Important: confined to one thread (rabbitmq-c connections are not thread-safe). Heartbeats
@@ -146,7 +41,7 @@ public final class AMQPConnection {
         let status = amqp_socket_open_noblock(socket, endpoint.host, endpoint.port, &tv)
         if status != AMQP_STATUS_OK.rawValue {
             amqp_destroy_connection(conn)
-            throw AMQPError("cannot connect to RabbitMQ at \(endpoint.host):\(endpoint.port): \(Self.statusString(status))")
+            throw AMQPError("cannot connect to RabbitMQ at \(endpoint.host):\(endpoint.port): \(AMQPCodec.statusString(status))")
         }
         state = conn
         let login = herald_amqp_login_plain(conn, endpoint.vhost, 0, 131_072, heartbeatSeconds, endpoint.user, endpoint.password)
@@ -204,11 +99,11 @@ public final class AMQPConnection {
                              arguments: [(String, AMQPArgument)] = []) throws(AMQPError) -> String {
         let c = try conn()
         var result = ""
-        Self.withTable(arguments) { table in
+        AMQPCodec.withTable(arguments) { table in
             name.withCString { n in
                 if let ok = amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 0, durable ? 1 : 0,
                                                exclusive ? 1 : 0, autoDelete ? 1 : 0, table) {
-                    result = Self.string(ok.pointee.queue)
+                    result = AMQPCodec.string(ok.pointee.queue)
                 }
             }
         }
@@ -236,7 +131,7 @@ public final class AMQPConnection {
 
     public func consume(queue: String, exclusive: Bool = false, arguments: [(String, AMQPArgument)] = []) throws(AMQPError) {
         let c = try conn()
-        Self.withTable(arguments) { table in
+        AMQPCodec.withTable(arguments) { table in
             queue.withCString { q in
                 _ = amqp_basic_consume(c, channel, amqp_cstring_bytes(q), amqp_empty_bytes, 0, 0, exclusive ? 1 : 0, table)
             }
@@ -273,7 +168,7 @@ public final class AMQPConnection {
         if let id = properties.messageID { props.message_id = bytes(id); flags |= UInt32(AMQP_BASIC_MESSAGE_ID_FLAG) }
         if properties.persistent { props.delivery_mode = 2; flags |= UInt32(AMQP_BASIC_DELIVERY_MODE_FLAG) }
         let headerArgs = properties.headers.map { ($0.0, AMQPArgument.string($0.1)) }
-        Self.withTable(headerArgs) { table in
+        AMQPCodec.withTable(headerArgs) { table in
             if !headerArgs.isEmpty { props.headers = table; flags |= UInt32(AMQP_BASIC_HEADERS_FLAG) }
             props._flags = flags
             exchange.withCString { e in
@@ -287,7 +182,7 @@ public final class AMQPConnection {
             }
         }
         if status != AMQP_STATUS_OK.rawValue {
-            throw AMQPError("basic.publish failed: \(Self.statusString(status))")
+            throw AMQPError("basic.publish failed: \(AMQPCodec.statusString(status))")
         }
         let tag = nextPublishTag
         nextPublishTag += 1
@@ -298,14 +193,14 @@ public final class AMQPConnection {
     public func ack(_ tag: UInt64, multiple: Bool) throws(AMQPError) {
         let c = try conn()
         let status = amqp_basic_ack(c, channel, tag, multiple ? 1 : 0)
-        if status != AMQP_STATUS_OK.rawValue { throw AMQPError("basic.ack failed: \(Self.statusString(status))") }
+        if status != AMQP_STATUS_OK.rawValue { throw AMQPError("basic.ack failed: \(AMQPCodec.statusString(status))") }
     }
 
     /// Rejects deliveries so RabbitMQ delivers them again (to this or another consumer).
     public func nack(_ tag: UInt64, multiple: Bool, requeue: Bool = true) throws(AMQPError) {
         let c = try conn()
         let status = amqp_basic_nack(c, channel, tag, multiple ? 1 : 0, requeue ? 1 : 0)
-        if status != AMQP_STATUS_OK.rawValue { throw AMQPError("basic.nack failed: \(Self.statusString(status))") }
+        if status != AMQP_STATUS_OK.rawValue { throw AMQPError("basic.nack failed: \(AMQPCodec.statusString(status))") }
     }
 
     /// The tag of the newest publish so far (0 before the first).
@@ -361,7 +256,7 @@ public final class AMQPConnection {
         let status = amqp_simple_wait_frame_noblock(c, &frame, &tv)
         if status == AMQP_STATUS_TIMEOUT.rawValue { return .timeout }
         if status != AMQP_STATUS_OK.rawValue {
-            throw AMQPError("AMQP connection lost: \(Self.statusString(status))")
+            throw AMQPError("AMQP connection lost: \(AMQPCodec.statusString(status))")
         }
         guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return .timeout }
         let method = frame.payload.method
@@ -369,16 +264,16 @@ public final class AMQPConnection {
         case AMQP_BASIC_DELIVER_METHOD:
             let d = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
             let tag = d.delivery_tag
-            let exchange = Self.string(d.exchange)
-            let routingKey = Self.string(d.routing_key)
+            let exchange = AMQPCodec.string(d.exchange)
+            let routingKey = AMQPCodec.string(d.routing_key)
             let redelivered = d.redelivered != 0
             var message = amqp_message_t()
             let reply = amqp_read_message(c, frame.channel, &message, 0)
             try check(reply, "reading a delivery")
             defer { amqp_destroy_message(&message) }
-            let body = Self.bytes(message.body)
+            let body = AMQPCodec.bytes(message.body)
             return .delivery(AMQPDelivery(tag: tag, exchange: exchange, routingKey: routingKey,
-                                          redelivered: redelivered, properties: Self.properties(message.properties),
+                                          redelivered: redelivered, properties: AMQPCodec.properties(message.properties),
                                           body: body))
         case AMQP_BASIC_ACK_METHOD:
             let a = method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
@@ -398,12 +293,12 @@ public final class AMQPConnection {
             let m = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
             var ok = amqp_channel_close_ok_t()
             _ = amqp_send_method(c, frame.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
-            throw AMQPError("RabbitMQ closed the channel: \(m.reply_code) \(Self.string(m.reply_text))", replyCode: Int(m.reply_code))
+            throw AMQPError("RabbitMQ closed the channel: \(m.reply_code) \(AMQPCodec.string(m.reply_text))", replyCode: Int(m.reply_code))
         case AMQP_CONNECTION_CLOSE_METHOD:
             let m = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
             var ok = amqp_connection_close_ok_t()
             _ = amqp_send_method(c, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok)
-            throw AMQPError("RabbitMQ closed the connection: \(m.reply_code) \(Self.string(m.reply_text))", replyCode: Int(m.reply_code))
+            throw AMQPError("RabbitMQ closed the connection: \(m.reply_code) \(AMQPCodec.string(m.reply_text))", replyCode: Int(m.reply_code))
         case AMQP_BASIC_CANCEL_METHOD:
             throw AMQPError("RabbitMQ cancelled the consumer (queue deleted?)")
         default:
@@ -426,11 +321,11 @@ public final class AMQPConnection {
         case AMQP_RESPONSE_NORMAL:
             return
         case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-            throw AMQPError("\(what) failed: \(Self.statusString(reply.library_error))")
+            throw AMQPError("\(what) failed: \(AMQPCodec.statusString(reply.library_error))")
         case AMQP_RESPONSE_SERVER_EXCEPTION:
             if reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD {
                 let m = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
-                throw AMQPError("\(what) failed: connection closed by RabbitMQ: \(m.reply_code) \(Self.string(m.reply_text))",
+                throw AMQPError("\(what) failed: connection closed by RabbitMQ: \(m.reply_code) \(AMQPCodec.string(m.reply_text))",
                                 replyCode: Int(m.reply_code))
             }
             if reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD {
@@ -439,7 +334,7 @@ public final class AMQPConnection {
                     var ok = amqp_channel_close_ok_t()
                     _ = amqp_send_method(c, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
                 }
-                throw AMQPError("\(what) failed: channel closed by RabbitMQ: \(m.reply_code) \(Self.string(m.reply_text))",
+                throw AMQPError("\(what) failed: channel closed by RabbitMQ: \(m.reply_code) \(AMQPCodec.string(m.reply_text))",
                                 replyCode: Int(m.reply_code))
             }
             throw AMQPError("\(what) failed: server exception \(reply.reply.id)")
@@ -456,64 +351,5 @@ public final class AMQPConnection {
         confirming = false
         unconfirmed = []
         nextPublishTag = 1
-    }
-
-    static func statusString(_ status: Int32) -> String {
-        guard let s = amqp_error_string2(status) else { return "status \(status)" }
-        return String(cString: s)
-    }
-
-    static func string(_ b: amqp_bytes_t) -> String { String(decoding: bytes(b), as: UTF8.self) }
-
-    static func bytes(_ b: amqp_bytes_t) -> [UInt8] {
-        guard b.len > 0, let p = b.bytes else { return [] }
-        return Array(UnsafeRawBufferPointer(start: p, count: b.len))
-    }
-
-    static func properties(_ p: amqp_basic_properties_t) -> AMQPProperties {
-        var out = AMQPProperties()
-        if p._flags & UInt32(AMQP_BASIC_CONTENT_TYPE_FLAG) != 0 { out.contentType = string(p.content_type) }
-        if p._flags & UInt32(AMQP_BASIC_MESSAGE_ID_FLAG) != 0 { out.messageID = string(p.message_id) }
-        if p._flags & UInt32(AMQP_BASIC_DELIVERY_MODE_FLAG) != 0 { out.persistent = p.delivery_mode == 2 }
-        if p._flags & UInt32(AMQP_BASIC_HEADERS_FLAG) != 0, p.headers.num_entries > 0, let entries = p.headers.entries {
-            for i in 0..<Int(p.headers.num_entries) {
-                let e = entries[i]
-                let kind = e.value.kind
-                if kind == UInt8(AMQP_FIELD_KIND_UTF8.rawValue) || kind == UInt8(AMQP_FIELD_KIND_BYTES.rawValue) {
-                    out.headers.append((string(e.key), string(e.value.value.bytes)))
-                }
-            }
-        }
-        return out
-    }
-
-    /// Builds an `amqp_table_t` whose memory lives for the duration of `body`.
-    static func withTable<R>(_ entries: [(String, AMQPArgument)], _ body: (amqp_table_t) -> R) -> R {
-        if entries.isEmpty { return body(amqp_empty_table) }
-        var allocations: [UnsafeMutablePointer<CChar>] = []
-        defer { allocations.forEach { free($0) } }
-        let table = UnsafeMutablePointer<amqp_table_entry_t>.allocate(capacity: entries.count)
-        defer { table.deallocate() }
-        for (i, (key, value)) in entries.enumerated() {
-            let k = strdup(key)!
-            allocations.append(k)
-            var entry = amqp_table_entry_t()
-            entry.key = amqp_cstring_bytes(k)
-            switch value {
-            case .bool(let b):
-                entry.value.kind = UInt8(AMQP_FIELD_KIND_BOOLEAN.rawValue)
-                entry.value.value.boolean = b ? 1 : 0
-            case .string(let s):
-                let v = strdup(s)!
-                allocations.append(v)
-                entry.value.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
-                entry.value.value.bytes = amqp_cstring_bytes(v)
-            case .int(let n):
-                entry.value.kind = UInt8(AMQP_FIELD_KIND_I64.rawValue)
-                entry.value.value.i64 = n
-            }
-            table[i] = entry
-        }
-        return body(amqp_table_t(num_entries: Int32(entries.count), entries: table))
     }
 }

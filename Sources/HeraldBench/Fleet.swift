@@ -1,5 +1,5 @@
 import HeraldRuntime
-import HeraldWebSocket
+import HeraldLoadClients
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -95,7 +95,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
         }
     }
 
-    public func start() throws(WebSocketError) { try pool.start() }
+    public func start() throws(ClientError) { try pool.start() }
     public func run() { pool.run() }
     public func stop() { pool.requestStop() }
 

@@ -1,6 +1,6 @@
 import HeraldAMQP
 import HeraldRuntime
-import HeraldWebSocket
+import HeraldLoadClients
 #if canImport(Glibc)
 import Glibc
 #endif

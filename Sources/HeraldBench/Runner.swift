@@ -1,113 +1,11 @@
 import HeraldAMQP
 import HeraldCore
 import HeraldRuntime
-import HeraldWebSocket
+import HeraldLoadClients
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The generator's WebSocket client.
-public enum ClientEngine: String, CaseIterable, Sendable {
-    /// Herald's own client on epoll: a frame's payload is taken in one copy.
-    case epoll
-    /// libwebsockets' client on poll(): parses payload a byte at a time (lws 4.1).
-    case lws
-}
-
-public enum Scenario: String, CaseIterable, Sendable {
-    case latency, throughput, connections, storm, sequencer
-}
-
-public struct BenchOptions: Sendable {
-    public var scenario = Scenario.latency
-    public var kind = ServerKind.herald
-    /// Herald: ws://host:port/ws (several for a cluster). Peer: URLs with `{channel}`.
-    public var urls: [String] = ["ws://127.0.0.1:8080/ws"]
-    public var clients = 1_000
-    public var channels = 1
-    /// Connections per second; nil: all at once.
-    public var ramp: Int?
-    public var rate = 100.0
-    public var maxRate = 5_000.0
-    public var size = 100
-    public var duration = 10.0
-    public var stepSeconds = 4.0
-    public var p99BoundMillis = 50.0
-    public var history = 100
-    public var route = LoadPublisher.Route.amqp(url: "amqp://guest:guest@127.0.0.1:5672/", exchange: "herald")
-    public var serverPID: Int32?
-    public var channelPrefix = "bench"
-    public var quiet = false
-    /// sequencer preset: messages to queue, and where Herald's /metrics are.
-    public var count = 100_000
-    /// sequencer preset: drains measured; the result is their median (one 2 s drain is noisy).
-    public var drains = 1
-    public var metricsURL: String?
-    public var engine = ClientEngine.epoll
-    /// epoll engine: the clients read in rounds at most this often (µs), so that on a machine
-    /// shared with the server their wake-ups do not tax every send; adds at most this to a latency.
-    public var readRoundMicros: UInt32 = 500
-    public init() {}
-}
-
-/// One step of the throughput preset.
-public struct StepResult: Sendable {
-    public var rate: Double
-    public var deliveriesPerSecond: Double
-    public var p99Millis: Double
-    public var lost: UInt64
-    public var clean: Bool
-}
-
-public struct TimelinePoint: Sendable {
-    public var second: Double
-    public var deliveriesPerSecond: Double
-    public var p99Millis: Double
-}
-
-public struct BenchResult: Sendable {
-    public var options: BenchOptions
-    public var connected = 0
-    public var connectFailures = 0
-    public var closes = 0
-    public var connectSeconds = 0.0
-    public var connectTimes = Histogram()
-    public var firstMessageTimes = Histogram()
-    public var published: UInt64 = 0
-    public var publishFailures = 0
-    public var deliveries: UInt64 = 0
-    public var deliverySeconds = 0.0
-    public var latency = Histogram()
-    public var tally = FleetTally()
-    public var timeline: [TimelinePoint] = []
-    public var steps: [StepResult] = []
-    public var serverCPUPercent: Double?
-    public var benchCPUPercent: Double?
-    public var serverRSSBeforeKB: Int?
-    public var serverRSSAfterKB: Int?
-    public var joinCatchUpSeconds: Double?
-    public var reconnectCatchUpSeconds: Double?
-    public var caughtUp = 0
-    public var sequencedPerSecond: Double?
-    public var sequencerSeconds: Double?
-    /// Every drain's rate, in the order measured; `sequencedPerSecond` is their median.
-    public var sequencerDrains: [Double] = []
-    /// sequencer preset: the same number of messages drained from a plain queue by a consumer
-    /// that only acks (no Redis, no live publish): RabbitMQ's own ceiling on this machine.
-    public var brokerAlonePerSecond: Double?
-
-    public var deliveriesPerSecond: Double { deliverySeconds > 0 ? Double(deliveries) / deliverySeconds : 0 }
-    /// The clean step that delivered the most. Not simply the last clean one: a publisher that
-    /// cannot reach a step's rate (an HTTP publisher, one request at a time) keeps later steps
-    /// clean while they deliver less.
-    public var bestCleanStep: StepResult? { steps.filter(\.clean).max { $0.deliveriesPerSecond < $1.deliveriesPerSecond } }
-    public var memoryPerConnectionKB: Double? {
-        guard options.scenario == .connections, let a = serverRSSBeforeKB, let b = serverRSSAfterKB, connected > 0 else { return nil }
-        return Double(b - a) / Double(connected)
-    }
-}
-
-/// Runs one scenario end to end: clients on their own thread, the publisher on this one.
 public final class BenchRunner {
     let options: BenchOptions
     let channels: [String]

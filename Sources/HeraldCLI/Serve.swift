@@ -1,7 +1,7 @@
 import ArgumentParser
 import HeraldCore
 import HeraldServer
-import HeraldWebSocket
+import HeraldServiceLoop
 import Logging
 #if canImport(Glibc)
 import Glibc

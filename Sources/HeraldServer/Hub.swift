@@ -10,7 +10,7 @@ import Logging
 /// `HTTPRoutes`.
 ///
 /// - Important: every method runs on the service thread (lws callbacks and `wokenUp`).
-final class Hub: WebSocketHandler {
+final class Hub: WebSocketServerDelegate {
     let config: HeraldConfig
     let metrics: Metrics
     let logger: Logger

@@ -2,9 +2,9 @@ import HeraldAMQP
 import HeraldRuntime
 import HeraldCore
 import HeraldRedis
+import HeraldServiceLoop
 import HeraldWebSocket
 import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,17 +51,16 @@ public final class Node {
         options.maxRequestBodyBytes = config.maxMessageBytes
         options.maxConnections = config.maxConnections
         options.allowedOrigins = config.allowedOrigins
-        options.echoPath = config.testEchoPath
         options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         options.trustedProxies = config.trustedProxies
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
-        options.eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
 
         let workerStop = StopFlag()
-        let serverBox = ServerBox()
-        let inbox = HubInbox(wake: { serverBox.server?.wakeUp() })
+        let eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
+        let loop = ServiceLoop(kind: eventLoop)
+        let inbox = HubInbox(wake: { loop.wakeUp() })
         func worker<W: Worker>(_ type: W.Type) -> W {
             W(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
               logger: logger, stop: workerStop)
@@ -70,7 +69,10 @@ public final class Node {
         let publisher = worker(Publisher.self)
         let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox,
                       reader: reader, publisher: publisher)
-        let server = WebSocketServer(options: options, handler: hub)
+        let server = WebSocketServer(options: options, loop: loop, delegate: hub)
+        if let path = config.testEchoPath {
+            server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
+        }
         hub.server = server
 
         // The lws context is created on its own thread; wait until it listens (or fails).
@@ -78,7 +80,6 @@ public final class Node {
         let serviceThread = OSThread(name: "herald-ws") {
             do {
                 try server.start()
-                serverBox.server = server
                 started.post(nil)
                 server.run()
             } catch {
@@ -91,7 +92,7 @@ public final class Node {
             throw StartupError(description: failure)
         }
         logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
-                                            "exchange": "\(config.exchange)", "event_loop": "\(options.eventLoop.rawValue)"])
+                                            "exchange": "\(config.exchange)", "event_loop": "\(eventLoop.rawValue)"])
         logAccessPolicy()
 
         let sequencer = worker(Sequencer.self)
@@ -133,15 +134,5 @@ extension Node {
             logger.warning("OPEN: no --token-secret and no --api-key, so anyone who reaches this port reads every channel and publishes over HTTP; fine for a demo, not for production",
                            metadata: ["host": "\(config.host)", "port": "\(config.port)"])
         }
-    }
-}
-
-/// Lets other threads reach the server once it exists: the inbox's wake-up is built before the
-/// server (the server needs the hub, the hub the inbox), and set once the server listens.
-final class ServerBox: Sendable {
-    private let value = Mutex<WebSocketServer?>(nil)
-    var server: WebSocketServer? {
-        get { value.withLock { $0 } }
-        set { value.withLock { $0 = newValue } }
     }
 }

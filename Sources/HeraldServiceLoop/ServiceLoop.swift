@@ -17,11 +17,12 @@ public enum EventLoop: String, Sendable, CaseIterable {
 /// service until asked to stop, let the owner wind its connections down for up to a second,
 /// then destroy the context.
 ///
-/// - Important: `run` and `context` belong to the service thread; `wakeUp` and `requestStop`
-///   may be called from any thread once `started` ran.
-final class ServiceLoop {
-    let kind: EventLoop
-    private(set) var context: OpaquePointer?
+/// - Important: `run`, `schedule` and `context` belong to the service thread; `wakeUp` and
+///   `requestStop` may be called from any thread (hence `@unchecked Sendable`): before `started`
+///   a wake-up does nothing, after it `context` is published by `ready`'s release.
+public final class ServiceLoop: @unchecked Sendable {
+    public let kind: EventLoop
+    public private(set) var context: OpaquePointer?
     private let stopFlag = StopFlag()
     private let ready = StopFlag()
     /// The libev loop (epoll) and the one-element array lws reads it from.
@@ -29,7 +30,7 @@ final class ServiceLoop {
     private var foreignLoops: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 
     /// What `schedule(afterMicros:)` calls when it fires (service thread).
-    var onTimer: (() -> Void)?
+    public var onTimer: (() -> Void)?
     /// The one timer: an lws timer on the poll loop, a libev timer on the epoll loop.
     private let lwsTimer: UnsafeMutablePointer<herald_timer>
     private let evTimer: UnsafeMutablePointer<herald_ev_timer>
@@ -39,9 +40,9 @@ final class ServiceLoop {
     /// only for the deadline it knew when that timer last fired, so a nearer one set meanwhile
     /// would otherwise wait for the next event.
     private let lwsTick: UnsafeMutablePointer<herald_ev_timer>
-    static let lwsTickSeconds = 0.1
+    public static let lwsTickSeconds = 0.1
 
-    init(kind: EventLoop) {
+    public init(kind: EventLoop) {
         self.kind = kind
         lwsTimer = .allocate(capacity: 1)
         lwsTimer.initialize(to: herald_timer())
@@ -60,7 +61,7 @@ final class ServiceLoop {
 
     /// Calls `onTimer` on the service thread after `afterMicros`, replacing any timer already
     /// set. Service thread only.
-    func schedule(afterMicros: Int64) {
+    public func schedule(afterMicros: Int64) {
         let owner = Unmanaged.passUnretained(self).toOpaque()
         if let evLoop {
             evTimer.pointee.owner = owner
@@ -82,7 +83,7 @@ final class ServiceLoop {
     }
 
     /// Fills in the loop fields of `info`; call just before `lws_create_context`.
-    func configure(_ info: inout lws_context_creation_info) {
+    public func configure(_ info: inout lws_context_creation_info) {
         guard kind == .epoll else { return }
         guard let loop = herald_ev_loop_new() else { return } // no epoll: lws's own poll() loop
         let loops = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
@@ -94,12 +95,12 @@ final class ServiceLoop {
     }
 
     /// `lws_create_context` failed: release what `configure` made.
-    func creationFailed() {
+    public func creationFailed() {
         if let evLoop { herald_ev_loop_destroy(evLoop) }
         evLoop = nil
     }
 
-    func started(_ ctx: OpaquePointer) {
+    public func started(_ ctx: OpaquePointer) {
         context = ctx
         ready.set()
         if let evLoop {
@@ -111,7 +112,7 @@ final class ServiceLoop {
         }
     }
 
-    func run(windDown: () -> Void, isDone: () -> Bool) {
+    public func run(windDown: () -> Void, isDone: () -> Bool) {
         guard let ctx = context else { return }
         while !stopFlag.isSet {
             if let evLoop {
@@ -140,12 +141,12 @@ final class ServiceLoop {
     }
 
     /// Makes the service thread call EVENT_WAIT_CANCELLED.
-    func wakeUp() {
+    public func wakeUp() {
         guard ready.isSet, let ctx = context else { return }
         lws_cancel_service(ctx)
     }
 
-    func requestStop() {
+    public func requestStop() {
         stopFlag.set()
         wakeUp()
     }

@@ -1,6 +1,4 @@
-// CWebSockets' shim pulls in the socket headers first, so Swift finds SOCK_STREAM and
-// MSG_NOSIGNAL through it rather than Glibc.
-import CWebSockets
+import CSocket
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,15 +33,15 @@ public final class HTTPClient {
 
     deinit { disconnect() }
 
-    public func get(path: String) throws(WebSocketError) -> Response {
+    public func get(path: String) throws(ClientError) -> Response {
         try request(method: "GET", path: path, body: [], headers: [])
     }
 
-    public func post(path: String, body: [UInt8], headers: [(String, String)] = []) throws(WebSocketError) -> Response {
+    public func post(path: String, body: [UInt8], headers: [(String, String)] = []) throws(ClientError) -> Response {
         try request(method: "POST", path: path, body: body, headers: headers)
     }
 
-    private func request(method: String, path: String, body: [UInt8], headers: [(String, String)]) throws(WebSocketError) -> Response {
+    private func request(method: String, path: String, body: [UInt8], headers: [(String, String)]) throws(ClientError) -> Response {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         head += "\r\n"
@@ -59,7 +57,7 @@ public final class HTTPClient {
                 if attempt == 1 { throw error }
             }
         }
-        throw WebSocketError("unreachable")
+        throw ClientError("unreachable")
     }
 
     public func disconnect() {
@@ -68,10 +66,10 @@ public final class HTTPClient {
         buffer.removeAll()
     }
 
-    private func ensureConnected() throws(WebSocketError) {
+    private func ensureConnected() throws(ClientError) {
         if fd >= 0 { return }
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard s >= 0 else { throw WebSocketError("socket: errno \(errno)") }
+        guard s >= 0 else { throw ClientError(OSError.describe("socket")) }
         var one: Int32 = 1
         setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
@@ -80,7 +78,7 @@ public final class HTTPClient {
         let resolved = host == "localhost" ? "127.0.0.1" : host
         guard inet_pton(AF_INET, resolved, &address.sin_addr) == 1 else {
             Glibc.close(s)
-            throw WebSocketError("only numeric IPv4 hosts are supported: \(host)")
+            throw ClientError("only numeric IPv4 hosts are supported: \(host)")
         }
         let ok = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -89,32 +87,32 @@ public final class HTTPClient {
         }
         guard ok == 0 else {
             Glibc.close(s)
-            throw WebSocketError("cannot connect to \(host):\(port): errno \(errno)")
+            throw ClientError(OSError.describe("cannot connect to \(host):\(port)"))
         }
         fd = s
     }
 
-    private func send(_ bytes: [UInt8]) throws(WebSocketError) {
+    private func send(_ bytes: [UInt8]) throws(ClientError) {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
             if n <= 0 {
-                if n < 0 && errno == EINTR { continue }
-                throw WebSocketError("send failed: errno \(errno)")
+                if n < 0 && OSError.isInterrupted { continue }
+                throw ClientError(OSError.describe("send failed"))
             }
             offset += n
         }
     }
 
-    private func fill() throws(WebSocketError) {
+    private func fill() throws(ClientError) {
         var chunk = [UInt8](repeating: 0, count: 16_384)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
-        if n < 0 && errno == EINTR { return }
-        guard n > 0 else { throw WebSocketError("connection closed") }
+        if n < 0 && OSError.isInterrupted { return }
+        guard n > 0 else { throw ClientError("connection closed") }
         buffer.append(contentsOf: chunk[0..<n])
     }
 
-    private func readResponse() throws(WebSocketError) -> Response {
+    private func readResponse() throws(ClientError) -> Response {
         let separator: [UInt8] = [13, 10, 13, 10]
         var headerEnd: Int?
         while headerEnd == nil {
@@ -129,7 +127,7 @@ public final class HTTPClient {
         let head = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
         let lines = head.split(separator: "\r\n")
         let statusParts = lines.first?.split(separator: " ") ?? []
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw WebSocketError("bad HTTP status line") }
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw ClientError("bad HTTP status line") }
         var length = 0
         var close = false
         for line in lines.dropFirst() {

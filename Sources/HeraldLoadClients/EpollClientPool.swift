@@ -1,4 +1,4 @@
-import CWebSockets
+import CSocket
 import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
@@ -71,12 +71,12 @@ public final class EpollClientPool: ClientPool {
         if wakeFD >= 0 { Glibc.close(wakeFD) }
     }
 
-    public func start() throws(WebSocketError) {
+    public func start() throws(ClientError) {
         try checkDescriptorLimit(connections: maxConnections)
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = herald_eventfd()
         guard epoll >= 0, wakeFD >= 0, herald_epoll_set(epoll, 1, wakeFD, herald_epollin, 0) == 0 else {
-            throw WebSocketError("cannot create the client epoll loop: \(String(cString: strerror(errno)))")
+            throw ClientError(OSError.describe("cannot create the client epoll loop"))
         }
     }
 
@@ -132,7 +132,7 @@ public final class EpollClientPool: ClientPool {
         }
         let fd = herald_tcp_connect(address, UInt16(clamping: target.port))
         guard fd >= 0 else {
-            closedLater.append((id, nil, "connect: \(String(cString: strerror(errno)))"))
+            closedLater.append((id, nil, OSError.describe("connect")))
             return
         }
         _ = herald_set_nodelay(fd)
@@ -145,7 +145,7 @@ public final class EpollClientPool: ClientPool {
         byID[id] = c
         byKey[key] = c
         if herald_epoll_set(epoll, 1, fd, herald_epollout, key) != 0 {
-            finish(c, code: nil, error: "epoll: \(String(cString: strerror(errno)))")
+            finish(c, code: nil, error: OSError.describe("epoll"))
         }
     }
 
@@ -177,8 +177,8 @@ public final class EpollClientPool: ClientPool {
         let n = readBuffer.withUnsafeMutableBytes { Glibc.recv(c.fd, $0.baseAddress, $0.count, 0) }
         if n == 0 { return finish(c, code: c.closeCode, error: c.phase == .open ? nil : "closed during the handshake") }
         if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            return finish(c, code: c.closeCode, error: c.phase == .open ? nil : String(cString: strerror(errno)))
+            if OSError.isTransient { return }
+            return finish(c, code: c.closeCode, error: c.phase == .open ? nil : OSError.reason)
         }
         c.input.append(contentsOf: readBuffer[0..<n])
         if c.phase == .handshaking && !handshake(c) { return }
@@ -273,11 +273,11 @@ public final class EpollClientPool: ClientPool {
         while !c.pendingOut.isEmpty {
             let n = c.pendingOut.withUnsafeBytes { Glibc.send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 { c.pendingOut.removeFirst(n); continue }
-            if n < 0 && (errno == EAGAIN || errno == EINTR) {
+            if n < 0 && OSError.isTransient {
                 _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin | herald_epollout, c.key)
                 return
             }
-            return finish(c, code: nil, error: String(cString: strerror(errno)))
+            return finish(c, code: nil, error: OSError.reason)
         }
         if c.phase != .connecting { _ = herald_epoll_set(epoll, 0, c.fd, herald_epollin, c.key) }
     }

@@ -1,4 +1,5 @@
 import CWebSockets
+import HeraldServiceLoop
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,7 +22,7 @@ public protocol WebSocketClientHandler: AnyObject {
 /// - Important: `connect`, `drop` and `openCount` run on the service thread (from a handler
 ///   method); `wakeUp` and `requestStop` from any thread.
 public protocol ClientPool: AnyObject {
-    func start() throws(WebSocketError)
+    func start() throws(ClientError)
     /// Services connections until `requestStop()`, then drops them all.
     func run()
     func wakeUp()
@@ -35,11 +36,11 @@ public protocol ClientPool: AnyObject {
 }
 
 /// Fails with a clear message when `ulimit -n` cannot hold `connections` sockets.
-func checkDescriptorLimit(connections: Int) throws(WebSocketError) {
+func checkDescriptorLimit(connections: Int) throws(ClientError) {
     var limit = rlimit()
     if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max,
        Int(limit.rlim_cur) < connections + 64 {
-        throw WebSocketError("\(connections) connections need more descriptors than `ulimit -n` allows (\(limit.rlim_cur))")
+        throw ClientError("\(connections) connections need more descriptors than `ulimit -n` allows (\(limit.rlim_cur))")
     }
 }
 
@@ -106,7 +107,7 @@ public final class WebSocketClientPool: ClientPool {
     }
 
     /// Creates the context (no listening socket). Call on the service thread before `run()`.
-    public func start() throws(WebSocketError) {
+    public func start() throws(ClientError) {
         try checkDescriptorLimit(connections: maxConnections)
         lws_set_log_level(Int32(LLL_ERR), nil)
         protocolName = strdup("herald-bench")
@@ -130,7 +131,7 @@ public final class WebSocketClientPool: ClientPool {
         loop.configure(&info)
         guard let ctx = lws_create_context(&info) else {
             loop.creationFailed()
-            throw WebSocketError("cannot create the client context")
+            throw ClientError("cannot create the client context")
         }
         loop.started(ctx)
     }

@@ -1,0 +1,66 @@
+#ifndef HERALD_CSOCKET_SHIM_H
+#define HERALD_CSOCKET_SHIM_H
+/* Sockets and epoll for the load generator's own clients (HeraldLoadClients): no library,
+ * only the macros and packed structs Swift cannot import. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+/* epoll for EpollClientPool: struct epoll_event is packed,
+ * so Swift gets plain arrays of keys and event masks instead. */
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <netinet/tcp.h>
+static const uint32_t herald_epollin = EPOLLIN;
+static const uint32_t herald_epollout = EPOLLOUT;
+static const uint32_t herald_epollerr = EPOLLERR;
+static const uint32_t herald_epollhup = EPOLLHUP;
+static inline int herald_epoll_set(int ep, int op_add, int fd, uint32_t events, uint64_t key) {
+    struct epoll_event e;
+    e.events = events;
+    e.data.u64 = key;
+    return epoll_ctl(ep, op_add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &e);
+}
+static inline int herald_epoll_wait(int ep, uint64_t *keys, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event evs[512];
+    if (max > 512) max = 512;
+    int n = epoll_wait(ep, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) { keys[i] = evs[i].data.u64; events[i] = evs[i].events; }
+    return n;
+}
+static inline int herald_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+static inline int herald_set_nodelay(int fd) {
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+static inline int herald_socket_error(int fd) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return -1;
+    return err;
+}
+/* A non-blocking IPv4 TCP socket, connecting; -1 on failure (errno set). */
+static inline int herald_tcp_connect(uint32_t ipv4_network_order, uint16_t port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = ipv4_network_order;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* errno, read in one place per Swift module (HeraldLoadClients' OSError). */
+static inline int herald_errno(void) { return errno; }
+#endif

@@ -1,0 +1,57 @@
+public struct StepResult: Sendable {
+    public var rate: Double
+    public var deliveriesPerSecond: Double
+    public var p99Millis: Double
+    public var lost: UInt64
+    public var clean: Bool
+}
+
+public struct TimelinePoint: Sendable {
+    public var second: Double
+    public var deliveriesPerSecond: Double
+    public var p99Millis: Double
+}
+
+public struct BenchResult: Sendable {
+    public var options: BenchOptions
+    public var connected = 0
+    public var connectFailures = 0
+    public var closes = 0
+    public var connectSeconds = 0.0
+    public var connectTimes = Histogram()
+    public var firstMessageTimes = Histogram()
+    public var published: UInt64 = 0
+    public var publishFailures = 0
+    public var deliveries: UInt64 = 0
+    public var deliverySeconds = 0.0
+    public var latency = Histogram()
+    public var tally = FleetTally()
+    public var timeline: [TimelinePoint] = []
+    public var steps: [StepResult] = []
+    public var serverCPUPercent: Double?
+    public var benchCPUPercent: Double?
+    public var serverRSSBeforeKB: Int?
+    public var serverRSSAfterKB: Int?
+    public var joinCatchUpSeconds: Double?
+    public var reconnectCatchUpSeconds: Double?
+    public var caughtUp = 0
+    public var sequencedPerSecond: Double?
+    public var sequencerSeconds: Double?
+    /// Every drain's rate, in the order measured; `sequencedPerSecond` is their median.
+    public var sequencerDrains: [Double] = []
+    /// sequencer preset: the same number of messages drained from a plain queue by a consumer
+    /// that only acks (no Redis, no live publish): RabbitMQ's own ceiling on this machine.
+    public var brokerAlonePerSecond: Double?
+
+    public var deliveriesPerSecond: Double { deliverySeconds > 0 ? Double(deliveries) / deliverySeconds : 0 }
+    /// The clean step that delivered the most. Not simply the last clean one: a publisher that
+    /// cannot reach a step's rate (an HTTP publisher, one request at a time) keeps later steps
+    /// clean while they deliver less.
+    public var bestCleanStep: StepResult? { steps.filter(\.clean).max { $0.deliveriesPerSecond < $1.deliveriesPerSecond } }
+    public var memoryPerConnectionKB: Double? {
+        guard options.scenario == .connections, let a = serverRSSBeforeKB, let b = serverRSSAfterKB, connected > 0 else { return nil }
+        return Double(b - a) / Double(connected)
+    }
+}
+
+/// Runs one scenario end to end: clients on their own thread, the publisher on this one.

@@ -1,0 +1,47 @@
+import CWebSockets
+
+/// One HTTP request (GET or POST) and its answer.
+public final class HTTPRequest {
+    public let method: String
+    public let path: String
+    public let query: [(String, String)]
+    public let peer: String
+    public internal(set) var body: [UInt8] = []
+    var headers: [String: String]
+    var wsi: OpaquePointer?
+    var response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])?
+    var bodyTooLarge = false
+    weak var server: WebSocketServer?
+
+    init(method: String, path: String, query: [(String, String)], peer: String, headers: [String: String], wsi: OpaquePointer?) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.peer = peer
+        self.headers = headers
+        self.wsi = wsi
+    }
+
+    /// A request header, by lowercase name (`content-type`, `authorization`, `idempotency-key`, `x-api-key`).
+    public func header(_ name: String) -> String? { headers[name] }
+
+    /// Whether the client is still there to be answered.
+    public var isConnected: Bool { wsi != nil }
+
+    public func respond(status: Int, contentType: String, body: [UInt8], headers: [(String, String)] = []) {
+        guard let wsi, response == nil else { return }
+        response = (status, contentType, body, headers)
+        lws_callback_on_writable(wsi)
+    }
+
+    public func respond(status: Int, json: String, headers: [(String, String)] = []) {
+        respond(status: status, contentType: "application/json", body: Array(json.utf8), headers: headers)
+    }
+
+    var file: (path: String, mime: String)?
+
+    /// Serves a file from disk (only from `httpRequest`, synchronously).
+    public func serveFile(path: String, mime: String) {
+        file = (path, mime)
+    }
+}

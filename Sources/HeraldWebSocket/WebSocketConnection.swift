@@ -1,0 +1,96 @@
+import CWebSockets
+import HeraldRuntime
+
+/// One WebSocket client.
+///
+/// - Important: use only on the service thread, and only until `webSocketClosed`.
+public final class WebSocketConnection {
+    public let id: UInt64
+    public let peer: String
+    /// Owner's per-connection state.
+    public var context: AnyObject?
+    var wsi: OpaquePointer?
+    var incoming: [UInt8] = []
+    var incomingTooLarge = false
+    var closeCode: UInt16?
+    var closeReason = ""
+    /// When the peer last sent anything (a message or a pong), monotonic ms.
+    var lastHeard = monotonicMillis()
+    /// The endpoint's handler, which hears every event of this connection, and its size limit.
+    let handler: WebSocketHandler
+    let maxMessageBytes: Int
+
+    init(id: UInt64, wsi: OpaquePointer?, peer: String, handler: WebSocketHandler, maxMessageBytes: Int) {
+        self.id = id
+        self.wsi = wsi
+        self.peer = peer
+        self.handler = handler
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    public var isOpen: Bool { wsi != nil && closeCode == nil }
+
+    /// Asks for a `webSocketWritable` call when the socket can take data.
+    public func requestWritable() {
+        guard let wsi else { return }
+        lws_callback_on_writable(wsi)
+    }
+
+    /// True when `write(frames:)` may be called now, outside `webSocketWritable`: the
+    /// connection is open, no close is under way, and lws holds no unsent part of an earlier
+    /// write. Writing at once saves the writable round trip (and, with epoll, two `epoll_ctl`s
+    /// per delivery); when the kernel takes only part of a write, lws keeps the rest and this
+    /// turns false until it is flushed.
+    public var canWriteNow: Bool {
+        guard let wsi, closeCode == nil, server != nil else { return false }
+        return lws_partial_buffered(wsi) == 0
+    }
+
+    /// True when the kernel buffer is full: writing now would only queue inside lws.
+    public var isChoked: Bool {
+        guard let wsi else { return true }
+        return lws_send_pipe_choked(wsi) != 0
+    }
+
+    /// Closes with `code` (for example 4008, 1001) at the next writable moment.
+    /// A peer that never becomes writable (it stopped reading) is dropped after `graceSeconds`.
+    public func close(code: UInt16, reason: String, graceSeconds: Int32 = 5) {
+        close(code: code, reason: reason, graceSeconds: graceSeconds, afterIncomingMessage: false)
+    }
+
+    /// With `afterIncomingMessage`, the close frame waits until the peer has finished sending
+    /// the message it is in the middle of (read and dropped meanwhile). Closing while the peer
+    /// is still sending leaves its bytes unread when lws closes the socket; the kernel then
+    /// answers with a reset, and a peer that has not yet read the close frame never sees it.
+    func close(code: UInt16, reason: String, graceSeconds: Int32, afterIncomingMessage: Bool) {
+        guard let wsi, closeCode == nil else { return }
+        closeCode = code
+        closeReason = reason
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, graceSeconds)
+        if !afterIncomingMessage { requestWritable() }
+    }
+
+    /// Set while the connection is open, cleared when it closes.
+    var server: WebSocketServer?
+
+    /// Writes `frames` as one text message, separated by newlines. Call from `webSocketWritable`,
+    /// or anywhere on the service thread while `canWriteNow`.
+    @discardableResult
+    public func write(frames: [[UInt8]]) -> Bool {
+        guard let wsi, let server else { return false }
+        return server.writeText(wsi, frames: frames)
+    }
+
+    /// Writes one message as it is, text or binary. Same rules as `write(frames:)`.
+    @discardableResult
+    public func write(message: [UInt8], binary: Bool) -> Bool {
+        guard let wsi, let server else { return false }
+        return server.write(wsi, message: message, binary: binary)
+    }
+
+    /// The connection stored in a wsi's per-session slot, or nil.
+    static func from(_ user: UnsafeMutableRawPointer?) -> WebSocketConnection? {
+        guard let user, let raw = user.load(as: UnsafeMutableRawPointer?.self) else { return nil }
+        return Unmanaged<WebSocketConnection>.fromOpaque(raw).takeUnretainedValue()
+    }
+}
