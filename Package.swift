@@ -50,7 +50,7 @@ let package = Package(
 
         // The command line: serve, publish, bench, token, and HERALD_* variables for every option.
         .target(name: "HeraldCLI", dependencies: [
-            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldServiceLoop",
+            "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldServiceLoop", "HeraldRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import HeraldAMQP
 import HeraldCore
+import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,8 +13,8 @@ struct Publish: ParsableCommand {
     @Argument(help: "The channel (the routing key).") var channel: String
     @Argument(help: "The message; standard input when omitted.") var text: String?
     @Flag(help: "Send as application/json (the body must be valid JSON).") var json = false
-    @Option(help: "The message_id (publishing the same id again is stored once).") var id: String?
-    @Option(help: "RabbitMQ URL. (HERALD_AMQP_URL)") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "The message_id (publishing the same id again is stored once). Default: a fresh random id, so a retry on another node is stored once too.") var id: String?
+    @Option(help: "RabbitMQ URL (default \(HeraldConfig.defaultAMQPURL)); repeat it with the nodes of a cluster: the first that answers is used, and a publish that fails there is retried on the next. (HERALD_AMQP_URL, comma-separated)") var amqpURL: [String] = []
     @Option(help: "The exchange. (HERALD_EXCHANGE)") var exchange = "herald"
 
     func run() throws {
@@ -35,20 +36,35 @@ struct Publish: ParsableCommand {
         if json {
             do { _ = try JSON.minify(body) } catch { throw ValidationError("body is not valid JSON: \(error.message)") }
         }
-        let connection = AMQPConnection(endpoint: try AMQPEndpoint(url: amqpURL))
-        try connection.connect()
-        defer { connection.close() }
-        try connection.declareExchange(exchange, type: "fanout", durable: true)
-        try connection.confirmSelect()
-        try connection.publish(exchange: exchange, routingKey: channel, body: body,
-                               properties: AMQPProperties(contentType: json ? "application/json" : "text/plain; charset=utf-8",
-                                                          messageID: id, persistent: true))
-        let refused = try connection.waitForConfirms(timeoutMillis: 10_000)
-        if !refused.isEmpty {
-            print("RabbitMQ refused the message")
-            throw ExitCode(1)
+        let cluster = try AMQPCluster(urls: amqpURL.isEmpty ? [HeraldConfig.defaultAMQPURL] : amqpURL)
+        let messageID = id ?? "cli-\(randomHex(bytes: 8))"
+        let properties = AMQPProperties(contentType: json ? "application/json" : "text/plain; charset=utf-8",
+                                        messageID: messageID, persistent: true)
+        // A node lost between the publish and its confirm: the same message (same id, stored
+        // once) goes to the next node; every node gets one try.
+        var failures: [String] = []
+        for _ in 0..<cluster.endpoints.count {
+            let refused: Bool
+            do throws(AMQPError) {
+                let connection = try cluster.connect()
+                defer { connection.close() }
+                try connection.declareExchange(exchange, type: "fanout", durable: true)
+                try connection.confirmSelect()
+                try connection.publish(exchange: exchange, routingKey: channel, body: body, properties: properties)
+                refused = !(try connection.waitForConfirms(timeoutMillis: 10_000)).isEmpty
+            } catch {
+                failures.append("\(error)")
+                cluster.lost()
+                continue
+            }
+            if refused {
+                print("RabbitMQ refused the message")
+                throw ExitCode(1)
+            }
+            print("published to \(channel) (id \(messageID))")
+            return
         }
-        print("published to \(channel)" + (id.map { " (id \($0))" } ?? ""))
+        throw ValidationError("not published: \(failures.joined(separator: "; "))")
     }
 }
 

@@ -15,7 +15,7 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Address to listen on. (HERALD_HOST)") var host = "0.0.0.0"
     @Option(help: "Port for HTTP and WebSocket. (HERALD_PORT)") var port: Int32 = 8080
-    @Option(help: "RabbitMQ URL. (HERALD_AMQP_URL)") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    @Option(help: "RabbitMQ URL (default \(HeraldConfig.defaultAMQPURL)); repeat it with the nodes of a cluster: every connection uses the first node that answers and moves to another when its node is lost. (HERALD_AMQP_URL, comma-separated)") var amqpURL: [String] = []
     @Option(help: "Redis URL. (HERALD_REDIS_URL)") var redisURL = "redis://127.0.0.1:6379/0"
     @Option(help: "Fanout exchange publishers send to; Herald's queues are named after it. (HERALD_EXCHANGE)") var exchange = "herald"
     @Option(help: "Channel for messages with an empty routing key. (HERALD_DEFAULT_CHANNEL)") var defaultChannel = "default"
@@ -81,7 +81,7 @@ struct Serve: ParsableCommand {
         var config = HeraldConfig()
         config.host = host
         config.port = port
-        config.amqpURL = amqpURL
+        config.amqpURLs = amqpURL.isEmpty ? [HeraldConfig.defaultAMQPURL] : amqpURL
         config.redisURL = redisURL
         config.exchange = exchange
         config.defaultChannel = defaultChannel

@@ -2,7 +2,10 @@
 public struct HeraldConfig: Sendable {
     public var host = "0.0.0.0"
     public var port: Int32 = 8080
-    public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+    /// The RabbitMQ nodes (one, or the nodes of a cluster): each connection uses the first that
+    /// answers and moves to another when its node is lost.
+    public var amqpURLs = [HeraldConfig.defaultAMQPURL]
+    public static let defaultAMQPURL = "amqp://guest:guest@127.0.0.1:5672/"
     public var redisURL = "redis://127.0.0.1:6379/0"
     public var exchange = "herald"
     public var defaultChannel = "default"

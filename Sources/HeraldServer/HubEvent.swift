@@ -27,24 +27,28 @@ enum HubEvent: Sendable {
 /// and when to stop. Subclasses add the thread's own (thread-confined) connections.
 class Worker {
     let config: HeraldConfig
-    let amqpEndpoint: AMQPEndpoint
+    /// The RabbitMQ nodes; each AMQP connection of the worker picks one (`AMQPCluster`).
+    let amqpEndpoints: [AMQPEndpoint]
     let redisEndpoint: RedisEndpoint
     let inbox: HubInbox
     let health: Health
     let metrics: Metrics
     let logger: Logger
     let stop: StopFlag
+    /// The newest seq of each channel this node has seen handed out.
+    let watermarks: Watermarks
 
-    required init(config: HeraldConfig, amqp: AMQPEndpoint, redis: RedisEndpoint, inbox: HubInbox, health: Health,
-         metrics: Metrics, logger: Logger, stop: StopFlag) {
+    required init(config: HeraldConfig, amqp: [AMQPEndpoint], redis: RedisEndpoint, inbox: HubInbox, health: Health,
+                  metrics: Metrics, logger: Logger, stop: StopFlag, watermarks: Watermarks) {
         self.config = config
-        self.amqpEndpoint = amqp
+        self.amqpEndpoints = amqp
         self.redisEndpoint = redis
         self.inbox = inbox
         self.health = health
         self.metrics = metrics
         self.logger = logger
         self.stop = stop
+        self.watermarks = watermarks
     }
 }
 

@@ -44,16 +44,22 @@ final class LiveConsumer: Worker, @unchecked Sendable {
                     if out.count >= 2_000 { break }
                     event = try amqp.nextEvent(timeoutMillis: 0)
                 }
-                if !out.isEmpty { inbox.post(.live(out)) }
+                if !out.isEmpty { deliver(out) }
                 out = []
                 if let lastTag { try amqp.ack(lastTag, multiple: true) }
             } catch {
-                if !out.isEmpty { inbox.post(.live(out)) }
+                if !out.isEmpty { deliver(out) }
                 amqpLink.drop(error, "will repair from Redis after reconnecting")
             }
         }
         amqpLink.close { $0.close() }
         redisLink.close { $0.close() }
+    }
+
+    /// Hands accepted messages to the hub, after noting how far each channel got.
+    private func deliver(_ messages: [SequencedMessage]) {
+        watermarks.record(messages)
+        inbox.post(.live(messages))
     }
 
     private func accept(_ m: SequencedMessage, into out: inout [SequencedMessage]) {
@@ -81,7 +87,7 @@ final class LiveConsumer: Worker, @unchecked Sendable {
         }
         metrics.liveGapsUnrepaired.add()
         logger.error("live gap could not be repaired; subscribers will resume", metadata: ["channel": "\(channel)", "missing": "\(wanted)"])
-        if !out.isEmpty { inbox.post(.live(out)); out = [] }
+        if !out.isEmpty { deliver(out); out = [] }
         inbox.post(.broken(channel: channel))
     }
 
@@ -100,7 +106,7 @@ final class LiveConsumer: Worker, @unchecked Sendable {
                 repair(channel: channel, epoch: snapshot.epoch, after: after, before: before, into: &out)
             }
         }
-        if !out.isEmpty { inbox.post(.live(out)) }
+        if !out.isEmpty { deliver(out) }
     }
 
     private func readSnapshot(_ channel: String) -> HistorySnapshot? {

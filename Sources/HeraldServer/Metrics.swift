@@ -17,6 +17,8 @@ public final class Metrics: Sendable {
     let connectionsTotal = Counter()
     let messagesIn = Counter()
     let duplicates = Counter()
+    /// Channels started over in a new epoch because Redis was behind this node's watermark.
+    let epochResets = Counter()
     let deliveries = Counter()
     let writes = Counter()
     let replays = Counter()
@@ -94,6 +96,7 @@ public final class Metrics: Sendable {
         line("subscriptions", "gauge", "Active channel subscriptions.", g(subscriptions))
         line("messages_in_total", "counter", "Messages sequenced and stored in Redis by this node.", g(messagesIn))
         line("duplicates_total", "counter", "Messages whose message_id was already stored (not stored again).", g(duplicates))
+        line("redis_lost_writes_epoch_resets_total", "counter", "Channels started in a new epoch because Redis held fewer messages than had been handed out (it lost writes).", g(epochResets))
         line("deliveries_total", "counter", "Frames sent to WebSocket clients (history and live).", g(deliveries))
         line("writes_total", "counter", "WebSocket writes (one write may batch several frames).", g(writes))
         line("replays_total", "counter", "Subscriptions answered with a history replay.", g(replays))

@@ -33,7 +33,8 @@ public final class Node {
     /// unacked for redelivery), the live consumer, the history reader and the publisher; only
     /// then close every WebSocket client with 1001 and destroy the lws context.
     public func run() throws {
-        let amqpEndpoint = try AMQPEndpoint(url: config.amqpURL)
+        var amqpEndpoints: [AMQPEndpoint] = []
+        for url in config.amqpURLs { amqpEndpoints.append(try AMQPEndpoint(url: url)) }
         let redisEndpoint = try RedisEndpoint(url: config.redisURL)
 
         // Signals are taken by the main thread only; block them before any thread starts.
@@ -58,12 +59,13 @@ public final class Node {
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
 
         let workerStop = StopFlag()
+        let watermarks = Watermarks()
         let eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
         let loop = ServiceLoop(kind: eventLoop)
         let inbox = HubInbox(wake: { loop.wakeUp() })
         func worker<W: Worker>(_ type: W.Type) -> W {
-            W(config: config, amqp: amqpEndpoint, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
-              logger: logger, stop: workerStop)
+            W(config: config, amqp: amqpEndpoints, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
+              logger: logger, stop: workerStop, watermarks: watermarks)
         }
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)

@@ -26,6 +26,8 @@ final class Reconnecting<Connection: AnyObject> {
     private(set) var current: Connection?
     /// Runs after a connection that follows a lost one (not after the first).
     var onReconnect: (Connection) -> Void = { _ in }
+    /// Names the node a connection went to, for the log (set when there are several).
+    var describe: ((Connection) -> String)?
 
     /// - Parameters:
     ///   - open: connects and sets the connection up; throws when the dependency is unreachable.
@@ -58,10 +60,13 @@ final class Reconnecting<Connection: AnyObject> {
             current = connection
             backoff.reset()
             healthy(true)
+            let node: Logger.Metadata = describe.map { ["node": "\($0(connection))"] } ?? [:]
             if everConnected {
                 reconnects.add()
-                logger.info("\(name) is back")
+                logger.info("\(name) is back", metadata: node)
                 onReconnect(connection)
+            } else if !node.isEmpty {
+                logger.info("\(name) connected", metadata: node)
             }
             everConnected = true
             return connection
@@ -106,22 +111,25 @@ extension Worker {
     }
 
     /// An AMQP connection of this worker, set up by `setUp` (declarations, consumers) each time
-    /// it connects; a connection whose set-up fails is abandoned.
+    /// it connects, on the first RabbitMQ node that answers; after a loss it begins with another
+    /// node. A node where set-up fails counts as unreachable.
     func makeAMQPLink(_ name: String, healthy: @escaping (Bool) -> Void,
                   setUp: @escaping (AMQPConnection) throws(AMQPError) -> Void) -> Reconnecting<AMQPConnection> {
-        Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.amqpReconnects, healthy: healthy,
-                     open: { [amqpEndpoint, config] in
-                         let connection = AMQPConnection(endpoint: amqpEndpoint)
-                         do {
-                             try connection.connect()
-                             try Topology.declare(connection, config)
-                             try setUp(connection)
-                         } catch {
-                             connection.abandon()
-                             throw error
-                         }
-                         return connection
-                     },
-                     discard: { $0.abandon() })
+        let cluster = AMQPCluster(endpoints: amqpEndpoints)
+        let link = Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.amqpReconnects, healthy: healthy,
+                                open: { [config] in
+                                    try cluster.connect { connection throws(AMQPError) in
+                                        try Topology.declare(connection, config)
+                                        try setUp(connection)
+                                    }
+                                },
+                                discard: { connection in
+                                    cluster.lost()
+                                    connection.abandon()
+                                })
+        if amqpEndpoints.count > 1 {
+            link.describe = { "\($0.endpoint.host):\($0.endpoint.port)" }
+        }
+        return link
     }
 }

@@ -7,26 +7,52 @@ enum Scripts {
     /// Sequence and store a batch of one channel's messages, in order, in one call.
     /// KEYS: meta hash, history list, then the id keys of the messages that have a publisher id.
     /// ARGV: history size, dedupe seconds, epoch candidate, history TTL seconds (0: none),
-    /// meta TTL seconds (0: none), then per message: frame head, frame tail, index in KEYS of its
-    /// id key (0: none).
-    /// Returns {epoch, seq1, stored1, seq2, stored2, ...}: `stored` is '' for a new message (its
-    /// frame is head .. seq .. tail) and the frame stored earlier for a known id (a duplicate,
-    /// also within the batch). Each message's seq is counted before its frame is pushed, so a
-    /// failure part-way never leaves a frame whose seq the meta hash does not cover.
+    /// meta TTL seconds (0: none), the channel's watermark on this node (epoch, or '' when it
+    /// has none, and seq), then per message: frame head, frame tail, index in KEYS of its id
+    /// key (0: none).
+    /// Returns {epoch, behind, seq1, stored1, seq2, stored2, ...}: `stored` is '' for a new
+    /// message (its frame is head .. seq .. tail) and the frame stored earlier in this epoch for
+    /// a known id (a duplicate, also within the batch). Each message's seq is counted before its
+    /// frame is pushed, so a failure part-way never leaves a frame whose seq the meta hash does
+    /// not cover.
     /// A channel without a meta hash starts a new life: a history list left from an earlier one
     /// (only possible if the meta hash was lost) is dropped, so one list never mixes two epochs.
+    /// So does a channel whose counter is behind the watermark in the same epoch: Redis lost
+    /// writes (it restarted from an older AOF or snapshot, or a replica that lagged took over),
+    /// and counting on from there would give seqs already handed out to other messages. `behind`
+    /// is then the seq Redis still held (-1: not behind). Id keys hold `epoch .. ' ' .. frame`,
+    /// so a message remembered from an earlier epoch is stored again in this one.
     static let sequence = RedisScript(source: """
     local epoch = redis.call('HGET', KEYS[1], 'epoch')
+    local behind = -1
+    if epoch and epoch == ARGV[6] then
+      local held = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+      if held < tonumber(ARGV[7]) then
+        behind = held
+        epoch = false
+        redis.call('DEL', KEYS[1])
+      end
+    end
     if not epoch then
       epoch = ARGV[3]
       redis.call('HSET', KEYS[1], 'epoch', epoch)
       redis.call('DEL', KEYS[2])
     end
-    local out = {epoch}
-    for i = 6, #ARGV, 3 do
+    local out = {epoch, behind}
+    local prefix = epoch .. ' '
+    for i = 8, #ARGV, 3 do
       local k = tonumber(ARGV[i + 2])
       local stored = false
-      if k > 0 then stored = redis.call('GET', KEYS[k]) end
+      if k > 0 then
+        stored = redis.call('GET', KEYS[k])
+        if stored then
+          if string.sub(stored, 1, #prefix) == prefix then
+            stored = string.sub(stored, #prefix + 1)
+          elseif string.sub(stored, 1, 1) ~= '{' then
+            stored = false
+          end
+        end
+      end
       if stored then
         out[#out + 1] = tonumber(string.match(stored, ',"seq":(%d+),'))
         out[#out + 1] = stored
@@ -34,7 +60,7 @@ enum Scripts {
         local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
         local frame = ARGV[i] .. seq .. ARGV[i + 1]
         redis.call('LPUSH', KEYS[2], frame)
-        if k > 0 then redis.call('SET', KEYS[k], frame, 'EX', tonumber(ARGV[2])) end
+        if k > 0 then redis.call('SET', KEYS[k], prefix .. frame, 'EX', tonumber(ARGV[2])) end
         out[#out + 1] = seq
         out[#out + 1] = ''
       end
@@ -89,17 +115,26 @@ enum Scripts {
 
 /// The `sequence` script's answer.
 extension Scripts {
-    /// The epoch and, per message, its seq and the frame stored earlier (nil: a new message).
+    struct Sequenced {
+        let epoch: String
+        /// The seq Redis still held when its counter was found behind this node's watermark
+        /// (the channel then started `epoch`), or nil.
+        let behind: UInt64?
+        /// Per message, its seq and the frame stored earlier (nil: a new message).
+        let messages: [(seq: UInt64, stored: [UInt8]?)]
+    }
+
     /// nil when the reply is an error or does not have `count` messages.
-    static func sequenced(_ reply: RedisReply, count: Int) -> (epoch: String, messages: [(seq: UInt64, stored: [UInt8]?)])? {
-        guard case let .array(items) = reply, items.count == 1 + 2 * count, let epoch = items[0].text else { return nil }
+    static func sequenced(_ reply: RedisReply, count: Int) -> Sequenced? {
+        guard case let .array(items) = reply, items.count == 2 + 2 * count, let epoch = items[0].text,
+              let behind = items[1].integer else { return nil }
         var messages: [(seq: UInt64, stored: [UInt8]?)] = []
         messages.reserveCapacity(count)
-        for i in stride(from: 1, to: items.count, by: 2) {
+        for i in stride(from: 2, to: items.count, by: 2) {
             guard let seq = items[i].integer, seq > 0, let stored = items[i + 1].bytes else { return nil }
             messages.append((UInt64(seq), stored.isEmpty ? nil : stored))
         }
-        return (epoch, messages)
+        return Sequenced(epoch: epoch, behind: behind >= 0 ? UInt64(behind) : nil, messages: messages)
     }
 }
 

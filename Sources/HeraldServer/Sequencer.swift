@@ -187,10 +187,13 @@ final class Sequencer: Worker, @unchecked Sendable {
         let constants = [String(config.historySize), String(config.dedupeSeconds), randomHex(bytes: 6),
                          String(config.historyTTLSeconds), String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
         let none = Array("0".utf8)
-        let calls = groups.map { group in
+        let marks = watermarks.marks(groups.map(\.channel))
+        let calls = zip(groups, marks).map { group, mark in
             var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
             var args = constants
-            args.reserveCapacity(constants.count + 3 * group.envelopes.count)
+            args.reserveCapacity(constants.count + 2 + 3 * group.envelopes.count)
+            args.append(Array((mark?.epoch ?? "").utf8))
+            args.append(Array(String(mark?.seq ?? 0).utf8))
             for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {
                 args.append(envelope.head)
                 args.append(envelope.tail)
@@ -234,8 +237,10 @@ final class Sequencer: Worker, @unchecked Sendable {
             if replies == nil { replies = storeInRedis(calls) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
             for (group, reply) in zip(batch.groups, replies) {
+                let answer = Scripts.sequenced(reply, count: group.envelopes.count)
+                if let answer, let held = answer.behind { redisWasBehind(group.channel, held: held, newEpoch: answer.epoch) }
                 let outcome = SequencerPipeline.stored(channel: group.channel,
-                                                       sequenced: Scripts.sequenced(reply, count: group.envelopes.count),
+                                                       sequenced: answer.map { ($0.epoch, $0.messages) },
                                                        reply: "\(reply)", newFrame: { group.envelopes[$0].frame(seq: $1) })
                 switch outcome {
                 case let .publish(messages, duplicates):
@@ -255,6 +260,7 @@ final class Sequencer: Worker, @unchecked Sendable {
 
         // This node's clients hear about it at once; then every node, through the live queue
         // (duplicates too: a crash may have come before their broadcast).
+        watermarks.record(sequenced)
         if !sequenced.isEmpty { inbox.post(.local(sequenced)) }
         var chunk: [SequencedMessage] = []
         var chunkBytes = 0
@@ -292,6 +298,17 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
         return nil
+    }
+
+    /// Redis held fewer messages of `channel` than this node had seen handed out: it lost
+    /// writes, and the script started the channel over in `newEpoch` rather than count the
+    /// same seqs again. Subscribers see the new epoch and resume (`recovered: false`).
+    private func redisWasBehind(_ channel: String, held: UInt64, newEpoch: String) {
+        let mark = watermarks.marks([channel])[0]
+        metrics.epochResets.add(1)
+        logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
+                     metadata: ["channel": "\(channel)", "redis_seq": "\(held)", "seen_seq": "\(mark?.seq ?? 0)",
+                                "old_epoch": "\(mark?.epoch ?? "")", "new_epoch": "\(newEpoch)"])
     }
 
     /// A Redis write failed: the batch is held and stored again on the next connection.

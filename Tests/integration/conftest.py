@@ -39,17 +39,24 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
 class RedisServer:
     """A redis-server of our own on a free port, so tests may stop, restart and flush it."""
 
-    def __init__(self):
+    def __init__(self, persistence=("--save", "", "--appendonly", "no")):
         self.dir = tempfile.mkdtemp(prefix="herald-redis-")
         self.port = free_port()
         self.proc = None
+        self.persistence = list(persistence)
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
+             "--dbfilename", "dump.rdb", *self.persistence],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._ping, 10, what="redis to start")
+
+    def kill(self):
+        """kill -9: whatever Redis had not yet written to disk is gone when it starts again."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def _ping(self):
         try:
@@ -218,20 +225,29 @@ class Publisher(threading.Thread):
     """Publishes `count` messages with confirms at about `rate`/s; reconnects and republishes the
     unconfirmed message (same message_id) when RabbitMQ goes away, like a careful service would."""
 
-    def __init__(self, exchange, channel, count, rate=2000):
+    def __init__(self, exchange, channel, count, rate=2000, urls=None):
         super().__init__(daemon=True)
         self.exchange, self.channel, self.count, self.rate = exchange, channel, count, rate
         self.ids = [f"id-{i}-{uuid.uuid4().hex[:6]}" for i in range(count)]
         self.confirmed = 0
         self.error = None
+        # Several URLs: the nodes of a cluster, tried in turn, starting after the one that failed.
+        self.urls = urls
+        self.failovers = 0
+
+    def _connect(self):
+        if not self.urls:
+            return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10, connection_attempts=1))
+        order = self.urls[self.failovers % len(self.urls):] + self.urls[:self.failovers % len(self.urls)]
+        params = [pika.URLParameters(u.rstrip("/") + "/%2F?heartbeat=10&connection_attempts=1&socket_timeout=2") for u in order]
+        return pika.BlockingConnection(params)
 
     def run(self):
         i, conn, start = 0, None, time.time()
         while i < self.count:
             try:
                 if conn is None or conn.is_closed:
-                    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10,
-                                                                             connection_attempts=1))
+                    conn = self._connect()
                     ch = conn.channel()
                     ch.exchange_declare(self.exchange, "fanout", durable=True)
                     ch.confirm_delivery()
@@ -244,6 +260,7 @@ class Publisher(threading.Thread):
                     time.sleep(ahead)
             except Exception as e:  # broker restarting: retry the same message
                 conn = None
+                self.failovers += 1
                 time.sleep(0.2)
                 if time.time() - start > 120:
                     self.error = e
