@@ -115,11 +115,14 @@ def test_kill_9_of_the_queue_leader_then_of_the_sequencers_node_loses_nothing(ra
         f.start()
     for f in followers:
         assert f.connected.wait(10)
-    pub = Publisher(exchange, "ha", total, rate=1000, urls=c.urls)
+    # The publisher starts on the node that leads the history queue, so the first kill makes it
+    # fail over too.
+    leader = c.leader_of(f"{exchange}.history")
+    urls = c.urls[leader - 1:] + c.urls[:leader - 1]
+    pub = Publisher(exchange, "ha", total, rate=1000, urls=urls)
     pub.start()
 
     wait_until(lambda: pub.confirmed > 3000, 60, what="publishing to get going")
-    leader = c.leader_of(f"{exchange}.history")
     c.kill(leader)
     print(f"killed RabbitMQ node {leader} (history queue leader) at {pub.confirmed} confirmed")
     wait_until(lambda: pub.confirmed > 6000, 90, what="publishing after the leader's death")
@@ -131,6 +134,7 @@ def test_kill_9_of_the_queue_leader_then_of_the_sequencers_node_loses_nothing(ra
     print(f"killed RabbitMQ node {target} (the sequencer's) at {pub.confirmed} confirmed")
     pub.join(180)
     assert pub.error is None and pub.confirmed == total, pub.error
+    assert pub.failovers >= 1, "the publisher lost its node and moved to another"
 
     r = redis_server.client()
     wait_until(lambda: r.hget("herald:meta:ha", "seq") and int(r.hget("herald:meta:ha", "seq")) >= total, 90,
