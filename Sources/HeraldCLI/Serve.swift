@@ -16,7 +16,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Address to listen on. (HERALD_HOST)") var host = "0.0.0.0"
     @Option(help: "Port for HTTP and WebSocket. (HERALD_PORT)") var port: Int32 = 8080
     @Option(help: "RabbitMQ URL (default \(HeraldConfig.defaultAMQPURL)); repeat it with the nodes of a cluster: every connection uses the first node that answers and moves to another when its node is lost. (HERALD_AMQP_URL, comma-separated)") var amqpURL: [String] = []
-    @Option(help: "Redis URL. (HERALD_REDIS_URL)") var redisURL = "redis://127.0.0.1:6379/0"
+    @Option(help: "Redis URL (redis://[:password@]host[:port][/db]); with --redis-sentinel only its password and database are used. (HERALD_REDIS_URL)") var redisURL = "redis://127.0.0.1:6379/0"
+    @Option(help: "A Redis Sentinel (HOST:PORT); repeat for each. Herald writes to the master they name, checks its ROLE, and moves when they name another or it answers READONLY. (HERALD_REDIS_SENTINEL, comma-separated)") var redisSentinel: [String] = []
+    @Option(help: "The master name the sentinels watch (sentinel monitor NAME ...). (HERALD_REDIS_MASTER)") var redisMaster = "mymaster"
+    @Option(help: "Password of the sentinels, if they have one (the data nodes' is --redis-url's). (HERALD_REDIS_SENTINEL_PASSWORD)") var redisSentinelPassword: String?
+    @Option(help: "Replicas that must hold each batch (Redis WAIT) before it is broadcast and acked, so a failover loses nothing confirmed; 0: do not wait. 1 is recommended with Sentinel. (HERALD_REDIS_WAIT_REPLICAS)") var redisWaitReplicas = 0
     @Option(help: "Fanout exchange publishers send to; Herald's queues are named after it. (HERALD_EXCHANGE)") var exchange = "herald"
     @Option(help: "Channel for messages with an empty routing key. (HERALD_DEFAULT_CHANNEL)") var defaultChannel = "default"
     @Option(help: "Messages kept per channel in Redis. (HERALD_HISTORY_SIZE)") var historySize = 100
@@ -55,6 +59,13 @@ struct Serve: ParsableCommand {
             throw ValidationError("--history-meta-ttl must be 0 (forever) or at least --history-ttl (which must then be set): a history must not outlive its epoch")
         }
         guard (3...86_400).contains(emptyChannelTtl) else { throw ValidationError("--empty-channel-ttl must be 3 to 86400 seconds") }
+        guard redisWaitReplicas >= 0 else { throw ValidationError("--redis-wait-replicas must not be negative") }
+        for s in redisSentinel {
+            guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65_535).contains(port),
+                  colon != s.startIndex else {
+                throw ValidationError("--redis-sentinel \(s): expected HOST:PORT")
+            }
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(logLevel)\"")
         }
@@ -83,6 +94,10 @@ struct Serve: ParsableCommand {
         config.port = port
         config.amqpURLs = amqpURL.isEmpty ? [HeraldConfig.defaultAMQPURL] : amqpURL
         config.redisURL = redisURL
+        config.redisSentinels = redisSentinel
+        config.redisMaster = redisMaster
+        config.redisSentinelPassword = redisSentinelPassword
+        config.redisWaitReplicas = redisWaitReplicas
         config.exchange = exchange
         config.defaultChannel = defaultChannel
         config.historySize = historySize

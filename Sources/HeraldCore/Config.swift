@@ -7,6 +7,13 @@ public struct HeraldConfig: Sendable {
     public var amqpURLs = [HeraldConfig.defaultAMQPURL]
     public static let defaultAMQPURL = "amqp://guest:guest@127.0.0.1:5672/"
     public var redisURL = "redis://127.0.0.1:6379/0"
+    /// Sentinels (`HOST:PORT`) to ask for the master named `redisMaster`; empty: `redisURL`'s
+    /// host is the Redis (its password and database still apply to the master).
+    public var redisSentinels: [String] = []
+    public var redisMaster = "mymaster"
+    public var redisSentinelPassword: String?
+    /// Replicas that must hold a batch (`WAIT`) before it is broadcast and acked; 0: none.
+    public var redisWaitReplicas = 0
     public var exchange = "herald"
     public var defaultChannel = "default"
     public var redisPrefix = "herald"

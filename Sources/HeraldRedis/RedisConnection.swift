@@ -28,7 +28,13 @@ public enum RedisReply: Equatable, Sendable {
 
 public struct RedisError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// Redis answered READONLY: this node is a replica now (demoted by a failover); the
+    /// connection is closed and the master must be found again.
+    public let isReadOnly: Bool
+    public init(_ description: String, isReadOnly: Bool = false) {
+        self.description = description
+        self.isReadOnly = isReadOnly
+    }
 }
 
 /// Where Redis is: `redis://[:password@]host[:port][/db]`.
@@ -163,6 +169,14 @@ public final class RedisConnection {
             let reply = raw!.assumingMemoryBound(to: redisReply.self)
             defer { freeReplyObject(raw) }
             replies.append(Self.copy(reply))
+        }
+        // A replica refuses every write with READONLY: whatever the caller sent is not stored,
+        // and this connection is of no further use. Said here once, for every caller.
+        for reply in replies {
+            if case let .error(e) = reply, e.hasPrefix("READONLY") {
+                close()
+                throw RedisError("Redis at \(endpoint.host):\(endpoint.port) is a replica now: \(e)", isReadOnly: true)
+            }
         }
         return replies
     }

@@ -30,6 +30,8 @@ class Worker {
     /// The RabbitMQ nodes; each AMQP connection of the worker picks one (`AMQPCluster`).
     let amqpEndpoints: [AMQPEndpoint]
     let redisEndpoint: RedisEndpoint
+    /// Set with `--redis-sentinel`: the master is whichever the sentinels name.
+    let redisSentinel: RedisSentinelConfig?
     let inbox: HubInbox
     let health: Health
     let metrics: Metrics
@@ -38,11 +40,12 @@ class Worker {
     /// The newest seq of each channel this node has seen handed out.
     let watermarks: Watermarks
 
-    required init(config: HeraldConfig, amqp: [AMQPEndpoint], redis: RedisEndpoint, inbox: HubInbox, health: Health,
+    required init(config: HeraldConfig, amqp: [AMQPEndpoint], redis: RedisEndpoint, sentinel: RedisSentinelConfig?, inbox: HubInbox, health: Health,
                   metrics: Metrics, logger: Logger, stop: StopFlag, watermarks: Watermarks) {
         self.config = config
         self.amqpEndpoints = amqp
         self.redisEndpoint = redis
+        self.redisSentinel = sentinel
         self.inbox = inbox
         self.health = health
         self.metrics = metrics

@@ -45,6 +45,8 @@ public final class Metrics: Sendable {
     let clientErrors = Counter()
     let amqpReconnects = Counter()
     let redisReconnects = Counter()
+    let redisMasterSwitches = Counter()
+    let redisReplicaWaits = Counter()
     let liveGapsRepaired = Counter()
     let liveGapsUnrepaired = Counter()
     let httpPublishes = Counter()
@@ -124,6 +126,8 @@ public final class Metrics: Sendable {
         line("client_errors_total", "counter", "Error frames sent for bad client frames.", g(clientErrors))
         line("amqp_reconnects_total", "counter", "Reconnections to RabbitMQ.", g(amqpReconnects))
         line("redis_reconnects_total", "counter", "Reconnections to Redis.", g(redisReconnects))
+        line("redis_master_switches_total", "counter", "Times the sentinels named another Redis master.", g(redisMasterSwitches))
+        line("redis_replica_waits_total", "counter", "Batches held because fewer replicas than --redis-wait-replicas confirmed them within a second.", g(redisReplicaWaits))
         line("live_gaps_repaired_total", "counter", "Live gaps filled from Redis.", g(liveGapsRepaired))
         line("live_gaps_unrepaired_total", "counter", "Live gaps that closed clients with 4008.", g(liveGapsUnrepaired))
         line("http_publishes_total", "counter", "Messages published through POST /api/publish.", g(httpPublishes))
@@ -152,6 +156,8 @@ public final class Health: Sendable {
     let publisherAMQP = Atomic<Bool>(false)
     let sequencerRedis = Atomic<Bool>(false)
     let readerRedis = Atomic<Bool>(false)
+    /// Bumped when the sentinels name another Redis master: every Redis link then reconnects.
+    let redisMasterGeneration = Atomic<Int>(0)
     /// Monotonic ms of the last delivery on the history queue (single active consumer: only the sequencer gets any).
     let lastHistoryDelivery = Atomic<Int>(-1_000_000)
 

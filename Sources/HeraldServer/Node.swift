@@ -36,6 +36,12 @@ public final class Node {
         var amqpEndpoints: [AMQPEndpoint] = []
         for url in config.amqpURLs { amqpEndpoints.append(try AMQPEndpoint(url: url)) }
         let redisEndpoint = try RedisEndpoint(url: config.redisURL)
+        var sentinel: RedisSentinelConfig?
+        if !config.redisSentinels.isEmpty {
+            var addresses: [RedisSentinelConfig.Address] = []
+            for s in config.redisSentinels { addresses.append(try RedisSentinelConfig.Address(s)) }
+            sentinel = RedisSentinelConfig(sentinels: addresses, masterName: config.redisMaster, password: config.redisSentinelPassword)
+        }
 
         // Signals are taken by the main thread only; block them before any thread starts.
         var signals = sigset_t()
@@ -64,7 +70,7 @@ public final class Node {
         let loop = ServiceLoop(kind: eventLoop)
         let inbox = HubInbox(wake: { loop.wakeUp() })
         func worker<W: Worker>(_ type: W.Type) -> W {
-            W(config: config, amqp: amqpEndpoints, redis: redisEndpoint, inbox: inbox, health: health, metrics: metrics,
+            W(config: config, amqp: amqpEndpoints, redis: redisEndpoint, sentinel: sentinel, inbox: inbox, health: health, metrics: metrics,
               logger: logger, stop: workerStop, watermarks: watermarks)
         }
         let reader = worker(HistoryReader.self)
@@ -99,7 +105,8 @@ public final class Node {
 
         let sequencer = worker(Sequencer.self)
         let live = worker(LiveConsumer.self)
-        let threads = [
+        let watcher = worker(SentinelWatcher.self)
+        let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }]) + [
             OSThread(name: "herald-live") { live.run() },
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },

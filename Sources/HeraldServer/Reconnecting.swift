@@ -28,6 +28,9 @@ final class Reconnecting<Connection: AnyObject> {
     var onReconnect: (Connection) -> Void = { _ in }
     /// Names the node a connection went to, for the log (set when there are several).
     var describe: ((Connection) -> String)?
+    /// True when a connection that still works is to the wrong node (the Redis master moved):
+    /// it is closed and a new one made at once, without backoff.
+    var isStale: ((Connection) -> Bool)?
 
     /// - Parameters:
     ///   - open: connects and sets the connection up; throws when the dependency is unreachable.
@@ -48,7 +51,14 @@ final class Reconnecting<Connection: AnyObject> {
     /// until the next attempt is due (waking when the thread stops) and tries once; without
     /// `wait` it returns nil at once until then.
     func get(wait: Bool = true) -> Connection? {
-        if let current { return current }
+        if let current {
+            guard let isStale, isStale(current) else { return current }
+            self.current = nil
+            discard(current)
+            nextAttempt = 0
+            logger.warning("\(name): its node is no longer the one to use; reconnecting",
+                           metadata: describe.map { ["node": "\($0(current))"] } ?? [:])
+        }
         let now = monotonicMillis()
         if now < nextAttempt {
             guard wait else { return nil }
@@ -99,15 +109,22 @@ final class Reconnecting<Connection: AnyObject> {
 
 
 extension Worker {
-    /// A Redis connection of this worker.
+    /// A Redis connection of this worker: to `--redis-url`, or to the master the sentinels
+    /// name (and again whenever they name another one, or it answers READONLY).
     func makeRedisLink(_ name: String, healthy: @escaping (Bool) -> Void = { _ in }) -> Reconnecting<RedisConnection> {
-        Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.redisReconnects, healthy: healthy,
-                     open: { [redisEndpoint] in
-                         let connection = RedisConnection(endpoint: redisEndpoint)
-                         try connection.connect()
-                         return connection
-                     },
-                     discard: { $0.close() })
+        let locator = RedisLocator(data: redisEndpoint, sentinel: redisSentinel)
+        var generation = 0
+        let link = Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.redisReconnects, healthy: healthy,
+                                open: { [health] in
+                                    generation = health.redisMasterGeneration.load(ordering: .acquiring)
+                                    return try locator.connect()
+                                },
+                                discard: { $0.close() })
+        if redisSentinel != nil {
+            link.describe = { "\($0.endpoint.host):\($0.endpoint.port)" }
+            link.isStale = { [health] _ in health.redisMasterGeneration.load(ordering: .acquiring) != generation }
+        }
+        return link
     }
 
     /// An AMQP connection of this worker, set up by `setUp` (declarations, consumers) each time

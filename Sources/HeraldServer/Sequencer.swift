@@ -235,6 +235,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 }
             }
             if replies == nil { replies = storeInRedis(calls) }
+            if config.redisWaitReplicas > 0, let stored = replies { replies = replicated(calls, stored) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
             for (group, reply) in zip(batch.groups, replies) {
                 let answer = Scripts.sequenced(reply, count: group.envelopes.count)
@@ -296,6 +297,36 @@ final class Sequencer: Worker, @unchecked Sendable {
             } catch {
                 dropRedis(error)
             }
+        }
+        return nil
+    }
+
+    /// With `--redis-wait-replicas N`: returns once N replicas hold the batch (Redis `WAIT`), with
+    /// the replies to go on with. A connection that fails meanwhile (the master died or was
+    /// demoted) may have taken the batch with it: it is stored again on the master found next
+    /// (publisher ids are de-duplicated there) and waited for again. nil: stopping.
+    private func replicated(_ calls: [(keys: [[UInt8]], args: [[UInt8]])], _ stored: [RedisReply]) -> [RedisReply]? {
+        var replies = stored
+        var heldSeconds = 0
+        while !stop.isSet {
+            if let redis = redisLink.get() {
+                do {
+                    let wanted = config.redisWaitReplicas
+                    let acked = try redis.command(["WAIT", String(wanted), "1000"]).integer ?? 0
+                    if acked >= Int64(wanted) { return replies }
+                    heldSeconds += 1
+                    metrics.redisReplicaWaits.add()
+                    if heldSeconds == 1 || heldSeconds % 10 == 0 {
+                        logger.warning("holding a batch until enough replicas have it (--redis-wait-replicas)",
+                                       metadata: ["replicas": "\(acked)", "wanted": "\(wanted)", "held_s": "\(heldSeconds)"])
+                    }
+                    continue
+                } catch {
+                    dropRedis(error)
+                }
+            }
+            guard let again = storeInRedis(calls) else { return nil }
+            replies = again
         }
         return nil
     }

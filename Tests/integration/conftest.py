@@ -26,6 +26,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports_at(offsets, low=20000, high=30000):
+    """A base port below the kernel's ephemeral range (so no client connection of another test
+    takes one of them) where base + each offset is free: for engines that listen on several
+    ports. Checked with SO_REUSEADDR, as servers bind, so TIME_WAIT leftovers do not count."""
+    import random
+    for _ in range(200):
+        base = random.randrange(low, high - max(offsets))
+        free = True
+        for off in offsets:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", base + off))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return base
+    raise AssertionError(f"no free ports at offsets {offsets} between {low} and {high}")
+
+
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -12,38 +12,16 @@ import tempfile
 
 import pytest
 
-from conftest import ROOT, Publisher, assert_consecutive, free_port, wait_until
+from conftest import ROOT, Publisher, assert_consecutive, free_ports_at, wait_until
 from test_cluster import Follower, report, stored
 
 SCRIPT = os.path.join(ROOT, "scripts", "rabbitmq-cluster")
 
 
-def free_base_port():
-    """A base port with the three AMQP ports and the three distribution ports free."""
-    for _ in range(50):
-        base = free_port()
-        if base > 60000:
-            continue
-        ports = [base, base + 1, base + 2, base + 101, base + 102, base + 103]
-        if all(port_is_free(p) for p in ports):
-            return base
-    raise AssertionError("no free ports for the RabbitMQ cluster")
-
-
-def port_is_free(port):
-    import socket
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 class RabbitCluster:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="herald-rmq-")
-        self.base = free_base_port()
+        self.base = free_ports_at([0, 1, 2, 101, 102, 103])
         out = subprocess.run([SCRIPT, "start", self.dir, str(self.base)], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         self.urls = out.stdout.split()
