@@ -30,6 +30,9 @@ public final class AMQPConnection {
 
     public var isOpen: Bool { state != nil }
 
+    /// The longest a synchronous AMQP method (declare, consume, close) may wait for its reply.
+    public static let rpcTimeoutSeconds = 10
+
     public func connect(timeoutMillis: Int = 3_000) throws(AMQPError) {
         close()
         guard let conn = amqp_new_connection() else { throw AMQPError("cannot allocate an AMQP connection") }
@@ -44,6 +47,11 @@ public final class AMQPConnection {
             throw AMQPError("cannot connect to RabbitMQ at \(endpoint.host):\(endpoint.port): \(AMQPCodec.statusString(status))")
         }
         state = conn
+        // Without these, a login or an RPC to a broker that stopped answering (a black-holed
+        // link: no FIN, no RST) would wait forever; heartbeats only cover waiting for frames.
+        _ = amqp_set_handshake_timeout(conn, &tv)
+        var rpc = timeval(tv_sec: Self.rpcTimeoutSeconds, tv_usec: 0)
+        _ = amqp_set_rpc_timeout(conn, &rpc)
         let login = herald_amqp_login_plain(conn, endpoint.vhost, 0, 131_072, heartbeatSeconds, endpoint.user, endpoint.password)
         do {
             try check(login, "login")

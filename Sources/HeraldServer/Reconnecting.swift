@@ -24,6 +24,8 @@ final class Reconnecting<Connection: AnyObject> {
     /// Monotonic ms before which no attempt is made.
     private var nextAttempt: UInt64 = 0
     private(set) var current: Connection?
+    /// Counts the connections made: tells one connection from the next even at the same address.
+    private(set) var connectionNumber = 0
     /// Runs after a connection that follows a lost one (not after the first).
     var onReconnect: (Connection) -> Void = { _ in }
     /// Names the node a connection went to, for the log (set when there are several).
@@ -68,6 +70,7 @@ final class Reconnecting<Connection: AnyObject> {
         do {
             let connection = try open()
             current = connection
+            connectionNumber += 1
             backoff.reset()
             healthy(true)
             let node: Logger.Metadata = describe.map { ["node": "\($0(connection))"] } ?? [:]

@@ -42,8 +42,10 @@ final class Sequencer: Worker, @unchecked Sendable {
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
         var groups: [ChannelGroup] // parallel to calls
         var dead: [(AMQPDelivery, EnvelopeError)]
-        /// False when the send failed: the replies are fetched again from scratch.
-        var sent: Bool
+        /// The connection the calls went out on; nil when the send failed. Replies are read
+        /// only from it: if the link has moved since (the Redis master changed), the batch is
+        /// stored again on the new connection instead.
+        var sentOn: Int?
     }
     private var staged: Staged?
 
@@ -206,16 +208,16 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
             return (keys: keys, args: args)
         }
-        var sent = false
+        var sentOn: Int?
         if !calls.isEmpty, let redis {
             do {
                 try Scripts.sequence.send(on: redis, sha: &scriptSHA, calls: calls)
-                sent = true
+                sentOn = redisLink.connectionNumber
             } catch {
                 dropRedis(error)
             }
         }
-        return Staged(deliveries: deliveries, calls: calls, groups: groups, dead: dead, sent: sent)
+        return Staged(deliveries: deliveries, calls: calls, groups: groups, dead: dead, sentOn: sentOn)
     }
 
     /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
@@ -227,7 +229,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         var sequenced: [SequencedMessage] = []
         if !calls.isEmpty {
             var replies: [RedisReply]?
-            if batch.sent, let redis {
+            if let redis, batch.sentOn == redisLink.connectionNumber {
                 do {
                     replies = try Scripts.sequence.receive(on: redis, sha: &scriptSHA, calls: calls)
                 } catch {

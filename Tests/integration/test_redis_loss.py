@@ -1,7 +1,11 @@
 """Redis that comes back behind: a crash with `appendfsync everysec`, an RDB snapshot restored, a
 replica that lagged. Herald must never hand out a (channel, epoch, seq) again for a different
 message: the channels affected start a new epoch and every client is told."""
+import glob
 import json
+import os
+
+import pytest
 
 from websockets.exceptions import ConnectionClosed
 
@@ -87,3 +91,69 @@ def test_a_message_redelivered_after_the_loss_is_stored_again_in_the_new_epoch(h
     msgs, _ = c.recv_messages("news", sub["replay"])
     assert [(m["seq"], m["id"]) for m in msgs] == [(1, "m5"), (2, "m3")]
     c.close()
+
+
+@pytest.mark.parametrize("crash", ["process", "machine"])
+def test_redis_killed_mid_drain_with_appendfsync_everysec_never_reuses_a_seq(exchange, crash):
+    # 30,000 messages wait in the history queue; Herald drains them as fast as it can (tens of
+    # thousands a second) and Redis, with its AOF fsynced once a second, is killed with -9 in the
+    # middle. A killed process loses nothing its kernel already has, so "process" must come back
+    # whole and in the same epoch (no false alarm). "machine" also cuts the AOF's tail, as a
+    # crash of the machine before the next fsync would (Redis loads a truncated AOF up to its
+    # last whole command): writes are gone, and Herald must start a new epoch, not reuse seqs.
+    from conftest import Herald, RedisServer
+    from test_redis_sentinel import TripleFollower
+    rs = RedisServer(persistence=("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""))
+    rs.start()
+    h = Herald(exchange, rs.url, extra=["--history-size", "40000"])
+    try:
+        h.start()
+        assert h.stop() == 0  # the queues now exist; what is published next waits in them
+        total = 30000
+        ids = [f"m{i}" for i in range(total)]
+        publish(exchange, "aof", [i.encode() for i in ids], ids=ids, confirm=False)
+        publish(exchange, "aof", [b"end"], ids=["end"])  # confirmed after every message before it
+        h.start(wait_healthy=False)
+        followers = [TripleFollower(h.ws_url(), "aof", "end") for _ in range(2)]
+        for f in followers:
+            f.start()
+        r = rs.client()
+        last_seen = wait_until(lambda: int(r.hget("herald:meta:aof", "seq") or 0) >= 10000 and
+                               int(r.hget("herald:meta:aof", "seq")), 60, interval=0.01, what="the drain to be under way")
+        rs.kill()
+        if crash == "machine":
+            incr = glob.glob(os.path.join(rs.dir, "appendonlydir", "*.incr.aof"))
+            assert len(incr) == 1, incr
+            size = os.path.getsize(incr[0])
+            os.truncate(incr[0], size * 3 // 4)
+        rs.start()
+        after_restart = int(r.hget("herald:meta:aof", "seq") or 0)
+        for f in followers:
+            f.join(150)
+            assert f.error is None, f.error
+            assert f.triples and f.triples[-1][2] == "end", "each follower got to the last message"
+        final_epoch = r.hget("herald:meta:aof", "epoch").decode()
+        seen = {}
+        for f in followers:
+            for e, seq, mid in f.triples:
+                assert seen.setdefault((e, seq), mid) == mid, f"({e}, {seq}) is both {seen[(e, seq)]} and {mid}"
+        stored_now = stored(r, "aof")
+        for seq, mid in stored_now:
+            assert seen.setdefault((final_epoch, seq), mid) == mid
+        assert [s for s, _ in stored_now] == list(range(1, len(stored_now) + 1)), "the last epoch is consecutive"
+        resets = h.metrics()["herald_redis_lost_writes_epoch_resets_total"]
+        print(f"{crash} crash: Redis held seq {last_seen} or more before the kill and {after_restart} after; "
+              f"epoch resets {resets:.0f}; final epoch has {len(stored_now)} messages")
+        if crash == "process":
+            assert resets == 0 and after_restart >= last_seen
+            assert [mid for _, mid in stored_now] == ids + ["end"], "every message once, in order, one epoch"
+        else:
+            assert after_restart < last_seen, "the cut AOF lost writes"
+            assert resets == 1
+            for f in followers:
+                later = [sub for sub in f.subscribed if sub["epoch"] == final_epoch]
+                assert later, f.subscribed
+                assert all(sub["recovered"] is False for sub in later if sub is not f.subscribed[0]), f.subscribed
+    finally:
+        h.kill()
+        rs.stop(save=False)

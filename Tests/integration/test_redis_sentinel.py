@@ -157,7 +157,11 @@ class TripleFollower(threading.Thread):
         try:
             while not done and time.time() < deadline:
                 query = f"channel={self.channel}" + (f"&since={seq}&epoch={epoch}" if seq is not None else "")
-                c = Client(f"{self.url}?{query}")
+                try:
+                    c = Client(f"{self.url}?{query}")
+                except OSError:  # not listening yet
+                    time.sleep(0.1)
+                    continue
                 try:
                     sub = c.recv()
                     self.subscribed.append(sub)
