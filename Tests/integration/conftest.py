@@ -14,6 +14,7 @@ import uuid
 import pika
 import pytest
 import redis as redislib
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 HERALD_BIN = os.environ.get("HERALD_BIN", os.path.join(os.path.dirname(__file__), "../../.build/release/herald"))
@@ -221,6 +222,58 @@ class Client:
             self.ws.close()
         except Exception:
             pass
+
+
+class TripleFollower(threading.Thread):
+    """A client that records every (epoch, seq, id) it is sent and every subscribed frame, and,
+    like a browser, resumes with its position when its connection closes or is refused, on the
+    next of `urls`. It stops at the message `last_id`, or when `stop` is set."""
+
+    def __init__(self, urls, channel, last_id=None, stop=None, seconds=150, first=0):
+        super().__init__(daemon=True)
+        self.first = first
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.channel, self.last_id, self.stop, self.seconds = channel, last_id, stop, seconds
+        self.triples, self.subscribed, self.closes = [], [], []
+        self.error = None
+        self.connected = threading.Event()
+
+    def _done(self):
+        return (self.stop is not None and self.stop.is_set()) or \
+            (self.last_id is not None and bool(self.triples) and self.triples[-1][2] == self.last_id)
+
+    def run(self):
+        deadline = time.time() + self.seconds
+        node, epoch, seq = self.first, None, None
+        try:
+            while not self._done() and time.time() < deadline:
+                query = f"channel={self.channel}" + (f"&since={seq}&epoch={epoch}" if seq is not None else "")
+                try:
+                    c = Client(f"{self.urls[node % len(self.urls)]}?{query}")
+                except OSError:  # not listening (yet, or any more): the next node
+                    node += 1
+                    time.sleep(0.1)
+                    continue
+                try:
+                    sub = c.recv()
+                    self.subscribed.append(sub)
+                    epoch = sub["epoch"]
+                    self.connected.set()
+                    while not self._done():
+                        try:
+                            f = c.recv(timeout=1)
+                        except TimeoutError:
+                            continue
+                        if f.get("type") == "message":
+                            self.triples.append((epoch, f["seq"], f["id"]))
+                            seq = f["seq"]
+                except ConnectionClosed as closed:
+                    self.closes.append(closed.rcvd.code if closed.rcvd else None)
+                    node += 1
+                finally:
+                    c.close()
+        except Exception as e:  # surfaced by the test
+            self.error = e
 
 
 def amqp_channel():

@@ -16,53 +16,11 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import ROOT, Client, Herald, Publisher, wait_until  # noqa: E402
+from conftest import ROOT, Herald, Publisher, TripleFollower, wait_until  # noqa: E402
 from test_rabbitmq_cluster import RabbitCluster  # noqa: E402
 from test_redis_sentinel import SentinelSet  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 CHANNEL = "soak"
-
-
-class Follower(threading.Thread):
-    """Records (epoch, seq, id); on a close or a refused connection resumes on the next node."""
-
-    def __init__(self, urls, stop):
-        super().__init__(daemon=True)
-        self.urls, self.stop = urls, stop
-        self.triples, self.subscribed, self.closes = [], [], []
-        self.error = None
-
-    def run(self):
-        node, epoch, seq = random.randrange(len(self.urls)), None, None
-        while not self.stop.is_set():
-            query = f"channel={CHANNEL}" + (f"&since={seq}&epoch={epoch}" if seq is not None else "")
-            try:
-                c = Client(f"{self.urls[node % len(self.urls)]}?{query}")
-            except OSError:
-                node += 1
-                time.sleep(0.2)
-                continue
-            try:
-                sub = c.recv()
-                self.subscribed.append(sub)
-                epoch = sub["epoch"]
-                while not self.stop.is_set():
-                    try:
-                        f = c.recv(timeout=1)
-                    except TimeoutError:
-                        continue
-                    if f.get("type") == "message":
-                        self.triples.append((epoch, f["seq"], f["id"]))
-                        seq = f["seq"]
-            except ConnectionClosed as closed:
-                self.closes.append(closed.rcvd.code if closed.rcvd else None)
-                node += 1
-            except Exception as e:  # recorded, then the follower goes on like a client would
-                self.error = repr(e)
-                node += 1
-            finally:
-                c.close()
 
 
 def proc_stats(pid):
@@ -86,7 +44,7 @@ def main(minutes):
         for h in nodes:
             h.start()
         urls = [h.ws_url() for h in nodes]
-        followers = [Follower(urls, stop) for _ in range(4)]
+        followers = [TripleFollower(urls, CHANNEL, stop=stop, seconds=minutes * 60 + 900, first=i % 2) for i in range(4)]
         for f in followers:
             f.start()
         rate = 100

@@ -101,8 +101,7 @@ def test_redis_killed_mid_drain_with_appendfsync_everysec_never_reuses_a_seq(exc
     # whole and in the same epoch (no false alarm). "machine" also cuts the AOF's tail, as a
     # crash of the machine before the next fsync would (Redis loads a truncated AOF up to its
     # last whole command): writes are gone, and Herald must start a new epoch, not reuse seqs.
-    from conftest import Herald, RedisServer
-    from test_redis_sentinel import TripleFollower
+    from conftest import Herald, RedisServer, TripleFollower
     rs = RedisServer(persistence=("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""))
     rs.start()
     h = Herald(exchange, rs.url, extra=["--history-size", "40000"])

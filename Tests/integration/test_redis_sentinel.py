@@ -14,7 +14,7 @@ import pytest
 import redis as redislib
 from websockets.exceptions import ConnectionClosed
 
-from conftest import ROOT, Client, Publisher, assert_consecutive, free_ports_at, publish, wait_until
+from conftest import ROOT, Client, Publisher, TripleFollower, assert_consecutive, free_ports_at, publish, wait_until
 from tcpproxy import TCPProxy
 from test_cluster import Follower, report
 
@@ -138,47 +138,6 @@ def test_kill_9_of_the_master_three_times_with_a_replica_wait_loses_nothing(sent
     print(f"longest sequencing pause: {pause} ms (promotions after {promotions} s)")
     report("redis_master_loss_longest_pause_ms", pause)
     assert h.metrics()["herald_redis_master_switches_total"] >= 3
-
-
-class TripleFollower(threading.Thread):
-    """Records every (epoch, seq, id) it is sent, and every subscribed frame; resumes with its
-    position when closed (4008 after an epoch change), until it holds the last id."""
-
-    def __init__(self, url, channel, last_id):
-        super().__init__(daemon=True)
-        self.url, self.channel, self.last_id = url, channel, last_id
-        self.triples, self.subscribed, self.closes = [], [], []
-        self.error = None
-        self.connected = threading.Event()
-
-    def run(self):
-        deadline = time.time() + 150
-        epoch, seq, done = None, None, False
-        try:
-            while not done and time.time() < deadline:
-                query = f"channel={self.channel}" + (f"&since={seq}&epoch={epoch}" if seq is not None else "")
-                try:
-                    c = Client(f"{self.url}?{query}")
-                except OSError:  # not listening yet
-                    time.sleep(0.1)
-                    continue
-                try:
-                    sub = c.recv()
-                    self.subscribed.append(sub)
-                    epoch = sub["epoch"]
-                    self.connected.set()
-                    while not done:
-                        f = c.recv(timeout=60)
-                        if f.get("type") == "message":
-                            self.triples.append((f.get("epoch", epoch), f["seq"], f["id"]))
-                            seq = f["seq"]
-                            done = f["id"] == self.last_id
-                except ConnectionClosed as closed:
-                    self.closes.append(closed.rcvd.code if closed.rcvd else None)
-                finally:
-                    c.close()
-        except Exception as e:
-            self.error = e
 
 
 def test_a_lagging_replica_promoted_without_a_wait_loses_writes_and_every_client_is_told(herald_factory, exchange):
