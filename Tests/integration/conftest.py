@@ -317,7 +317,7 @@ class Publisher(threading.Thread):
         return pika.BlockingConnection(params)
 
     def run(self):
-        i, conn, start = 0, None, time.time()
+        i, conn, start, failing_since = 0, None, time.time(), None
         while i < self.count:
             try:
                 if conn is None or conn.is_closed:
@@ -329,6 +329,7 @@ class Publisher(threading.Thread):
                                  pika.BasicProperties(message_id=self.ids[i], delivery_mode=2))
                 i += 1
                 self.confirmed = i
+                failing_since = None
                 ahead = i / self.rate - (time.time() - start)
                 if ahead > 0:
                     time.sleep(ahead)
@@ -336,7 +337,8 @@ class Publisher(threading.Thread):
                 conn = None
                 self.failovers += 1
                 time.sleep(0.2)
-                if time.time() - start > 120:
+                failing_since = failing_since or time.time()
+                if time.time() - failing_since > 120:  # two minutes without one confirm: give up
                     self.error = e
                     return
         try:

@@ -99,6 +99,8 @@ def main(minutes):
                    what="every follower to hold the last message")
         stop.set()
         problems = []
+        if pub.error is not None:
+            problems.append(f"the publisher gave up: {pub.error!r}")
         if [m["seq"] for m in stored] != list(range(1, len(stored) + 1)):
             problems.append("stored seqs are not consecutive from 1")
         ids = [m["id"] for m in stored]
