@@ -7,30 +7,39 @@ enum Scripts {
     /// Sequence and store a batch of one channel's messages, in order, in one call.
     /// KEYS: meta hash, history list, then the id keys of the messages that have a publisher id.
     /// ARGV: history size, dedupe seconds, epoch candidate, history TTL seconds (0: none),
-    /// meta TTL seconds (0: none), the channel's watermark on this node (epoch, or '' when it
-    /// has none, and seq), then per message: frame head, frame tail, index in KEYS of its id
-    /// key (0: none).
-    /// Returns {epoch, behind, seq1, stored1, seq2, stored2, ...}: `stored` is '' for a new
-    /// message (its frame is head .. seq .. tail) and the frame stored earlier in this epoch for
-    /// a known id (a duplicate, also within the batch). Each message's seq is counted before its
-    /// frame is pushed, so a failure part-way never leaves a frame whose seq the meta hash does
-    /// not cover.
+    /// meta TTL seconds (0: none), the channel's watermarks on this node (`epoch seq` pairs
+    /// separated by spaces, '' when it has none), then per message: frame head, frame tail,
+    /// index in KEYS of its id key (0: none).
+    /// Returns {epoch, behind, lost epoch, seq1, stored1, seq2, stored2, ...}: `stored` is ''
+    /// for a new message (its frame is head .. seq .. tail) and the frame stored earlier in this
+    /// epoch for a known id (a duplicate, also within the batch). Each message's seq is counted
+    /// before its frame is pushed, so a failure part-way never leaves a frame whose seq the meta
+    /// hash does not cover.
     /// A channel without a meta hash starts a new life: a history list left from an earlier one
     /// (only possible if the meta hash was lost) is dropped, so one list never mixes two epochs.
-    /// So does a channel whose counter is behind the watermark in the same epoch: Redis lost
-    /// writes (it restarted from an older AOF or snapshot, or a replica that lagged took over),
-    /// and counting on from there would give seqs already handed out to other messages. `behind`
-    /// is then the seq Redis still held (-1: not behind). Id keys hold `epoch .. ' ' .. frame`,
-    /// so a message remembered from an earlier epoch is stored again in this one.
+    /// So does a channel whose counter is behind this node's watermark of the epoch Redis holds
+    /// (the newest or an older one this node remembers): Redis lost writes (it restarted from an
+    /// older AOF or snapshot, or a replica that lagged took over), and counting on from there
+    /// would give seqs already handed out to other messages. `behind` is then the seq Redis
+    /// still held (-1: not behind) and `lost epoch` the epoch it held ('' when not behind). Id
+    /// keys hold `epoch .. ' ' .. frame`, so a message remembered from an earlier epoch is
+    /// stored again in this one.
     static let sequence = RedisScript(source: """
     local epoch = redis.call('HGET', KEYS[1], 'epoch')
     local behind = -1
-    if epoch and epoch == ARGV[6] then
-      local held = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-      if held < tonumber(ARGV[7]) then
-        behind = held
-        epoch = false
-        redis.call('DEL', KEYS[1])
+    local lost = ''
+    if epoch then
+      for e, s in string.gmatch(ARGV[6], '(%S+) (%d+)') do
+        if e == epoch then
+          local held = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+          if held < tonumber(s) then
+            behind = held
+            lost = epoch
+            epoch = false
+            redis.call('DEL', KEYS[1])
+          end
+          break
+        end
       end
     end
     if not epoch then
@@ -38,9 +47,9 @@ enum Scripts {
       redis.call('HSET', KEYS[1], 'epoch', epoch)
       redis.call('DEL', KEYS[2])
     end
-    local out = {epoch, behind}
+    local out = {epoch, behind, lost}
     local prefix = epoch .. ' '
-    for i = 8, #ARGV, 3 do
+    for i = 7, #ARGV, 3 do
       local k = tonumber(ARGV[i + 2])
       local stored = false
       if k > 0 then
@@ -120,21 +129,23 @@ extension Scripts {
         /// The seq Redis still held when its counter was found behind this node's watermark
         /// (the channel then started `epoch`), or nil.
         let behind: UInt64?
+        /// The epoch Redis held when it was found behind ("" otherwise).
+        let lostEpoch: String
         /// Per message, its seq and the frame stored earlier (nil: a new message).
         let messages: [(seq: UInt64, stored: [UInt8]?)]
     }
 
     /// nil when the reply is an error or does not have `count` messages.
     static func sequenced(_ reply: RedisReply, count: Int) -> Sequenced? {
-        guard case let .array(items) = reply, items.count == 2 + 2 * count, let epoch = items[0].text,
-              let behind = items[1].integer else { return nil }
+        guard case let .array(items) = reply, items.count == 3 + 2 * count, let epoch = items[0].text,
+              let behind = items[1].integer, let lostEpoch = items[2].text else { return nil }
         var messages: [(seq: UInt64, stored: [UInt8]?)] = []
         messages.reserveCapacity(count)
-        for i in stride(from: 2, to: items.count, by: 2) {
+        for i in stride(from: 3, to: items.count, by: 2) {
             guard let seq = items[i].integer, seq > 0, let stored = items[i + 1].bytes else { return nil }
             messages.append((UInt64(seq), stored.isEmpty ? nil : stored))
         }
-        return Sequenced(epoch: epoch, behind: behind >= 0 ? UInt64(behind) : nil, messages: messages)
+        return Sequenced(epoch: epoch, behind: behind >= 0 ? UInt64(behind) : nil, lostEpoch: lostEpoch, messages: messages)
     }
 }
 

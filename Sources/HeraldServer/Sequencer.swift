@@ -193,9 +193,8 @@ final class Sequencer: Worker, @unchecked Sendable {
         let calls = zip(groups, marks).map { group, mark in
             var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
             var args = constants
-            args.reserveCapacity(constants.count + 2 + 3 * group.envelopes.count)
-            args.append(Array((mark?.epoch ?? "").utf8))
-            args.append(Array(String(mark?.seq ?? 0).utf8))
+            args.reserveCapacity(constants.count + 1 + 3 * group.envelopes.count)
+            args.append(Array(Watermarks.argument(mark).utf8))
             for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {
                 args.append(envelope.head)
                 args.append(envelope.tail)
@@ -241,7 +240,7 @@ final class Sequencer: Worker, @unchecked Sendable {
             guard let replies else { return false } // stopping: RabbitMQ redelivers
             for (group, reply) in zip(batch.groups, replies) {
                 let answer = Scripts.sequenced(reply, count: group.envelopes.count)
-                if let answer, let held = answer.behind { redisWasBehind(group.channel, held: held, newEpoch: answer.epoch) }
+                if let answer, let held = answer.behind { redisWasBehind(group.channel, held: held, lostEpoch: answer.lostEpoch, newEpoch: answer.epoch) }
                 let outcome = SequencerPipeline.stored(channel: group.channel,
                                                        sequenced: answer.map { ($0.epoch, $0.messages) },
                                                        reply: "\(reply)", newFrame: { group.envelopes[$0].frame(seq: $1) })
@@ -336,12 +335,12 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// Redis held fewer messages of `channel` than this node had seen handed out: it lost
     /// writes, and the script started the channel over in `newEpoch` rather than count the
     /// same seqs again. Subscribers see the new epoch and resume (`recovered: false`).
-    private func redisWasBehind(_ channel: String, held: UInt64, newEpoch: String) {
-        let mark = watermarks.marks([channel])[0]
+    private func redisWasBehind(_ channel: String, held: UInt64, lostEpoch: String, newEpoch: String) {
+        let mark = watermarks.marks([channel])[0].first { $0.epoch == lostEpoch }
         metrics.epochResets.add(1)
         logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
                      metadata: ["channel": "\(channel)", "redis_seq": "\(held)", "seen_seq": "\(mark?.seq ?? 0)",
-                                "old_epoch": "\(mark?.epoch ?? "")", "new_epoch": "\(newEpoch)"])
+                                "old_epoch": "\(lostEpoch)", "new_epoch": "\(newEpoch)"])
     }
 
     /// A Redis write failed: the batch is held and stored again on the next connection.

@@ -17,7 +17,13 @@ final class Watermarks: Sendable {
         }
     }
 
-    func marks(_ channels: [String]) -> [ChannelWatermarks.Mark?] {
-        marks.withLock { marks in channels.map { marks.mark($0) } }
+    /// Per channel, its marks (newest epoch first).
+    func marks(_ channels: [String]) -> [[ChannelWatermarks.Mark]] {
+        marks.withLock { marks in channels.map { marks.marks($0) } }
+    }
+
+    /// The `sequence` script's watermark argument: `epoch seq` pairs, separated by spaces.
+    static func argument(_ marks: [ChannelWatermarks.Mark]) -> String {
+        marks.map { "\($0.epoch) \($0.seq)" }.joined(separator: " ")
     }
 }

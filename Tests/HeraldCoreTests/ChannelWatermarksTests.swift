@@ -20,6 +20,25 @@ import Testing
         w.record("news", epoch: "e1", seq: 10)
         w.record("news", epoch: "e2", seq: 1)
         #expect(w.mark("news") == Mark(epoch: "e2", seq: 1))
+        #expect(w.marks("news") == [Mark(epoch: "e2", seq: 1), Mark(epoch: "e1", seq: 10)])
+    }
+
+    @Test func anEpochSeenAgainKeepsItsHighestSeqAndBecomesTheNewest() {
+        // Redis went back to e1 (a failover turned back) after e2 had started: e1's mark must
+        // still say 10, so a counter of 7 in e1 is caught as behind.
+        var w = ChannelWatermarks()
+        w.record("news", epoch: "e1", seq: 10)
+        w.record("news", epoch: "e2", seq: 3)
+        w.record("news", epoch: "e1", seq: 8)
+        #expect(w.marks("news") == [Mark(epoch: "e1", seq: 10), Mark(epoch: "e2", seq: 3)])
+        w.record("news", epoch: "e1", seq: 11)
+        #expect(w.marks("news") == [Mark(epoch: "e1", seq: 11), Mark(epoch: "e2", seq: 3)])
+    }
+
+    @Test func onlyTheLastEpochsOfAChannelAreKept() {
+        var w = ChannelWatermarks(epochsPerChannel: 2)
+        for (i, e) in ["e1", "e2", "e3"].enumerated() { w.record("news", epoch: e, seq: UInt64(i + 1)) }
+        #expect(w.marks("news") == [Mark(epoch: "e3", seq: 3), Mark(epoch: "e2", seq: 2)])
     }
 
     @Test func itRemembersAtLeastTheMostRecentHalfOfItsCapacity() {

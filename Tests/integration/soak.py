@@ -69,9 +69,9 @@ def main(minutes):
             elif kind == "redis":
                 old = sentinels.master_port()
                 sentinels.kill(old)
-                wait_until(lambda: sentinels.master_port() != old, 60, what="a new Redis master")
+                wait_until(lambda: sentinels.all_name_a_master_other_than(old), 60, what="a new Redis master")
                 sentinels.restart(old)
-                wait_until(lambda: sentinels.replica_in_sync(old), 120, what="the old master back as a replica")
+                wait_until(sentinels.settled, 120, what="the old master back, a master and a replica in sync")
                 what = f"kill -9 Redis master {old}"
             else:
                 victim = nodes[1]

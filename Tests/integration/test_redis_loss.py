@@ -72,6 +72,43 @@ def test_redis_restored_three_writes_behind_starts_a_new_epoch(herald, exchange,
     resumed.close()
 
 
+def test_redis_back_in_an_epoch_herald_had_left_is_checked_against_that_epochs_seqs(herald, exchange, redis_server):
+    # Redis goes back to an epoch Herald has already moved on from (a Sentinel failover turned
+    # back, a snapshot restored twice): e1 handed out seqs 1..10, a snapshot at 7 brought e2,
+    # and then the same snapshot (e1 at 7) comes back. Counting on in e1 would give 8, 9, 10
+    # again to other messages; Herald must remember e1's seqs, not only e2's.
+    r = redis_server.client()
+    snapshot = os.path.join(redis_server.dir, "dump.rdb")
+    publish(exchange, "news", [f"m{i}".encode() for i in range(1, 8)], ids=[f"m{i}" for i in range(1, 8)])
+    wait_until(lambda: r.hget("herald:meta:news", "seq") == b"7", what="7 stored")
+    e1 = r.hget("herald:meta:news", "epoch").decode()
+    r.save()
+    with open(snapshot, "rb") as f:
+        e1_at_7 = f.read()
+    publish(exchange, "news", [f"m{i}".encode() for i in range(8, 11)], ids=[f"m{i}" for i in range(8, 11)])
+    wait_until(lambda: r.hget("herald:meta:news", "seq") == b"10", what="10 stored")
+
+    redis_server.kill()
+    redis_server.start()  # e1 at 7: behind, so e2 starts
+    publish(exchange, "news", [b"n1", b"n2"], ids=["n1", "n2"])
+    wait_until(lambda: len(stored(r, "news")) == 2, what="e2's messages")
+    e2 = r.hget("herald:meta:news", "epoch").decode()
+    assert e2 != e1 and stored(r, "news") == [(1, "n1"), (2, "n2")]
+
+    redis_server.kill()
+    with open(snapshot, "wb") as f:
+        f.write(e1_at_7)
+    redis_server.start()  # e1 at 7 once more
+    assert r.hget("herald:meta:news", "epoch").decode() == e1 and r.hget("herald:meta:news", "seq") == b"7"
+    publish(exchange, "news", [b"k1"], ids=["k1"])
+    wait_until(lambda: stored(r, "news") == [(1, "k1")], what="k1 to start a third epoch")
+    e3 = r.hget("herald:meta:news", "epoch").decode()
+    assert e3 not in (e1, e2)
+    assert herald.metrics().get("herald_redis_lost_writes_epoch_resets_total") == 2
+    line = [l for l in herald.log().splitlines() if "Redis lost writes" in l][-1]
+    assert f"old_epoch={e1}" in line and "redis_seq=7" in line and "seen_seq=10" in line, line
+
+
 def test_a_message_redelivered_after_the_loss_is_stored_again_in_the_new_epoch(herald, exchange, redis_server):
     # m3's id key survives in the snapshot (it points at seq 3 of the old epoch); when m3 is
     # published again after the loss it must not come back as "seq 3" of the new epoch.
