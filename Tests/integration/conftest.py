@@ -227,20 +227,36 @@ class Client:
 class TripleFollower(threading.Thread):
     """A client that records every (epoch, seq, id) it is sent and every subscribed frame, and,
     like a browser, resumes with its position when its connection closes or is refused, on the
-    next of `urls`. It stops at the message `last_id`, or when `stop` is set."""
+    next of `urls`. It stops at the message `last_id`, at a seq of `until_seq` or more, or when
+    `stop` is set."""
 
-    def __init__(self, urls, channel, last_id=None, stop=None, seconds=150, first=0):
+    def __init__(self, urls, channel, last_id=None, stop=None, seconds=150, first=0, until_seq=None):
         super().__init__(daemon=True)
         self.first = first
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.channel, self.last_id, self.stop, self.seconds = channel, last_id, stop, seconds
+        self.until_seq = until_seq
         self.triples, self.subscribed, self.closes = [], [], []
         self.error = None
         self.connected = threading.Event()
 
     def _done(self):
         return (self.stop is not None and self.stop.is_set()) or \
-            (self.last_id is not None and bool(self.triples) and self.triples[-1][2] == self.last_id)
+            (self.last_id is not None and bool(self.triples) and self.triples[-1][2] == self.last_id) or \
+            (self.until_seq is not None and bool(self.triples) and self.triples[-1][1] >= self.until_seq)
+
+    @property
+    def seqs(self):
+        return [seq for _, seq, _ in self.triples]
+
+    @property
+    def ids(self):
+        """seq -> id, for a feed that stays in one epoch."""
+        return {seq: mid for _, seq, mid in self.triples}
+
+    @property
+    def epoch(self):
+        return self.subscribed[-1]["epoch"] if self.subscribed else None
 
     def run(self):
         deadline = time.time() + self.seconds
@@ -256,6 +272,7 @@ class TripleFollower(threading.Thread):
                     continue
                 try:
                     sub = c.recv()
+                    assert sub["type"] == "subscribed", sub
                     self.subscribed.append(sub)
                     epoch = sub["epoch"]
                     self.connected.set()
@@ -264,7 +281,7 @@ class TripleFollower(threading.Thread):
                             f = c.recv(timeout=1)
                         except TimeoutError:
                             continue
-                        if f.get("type") == "message":
+                        if f.get("type") == "message" and f["channel"] == self.channel:
                             self.triples.append((epoch, f["seq"], f["id"]))
                             seq = f["seq"]
                 except ConnectionClosed as closed:

@@ -7,13 +7,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 
-from websockets.exceptions import ConnectionClosed
-
-from conftest import ROOT, Client, Publisher, assert_consecutive, free_port, wait_until
+from conftest import ROOT, Client, Publisher, TripleFollower, assert_consecutive, free_port, wait_until
 from tcpproxy import TCPProxy
 
 REPORT = os.path.join(ROOT, "test-output", "cluster.json")
@@ -30,50 +27,11 @@ def report(key, value):
         json.dump(data, f, indent=2)
 
 
-class Follower(threading.Thread):
-    """A WebSocket client on one channel that records every message, and, like a browser behind a
-    load balancer, reconnects to the next node with its position when its connection drops."""
-
-    def __init__(self, urls, channel, until):
-        super().__init__(daemon=True)
-        self.urls, self.channel, self.until = list(urls), channel, until
-        self.seqs, self.ids, self.subscribed, self.closes = [], {}, [], []
-        self.epoch = None
-        self.error = None
-        self.connected = threading.Event()
-
-    def run(self):
-        deadline = time.time() + 120
-        node = 0
-        try:
-            while (not self.seqs or self.seqs[-1] < self.until) and time.time() < deadline:
-                query = f"channel={self.channel}"
-                if self.seqs:
-                    query += f"&since={self.seqs[-1]}&epoch={self.epoch}"
-                try:
-                    c = Client(self.urls[node % len(self.urls)] + "?" + query)
-                except OSError:
-                    node += 1
-                    time.sleep(0.2)
-                    continue
-                try:
-                    sub = c.recv()
-                    assert sub["type"] == "subscribed", sub
-                    self.subscribed.append(sub)
-                    self.epoch = sub["epoch"]
-                    self.connected.set()
-                    while not self.seqs or self.seqs[-1] < self.until:
-                        f = c.recv(timeout=30)
-                        if f.get("type") == "message" and f["channel"] == self.channel:
-                            self.seqs.append(f["seq"])
-                            self.ids[f["seq"]] = f["id"]
-                except ConnectionClosed as closed:
-                    self.closes.append(closed.rcvd.code if closed.rcvd else None)
-                    node += 1
-                finally:
-                    c.close()
-        except Exception as e:  # surfaced by the test
-            self.error = e
+def Follower(urls, channel, until):
+    """A client on one channel that records every message and, like a browser behind a load
+    balancer, resumes on the next node with its position when its connection drops; done at seq
+    `until`. (conftest.TripleFollower, stopping at a seq.)"""
+    return TripleFollower(urls, channel, until_seq=until, seconds=120)
 
 
 def cluster(herald_factory, n, extra=()):
