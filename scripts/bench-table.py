@@ -75,6 +75,24 @@ def targets():
               f"| {f(hs, 3)} s | {f(ns, 3) + ' s' if ns is not None else '–'} | {verdict(ok, f'{f(hs, 3)} s, {f(hs / ns if ns else None, 2)}× Nchan')} |")
         print(f"| storm: all drop, 50 more published, all resume (issue 4) | | {f(h['reconnect_catch_up_seconds'], 3)} s; recovered {h['recovered']}/{h['resumed']}; {correctness(h)} "
               f"| {f(n['reconnect_catch_up_seconds'], 3) + ' s; ' + correctness(n) if n else '–'} | |")
+    h, n = load("herald-throughput-immediate"), load("nchan-throughput-immediate")
+    if h:
+        hb, nb = best_clean(h), best_clean(n)
+        hv, nv = hb["deliveries_per_sec"] if hb else 0, nb["deliveries_per_sec"] if nb else 0
+        ratio = hv / nv if nv else None
+        hrate = hb["rate"] if hb else 0
+        print(f"| immediate-read clients (`--read-round-us 0`), 1,000 clients, 100 B: highest clean rate (issue 15) | ≥ 600 msg/s and ≥ 4× Nchan "
+              f"| {f(hb['rate'] if hb else None)} msg/s = {f(hv)} deliveries/s | {f(nb['rate'] if nb else None)} msg/s = {f(nv) if n else '–'} deliveries/s "
+              f"| {verdict(hb is not None and hb['rate'] >= 600 and ratio is not None and ratio >= 4, f'{f(hrate)} msg/s, {f(ratio, 1)}× Nchan')} |")
+    h, n = load("herald-latency-1k-600-immediate"), load("nchan-latency-1k-600-immediate")
+    if h:
+        p99, lost = h["latency_ms"]["p99"], h["lost"]
+        w = h.get("server_writes") or {}
+        print(f"| immediate-read, 1,000 clients × 600 msg/s (past the clean rate: bends, not collapses) | p99 ≤ 150 ms "
+              f"| p50 {f(h['latency_ms']['p50'], 1)}, p99 {f(p99, 1)} ms; {correctness(h)}; {f(w.get('writes_per_sec'))} writes/s, "
+              f"{f(w.get('messages_per_write'), 1)} msgs/write, window {f(w.get('window_ms'))} ms "
+              f"| {'p50 ' + f(n['latency_ms']['p50'], 1) + ', p99 ' + f(n['latency_ms']['p99'], 1) + ' ms; ' + correctness(n) if n else '–'} "
+              f"| {verdict(p99 <= 150 and h['lost'] == 0, f'p99 {f(p99, 1)} ms, lost {lost}')} |")
     s = load("herald-sequencer")
     if s:
         r = s["sequenced_per_sec"]
@@ -88,11 +106,17 @@ def targets():
 
 targets()
 print()
+def writes(x):
+    w = x.get("server_writes")
+    return f", {f(w['writes_per_sec'])} writes/s × {f(w['messages_per_write'], 1)}, window {f(w['window_ms'])} ms" if w else ""
+
+
 for who in ("herald", "nchan"):
-    t = load(who + "-throughput")
-    if t:
-        steps = ", ".join(f"{f(x['rate'])}→{f(x['deliveries_per_sec'])}/s p99 {f(x['p99_ms'], 1)} ms{'' if x['clean'] else ' ✗'}" for x in t["steps"])
-        print(f"- {who} throughput steps (msg/s → deliveries/s): {steps}")
+    for key, label in (("throughput", "throughput steps"), ("throughput-immediate", "immediate-read throughput steps")):
+        t = load(f"{who}-{key}")
+        if t:
+            steps = ", ".join(f"{f(x['rate'])}→{f(x['deliveries_per_sec'])}/s p99 {f(x['p99_ms'], 1)} ms{writes(x)}{'' if x['clean'] else ' ✗'}" for x in t["steps"])
+            print(f"- {who} {label} (msg/s → deliveries/s): {steps}")
 
 for name in ("cluster-1-node", "cluster-3-nodes"):
     c = load(name)

@@ -4,6 +4,8 @@ public struct StepResult: Sendable {
     public var p99Millis: Double
     public var lost: UInt64
     public var clean: Bool
+    /// From the server's /metrics (Herald with --metrics-url).
+    var server: ServerMetrics.Interval?
 }
 
 public struct TimelinePoint: Sendable {
@@ -29,6 +31,8 @@ public struct BenchResult: Sendable {
     public var timeline: [TimelinePoint] = []
     public var steps: [StepResult] = []
     public var serverCPUPercent: Double?
+    /// The server's writes over the measured publishing (Herald with --metrics-url).
+    var server: ServerMetrics.Interval?
     public var benchCPUPercent: Double?
     public var serverRSSBeforeKB: Int?
     public var serverRSSAfterKB: Int?

@@ -44,12 +44,13 @@ extension BenchResult {
             ("bench_cpu_percent", num(benchCPUPercent)),
             ("server_rss_kb", serverRSSAfterKB.map(String.init) ?? "null"),
             ("memory_per_connection_kb", num(memoryPerConnectionKB)),
+            ("server_writes", server?.json ?? "null"),
         ]
         if options.scenario == .throughput {
             f.append(("highest_clean_rate", num(bestCleanStep?.rate)))
             f.append(("highest_clean_deliveries_per_sec", num(bestCleanStep?.deliveriesPerSecond)))
             f.append(("steps", "[" + steps.map {
-                "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean)}"
+                "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean),\"server_writes\":\($0.server?.json ?? "null")}"
             }.joined(separator: ",") + "]"))
         }
         if options.scenario == .storm {
@@ -89,7 +90,7 @@ extension BenchResult {
         }
         if !steps.isEmpty {
             for s in steps {
-                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  \(s.clean ? "clean" : "NOT clean")")
+                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  \(s.clean ? "clean" : "NOT clean")\(s.server.map { "  " + $0.summary } ?? "")")
             }
             if let best = bestCleanStep {
                 lines.append("  highest clean   \(fmt(best.rate, 0)) msg/s = \(fmt(best.deliveriesPerSecond, 0)) deliveries/s (p99 ≤ \(fmt(options.p99BoundMillis, 0)) ms, 0 lost)")
@@ -114,6 +115,7 @@ extension BenchResult {
         if let m = memoryPerConnectionKB {
             lines.append("  memory          \(fmt(m, 2)) KB of server RSS per connection (\(serverRSSBeforeKB ?? 0) → \(serverRSSAfterKB ?? 0) KB)")
         }
+        if let s = server { lines.append("  server writes   \(s.summary)") }
         if let c = serverCPUPercent { lines.append("  server CPU      \(fmt(c, 0))% of one core") }
         if let c = benchCPUPercent { lines.append("  bench CPU       \(fmt(c, 0))% of one core") }
         return lines.joined(separator: "\n")

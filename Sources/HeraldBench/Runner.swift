@@ -16,6 +16,7 @@ public final class BenchRunner {
     private var started = monotonicMicros()
     private var deliveriesSeen: UInt64 = 0
     private var lastDeliveries: UInt64 = 0
+    private let serverMetrics: ServerMetrics?
 
     public init(options: BenchOptions) {
         self.options = options
@@ -33,6 +34,15 @@ public final class BenchRunner {
                       engine: options.engine, readRoundMicros: options.readRoundMicros)
         publisher = LoadPublisher(route: options.route, channels: channels, size: options.size)
         result = BenchResult(options: options)
+        serverMetrics = options.scenario == .sequencer ? nil : options.metricsURL.flatMap(ServerMetrics.init(url:))
+    }
+
+    /// Runs `body` and returns what the server wrote meanwhile (nil without --metrics-url).
+    private func measuringServer(_ body: () throws -> Void) throws -> ServerMetrics.Interval? {
+        guard let serverMetrics else { try body(); return nil }
+        let a = try serverMetrics.read(), t0 = monotonicMicros()
+        try body()
+        return ServerMetrics.interval(a, try serverMetrics.read(), seconds: Double(monotonicMicros() - t0) / 1e6)
     }
 
     public func run() throws -> BenchResult {
@@ -118,8 +128,10 @@ public final class BenchRunner {
         fleet.publishStartedMicros = wallMicros()
         let t0 = monotonicMicros()
         let before = deliveriesSeen
-        try publisher.run(rate: rate, seconds: seconds, tick: { self.tick() })
-        waitCaughtUp(timeoutSeconds: 10)
+        result.server = try measuringServer {
+            try publisher.run(rate: rate, seconds: seconds, tick: { self.tick() })
+            waitCaughtUp(timeoutSeconds: 10)
+        }
         tick(force: true)
         result.deliveries += deliveriesSeen - before
         result.deliverySeconds += Double(monotonicMicros() - t0) / 1e6
@@ -134,10 +146,12 @@ public final class BenchRunner {
             let before = deliveriesSeen
             let closesBefore = snapshot().closes
             var stepLatency = Histogram()
-            try publisher.run(rate: rate, seconds: options.stepSeconds, tick: {
-                if let taken = self.tick() { stepLatency.merge(taken.window) }
-            })
-            waitCaughtUp(timeoutSeconds: 5)
+            let server = try measuringServer {
+                try publisher.run(rate: rate, seconds: options.stepSeconds, tick: {
+                    if let taken = self.tick() { stepLatency.merge(taken.window) }
+                })
+                waitCaughtUp(timeoutSeconds: 5)
+            }
             if let taken = tick(force: true) { stepLatency.merge(taken.window) }
             let seconds = Double(monotonicMicros() - t0) / 1e6
             let delivered = deliveriesSeen - before
@@ -147,11 +161,12 @@ public final class BenchRunner {
             let p99 = Double(stepLatency.value(atPercentile: 99)) / 1000
             let closed = snapshot().closes - closesBefore
             let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis
-            let step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean)
+            let step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean,
+                                  server: server)
             result.steps.append(step)
             result.deliveries += delivered
             result.deliverySeconds += seconds
-            progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "") → \(clean ? "clean" : "NOT clean")")
+            progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "")\(server.map { ", " + $0.summary } ?? "") → \(clean ? "clean" : "NOT clean")")
             if !clean { break }
             rate *= 1.5
         }

@@ -41,7 +41,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress lines.") var quiet = false
     @Option(help: "sequencer preset: messages to queue while the server is paused.") var count = 100_000
     @Option(help: "sequencer preset: how many drains of --count to measure; the result is their median.") var drains = 1
-    @Option(help: "sequencer preset: the server's metrics, http://host:port/metrics.") var metricsURL: String?
+    @Option(help: "Herald's metrics, http://host:port/metrics: the sequencer preset times its drain with them; the others report the server's writes per second, messages per write and coalescing window.") var metricsURL: String?
     @Option(help: "The generator's WebSocket client: epoll (Herald's own, reads each frame in one copy) or lws (libwebsockets 4.1's client on poll(), which parses payload a byte at a time).") var clientEngine = "epoll"
     @Option(help: "epoll engine: read in rounds at most every this many µs, so the clients' wake-ups do not tax the server's sends on a shared machine; adds at most this to a latency. 0: wake for every ready socket.") var readRoundUs = 500
 

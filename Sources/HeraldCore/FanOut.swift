@@ -84,7 +84,7 @@ public struct FanOut {
         case tally(Tally)
     }
 
-    public let settings: Settings
+    public private(set) var settings: Settings
     public private(set) var sessions: [ConnectionID: ClientSession] = [:]
     private var closing: Set<ConnectionID> = []
     private var rings: [String: ChannelRing] = [:]
@@ -100,6 +100,10 @@ public struct FanOut {
     private var reportedSeq: [String: UInt64] = [:]
 
     public init(settings: Settings) { self.settings = settings }
+
+    /// A new coalescing window (from `CoalesceWindow`): flushes already scheduled keep their
+    /// time, the next ones follow the new window.
+    public mutating func setCoalesce(micros: UInt64) { settings.coalesceMicros = micros }
 
     public func ring(_ channel: String) -> ChannelRing? { rings[channel] }
     public func subscribers(of channel: String) -> Set<ConnectionID> { subscribers[channel] ?? [] }

@@ -17,6 +17,13 @@ public func monotonicNanos() -> UInt64 {
 }
 
 public func monotonicMicros() -> UInt64 { monotonicNanos() / 1_000 }
+
+/// CPU time (user and system) the calling thread has used, in µs: how loaded a service thread is.
+public func threadCPUMicros() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1_000
+}
 public func monotonicMillis() -> UInt64 { monotonicNanos() / 1_000_000 }
 
 /// A random lowercase hex string (epochs, generated message ids).

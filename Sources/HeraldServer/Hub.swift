@@ -21,6 +21,8 @@ final class Hub: WebSocketServerDelegate {
     weak var server: WebSocketServer?
 
     private var fanOut: FanOut
+    private var window: CoalesceWindow
+    private var nextWindowCheck: UInt64 = 0
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, inbox: HubInbox,
@@ -40,6 +42,8 @@ final class Hub: WebSocketServerDelegate {
             maxRingCapacity: config.clientBacklog + max(config.historySize, 4 * config.batchSize),
             coalesceMicros: config.coalesceMicros,
             keepAliveMicros: UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000))
+        window = CoalesceWindow(rule: .init(floorMicros: config.coalesceMicros, ceilingMicros: config.coalesceMaxMicros))
+        metrics.coalesceWindowMicros.add(Int(config.coalesceMicros))
     }
 
     // MARK: Events in
@@ -81,6 +85,7 @@ final class Hub: WebSocketServerDelegate {
     }
 
     func wokenUp() {
+        adaptWindow()
         let events = inbox.mailbox.drain()
         if events.isEmpty { return }
         var round: [FanOut.Event] = []
@@ -99,7 +104,22 @@ final class Hub: WebSocketServerDelegate {
     }
 
     func timerFired() {
+        adaptWindow()
         handle(.timer)
+    }
+
+    /// The coalescing window follows this thread's CPU share (`CoalesceWindow`'s rule); the
+    /// thread's CPU clock is read only once per period.
+    private func adaptWindow() {
+        let wall = monotonicMicros()
+        guard wall >= nextWindowCheck, window.rule.ceilingMicros > window.rule.floorMicros else { return }
+        nextWindowCheck = wall + window.rule.periodMicros
+        let before = window.micros
+        if let micros = window.observe(wallMicros: wall, cpuMicros: threadCPUMicros()) {
+            fanOut.setCoalesce(micros: micros)
+            metrics.coalesceWindowMicros.add(Int(micros) - Int(before))
+        }
+        metrics.wsThreadBusyPermille.add(Int(window.busy * 1000) - metrics.wsThreadBusyPermille.current)
     }
 
     func httpRequest(_ request: HTTPRequest) {

@@ -29,13 +29,19 @@ def bench(*args, timeout=180):
 
 def test_latency_preset_against_herald_is_exact(herald, exchange):
     r = bench("latency", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 200, "--channels", 2,
-              "--rate", 100, "--duration", 3, "--server-pid", herald.proc.pid)
+              "--rate", 100, "--duration", 3, "--server-pid", herald.proc.pid,
+              "--metrics-url", f"http://127.0.0.1:{herald.port}/metrics")
     assert r["connected"] == 200 and r["connect_failures"] == 0
     assert r["published"] >= 250
     assert r["deliveries"] == r["published"] * 100, "each message reaches the 100 clients of its channel"
     assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
     assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
     assert r["server_cpu_percent"] is not None
+    # The server's own count of what it wrote meanwhile: the same deliveries, in fewer writes.
+    w = r["server_writes"]
+    assert w["deliveries"] == r["deliveries"], w
+    assert 0 < w["writes"] <= w["deliveries"] and w["messages_per_write"] == round(w["deliveries"] / w["writes"], 2)
+    assert 10.0 <= w["window_ms"] <= 50.0, "between --coalesce-ms and --coalesce-max-ms"
 
 
 def test_sequencer_preset_times_drains_of_stored_and_acked_messages(herald, exchange, redis_server):
