@@ -33,7 +33,7 @@ let package = Package(
         // One lws context and its service loop (libev's epoll or lws's poll), for server and clients.
         .target(name: "HeraldServiceLoop", dependencies: ["CWebSockets", "CLibev", "HeraldRuntime"]),
         // The WebSocket and HTTP server, and nothing else.
-        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "HeraldServiceLoop", "HeraldCore", "HeraldRuntime"]),
+        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CSocket", "HeraldServiceLoop", "HeraldCore", "HeraldRuntime"]),
         // The load generator's clients: an epoll WebSocket client, an lws client pool, an HTTP client.
         .target(name: "HeraldLoadClients", dependencies: ["CSocket", "CWebSockets", "HeraldServiceLoop", "HeraldRuntime"]),
         // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).

@@ -1,14 +1,19 @@
 #ifndef HERALD_CSOCKET_SHIM_H
 #define HERALD_CSOCKET_SHIM_H
-/* Sockets and epoll for the load generator's own clients (HeraldLoadClients): no library,
- * only the macros and packed structs Swift cannot import. */
+/* Sockets and epoll for the load generator's own clients (HeraldLoadClients) and the server's
+ * listening socket (HeraldWebSocket's Acceptor): no library, only the macros and packed
+ * structs Swift cannot import. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 
 /* epoll for EpollClientPool: struct epoll_event is packed,
  * so Swift gets plain arrays of keys and event masks instead. */
@@ -60,6 +65,57 @@ static inline int herald_tcp_connect(uint32_t ipv4_network_order, uint16_t port)
     }
     return fd;
 }
+
+/* A listening TCP socket on host:port; "0.0.0.0" (or "") listens on every address, IPv6 and
+ * IPv4 on one socket where the kernel has IPv6. Returns the fd, or -errno (-EADDRINUSE: taken;
+ * -EINVAL: host does not resolve). */
+static inline int herald_tcp_listen(const char *host, uint16_t port, int backlog) {
+    int any = host == NULL || host[0] == 0 || strcmp(host, "0.0.0.0") == 0;
+    struct addrinfo hints, *list = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    hints.ai_family = AF_UNSPEC;
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    const char *candidates[2] = { any ? "::" : host, any ? "0.0.0.0" : NULL };
+    int last = -EINVAL;
+    for (int c = 0; c < 2 && candidates[c]; c++) {
+        if (getaddrinfo(candidates[c], service, &hints, &list) != 0) continue;
+        for (struct addrinfo *a = list; a; a = a->ai_next) {
+            int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+            if (fd < 0) { last = -errno; continue; }
+            int one = 1, zero = 0;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (a->ai_family == AF_INET6 && any) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+            if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, backlog) == 0 &&
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0) {
+                freeaddrinfo(list);
+                return fd;
+            }
+            last = -errno;
+            close(fd);
+        }
+        freeaddrinfo(list);
+        list = NULL;
+    }
+    return last;
+}
+/* One accepted connection (close-on-exec; lws makes it non-blocking), or -errno (-EAGAIN: no
+ * more waiting; the listener is non-blocking). */
+static inline int herald_tcp_accept(int listener) {
+    int fd = accept(listener, NULL, NULL);
+    if (fd < 0) return -errno;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+/* 1: readable (or closed), 0: timed out, -errno: error. A negative fd only waits. */
+static inline int herald_wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
+    int n = poll(&p, 1, timeout_ms);
+    return n < 0 ? -errno : n;
+}
+static inline int herald_close(int fd) { return close(fd); }
 
 /* errno, read in one place per Swift module (HeraldLoadClients' OSError). */
 static inline int herald_errno(void) { return errno; }

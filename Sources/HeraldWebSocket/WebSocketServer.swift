@@ -38,7 +38,7 @@ public final class WebSocketServer: @unchecked Sendable {
 
     public let options: Options
     // Service-thread state.
-    private let loop: ServiceLoop
+    let loop: ServiceLoop
     private var context: OpaquePointer? { loop.context }
     weak var delegate: WebSocketServerDelegate?
     /// WebSocket endpoints besides `options.path` (see `addEndpoint`), by path.
@@ -47,6 +47,11 @@ public final class WebSocketServer: @unchecked Sendable {
     private var connections: [UInt64: WebSocketConnection] = [:]
     private var perAddress: [String: Int] = [:]
     private var awaitingRequest: Set<OpaquePointer> = []
+    /// Herald's listening socket and accept thread (see `Acceptor`), and the handshake
+    /// deadlines of the connections it handed over, which lws does not time out itself.
+    var acceptor: Acceptor?
+    var acceptThread: OSThread?
+    var handshakes = DeadlineQueue<OpaquePointer>()
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     var httpRequests: [OpaquePointer: HTTPRequest] = [:]
     private var scratch: [UInt8] = []
@@ -105,13 +110,11 @@ public final class WebSocketServer: @unchecked Sendable {
         table[0].rx_buffer_size = 0
         protocols = table
 
+        let acceptor = try Acceptor(host: options.host, port: options.port)
+        self.acceptor = acceptor
         var info = lws_context_creation_info()
-        info.port = options.port
-        if options.host != "0.0.0.0" && !options.host.isEmpty {
-            let iface = strdup(options.host)!
-            cStrings.append(iface)
-            info.iface = UnsafePointer(iface)
-        }
+        // lws does not listen: the acceptor does, and the service thread adopts its sockets.
+        info.port = CONTEXT_PORT_NO_LISTEN_SERVER
         info.protocols = UnsafePointer(table)
         info.gid = -1
         info.uid = -1
@@ -120,8 +123,9 @@ public final class WebSocketServer: @unchecked Sendable {
         // No fd_limit_per_thread: below the process's descriptor limit, lws 4.1 then finds the
         // connection for a ready socket by scanning its whole table (wsi_from_fd), 33% of the
         // bench's CPU at 10,000 clients. Sized by `ulimit -n`, the lookup is an index.
+        // lws's own handshake timeouts are taken off adopted sockets (`adoptAccepted`); these
+        // still bound a keep-alive HTTP connection's next request.
         info.timeout_secs = UInt32(max(1, options.handshakeTimeoutSeconds))
-        // A connection that sent part of its request holds a header table: drop it as soon.
         info.timeout_secs_ah_idle = UInt32(max(1, options.handshakeTimeoutSeconds))
         if options.pingIntervalSeconds > 0 {
             // lws pings a connection quiet for `ping` seconds and hangs up at `hangup`.
@@ -138,16 +142,24 @@ public final class WebSocketServer: @unchecked Sendable {
         loop.configure(&info)
         guard let ctx = lws_create_context(&info) else {
             loop.creationFailed()
-            throw WebSocketError("cannot listen on \(options.host):\(options.port) (is the port in use?)")
+            acceptor.close()
+            self.acceptor = nil
+            throw WebSocketError("cannot start libwebsockets for \(options.host):\(options.port)")
         }
         loop.started(ctx)
+        startAccepting()
     }
 
     /// Services the loop until `requestStop()`; then closes every client with 1001.
     public func run() {
         loop.run(windDown: {
+            stopAccepting()
             for connection in connections.values { connection.close(code: 1001, reason: "server shutting down") }
         }, isDone: { connections.isEmpty })
+        acceptThread?.join()
+        acceptThread = nil
+        acceptor?.close()
+        acceptor = nil
     }
 
     /// Wakes the service thread; the handler's `wokenUp()` runs there. Any thread.
@@ -198,13 +210,16 @@ public final class WebSocketServer: @unchecked Sendable {
             if let wsi { awaitingRequest.insert(wsi) }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
-            if let wsi { awaitingRequest.remove(wsi) }
+            if let wsi { awaitingRequest.remove(wsi); handshakeDone(wsi) }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_WSI_DESTROY:
+            if let wsi { handshakeDone(wsi) }
             if let wsi, awaitingRequest.remove(wsi) != nil { delegate?.webSocketIncompleteHandshake() }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
 
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            adoptAccepted()
+            expireHandshakes()
             delegate?.wokenUp()
             return 0
 
@@ -212,6 +227,7 @@ public final class WebSocketServer: @unchecked Sendable {
             // Only the WebSocket path may upgrade. (Never handle HTTP_CONFIRM_UPGRADE: CVE-2025-11677.)
             guard let wsi else { return 1 }
             awaitingRequest.remove(wsi)
+            handshakeDone(wsi)
             let path = LWSRequest.header(wsi, WSI_TOKEN_GET_URI) ?? ""
             if endpoint(path) == nil {
                 return refuseUpgrade(wsi, status: 404, code: "not_found", message: "WebSocket upgrades go to \(options.path)")
