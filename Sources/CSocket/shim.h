@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <netdb.h>
 #include <poll.h>
 
@@ -101,12 +102,15 @@ static inline int herald_tcp_listen(const char *host, uint16_t port, int backlog
     }
     return last;
 }
-/* One accepted connection (close-on-exec; lws makes it non-blocking), or -errno (-EAGAIN: no
- * more waiting; the listener is non-blocking). */
+/* One accepted connection, or -errno (-EAGAIN: no more waiting; the listener is non-blocking).
+ * Set up as lws's own accept path does (lws_adopt_socket does not): close-on-exec and Nagle off,
+ * or small writes wait for the peer's delayed ACK; lws makes it non-blocking. */
 static inline int herald_tcp_accept(int listener) {
     int fd = accept(listener, NULL, NULL);
     if (fd < 0) return -errno;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
 }
 /* 1: readable (or closed), 0: timed out, -errno: error. A negative fd only waits. */

@@ -49,7 +49,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
     @Option(help: ArgumentHelp("Test only: a WebSocket path that echoes every message, for protocol conformance runs. Never set it in production.", visibility: .hidden)) var testEchoPath: String?
     @Option(help: "A busy channel's clients get at most one write per window, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. This is the window while the WebSocket thread has CPU to spare (0: write at once). (HERALD_COALESCE_MS)") var coalesceMs = 10.0
-    @Option(help: "The widest the window grows when the WebSocket thread nears a full core: it doubles each 100 ms above 75 % of a core and halves below 45 %, so writes get bigger instead of piling up. Equal to --coalesce-ms: a fixed window. (HERALD_COALESCE_MAX_MS)") var coalesceMaxMs = 50.0
+    @Option(help: "The widest the window may grow when the WebSocket thread nears a full core: it doubles each 100 ms above 90 % of a core and halves below 60 %, so writes get bigger instead of piling up. Default: --coalesce-ms, a fixed window (see BENCHMARKS.md for when widening pays). (HERALD_COALESCE_MAX_MS)") var coalesceMaxMs: Double?
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
     @Option(help: "How the WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
 
@@ -116,7 +116,7 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.queueType = queueType
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
-        config.coalesceMaxMicros = max(config.coalesceMicros, UInt64(max(0, coalesceMaxMs) * 1000))
+        config.coalesceMaxMicros = max(config.coalesceMicros, UInt64(max(0, coalesceMaxMs ?? coalesceMs) * 1000))
         config.eventLoop = eventLoop
         config.tokenSecret = tokenSecret
         config.testEchoPath = testEchoPath

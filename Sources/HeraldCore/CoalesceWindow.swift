@@ -6,7 +6,8 @@
 /// the number of writes (the kernel's send path and waking the reader), so the window is what
 /// turns load into bigger writes instead of more of them.
 ///
-/// The rule, applied once per `period` of the thread's own CPU time over wall time (`busy`):
+/// The rule, applied once per `period` of the thread's own CPU time over wall time (`busy`;
+/// `high` 0.9 and `low` 0.6 by default):
 /// - `busy` at or above `high`: the window doubles (from `floor`, or 1 ms if the floor is 0),
 ///   up to `ceiling`. Each doubling halves the writes a busy channel asks for.
 /// - `busy` at or below `low`: the window halves, down to `floor`; a quiet stretch of several
@@ -24,7 +25,7 @@ public struct CoalesceWindow: Sendable {
         public var low: Double
 
         public init(floorMicros: UInt64, ceilingMicros: UInt64, periodMicros: UInt64 = 100_000,
-                    high: Double = 0.75, low: Double = 0.45) {
+                    high: Double = 0.9, low: Double = 0.6) {
             precondition(ceilingMicros >= floorMicros && periodMicros > 0 && low < high)
             self.floorMicros = floorMicros
             self.ceilingMicros = ceilingMicros

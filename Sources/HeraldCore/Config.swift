@@ -49,9 +49,10 @@ public struct HeraldConfig: Sendable {
     public var queueType = "classic"
     /// A busy channel's subscribers write at most this often (µs); a quiet channel's at once.
     /// The coalescing window's floor and ceiling (`CoalesceWindow`): it widens between them as
-    /// the WebSocket thread's load rises.
+    /// the WebSocket thread's load rises. Equal by default (a fixed window): on the 2-core
+    /// machine of BENCHMARKS.md widening cost more latency than the writes it saved.
     public var coalesceMicros: UInt64 = 10_000
-    public var coalesceMaxMicros: UInt64 = 50_000
+    public var coalesceMaxMicros: UInt64 = 10_000
     /// The WebSocket thread's event loop: "epoll" (libev) or "poll" (lws's own).
     public var eventLoop = "epoll"
     /// HS256 secret for connection tokens; nil: no tokens, every channel is readable.
