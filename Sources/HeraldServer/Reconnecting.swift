@@ -33,6 +33,9 @@ final class Reconnecting<Connection: AnyObject> {
     /// True when a connection that still works is to the wrong node (the Redis master moved):
     /// it is closed and a new one made at once, without backoff.
     var isStale: ((Connection) -> Bool)?
+    /// True when the next attempt should not wait out the backoff: the dependency has moved
+    /// since the last attempt failed (the sentinels named a new master).
+    var retryNow: (() -> Bool)?
 
     /// - Parameters:
     ///   - open: connects and sets the connection up; throws when the dependency is unreachable.
@@ -61,10 +64,14 @@ final class Reconnecting<Connection: AnyObject> {
             logger.warning("\(name): its node is no longer the one to use; reconnecting",
                            metadata: describe.map { ["node": "\($0(current))"] } ?? [:])
         }
-        let now = monotonicMillis()
-        if now < nextAttempt {
+        var now = monotonicMillis()
+        if now < nextAttempt && retryNow?() != true {
             guard wait else { return nil }
-            stop.sleep(millis: Int(nextAttempt - now))
+            // In slices, so that a move of the dependency ends the wait at once.
+            while now < nextAttempt && !stop.isSet && retryNow?() != true {
+                stop.sleep(millis: Int(min(nextAttempt - now, 100)))
+                now = monotonicMillis()
+            }
             if stop.isSet { return nil }
         }
         do {
@@ -126,6 +133,8 @@ extension Worker {
         if redisSentinel != nil {
             link.describe = { "\($0.endpoint.host):\($0.endpoint.port)" }
             link.isStale = { [health] _ in health.redisMasterGeneration.load(ordering: .acquiring) != generation }
+            // A master that could not be reached is not waited for once the sentinels name another.
+            link.retryNow = { [health] in health.redisMasterGeneration.load(ordering: .acquiring) != generation }
         }
         return link
     }
