@@ -108,11 +108,12 @@ final class Hub: WebSocketServerDelegate {
         handle(.timer)
     }
 
-    /// The coalescing window follows this thread's CPU share (`CoalesceWindow`'s rule); the
-    /// thread's CPU clock is read only once per period.
+    /// The coalescing window follows this thread's CPU share (`CoalesceWindow`'s rule; with a
+    /// fixed window only the share is measured, for `/metrics`); the thread's CPU clock is read
+    /// only once per period.
     private func adaptWindow() {
         let wall = monotonicMicros()
-        guard wall >= nextWindowCheck, window.rule.ceilingMicros > window.rule.floorMicros else { return }
+        guard wall >= nextWindowCheck else { return }
         nextWindowCheck = wall + window.rule.periodMicros
         let before = window.micros
         if let micros = window.observe(wallMicros: wall, cpuMicros: threadCPUMicros()) {
