@@ -14,15 +14,25 @@ struct ServerMetrics {
         path = String(url.dropFirst("http://".count).drop { $0 != "/" })
     }
 
-    /// Every unlabelled `herald_…` sample.
+    /// Every `herald_…` sample, by its name with its labels (`herald_x{thread="0"}`).
     func read() throws -> [String: Double] {
-        let body = String(decoding: try http.get(path: path).body, as: UTF8.self)
+        Self.parse(String(decoding: try http.get(path: path).body, as: UTF8.self))
+    }
+
+    static func parse(_ body: String) -> [String: Double] {
         var samples: [String: Double] = [:]
-        for line in body.split(separator: "\n") where line.hasPrefix("herald_") && !line.contains("{") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let v = Double(parts[1]) { samples[String(parts[0])] = v }
+        for line in body.split(separator: "\n") where line.hasPrefix("herald_") {
+            guard let space = line.lastIndex(of: " "), let v = Double(line[line.index(after: space)...]) else { continue }
+            samples[String(line[..<space])] = v
         }
         return samples
+    }
+
+    /// The samples of one per-thread gauge, in thread order.
+    static func perThread(_ samples: [String: Double], _ name: String) -> [Double] {
+        var values: [Double] = []
+        while let v = samples["\(name){thread=\"\(values.count)\"}"] { values.append(v) }
+        return values
     }
 
     /// A stretch between two reads.
@@ -30,25 +40,28 @@ struct ServerMetrics {
         var writes: Double
         var deliveries: Double
         var seconds: Double
-        /// The coalescing window at the end of the stretch, ms.
+        /// The widest coalescing window of any WebSocket thread at the end of the stretch, ms.
         var windowMillis: Double?
-        /// The WebSocket thread's CPU share at the end of the stretch.
-        var busy: Double?
+        /// Each WebSocket thread's CPU share at the end of the stretch.
+        var threadsBusy: [Double]
+        /// The busiest thread's share.
+        var busy: Double? { threadsBusy.max() }
         var writesPerSecond: Double { seconds > 0 ? writes / seconds : 0 }
         var messagesPerWrite: Double { writes > 0 ? deliveries / writes : 0 }
         var summary: String {
             "server \(fmt(writesPerSecond, 0)) writes/s, \(fmt(messagesPerWrite, 1)) messages/write" +
-                (windowMillis.map { ", window \(fmt($0, 0)) ms" } ?? "") + (busy.map { ", thread \(fmt($0 * 100, 0))% busy" } ?? "")
+                (windowMillis.map { ", window \(fmt($0, 0)) ms" } ?? "") + (threadsBusy.isEmpty ? "" : ", " + (threadsBusy.count == 1 ? "thread" : "threads") + " "
+                    + threadsBusy.map { "\(fmt($0 * 100, 0))%" }.joined(separator: " + ") + " busy")
         }
         var json: String {
-            "{\"writes\":\(Int(writes)),\"deliveries\":\(Int(deliveries)),\"writes_per_sec\":\(fmt(writesPerSecond, 1)),\"messages_per_write\":\(fmt(messagesPerWrite, 2)),\"window_ms\":\(windowMillis.map { fmt($0, 1) } ?? "null"),\"ws_thread_busy\":\(busy.map { fmt($0, 3) } ?? "null")}"
+            "{\"writes\":\(Int(writes)),\"deliveries\":\(Int(deliveries)),\"writes_per_sec\":\(fmt(writesPerSecond, 1)),\"messages_per_write\":\(fmt(messagesPerWrite, 2)),\"window_ms\":\(windowMillis.map { fmt($0, 1) } ?? "null"),\"ws_thread_busy\":\(busy.map { fmt($0, 3) } ?? "null"),\"ws_threads_busy\":[\(threadsBusy.map { fmt($0, 3) }.joined(separator: ","))]}"
         }
     }
 
     static func interval(_ a: [String: Double], _ b: [String: Double], seconds: Double) -> Interval {
         func delta(_ name: String) -> Double { (b[name] ?? 0) - (a[name] ?? 0) }
         return Interval(writes: delta("herald_writes_total"), deliveries: delta("herald_deliveries_total"), seconds: seconds,
-                        windowMillis: b["herald_ws_coalesce_window_seconds"].map { $0 * 1000 },
-                        busy: b["herald_ws_thread_busy_ratio"])
+                        windowMillis: perThread(b, "herald_ws_coalesce_window_seconds").max().map { $0 * 1000 },
+                        threadsBusy: perThread(b, "herald_ws_thread_busy_ratio"))
     }
 }

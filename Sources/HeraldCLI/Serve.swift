@@ -51,7 +51,11 @@ struct Serve: ParsableCommand {
     @Option(help: "A busy channel's clients get at most one write per window, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. This is the window while the WebSocket thread has CPU to spare (0: write at once). (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "The widest the window may grow when the WebSocket thread nears a full core: it doubles each 100 ms above 90 % of a core and halves below 60 %, so writes get bigger instead of piling up. Default: --coalesce-ms, a fixed window (see BENCHMARKS.md for when widening pays). (HERALD_COALESCE_MAX_MS)") var coalesceMaxMs: Double?
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
-    @Option(help: "How the WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
+    @Option(help: "WebSocket service threads, each with its own connections (handed out round-robin by one accept thread) and its own copy of every channel it serves. Default: the number of cores, at most \(Self.maxDefaultWSThreads). (HERALD_WS_THREADS)") var wsThreads: Int?
+    @Option(help: "How each WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
+
+    static let maxWSThreads = 64
+    static let maxDefaultWSThreads = 8
 
     func validate() throws {
         guard historySize >= 1 else { throw ValidationError("--history-size must be at least 1") }
@@ -74,6 +78,7 @@ struct Serve: ParsableCommand {
         guard ChannelName.isValid(defaultChannel) else { throw ValidationError("--default-channel is not a valid channel name") }
         guard !exchange.isEmpty else { throw ValidationError("--exchange must not be empty") }
         guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
+        guard (1...Self.maxWSThreads).contains(wsThreads ?? 1) else { throw ValidationError("--ws-threads must be 1 to \(Self.maxWSThreads)") }
         guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
         for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
@@ -118,6 +123,7 @@ struct Serve: ParsableCommand {
         config.coalesceMicros = UInt64(max(0, coalesceMs) * 1000)
         config.coalesceMaxMicros = max(config.coalesceMicros, UInt64(max(0, coalesceMaxMs ?? coalesceMs) * 1000))
         config.eventLoop = eventLoop
+        config.wsThreads = wsThreads ?? min(Self.maxDefaultWSThreads, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         config.tokenSecret = tokenSecret
         config.testEchoPath = testEchoPath
         config.maxSubscriptionsPerConnection = maxSubscriptions

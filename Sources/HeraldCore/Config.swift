@@ -55,6 +55,8 @@ public struct HeraldConfig: Sendable {
     public var coalesceMaxMicros: UInt64 = 10_000
     /// The WebSocket thread's event loop: "epoll" (libev) or "poll" (lws's own).
     public var eventLoop = "epoll"
+    /// WebSocket service threads (`--ws-threads`).
+    public var wsThreads = 1
     /// HS256 secret for connection tokens; nil: no tokens, every channel is readable.
     public var tokenSecret: String?
     /// Channel patterns readable without a token; nil: all without a secret, none with one.

@@ -17,16 +17,19 @@ final class HTTPRoutes {
     let verifier: TokenVerifier?
     let reader: HistoryReader
     let publisher: Publisher
+    /// This service thread's index: workers answer here.
+    let hub: Int
     private var waiting: [UInt64: HTTPRequest] = [:]
     private var nextToken: UInt64 = 1
 
-    init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher) {
+    init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher, hub: Int) {
         self.config = config
         self.metrics = metrics
         self.health = health
         self.verifier = verifier
         self.reader = reader
         self.publisher = publisher
+        self.hub = hub
     }
 
     func handle(_ request: HTTPRequest) {
@@ -126,7 +129,7 @@ final class HTTPRoutes {
             }
         }
         let id = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
-        publisher.requests.post(Publisher.Request(token: wait(request), channel: channel, id: id, body: request.body, contentType: contentType))
+        publisher.requests.post(Publisher.Request(hub: hub, token: wait(request), channel: channel, id: id, body: request.body, contentType: contentType))
     }
 
     private func history(_ request: HTTPRequest, channel: String) {
@@ -146,7 +149,7 @@ final class HTTPRoutes {
                 limit = min(l, config.historySize)
             }
         }
-        reader.requests.post(.http(channel: channel, token: wait(request), since: since, limit: limit))
+        reader.requests.post(.http(channel: channel, token: wait(request), since: since, limit: limit, hub: hub))
     }
 
     /// Parks a request until its worker answers; the token names it in the answer.

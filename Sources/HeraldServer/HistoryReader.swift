@@ -10,9 +10,10 @@ import Logging
 /// - Important: owns Redis connection 2; runs on its own thread (`herald-history`), which is the
 ///   only one that touches its state (hence `@unchecked Sendable`).
 final class HistoryReader: Worker, @unchecked Sendable {
+    /// `hub`: the service thread that asked, which gets the answer.
     enum Request: Sendable {
-        case subscribe(channel: String, request: UInt64)
-        case http(channel: String, token: UInt64, since: UInt64, limit: Int)
+        case subscribe(channel: String, request: UInt64, hub: Int)
+        case http(channel: String, token: UInt64, since: UInt64, limit: Int, hub: Int)
         /// Subscribed channels that have had no message here: extend their empty-channel TTL.
         case keepEmptyAlive(channels: [String])
     }
@@ -57,14 +58,15 @@ final class HistoryReader: Worker, @unchecked Sendable {
     /// get 503 and subscribers wait for the next connection.
     private func serve(_ waiting: inout [Request], on redis: RedisConnection) {
         var channels: [String] = []
-        var subscribers: [String: [UInt64]] = [:]
+        // Per channel, the waiting subscribe requests of each service thread.
+        var subscribers: [String: [Int: [UInt64]]] = [:]
         for r in waiting {
             switch r {
-            case let .subscribe(channel, request):
+            case let .subscribe(channel, request, hub):
                 if subscribers[channel] == nil { channels.append(channel) }
-                subscribers[channel, default: []].append(request)
-            case let .http(channel, _, _, _):
-                if subscribers[channel] == nil { channels.append(channel); subscribers[channel] = [] }
+                subscribers[channel, default: [:]][hub, default: []].append(request)
+            case let .http(channel, _, _, _, _):
+                if subscribers[channel] == nil { channels.append(channel); subscribers[channel] = [:] }
             case .keepEmptyAlive:
                 break
             }
@@ -72,18 +74,20 @@ final class HistoryReader: Worker, @unchecked Sendable {
         do {
             let snapshots = try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
             for r in waiting {
-                if case let .http(channel, token, since, limit) = r {
-                    inbox.post(.httpHistory(token: token, result: .success(snapshots[channel]!), since: since, limit: limit))
+                if case let .http(channel, token, since, limit, hub) = r {
+                    hubs.post(to: hub, .httpHistory(token: token, result: .success(snapshots[channel]!), since: since, limit: limit))
                 }
             }
-            for channel in channels where !(subscribers[channel]!.isEmpty) {
-                inbox.post(.history(channel: channel, requests: subscribers[channel]!, snapshot: snapshots[channel]!))
+            for channel in channels {
+                for (hub, requests) in subscribers[channel]!.sorted(by: { $0.key < $1.key }) {
+                    hubs.post(to: hub, .history(channel: channel, requests: requests, snapshot: snapshots[channel]!))
+                }
             }
             waiting = []
         } catch {
             for r in waiting {
-                if case let .http(_, token, since, limit) = r {
-                    inbox.post(.httpHistory(token: token, result: .failure(error), since: since, limit: limit))
+                if case let .http(_, token, since, limit, hub) = r {
+                    hubs.post(to: hub, .httpHistory(token: token, result: .failure(error), since: since, limit: limit))
                 }
             }
             waiting = waiting.filter { if case .subscribe = $0 { return true } else { return false } }

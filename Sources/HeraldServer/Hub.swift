@@ -4,8 +4,10 @@ import HeraldCrypto
 import HeraldWebSocket
 import Logging
 
-/// The WebSocket service thread's glue: it feeds socket callbacks and other threads' events to
-/// the `FanOut` state machine and carries out the actions it returns. Every decision (auth,
+/// One WebSocket service thread's glue: it feeds socket callbacks and other threads' events to
+/// its `FanOut` state machine and carries out the actions it returns. A node has one hub per
+/// `--ws-threads`, each with its own connections, rings and coalescing window; every hub gets
+/// every live message. Every decision (auth,
 /// limits, rings, coalescing, expiry) is made in `FanOut` and `ClientSession`; HTTP goes to
 /// `HTTPRoutes`.
 ///
@@ -15,6 +17,9 @@ final class Hub: WebSocketServerDelegate {
     let metrics: Metrics
     let logger: Logger
     let inbox: HubInbox
+    /// This thread's index: the workers answer its requests in its inbox.
+    let index: Int
+    let gauges: Metrics.ThreadGauges
     let reader: HistoryReader
     let routes: HTTPRoutes
     /// Set by the node before the service thread starts; used for the timer.
@@ -25,15 +30,17 @@ final class Hub: WebSocketServerDelegate {
     private var nextWindowCheck: UInt64 = 0
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
-    init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, inbox: HubInbox,
+    init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
          reader: HistoryReader, publisher: Publisher) {
         self.config = config
         self.metrics = metrics
         self.logger = logger
+        self.index = index
         self.inbox = inbox
+        gauges = metrics.wsThreads[index]
         self.reader = reader
         let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
-        routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher)
+        routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
         fanOut = FanOut(settings: FanOut.Settings(
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
                                           opsPerSecond: config.maxClientOpsPerSecond, opsBurst: config.clientOpsBurst,
@@ -43,7 +50,7 @@ final class Hub: WebSocketServerDelegate {
             coalesceMicros: config.coalesceMicros,
             keepAliveMicros: UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000))
         window = CoalesceWindow(rule: .init(floorMicros: config.coalesceMicros, ceilingMicros: config.coalesceMaxMicros))
-        metrics.coalesceWindowMicros.add(Int(config.coalesceMicros))
+        gauges.coalesceWindowMicros.add(Int(config.coalesceMicros))
     }
 
     // MARK: Events in
@@ -51,6 +58,7 @@ final class Hub: WebSocketServerDelegate {
     func webSocketOpened(_ connection: WebSocketConnection, query: [(String, String)]) {
         metrics.connections.add()
         metrics.connectionsTotal.add()
+        gauges.connections.add()
         connections[connection.id] = connection
         handle(.opened(connection.id, query: query))
     }
@@ -80,6 +88,7 @@ final class Hub: WebSocketServerDelegate {
 
     func webSocketClosed(_ connection: WebSocketConnection) {
         metrics.connections.add(-1)
+        gauges.connections.add(-1)
         connections[connection.id] = nil
         handle(.closed(connection.id))
     }
@@ -118,9 +127,9 @@ final class Hub: WebSocketServerDelegate {
         let before = window.micros
         if let micros = window.observe(wallMicros: wall, cpuMicros: threadCPUMicros()) {
             fanOut.setCoalesce(micros: micros)
-            metrics.coalesceWindowMicros.add(Int(micros) - Int(before))
+            gauges.coalesceWindowMicros.add(Int(micros) - Int(before))
         }
-        metrics.wsThreadBusyPermille.add(Int(window.busy * 1000) - metrics.wsThreadBusyPermille.current)
+        gauges.busyPermille.add(Int(window.busy * 1000) - gauges.busyPermille.current)
     }
 
     func httpRequest(_ request: HTTPRequest) {
@@ -183,7 +192,7 @@ final class Hub: WebSocketServerDelegate {
                                                                      "reason": "\(label)", "detail": "\(reason)"])
                 connection.close(code: code, reason: reason, graceSeconds: Int32(grace))
             case let .readHistory(channel, request):
-                reader.requests.post(.subscribe(channel: channel, request: request))
+                reader.requests.post(.subscribe(channel: channel, request: request, hub: index))
             case let .keepEmptyAlive(channels):
                 reader.requests.post(.keepEmptyAlive(channels: channels))
             case let .schedule(due):

@@ -4,7 +4,7 @@ import HeraldCore
 import HeraldRedis
 import Logging
 
-/// What other threads send to the WebSocket service thread.
+/// What other threads send to a WebSocket service thread.
 enum HubEvent: Sendable {
     /// Sequenced messages from the live queue, in order, gaps already repaired.
     case live([SequencedMessage])
@@ -32,7 +32,8 @@ class Worker {
     let redisEndpoint: RedisEndpoint
     /// Set with `--redis-sentinel`: the master is whichever the sentinels name.
     let redisSentinel: RedisSentinelConfig?
-    let inbox: HubInbox
+    /// Every WebSocket service thread's inbox.
+    let hubs: HubInboxes
     let health: Health
     let metrics: Metrics
     let logger: Logger
@@ -40,13 +41,13 @@ class Worker {
     /// The newest seq of each channel this node has seen handed out.
     let watermarks: Watermarks
 
-    required init(config: HeraldConfig, amqp: [AMQPEndpoint], redis: RedisEndpoint, sentinel: RedisSentinelConfig?, inbox: HubInbox, health: Health,
+    required init(config: HeraldConfig, amqp: [AMQPEndpoint], redis: RedisEndpoint, sentinel: RedisSentinelConfig?, hubs: HubInboxes, health: Health,
                   metrics: Metrics, logger: Logger, stop: StopFlag, watermarks: Watermarks) {
         self.config = config
         self.amqpEndpoints = amqp
         self.redisEndpoint = redis
         self.redisSentinel = sentinel
-        self.inbox = inbox
+        self.hubs = hubs
         self.health = health
         self.metrics = metrics
         self.logger = logger
@@ -55,7 +56,7 @@ class Worker {
     }
 }
 
-/// Hands events to the service thread and wakes it.
+/// Hands events to one service thread and wakes it.
 final class HubInbox: Sendable {
     let mailbox = Mailbox<HubEvent>()
     let wake: @Sendable () -> Void
@@ -63,5 +64,18 @@ final class HubInbox: Sendable {
     func post(_ event: HubEvent) {
         mailbox.post(event)
         wake()
+    }
+}
+
+/// The inboxes of the node's WebSocket service threads (`--ws-threads`): messages and broken
+/// channels go to every thread, answers only to the thread that asked (its index).
+final class HubInboxes: Sendable {
+    let all: [HubInbox]
+    init(_ all: [HubInbox]) { self.all = all }
+    func broadcast(_ event: HubEvent) {
+        for inbox in all { inbox.post(event) }
+    }
+    func post(to hub: Int, _ event: HubEvent) {
+        all[hub].post(event)
     }
 }

@@ -59,7 +59,7 @@ final class LiveConsumer: Worker, @unchecked Sendable {
     /// Hands accepted messages to the hub, after noting how far each channel got.
     private func deliver(_ messages: [SequencedMessage]) {
         watermarks.record(messages)
-        inbox.post(.live(messages))
+        hubs.broadcast(.live(messages))
     }
 
     private func accept(_ m: SequencedMessage, into out: inout [SequencedMessage]) {
@@ -88,7 +88,7 @@ final class LiveConsumer: Worker, @unchecked Sendable {
         metrics.liveGapsUnrepaired.add()
         logger.error("live gap could not be repaired; subscribers will resume", metadata: ["channel": "\(channel)", "missing": "\(wanted)"])
         if !out.isEmpty { deliver(out); out = [] }
-        inbox.post(.broken(channel: channel))
+        hubs.broadcast(.broken(channel: channel))
     }
 
     /// After a reconnect: anything sequenced while this node's queue did not exist is read from Redis.
@@ -101,7 +101,7 @@ final class LiveConsumer: Worker, @unchecked Sendable {
             case .upToDate:
                 break
             case .broken:
-                inbox.post(.broken(channel: channel))
+                hubs.broadcast(.broken(channel: channel))
             case let .repair(after, before):
                 repair(channel: channel, epoch: snapshot.epoch, after: after, before: before, into: &out)
             }

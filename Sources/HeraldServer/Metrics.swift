@@ -21,9 +21,8 @@ public final class Metrics: Sendable {
     let epochResets = Counter()
     let deliveries = Counter()
     let writes = Counter()
-    /// The WebSocket thread's coalescing window (µs) and CPU share (per mille), from `CoalesceWindow`.
-    let coalesceWindowMicros = Counter()
-    let wsThreadBusyPermille = Counter()
+    /// Per WebSocket service thread (`--ws-threads`).
+    let wsThreads: [ThreadGauges]
     let replays = Counter()
     let replayedMessages = Counter()
     let deadLettered = Counter()
@@ -60,7 +59,17 @@ public final class Metrics: Sendable {
     let latencySumMillis = Counter()
     let latencyCount = Counter()
 
-    public init() {}
+    public init(wsThreads: Int = 1) {
+        self.wsThreads = (0..<max(1, wsThreads)).map { _ in ThreadGauges() }
+    }
+
+    /// One WebSocket service thread's own gauges.
+    final class ThreadGauges: Sendable {
+        /// Its coalescing window (µs) and CPU share (per mille), from `CoalesceWindow`.
+        let coalesceWindowMicros = Counter()
+        let busyPermille = Counter()
+        let connections = Counter()
+    }
 
     func countAuthFailure(_ reason: TokenError.Reason) {
         authFailures.add()
@@ -104,10 +113,16 @@ public final class Metrics: Sendable {
         line("redis_lost_writes_epoch_resets_total", "counter", "Channels started in a new epoch because Redis held fewer messages than had been handed out (it lost writes).", g(epochResets))
         line("deliveries_total", "counter", "Frames sent to WebSocket clients (history and live).", g(deliveries))
         line("writes_total", "counter", "WebSocket writes (one write may batch several frames).", g(writes))
-        out += "# HELP herald_ws_coalesce_window_seconds A busy channel's clients get at most one write per this window; it widens as the WebSocket thread nears a full core.\n"
-        out += "# TYPE herald_ws_coalesce_window_seconds gauge\nherald_ws_coalesce_window_seconds \(Double(g(coalesceWindowMicros)) / 1e6)\n"
-        out += "# HELP herald_ws_thread_busy_ratio CPU time of the WebSocket thread over wall time, last 100 ms measured.\n"
-        out += "# TYPE herald_ws_thread_busy_ratio gauge\nherald_ws_thread_busy_ratio \(Double(g(wsThreadBusyPermille)) / 1e3)\n"
+        line("ws_threads", "gauge", "WebSocket service threads (--ws-threads).", wsThreads.count)
+        func perThread(_ name: String, _ help: String, _ value: (ThreadGauges) -> String) {
+            out += "# HELP herald_\(name) \(help)\n# TYPE herald_\(name) gauge\n"
+            for (i, t) in wsThreads.enumerated() { out += "herald_\(name){thread=\"\(i)\"} \(value(t))\n" }
+        }
+        perThread("ws_coalesce_window_seconds", "A busy channel's clients get at most one write per this window; it widens as its WebSocket thread nears a full core.") {
+            "\(Double(g($0.coalesceWindowMicros)) / 1e6)"
+        }
+        perThread("ws_thread_busy_ratio", "CPU time of the WebSocket thread over wall time, last 100 ms measured.") { "\(Double(g($0.busyPermille)) / 1e3)" }
+        perThread("ws_thread_connections", "Open WebSocket connections served by the thread.") { "\(g($0.connections))" }
         line("replays_total", "counter", "Subscriptions answered with a history replay.", g(replays))
         line("replayed_messages_total", "counter", "Messages sent from history.", g(replayedMessages))
         line("dead_lettered_total", "counter", "Messages refused and sent to the dead-letter queue.", g(deadLettered))

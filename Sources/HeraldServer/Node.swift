@@ -19,19 +19,20 @@ public struct StartupError: Error, CustomStringConvertible {
 public final class Node {
     let config: HeraldConfig
     let logger: Logger
-    let metrics = Metrics()
+    let metrics: Metrics
     let health = Health()
 
     public init(config: HeraldConfig, logger: Logger) {
         self.config = config
         self.logger = logger
+        metrics = Metrics(wsThreads: config.wsThreads)
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down in order and returns.
     ///
     /// Shutdown: stop the sequencer (its in-flight batch is either acked after storing or left
     /// unacked for redelivery), the live consumer, the history reader and the publisher; only
-    /// then close every WebSocket client with 1001 and destroy the lws context.
+    /// then stop accepting, close every WebSocket client with 1001 and destroy the lws contexts.
     public func run() throws {
         var amqpEndpoints: [AMQPEndpoint] = []
         for url in config.amqpURLs { amqpEndpoints.append(try AMQPEndpoint(url: url)) }
@@ -56,51 +57,73 @@ public final class Node {
         options.port = config.port
         options.maxClientMessageBytes = config.maxClientFrameBytes
         options.maxRequestBodyBytes = config.maxMessageBytes
-        options.maxConnections = config.maxConnections
         options.allowedOrigins = config.allowedOrigins
-        options.maxConnectionsPerAddress = config.maxConnectionsPerAddress
         options.trustedProxies = config.trustedProxies
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
 
+        // One service loop, inbox and acceptor inlet per WebSocket thread.
+        let threadCount = max(1, config.wsThreads)
+        let eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
+        let loops = (0..<threadCount).map { _ in ServiceLoop(kind: eventLoop) }
+        let hubs = HubInboxes(loops.map { loop in HubInbox(wake: { loop.wakeUp() }) })
+        let acceptor: Acceptor
+        do {
+            acceptor = try Acceptor(host: config.host, port: config.port,
+                                    inlets: loops.map { loop in Acceptor.Inlet(wake: { loop.wakeUp() }) })
+        } catch {
+            throw StartupError(description: error.description)
+        }
+        let admission = Admission(maxConnections: config.maxConnections, maxPerAddress: config.maxConnectionsPerAddress)
+
         let workerStop = StopFlag()
         let watermarks = Watermarks()
-        let eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
-        let loop = ServiceLoop(kind: eventLoop)
-        let inbox = HubInbox(wake: { loop.wakeUp() })
         func worker<W: Worker>(_ type: W.Type) -> W {
-            W(config: config, amqp: amqpEndpoints, redis: redisEndpoint, sentinel: sentinel, inbox: inbox, health: health, metrics: metrics,
+            W(config: config, amqp: amqpEndpoints, redis: redisEndpoint, sentinel: sentinel, hubs: hubs, health: health, metrics: metrics,
               logger: logger, stop: workerStop, watermarks: watermarks)
         }
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)
-        let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, inbox: inbox,
-                      reader: reader, publisher: publisher)
-        let server = WebSocketServer(options: options, loop: loop, delegate: hub)
-        if let path = config.testEchoPath {
-            server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
-        }
-        hub.server = server
+        var servers: [WebSocketServer] = []
+        var serviceThreads: [OSThread] = []
+        // The hubs are held here: each server holds its delegate weakly.
+        var hubList: [Hub] = []
+        defer { withExtendedLifetime(hubList) {} }
+        for i in 0..<threadCount {
+            let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
+                          reader: reader, publisher: publisher)
+            let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
+                                         thread: i, threads: threadCount, delegate: hub)
+            if let path = config.testEchoPath {
+                server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
+            }
+            hub.server = server
+            hubList.append(hub)
+            servers.append(server)
 
-        // The lws context is created on its own thread; wait until it listens (or fails).
-        let started = Mailbox<String?>()
-        let serviceThread = OSThread(name: "herald-ws") {
-            do {
-                try server.start()
-                started.post(nil)
-                server.run()
-            } catch {
-                started.post("\(error)")
+            // Each lws context is created on its own thread; wait until it runs (or fails).
+            let started = Mailbox<String?>()
+            serviceThreads.append(OSThread(name: threadCount == 1 ? "herald-ws" : "herald-ws-\(i)") {
+                do {
+                    try server.start()
+                    started.post(nil)
+                    server.run()
+                } catch {
+                    started.post("\(error)")
+                }
+            })
+            if let failure = started.take(timeoutMillis: 10_000).first ?? "lws did not start" {
+                for s in servers { s.requestStop() }
+                for t in serviceThreads { t.join() }
+                acceptor.close()
+                throw StartupError(description: failure)
             }
         }
-        let startResult = started.take(timeoutMillis: 10_000)
-        if let failure = startResult.first ?? "lws did not start" {
-            serviceThread.join()
-            throw StartupError(description: failure)
-        }
+        acceptor.start()
         logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
-                                            "exchange": "\(config.exchange)", "event_loop": "\(eventLoop.rawValue)"])
+                                            "exchange": "\(config.exchange)", "event_loop": "\(eventLoop.rawValue)",
+                                            "ws_threads": "\(threadCount)"])
         logAccessPolicy()
 
         let sequencer = worker(Sequencer.self)
@@ -122,8 +145,10 @@ public final class Node {
         logger.info("shutting down", metadata: ["signal": "\(received == SIGINT ? "SIGINT" : "SIGTERM")"])
         workerStop.set()
         for t in threads { t.join() }
-        server.requestStop()
-        serviceThread.join()
+        acceptor.stop()
+        for s in servers { s.requestStop() }
+        for t in serviceThreads { t.join() }
+        acceptor.close()
         logger.info("stopped")
     }
 }

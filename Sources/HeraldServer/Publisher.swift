@@ -9,6 +9,8 @@ import Logging
 ///   only one that touches its state (hence `@unchecked Sendable`).
 final class Publisher: Worker, @unchecked Sendable {
     struct Request: Sendable {
+        /// The service thread that waits for the answer, and its token there.
+        let hub: Int
         let token: UInt64
         let channel: String
         let id: String
@@ -28,7 +30,7 @@ final class Publisher: Worker, @unchecked Sendable {
             let amqp = link.get(wait: false)
             let batch = requests.take(timeoutMillis: 200)
             guard let amqp else {
-                for r in batch { inbox.post(.published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
+                for r in batch { hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
                 continue
             }
             // Keep heartbeats serviced while idle.
@@ -44,11 +46,11 @@ final class Publisher: Worker, @unchecked Sendable {
                 let refused = try amqp.waitForConfirms(timeoutMillis: 5_000)
                 let ok = refused.isEmpty
                 for r in batch {
-                    inbox.post(.published(token: r.token, id: r.id, ok: ok, message: ok ? "" : "RabbitMQ refused the message"))
+                    hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: ok, message: ok ? "" : "RabbitMQ refused the message"))
                 }
                 if ok { metrics.httpPublishes.add(batch.count) }
             } catch {
-                for r in batch { inbox.post(.published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
+                for r in batch { hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
                 link.drop(error, "HTTP publishes get 503 until it is back")
             }
         }

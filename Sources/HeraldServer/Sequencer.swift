@@ -263,7 +263,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         // This node's clients hear about it at once; then every node, through the live queue
         // (duplicates too: a crash may have come before their broadcast).
         watermarks.record(sequenced)
-        if !sequenced.isEmpty { inbox.post(.local(sequenced)) }
+        if !sequenced.isEmpty { hubs.broadcast(.local(sequenced)) }
         var chunk: [SequencedMessage] = []
         var chunkBytes = 0
         for m in sequenced {

@@ -6,20 +6,10 @@ import HeraldRuntime
 /// leaving it costs the next insertion a walk past every connection still in its handshake),
 /// and `handshakes`, a FIFO since every deadline is the same span away, times them out.
 extension WebSocketServer {
-    func startAccepting() {
-        guard let acceptor else { return }
-        let loop = self.loop
-        acceptThread = OSThread(name: "herald-accept") { acceptor.run(wake: { loop.wakeUp() }) }
-    }
-
-    func stopAccepting() {
-        acceptor?.stop()
-    }
-
-    /// Service thread: adopts what the acceptor took since the last wake-up.
+    /// Service thread: adopts what the acceptor handed this thread since the last wake-up.
     func adoptAccepted() {
-        guard let acceptor, let ctx = loop.context else { return }
-        let sockets = acceptor.take()
+        guard let ctx = loop.context else { return }
+        let sockets = inlet.take()
         guard !sockets.isEmpty else { return }
         let deadline = monotonicMicros() + UInt64(max(1, options.handshakeTimeoutSeconds)) * 1_000_000
         for fd in sockets {
@@ -28,12 +18,12 @@ extension WebSocketServer {
             lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
             handshakes.set(wsi, deadline: deadline)
         }
-        acceptor.pendingHandshakes.store(handshakes.count, ordering: .relaxed)
+        inlet.pendingHandshakes.store(handshakes.count, ordering: .relaxed)
     }
 
     /// The request arrived (or the connection is gone): its handshake deadline no longer applies.
     func handshakeDone(_ wsi: OpaquePointer) {
-        if handshakes.remove(wsi) { acceptor?.pendingHandshakes.store(handshakes.count, ordering: .relaxed) }
+        if handshakes.remove(wsi) { inlet.pendingHandshakes.store(handshakes.count, ordering: .relaxed) }
     }
 
     /// Hangs up on connections whose request did not arrive within the handshake timeout.
@@ -42,6 +32,6 @@ extension WebSocketServer {
         let due = handshakes.expire(now: monotonicMicros())
         guard !due.isEmpty else { return }
         for wsi in due { lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC) }
-        acceptor?.pendingHandshakes.store(handshakes.count, ordering: .relaxed)
+        inlet.pendingHandshakes.store(handshakes.count, ordering: .relaxed)
     }
 }

@@ -6,7 +6,9 @@ import HeraldServiceLoop
 import Glibc
 #endif
 
-/// The libwebsockets context: HTTP and WebSocket on one port, served by one thread.
+/// One libwebsockets context: HTTP and WebSocket on the node's port, served by one thread. A
+/// node runs one per `--ws-threads`; they share the `Acceptor` (each adopts the sockets of its
+/// `Acceptor.Inlet`) and the connection limits (`Admission`).
 ///
 /// - Important: `run()` blocks the thread that calls it and owns every lws call.
 ///   From other threads only `wakeUp()` and `requestStop()` may be called.
@@ -20,11 +22,8 @@ public final class WebSocketServer: @unchecked Sendable {
         public var maxClientMessageBytes = 4096
         /// POST bodies above this answer 413.
         public var maxRequestBodyBytes = 65_536
-        public var maxConnections = 100_000
         /// Origins (`scheme://host[:port]`, exact) allowed to upgrade; empty: any origin.
         public var allowedOrigins: [String] = []
-        /// WebSocket connections from one client address; 0: no limit.
-        public var maxConnectionsPerAddress = 0
         /// Peers whose `X-Forwarded-For` names the client address (see `ClientAddress`).
         public var trustedProxies: [AddressRange] = []
         /// Seconds a client may take to send its request and finish the handshake.
@@ -43,14 +42,18 @@ public final class WebSocketServer: @unchecked Sendable {
     weak var delegate: WebSocketServerDelegate?
     /// WebSocket endpoints besides `options.path` (see `addEndpoint`), by path.
     private var endpoints: [String: (handler: WebSocketHandler, maxMessageBytes: Int)] = [:]
-    private var nextID: UInt64 = 1
+    /// Connection ids are unique in the node: thread i of n hands out i+1, i+1+n, ...
+    private var nextID: UInt64
+    private let idStride: UInt64
     private var connections: [UInt64: WebSocketConnection] = [:]
-    private var perAddress: [String: Int] = [:]
+    /// Upgrades holding a place in `admission`, by the address it was counted for; given back
+    /// when the connection is destroyed.
+    private var admitted: [OpaquePointer: String] = [:]
+    let admission: Admission
     private var awaitingRequest: Set<OpaquePointer> = []
-    /// Herald's listening socket and accept thread (see `Acceptor`), and the handshake
-    /// deadlines of the connections it handed over, which lws does not time out itself.
-    var acceptor: Acceptor?
-    var acceptThread: OSThread?
+    /// This thread's share of the accepted sockets (see `Acceptor`), and the handshake
+    /// deadlines of the connections it adopted, which lws does not time out itself.
+    let inlet: Acceptor.Inlet
     var handshakes = DeadlineQueue<OpaquePointer>()
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     var httpRequests: [OpaquePointer: HTTPRequest] = [:]
@@ -62,10 +65,17 @@ public final class WebSocketServer: @unchecked Sendable {
     // Cross-thread.
 
     /// `loop` may exist before the server, so that other threads can hold its `wakeUp`.
-    public init(options: Options, loop: ServiceLoop, delegate: WebSocketServerDelegate) {
+    /// - Parameter thread: this server's index among the node's `threads` service threads.
+    public init(options: Options, loop: ServiceLoop, inlet: Acceptor.Inlet, admission: Admission,
+                thread: Int = 0, threads: Int = 1, delegate: WebSocketServerDelegate) {
+        precondition(thread >= 0 && thread < threads)
         self.options = options
         self.delegate = delegate
         self.loop = loop
+        self.inlet = inlet
+        self.admission = admission
+        nextID = UInt64(thread) + 1
+        idStride = UInt64(threads)
         loop.onTimer = { [unowned self] in self.delegate?.timerFired() }
     }
 
@@ -97,7 +107,7 @@ public final class WebSocketServer: @unchecked Sendable {
         loop.schedule(afterMicros: afterMicros)
     }
 
-    /// Creates the listening context. Call on the service thread before `run()`.
+    /// Creates the context. Call on the service thread before `run()`.
     public func start() throws(WebSocketError) {
         lws_set_log_level(Int32(LLL_ERR), nil)
         let protocolName = strdup("herald")!
@@ -110,8 +120,6 @@ public final class WebSocketServer: @unchecked Sendable {
         table[0].rx_buffer_size = 0
         protocols = table
 
-        let acceptor = try Acceptor(host: options.host, port: options.port)
-        self.acceptor = acceptor
         var info = lws_context_creation_info()
         // lws does not listen: the acceptor does, and the service thread adopts its sockets.
         info.port = CONTEXT_PORT_NO_LISTEN_SERVER
@@ -142,24 +150,16 @@ public final class WebSocketServer: @unchecked Sendable {
         loop.configure(&info)
         guard let ctx = lws_create_context(&info) else {
             loop.creationFailed()
-            acceptor.close()
-            self.acceptor = nil
             throw WebSocketError("cannot start libwebsockets for \(options.host):\(options.port)")
         }
         loop.started(ctx)
-        startAccepting()
     }
 
     /// Services the loop until `requestStop()`; then closes every client with 1001.
     public func run() {
         loop.run(windDown: {
-            stopAccepting()
             for connection in connections.values { connection.close(code: 1001, reason: "server shutting down") }
         }, isDone: { connections.isEmpty })
-        acceptThread?.join()
-        acceptThread = nil
-        acceptor?.close()
-        acceptor = nil
     }
 
     /// Wakes the service thread; the handler's `wokenUp()` runs there. Any thread.
@@ -168,6 +168,7 @@ public final class WebSocketServer: @unchecked Sendable {
     /// Asks `run()` to close every client with 1001 and return. Any thread.
     public func requestStop() { loop.requestStop() }
 
+    /// This thread's WebSocket connections.
     public var connectionCount: Int { connections.count }
 
     // MARK: Writing
@@ -214,6 +215,7 @@ public final class WebSocketServer: @unchecked Sendable {
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_WSI_DESTROY:
             if let wsi { handshakeDone(wsi) }
+            if let wsi, let address = admitted.removeValue(forKey: wsi) { admission.release(address) }
             if let wsi, awaitingRequest.remove(wsi) != nil { delegate?.webSocketIncompleteHandshake() }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
 
@@ -237,19 +239,6 @@ public final class WebSocketServer: @unchecked Sendable {
                 return refuseUpgrade(wsi, status: problem.status, code: "bad_upgrade", message: problem.message,
                                      headers: problem.status == 426 ? [("sec-websocket-version", "13")] : [])
             }
-            if connections.count >= options.maxConnections {
-                delegate?.webSocketRefused(.serverFull)
-                return refuseUpgrade(wsi, status: 503, code: "server_full",
-                                     message: "this server holds its most connections (--max-connections); try another node or later")
-            }
-            if options.maxConnectionsPerAddress > 0 {
-                let address = clientAddress(wsi)
-                if (perAddress[address] ?? 0) >= options.maxConnectionsPerAddress {
-                    delegate?.webSocketRefused(.addressFull(address))
-                    return refuseUpgrade(wsi, status: 429, code: "too_many_connections",
-                                         message: "at most \(options.maxConnectionsPerAddress) connections from your address (--max-connections-per-ip)")
-                }
-            }
             // Checked here, before the upgrade completes, so a page from a foreign origin
             // never gets a socket (a browser always sends Origin; non-browser clients may not).
             if !options.allowedOrigins.isEmpty {
@@ -261,17 +250,30 @@ public final class WebSocketServer: @unchecked Sendable {
                                                                  : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)")
                 }
             }
-            return 0
+            // Last, so that only an upgrade that goes ahead takes a place (on any thread).
+            let address = clientAddress(wsi)
+            switch admission.admit(address) {
+            case nil:
+                admitted[wsi] = address
+                return 0
+            case .serverFull?:
+                delegate?.webSocketRefused(.serverFull)
+                return refuseUpgrade(wsi, status: 503, code: "server_full",
+                                     message: "this server holds its most connections (--max-connections); try another node or later")
+            case let refusal?:
+                delegate?.webSocketRefused(refusal)
+                return refuseUpgrade(wsi, status: 429, code: "too_many_connections",
+                                     message: "at most \(admission.maxPerAddress) connections from your address (--max-connections-per-ip)")
+            }
 
         case LWS_CALLBACK_ESTABLISHED:
             guard let wsi, let user, let endpoint = endpoint(LWSRequest.header(wsi, WSI_TOKEN_GET_URI) ?? "") else { return -1 }
             let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: clientAddress(wsi),
                                                  handler: endpoint.handler, maxMessageBytes: endpoint.maxMessageBytes)
             connection.server = self
-            nextID += 1
+            nextID += idStride
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection
-            perAddress[connection.peer, default: 0] += 1
             endpoint.handler.webSocketOpened(connection, query: LWSRequest.queryPairs(wsi))
             return 0
 
@@ -329,7 +331,6 @@ public final class WebSocketServer: @unchecked Sendable {
             user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
             let connection = Unmanaged<WebSocketConnection>.fromOpaque(raw).takeRetainedValue()
             connections.removeValue(forKey: connection.id)
-            if let n = perAddress[connection.peer] { perAddress[connection.peer] = n > 1 ? n - 1 : nil }
             let quietFor = monotonicMillis() - connection.lastHeard
             if connection.closeCode == nil, options.pingIntervalSeconds > 0,
                quietFor >= Int64(options.pingIntervalSeconds + options.pongTimeoutSeconds) * 1000 - 1000 {

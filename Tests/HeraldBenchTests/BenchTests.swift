@@ -72,3 +72,33 @@ import Testing
         #expect(Payload.number(after: Payload.seqKey, in: batch, range: lines[1]) == 3)
     }
 }
+
+@Suite struct ServerMetricsTests {
+    static let before = """
+    # TYPE herald_writes_total counter
+    herald_writes_total 100
+    herald_deliveries_total 1000
+    herald_ws_coalesce_window_seconds{thread="0"} 0.01
+    herald_ws_coalesce_window_seconds{thread="1"} 0.01
+    """
+    static let after = """
+    herald_writes_total 300
+    herald_deliveries_total 5000
+    herald_delivery_latency_ms_bucket{le="+Inf"} 12
+    herald_ws_coalesce_window_seconds{thread="0"} 0.01
+    herald_ws_coalesce_window_seconds{thread="1"} 0.04
+    herald_ws_thread_busy_ratio{thread="0"} 0.5
+    herald_ws_thread_busy_ratio{thread="1"} 0.95
+    """
+
+    @Test func labelledSamplesKeepTheirLabelsAndEachThreadIsRead() {
+        let b = ServerMetrics.parse(Self.after)
+        #expect(b["herald_delivery_latency_ms_bucket{le=\"+Inf\"}"] == 12)
+        #expect(ServerMetrics.perThread(b, "herald_ws_thread_busy_ratio") == [0.5, 0.95])
+        let i = ServerMetrics.interval(ServerMetrics.parse(Self.before), b, seconds: 2)
+        #expect(i.writes == 200 && i.deliveries == 4000 && i.writesPerSecond == 100 && i.messagesPerWrite == 20)
+        // The widest window and the busiest thread, and every thread's share in the report.
+        #expect(i.windowMillis == 40 && i.busy == 0.95 && i.threadsBusy == [0.5, 0.95])
+        #expect(i.summary.hasSuffix("window 40 ms, threads 50% + 95% busy"))
+    }
+}
