@@ -1,9 +1,10 @@
-"""Turns bench-results/*.json into the tables of BENCHMARKS.md."""
+"""Turns bench-results/*.json into the tables of BENCHMARKS.md; with --ws-threads, the runs of
+scripts/bench-ws-threads (t<threads>-r<run>-<name>.json) into the --ws-threads table."""
 import json
 import os
 import sys
 
-out = sys.argv[1]
+out = sys.argv[-1]
 
 
 def load(name):
@@ -104,6 +105,44 @@ def targets():
               f"| n/a; RabbitMQ alone (a consumer that only acks): {f(b)} msg/s | {verdict(r >= 50000, f'{f(r)} msg/s')} |")
 
 
+def ws_threads():
+    """Per scenario and run: the figure a user compares, and the server's deliveries per
+    CPU-second over the measured stretch (the whole process: every thread it has)."""
+    import glob
+    import re
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(out, "t*-r*-*.json"))):
+        m = re.match(r"t(\d+)-r(\d+)-(.+)\.json", os.path.basename(path))
+        r = load(os.path.basename(path)[:-5])
+        if m and r:
+            runs.setdefault(m.group(3), []).append((int(m.group(1)), int(m.group(2)), r))
+
+    def per_cpu(w):
+        return f"{f(w.get('deliveries_per_cpu_second'))}/CPU-s" if w and w.get("deliveries_per_cpu_second") else "–"
+
+    def busy(w):
+        return " + ".join(f"{f(b * 100)}%" for b in (w or {}).get("ws_threads_busy", [])) or "–"
+
+    print("| scenario | run | --ws-threads | result | correctness | server deliveries per CPU-second | WS threads busy |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, rs in runs.items():
+        for threads, run, r in sorted(rs, key=lambda x: x[1]):
+            if r["scenario"] == "throughput":
+                b = best_clean(r)
+                res = f"clean to {f(b['rate'] if b else None)} msg/s = {f(b['deliveries_per_sec'] if b else None)}/s"
+                w = b.get("server_writes") if b else None
+            elif r["scenario"] == "storm":
+                res = f"all caught up {f(r['join_catch_up_seconds'], 3)} s, connected {f(r['connect_seconds'], 3)} s"
+                w = r.get("server_writes")
+            else:
+                res = f"p50 {f(r['latency_ms']['p50'], 1)}, p99 {f(r['latency_ms']['p99'], 1)} ms, {f(r['deliveries_per_sec'])}/s"
+                w = r.get("server_writes")
+            print(f"| {name} ({f(r['clients'])} clients) | {run} | {threads} | {res} | {correctness(r)} | {per_cpu(w)} | {busy(w)} |")
+
+
+if "--ws-threads" in sys.argv:
+    ws_threads()
+    sys.exit(0)
 targets()
 print()
 def writes(x):

@@ -40,9 +40,13 @@ public final class BenchRunner {
     /// Runs `body` and returns what the server wrote meanwhile (nil without --metrics-url).
     private func measuringServer(_ body: () throws -> Void) throws -> ServerMetrics.Interval? {
         guard let serverMetrics else { try body(); return nil }
-        let a = try serverMetrics.read(), t0 = monotonicMicros()
+        let a = try serverMetrics.read(), t0 = monotonicMicros(), cpu0 = ProcStats.read(pid: options.serverPID)
         try body()
-        return ServerMetrics.interval(a, try serverMetrics.read(), seconds: Double(monotonicMicros() - t0) / 1e6)
+        var interval = ServerMetrics.interval(a, try serverMetrics.read(), seconds: Double(monotonicMicros() - t0) / 1e6)
+        if options.serverPID != nil, let cpu0, let cpu1 = ProcStats.read(pid: options.serverPID) {
+            interval.cpuSeconds = cpu1.cpuSeconds - cpu0.cpuSeconds
+        }
+        return interval
     }
 
     public func run() throws -> BenchResult {

@@ -46,15 +46,21 @@ struct ServerMetrics {
         var threadsBusy: [Double]
         /// The busiest thread's share.
         var busy: Double? { threadsBusy.max() }
+        /// The server process's CPU time over the stretch (with --server-pid).
+        var cpuSeconds: Double?
+        /// What one CPU-second of the whole server process delivers: the cost of fan-out,
+        /// whatever the number of threads it is spread over.
+        var deliveriesPerCPUSecond: Double? { cpuSeconds.flatMap { $0 > 0 ? deliveries / $0 : nil } }
         var writesPerSecond: Double { seconds > 0 ? writes / seconds : 0 }
         var messagesPerWrite: Double { writes > 0 ? deliveries / writes : 0 }
         var summary: String {
             "server \(fmt(writesPerSecond, 0)) writes/s, \(fmt(messagesPerWrite, 1)) messages/write" +
                 (windowMillis.map { ", window \(fmt($0, 0)) ms" } ?? "") + (threadsBusy.isEmpty ? "" : ", " + (threadsBusy.count == 1 ? "thread" : "threads") + " "
                     + threadsBusy.map { "\(fmt($0 * 100, 0))%" }.joined(separator: " + ") + " busy")
+                + (deliveriesPerCPUSecond.map { ", \(fmt($0, 0)) deliveries per CPU-second" } ?? "")
         }
         var json: String {
-            "{\"writes\":\(Int(writes)),\"deliveries\":\(Int(deliveries)),\"writes_per_sec\":\(fmt(writesPerSecond, 1)),\"messages_per_write\":\(fmt(messagesPerWrite, 2)),\"window_ms\":\(windowMillis.map { fmt($0, 1) } ?? "null"),\"ws_thread_busy\":\(busy.map { fmt($0, 3) } ?? "null"),\"ws_threads_busy\":[\(threadsBusy.map { fmt($0, 3) }.joined(separator: ","))]}"
+            "{\"writes\":\(Int(writes)),\"deliveries\":\(Int(deliveries)),\"writes_per_sec\":\(fmt(writesPerSecond, 1)),\"messages_per_write\":\(fmt(messagesPerWrite, 2)),\"window_ms\":\(windowMillis.map { fmt($0, 1) } ?? "null"),\"ws_thread_busy\":\(busy.map { fmt($0, 3) } ?? "null"),\"ws_threads_busy\":[\(threadsBusy.map { fmt($0, 3) }.joined(separator: ","))],\"cpu_seconds\":\(cpuSeconds.map { fmt($0, 3) } ?? "null"),\"deliveries_per_cpu_second\":\(deliveriesPerCPUSecond.map { fmt($0, 0) } ?? "null")}"
         }
     }
 

@@ -156,7 +156,7 @@ public final class Metrics: Sendable {
         line("sequencer_batches_total", "counter", "Batches the sequencer stored and acknowledged.", g(sequencerBatches))
         line("up", "gauge", "1 when RabbitMQ and Redis are both reachable.", health.isHealthy ? 1 : 0)
         line("sequencer", "gauge", "1 when this node holds the sequencer role.", health.isSequencer ? 1 : 0)
-        out += "# HELP herald_delivery_latency_ms Time from sequencing to the first write on this node.\n"
+        out += "# HELP herald_delivery_latency_ms Time from sequencing to the first write on this node, counted once per WebSocket thread that serves the channel.\n"
         out += "# TYPE herald_delivery_latency_ms histogram\n"
         var cumulative = 0
         for (i, bound) in Self.latencyBounds.enumerated() {

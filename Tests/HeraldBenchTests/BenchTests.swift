@@ -99,6 +99,9 @@ import Testing
         #expect(i.writes == 200 && i.deliveries == 4000 && i.writesPerSecond == 100 && i.messagesPerWrite == 20)
         // The widest window and the busiest thread, and every thread's share in the report.
         #expect(i.windowMillis == 40 && i.busy == 0.95 && i.threadsBusy == [0.5, 0.95])
-        #expect(i.summary.hasSuffix("window 40 ms, threads 50% + 95% busy"))
+        #expect(i.summary.hasSuffix("window 40 ms, threads 50% + 95% busy") && i.deliveriesPerCPUSecond == nil)
+        var withCPU = i
+        withCPU.cpuSeconds = 0.5
+        #expect(withCPU.deliveriesPerCPUSecond == 8000 && withCPU.summary.hasSuffix("95% busy, 8000 deliveries per CPU-second"))
     }
 }
