@@ -80,6 +80,8 @@ public struct EnvelopeError: Error, Equatable, Sendable {
         case badChannel = "bad_channel", tooLarge = "too_large", badJSON = "bad_json"
         /// Redis refused the store (for example, a Herald key holds another type).
         case storeFailed = "store_failed"
+        /// A message routed to a presence stream that is not a well-formed `PresenceChange`.
+        case badPresence = "bad_presence"
     }
     public let code: Code
     public let message: String
