@@ -66,6 +66,42 @@ function onSubscribed(s) {
   if (s.replay === 0) liveDivider();
 }
 
+function who(member) {
+  const name = member.info?.name ?? member.user ?? "anonymous";
+  return `${name} (${member.client})`;
+}
+
+function renderMembers() {
+  const list = $("members");
+  const members = [...subscription.members.values()].sort((a, b) => a.client.localeCompare(b.client));
+  list.replaceChildren(...members.map((m) => {
+    const li = document.createElement("li");
+    li.dataset.client = m.client;
+    li.dataset.you = String(m.client === subscription.self);
+    li.textContent = who(m) + (m.client === subscription.self ? " · you" : "") + ` on ${m.node}`;
+    return li;
+  }));
+  $("member-count").textContent = `${members.length}`;
+  $("presence-state").textContent = "";
+}
+
+function onPresenceChange(kind) {
+  return (members) => {
+    const li = row(`presence ${kind}`, `${members.map(who).join(", ")} ${kind === "join" ? "joined" : "left"}`);
+    li.dataset.kind = kind;
+    li.dataset.clients = members.map((m) => m.client).join(" ");
+    renderMembers();
+  };
+}
+
+function onError(e) {
+  if (e.code === "presence_unavailable") {
+    $("presence-state").textContent = "presence is off for this channel (--presence-channels)";
+    return;
+  }
+  row("gap", `error ${e.code}: ${e.message}`);
+}
+
 function onGap(g) {
   const li = row("gap");
   li.dataset.missed = g.missed === null ? "unknown" : String(g.missed);
@@ -85,8 +121,10 @@ function follow(channel) {
   $("last-seq").textContent = "no messages yet";
   Object.assign(counts, { received: 0, replayed: 0, missed: 0 });
   render();
-  subscription = client.subscribe(channel, { message: onMessage, subscribed: onSubscribed, gap: onGap,
-    error: (e) => row("gap", `error ${e.code}: ${e.message}`) });
+  $("members").replaceChildren();
+  $("member-count").textContent = "";
+  subscription = client.subscribe(channel, { presence: true, message: onMessage, subscribed: onSubscribed, gap: onGap,
+    error: onError, members: renderMembers, join: onPresenceChange("join"), leave: onPresenceChange("leave") });
   const url = new URL(location.href);
   url.searchParams.set("channel", channel);
   history.replaceState(null, "", url);

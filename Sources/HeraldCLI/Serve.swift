@@ -1,5 +1,6 @@
 import ArgumentParser
 import HeraldCore
+import HeraldRuntime
 import HeraldServer
 import HeraldServiceLoop
 import Logging
@@ -39,6 +40,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
     @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
+    @Option(help: "Channel patterns with presence (room:* or a name); repeat. Their subscribers are members, listed to subscribers that ask with \"presence\": true and at GET /api/presence/{channel}. Default: none. (HERALD_PRESENCE_CHANNELS, comma-separated)") var presenceChannels: [String] = []
+    @Option(help: "Milliseconds a node's presence lease lasts without renewal: a node that dies has its members removed by the others this long after its last renewal. (HERALD_PRESENCE_LEASE_MS)") var presenceLeaseMs = 5_000
+    @Option(help: "A node announces its members' joins and leaves at most once per this many ms, merged. (HERALD_PRESENCE_TICK_MS)") var presenceTickMs = 100
+    @Option(help: "Presence changes kept per channel for resuming clients. (HERALD_PRESENCE_HISTORY)") var presenceHistory = 100
     @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
     @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
     @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
@@ -80,6 +85,12 @@ struct Serve: ParsableCommand {
         guard HeraldConfig.queueTypes.contains(queueType) else { throw ValidationError("--queue-type must be classic or quorum") }
         guard (1...Self.maxWSThreads).contains(wsThreads ?? 1) else { throw ValidationError("--ws-threads must be 1 to \(Self.maxWSThreads)") }
         guard EventLoop(rawValue: eventLoop) != nil else { throw ValidationError("--event-loop must be epoll or poll") }
+        for p in splitList(presenceChannels) where ChannelPattern.problem(p) != nil {
+            throw ValidationError("--presence-channels \(p): \(ChannelPattern.problem(p)!)")
+        }
+        guard presenceLeaseMs >= 500, presenceTickMs >= 1, presenceTickMs < presenceLeaseMs, presenceHistory >= 1 else {
+            throw ValidationError("--presence-lease-ms must be at least 500, --presence-tick-ms at least 1 and below the lease, --presence-history at least 1")
+        }
         for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
         }
@@ -135,6 +146,11 @@ struct Serve: ParsableCommand {
         config.pongTimeoutSeconds = pongTimeout
         config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
         config.allowedOrigins = splitList(allowedOrigin)
+        config.presencePatterns = splitList(presenceChannels)
+        config.presenceLeaseMillis = presenceLeaseMs
+        config.presenceTickMillis = presenceTickMs
+        config.presenceHistorySize = presenceHistory
+        config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         let level = Logger.Level(rawValue: logLevel)!  // checked in validate()
         LoggingSystem.bootstrap { label in

@@ -12,6 +12,11 @@ public struct ResumePosition: Equatable, Sendable {
 public enum ClientOp: Equatable, Sendable {
     case subscribe(channel: String, resume: ResumePosition?)
     case unsubscribe(channel: String)
+    /// `"presence": true` on a subscribe: also receive the channel's member list and its changes,
+    /// resuming them after `presence_since`/`presence_epoch` when given.
+    case subscribeWithPresence(channel: String, resume: ResumePosition?, presenceResume: ResumePosition?)
+    /// `{"op": "presence", "channel": ...}`: the whole member list again.
+    case presence(channel: String)
     /// `{"op": "auth", "token": "..."}`: present a connection token after connecting.
     case auth(token: String)
 }
@@ -22,6 +27,9 @@ public struct ClientError: Error, Equatable, Sendable {
         case badRequest = "bad_request", unknownOp = "unknown_op", badChannel = "bad_channel"
         /// The connection's token (or anonymous access) does not cover this channel.
         case forbidden
+        /// `presence` asked for on a channel that has none (not in `--presence-channels`), or
+        /// `{"op":"presence"}` on a channel not subscribed with presence.
+        case presenceUnavailable = "presence_unavailable"
         /// A per-connection limit: subscriptions, or client frames per second.
         case tooManySubscriptions = "too_many_subscriptions", rateLimited = "rate_limited"
     }
@@ -41,6 +49,23 @@ public struct ClientError: Error, Equatable, Sendable {
 }
 
 public enum ClientOpParser {
+    /// A resume position from two fields (`since`/`epoch`, or the presence pair); nil when absent.
+    static func position(_ value: JSONValue, since sinceKey: String, epoch epochKey: String, op: String,
+                         channel: String) -> Result<ResumePosition?, ClientError> {
+        guard let sinceValue = value[sinceKey], sinceValue != .null else { return .success(nil) }
+        guard let since = sinceValue.unsignedValue else {
+            return .failure(ClientError(.badRequest, "\"\(sinceKey)\" must be a non-negative integer", op: op, channel: channel))
+        }
+        var epoch: String?
+        if let e = value[epochKey], e != .null {
+            guard let s = e.stringValue, s.utf8.count <= 128 else {
+                return .failure(ClientError(.badRequest, "\"\(epochKey)\" must be a string of at most 128 bytes", op: op, channel: channel))
+            }
+            epoch = s
+        }
+        return .success(ResumePosition(since: since, epoch: epoch))
+    }
+
     /// Parses one client text frame. Malformed JSON is an error without `op`.
     public static func parse(_ bytes: [UInt8]) -> Result<ClientOp, ClientError> {
         let value: JSONValue
@@ -64,7 +89,7 @@ public enum ClientOpParser {
                 return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op))
             }
             return .success(.auth(token: token))
-        case "subscribe", "unsubscribe":
+        case "subscribe", "unsubscribe", "presence":
             guard let channel = value["channel"]?.stringValue else {
                 return .failure(ClientError(.badRequest, "\"channel\" must be a string", op: op))
             }
@@ -72,21 +97,23 @@ public enum ClientOpParser {
                 return .failure(ClientError(.badChannel, problem, op: op, channel: channel))
             }
             if op == "unsubscribe" { return .success(.unsubscribe(channel: channel)) }
-            var resume: ResumePosition?
-            if let sinceValue = value["since"], sinceValue != .null {
-                guard let since = sinceValue.unsignedValue else {
-                    return .failure(ClientError(.badRequest, "\"since\" must be a non-negative integer", op: op, channel: channel))
-                }
-                var epoch: String?
-                if let e = value["epoch"], e != .null {
-                    guard let s = e.stringValue, s.utf8.count <= 128 else {
-                        return .failure(ClientError(.badRequest, "\"epoch\" must be a string of at most 128 bytes", op: op, channel: channel))
-                    }
-                    epoch = s
-                }
-                resume = ResumePosition(since: since, epoch: epoch)
+            if op == "presence" { return .success(.presence(channel: channel)) }
+            let resume: ResumePosition?
+            switch position(value, since: "since", epoch: "epoch", op: op, channel: channel) {
+            case let .success(r): resume = r
+            case let .failure(e): return .failure(e)
             }
-            return .success(.subscribe(channel: channel, resume: resume))
+            switch value["presence"] {
+            case nil, .null?, .bool(false)?:
+                return .success(.subscribe(channel: channel, resume: resume))
+            case .bool(true)?:
+                switch position(value, since: "presence_since", epoch: "presence_epoch", op: op, channel: channel) {
+                case let .success(p): return .success(.subscribeWithPresence(channel: channel, resume: resume, presenceResume: p))
+                case let .failure(e): return .failure(e)
+                }
+            default:
+                return .failure(ClientError(.badRequest, "\"presence\" must be true or false", op: op, channel: channel))
+            }
         default:
             return .failure(ClientError(.unknownOp, "unknown op \(JSON.quoted(String(op.prefix(64))))", op: op))
         }

@@ -15,9 +15,12 @@ public struct ClientSession {
         /// nil: tokens are not enabled (no `--token-secret`).
         public var verifier: TokenVerifier?
         public var maxControlBytes: Int
+        /// Channels with presence (`--presence-channels`).
+        public var presencePatterns: [String]
 
         public init(maxSubscriptions: Int, opsPerSecond: Double, opsBurst: Double, anonymousPatterns: [String],
-                    verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20) {
+                    verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20, presencePatterns: [String] = []) {
+            self.presencePatterns = presencePatterns
             self.maxSubscriptions = maxSubscriptions
             self.opsPerSecond = opsPerSecond
             self.opsBurst = opsBurst
@@ -95,6 +98,22 @@ public struct ClientSession {
                 _ = authenticate(token, wallSeconds: wallSeconds, into: &actions)
             case let .success(.subscribe(channel, resume)):
                 subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
+            case let .success(.subscribeWithPresence(channel, resume, presenceResume)):
+                guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions) else { break }
+                if ChannelPattern.matches(any: policy.presencePatterns, channel) {
+                    actions.append(.subscribe(channel: PresenceStream.name(of: channel), resume: presenceResume))
+                } else {
+                    send(ClientError(.presenceUnavailable, "this channel has no presence (--presence-channels)", op: "subscribe", channel: channel),
+                         into: &actions)
+                }
+            case let .success(.presence(channel)):
+                let stream = PresenceStream.name(of: channel)
+                if outbox.subscriptions[stream] != nil {
+                    actions.append(.subscribe(channel: stream, resume: nil))
+                } else {
+                    send(ClientError(.presenceUnavailable, "subscribe to this channel with \"presence\": true first", op: "presence", channel: channel),
+                         into: &actions)
+                }
             case let .success(.unsubscribe(channel)):
                 unsubscribe(channel, into: &actions)
             case let .failure(error):
@@ -106,6 +125,7 @@ public struct ClientSession {
 
     /// Whether this connection may read `channel`: its token's channels, or the anonymous ones.
     public func mayRead(_ channel: String) -> Bool {
+        if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
         if let claims, claims.allows(channel) { return true }
         return ChannelPattern.matches(any: policy.anonymousPatterns, channel)
     }
@@ -125,7 +145,7 @@ public struct ClientSession {
             outbox.enqueue(ServerFrame.authenticated(sub: new.sub, exp: new.exp))
             actions.append(.sendSoon)
             if renewal {
-                for channel in outbox.subscriptions.keys.sorted() where !mayRead(channel) {
+                for channel in outbox.subscriptions.keys.sorted() where !mayRead(channel) && PresenceStream.channel(of: channel) == nil {
                     actions.append(.tally(.forbidden))
                     send(ClientError(.forbidden, "your new token does not cover this channel: unsubscribed", op: "auth", channel: channel),
                          into: &actions)
@@ -141,33 +161,44 @@ public struct ClientSession {
         }
     }
 
-    private mutating func subscribe(_ channel: String, resume: ResumePosition?, wallSeconds: UInt64, into actions: inout [Action]) {
+    /// True when the subscription goes ahead.
+    @discardableResult
+    private mutating func subscribe(_ channel: String, resume: ResumePosition?, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
         if let claims, claims.exp <= wallSeconds {
             // Expired since it was accepted: closed with 4002 at once.
             actions.append(.expired)
-            return
+            return false
         }
         let isNew = outbox.subscriptions[channel] == nil
-        if isNew, outbox.subscriptions.count >= policy.maxSubscriptions {
+        // Presence streams ride along with their channel and do not count.
+        if isNew, outbox.subscriptions.keys.count(where: { PresenceStream.channel(of: $0) == nil }) >= policy.maxSubscriptions {
             actions.append(.tally(.subscriptionLimit))
-            return send(ClientError(.tooManySubscriptions, "at most \(policy.maxSubscriptions) subscriptions per connection",
+            send(ClientError(.tooManySubscriptions, "at most \(policy.maxSubscriptions) subscriptions per connection",
                                     op: "subscribe", channel: channel), into: &actions)
+            return false
         }
         guard mayRead(channel) else {
             actions.append(.tally(.forbidden))
-            return send(ClientError(.forbidden, claims == nil
+            send(ClientError(.forbidden, claims == nil
                                     ? "this channel needs a token (connect with ?token= or send {\"op\":\"auth\"})"
                                     : "your token does not cover this channel", op: "subscribe", channel: channel),
                         into: &actions)
+            return false
         }
         if isNew { actions.append(.tally(.subscribed)) }
         actions.append(.subscribe(channel: channel, resume: resume))
+        return true
     }
 
-    /// Ends a subscription (if there is one) and answers `unsubscribed`.
+    /// Ends a subscription (if there is one) and answers `unsubscribed`; its presence stream, if
+    /// it had one, ends with it.
     private mutating func unsubscribe(_ channel: String, into actions: inout [Action]) {
         if outbox.unsubscribe(channel: channel) {
             actions.append(.unsubscribed(channel: channel))
+        }
+        let stream = PresenceStream.name(of: channel)
+        if outbox.unsubscribe(channel: stream) {
+            actions.append(.unsubscribed(channel: stream))
         }
         outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
         actions.append(.sendSoon)

@@ -77,6 +77,23 @@ public struct HeraldConfig: Sendable {
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
 
+    /// Channel patterns whose subscribers are members of the channel's presence (empty: none).
+    public var presencePatterns: [String] = []
+    /// How long a node's presence lease lasts without renewal: a node that dies (or loses Redis)
+    /// has its members removed by the survivors this long after its last renewal.
+    public var presenceLeaseMillis = 5_000
+    /// A node announces its members' joins and leaves at most once per tick, merged.
+    public var presenceTickMillis = 100
+    /// Presence changes kept per channel for resuming clients.
+    public var presenceHistorySize = 100
+    /// This process's presence instance (random per start): the prefix of its client ids.
+    public var instance = "0"
+    public func hasPresence(_ channel: String) -> Bool { ChannelPattern.matches(any: presencePatterns, channel) }
+    public func presenceMembersKey(_ channel: String) -> String { "\(redisPrefix):presence:\(channel)" }
+    public var presenceLeasesKey: String { "\(redisPrefix):presence-nodes" }
+    /// The set of channels a node instance has had members on (`presenceNodePrefix` + instance).
+    public var presenceNodePrefix: String { "\(redisPrefix):presence-node:" }
+
     /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
     public var testEchoPath: String?
 

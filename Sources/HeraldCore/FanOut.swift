@@ -22,6 +22,10 @@ public struct FanOut {
         public var keepAliveMicros: UInt64
         public var maxBatchFrames = 256
         public var maxBatchBytes = 64 * 1024
+        /// Presence: the session policy's `presencePatterns` say which channels have members;
+        /// a member's client id starts with this node instance, and it names this node.
+        public var instance = "0"
+        public var node = ""
 
         public init(session: ClientSession.Policy, clientBacklog: Int, maxRingCapacity: Int,
                     coalesceMicros: UInt64, keepAliveMicros: UInt64) {
@@ -82,9 +86,13 @@ public struct FanOut {
         /// A live message reached the ring; it was sequenced at this wall-clock ms.
         case sequencedAt(millis: UInt64)
         case tally(Tally)
+        /// A connection became, or stopped being, a member of a presence channel: tell the
+        /// node's presence announcer.
+        case presence(PresenceEvent)
     }
 
-    public private(set) var settings: Settings
+
+    public var settings: Settings
     public private(set) var sessions: [ConnectionID: ClientSession] = [:]
     private var closing: Set<ConnectionID> = []
     private var rings: [String: ChannelRing] = [:]
@@ -148,8 +156,9 @@ public struct FanOut {
             breakChannel(channel, reason: "live gap on channel \(channel)", into: &actions)
         case let .history(channel, requests, snapshot):
             for request in requests {
-                guard let (id, _) = pending.removeValue(forKey: request), !closing.contains(id),
-                      let plan = sessions[id]?.outbox.apply(channel: channel, request: request, snapshot: snapshot) else { continue }
+                guard let (id, _) = pending.removeValue(forKey: request), !closing.contains(id) else { continue }
+                let client = clientID(id)
+                guard let plan = sessions[id]?.outbox.apply(channel: channel, request: request, snapshot: snapshot, client: client) else { continue }
                 actions.append(.tally(.replay(messages: plan.replay.count)))
                 actions.append(.writeSoon(id))
             }
@@ -170,7 +179,11 @@ public struct FanOut {
                 let request = nextRequest
                 nextRequest += 1
                 sessions[id]!.outbox.subscribe(channel: channel, resume: resume, request: request)
-                subscribers[channel, default: []].insert(id)
+                if subscribers[channel, default: []].insert(id).inserted, hasMembers(channel) {
+                    let claims = sessions[id]!.claims
+                    let member = PresenceMember(client: clientID(id), user: claims?.sub, node: settings.node, info: claims?.info)
+                    actions.append(.presence(.joined(channel: channel, client: member.client, member: member.json)))
+                }
                 if rings[channel] == nil { rings[channel] = ChannelRing(capacity: settings.clientBacklog) }
                 pending[request] = (id, channel)
                 actions.append(.readHistory(channel: channel, request: request))
@@ -179,8 +192,8 @@ public struct FanOut {
                     schedule(keepAliveDue!, into: &actions)
                 }
             case let .unsubscribed(channel):
-                leave(id, channel)
-                actions.append(.tally(.unsubscribed(count: 1)))
+                leave(id, channel, into: &actions)
+                if PresenceStream.channel(of: channel) == nil { actions.append(.tally(.unsubscribed(count: 1))) }
             case let .expires(at):
                 expiries.track(id, expiresAt: at)
                 schedule(now.monotonicMicros(atWallSeconds: at), into: &actions)
@@ -199,12 +212,15 @@ public struct FanOut {
         expiries.forget(id)
         guard let session = sessions.removeValue(forKey: id) else { return }
         let channels = Array(session.subscriptions)
-        for channel in channels { leave(id, channel) }
-        if !channels.isEmpty { actions.append(.tally(.unsubscribed(count: channels.count))) }
+        for channel in channels { leave(id, channel, into: &actions) }
+        let counted = channels.count { PresenceStream.channel(of: $0) == nil }
+        if counted > 0 { actions.append(.tally(.unsubscribed(count: counted))) }
     }
 
-    private mutating func leave(_ id: ConnectionID, _ channel: String) {
-        subscribers[channel]?.remove(id)
+    private mutating func leave(_ id: ConnectionID, _ channel: String, into actions: inout [Action]) {
+        if subscribers[channel]?.remove(id) != nil, hasMembers(channel) {
+            actions.append(.presence(.left(channel: channel, client: clientID(id))))
+        }
         if subscribers[channel]?.isEmpty ?? true {
             subscribers[channel] = nil
             rings[channel] = nil
@@ -369,24 +385,5 @@ public struct FanOut {
                 schedule(now.monotonicMicros(atWallSeconds: next), into: &actions)
             }
         }
-    }
-}
-
-/// Reading a field of a message frame without parsing it.
-public enum FrameFields {
-    /// The `time` field of a message frame (ms since the Unix epoch), if present.
-    public static func time(_ frame: [UInt8]) -> UInt64? {
-        let marker = Array(#","time":"#.utf8)
-        guard frame.count >= marker.count else { return nil }
-        var i = 0
-        while i + marker.count <= frame.count {
-            if frame[i] == marker[0] && frame[i..<(i + marker.count)].elementsEqual(marker) { break }
-            i += 1
-        }
-        guard i + marker.count <= frame.count else { return nil }
-        var v: UInt64 = 0
-        var j = i + marker.count
-        while j < frame.count, frame[j] >= 0x30, frame[j] <= 0x39 { v = v * 10 + UInt64(frame[j] - 0x30); j += 1 }
-        return v
     }
 }

@@ -50,6 +50,32 @@ public enum JSON {
     public static let maxDepth = 64
 
     /// Parses one JSON text (surrounding whitespace allowed).
+    /// A value as compact JSON (numbers as they were written).
+    public static func encode(_ value: JSONValue, to out: inout [UInt8]) {
+        switch value {
+        case .null: out += Array("null".utf8)
+        case let .bool(b): out += Array((b ? "true" : "false").utf8)
+        case let .number(text): out += Array(text.utf8)
+        case let .string(s): appendString(s.utf8, to: &out)
+        case let .array(items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                encode(item, to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case let .object(members):
+            out.append(UInt8(ascii: "{"))
+            for (i, (key, item)) in members.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                appendString(key.utf8, to: &out)
+                out.append(UInt8(ascii: ":"))
+                encode(item, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
     public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
         var parser = Parser(bytes: bytes, build: true)
         parser.skipWhitespace()

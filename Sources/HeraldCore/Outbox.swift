@@ -59,12 +59,22 @@ public struct Outbox {
     }
 
     /// Applies a history read. Returns false when the answer is for an older request (ignored).
-    public mutating func apply(channel: String, request: UInt64, snapshot: HistorySnapshot) -> ReplayPlan? {
+    /// A presence stream's read (`snapshot.members` set) is answered with `PresencePlanner`'s
+    /// `presence` frame, naming the connection as `client`.
+    public mutating func apply(channel: String, request: UInt64, snapshot: HistorySnapshot, client: String = "") -> ReplayPlan? {
         guard case let .pending(pendingRequest, resume, previous) = subscriptions[channel],
               pendingRequest == request else { return nil }
         var alreadyQueued: UInt64?
         if let previous, previous.epoch == snapshot.epoch, previous.next > 0 { alreadyQueued = previous.next - 1 }
-        let plan = ReplayPlanner.plan(channel: channel, snapshot: snapshot, resume: resume, alreadyQueued: alreadyQueued)
+        let plan: ReplayPlan
+        if let watched = PresenceStream.channel(of: channel) {
+            // A list replaces what the connection knew: changes continue right after it.
+            plan = PresencePlanner.plan(channel: watched, client: client,
+                                        snapshot: PresenceSnapshot(stream: snapshot, members: snapshot.members ?? []), resume: resume)
+            alreadyQueued = nil
+        } else {
+            plan = ReplayPlanner.plan(channel: channel, snapshot: snapshot, resume: resume, alreadyQueued: alreadyQueued)
+        }
         enqueue(plan.subscribed)
         for frame in plan.replay { enqueue(frame) }
         let next = Swift.max(plan.seq, alreadyQueued ?? 0) + 1

@@ -5,16 +5,19 @@ public struct HistorySnapshot: Equatable, Sendable {
     public let seq: UInt64
     /// Retained frames, oldest first, with consecutive seqs ending at `seq`.
     public let frames: [[UInt8]]
+    /// For a presence stream: the member list at `seq` (member objects, compact JSON).
+    public let members: [[UInt8]]?
 
-    public init(epoch: String, seq: UInt64, frames: [[UInt8]]) {
+    public init(epoch: String, seq: UInt64, frames: [[UInt8]], members: [[UInt8]]? = nil) {
         self.epoch = epoch
         self.seq = seq
         self.frames = frames
+        self.members = members
     }
 
     /// Builds a snapshot from an `LRANGE` answer (newest first, as stored).
-    public init(epoch: String, seq: UInt64, newestFirst: [[UInt8]]) {
-        self.init(epoch: epoch, seq: seq, frames: Array(newestFirst.reversed()))
+    public init(epoch: String, seq: UInt64, newestFirst: [[UInt8]], members: [[UInt8]]? = nil) {
+        self.init(epoch: epoch, seq: seq, frames: Array(newestFirst.reversed()), members: members)
     }
 
     /// The seq of `frames[0]`, if any frame is retained.

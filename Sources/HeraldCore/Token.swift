@@ -4,12 +4,18 @@ public struct TokenClaims: Equatable, Sendable {
     public var sub: String
     public var exp: UInt64            // seconds since the Unix epoch
     public var channels: [String]
+    /// The `info` claim (a JSON object, compact): shown to other members of presence channels.
+    public var info: [UInt8]?
 
-    public init(sub: String, exp: UInt64, channels: [String]) {
+    public init(sub: String, exp: UInt64, channels: [String], info: [UInt8]? = nil) {
         self.sub = sub
         self.exp = exp
         self.channels = channels
+        self.info = info
     }
+
+    /// The largest `info` claim accepted: it travels with every presence frame of the member.
+    public static let maxInfoBytes = 1_024
 
     public func allows(_ channel: String) -> Bool { ChannelPattern.matches(any: channels, channel) }
 }
@@ -108,7 +114,17 @@ public struct TokenVerifier: Sendable {
                 channels.append(s)
             }
         }
-        return .success(TokenClaims(sub: sub, exp: exp, channels: channels))
+        var info: [UInt8]?
+        if let value = payload["info"] {
+            guard case .object = value else { return .failure(TokenError(.badClaims, "info must be a JSON object")) }
+            var bytes: [UInt8] = []
+            JSON.encode(value, to: &bytes)
+            guard bytes.count <= TokenClaims.maxInfoBytes else {
+                return .failure(TokenError(.badClaims, "info is larger than \(TokenClaims.maxInfoBytes) bytes"))
+            }
+            info = bytes
+        }
+        return .success(TokenClaims(sub: sub, exp: exp, channels: channels, info: info))
     }
 
     /// A signed token (for `herald token` and tests).
@@ -123,7 +139,9 @@ public struct TokenVerifier: Sendable {
             if i > 0 { payload.append(UInt8(ascii: ",")) }
             JSON.appendString(c.utf8, to: &payload)
         }
-        payload += Array("]}".utf8)
+        payload += Array("]".utf8)
+        if let info = claims.info { payload += Array(",\"info\":".utf8) + info }
+        payload += Array("}".utf8)
         let body = header + "." + Base64URL.encode(payload)
         return body + "." + Base64URL.encode(hmac(key, Array(body.utf8)))
     }

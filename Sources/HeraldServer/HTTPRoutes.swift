@@ -21,6 +21,7 @@ final class HTTPRoutes {
     let hub: Int
     private var waiting: [UInt64: HTTPRequest] = [:]
     private var nextToken: UInt64 = 1
+    private var presenceChannel: [UInt64: String] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher, hub: Int) {
         self.config = config
@@ -65,6 +66,12 @@ final class HTTPRoutes {
             }
             return history(request, channel: String(path.dropFirst("/api/history/".count)))
         }
+        if path.hasPrefix("/api/presence/") {
+            guard request.method == "GET" else {
+                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use GET"))
+            }
+            return presence(request, channel: String(path.dropFirst("/api/presence/".count)))
+        }
         if request.method == "GET" { return staticFile(request) }
         request.respond(status: 404, json: Self.errorJSON("not_found", "no such endpoint"))
     }
@@ -86,6 +93,25 @@ final class HTTPRoutes {
             body.append(UInt8(ascii: "]"))
             request.respond(status: 200, contentType: "application/json", body: body,
                             headers: [("x-herald-epoch", snapshot.epoch), ("x-herald-seq", String(snapshot.seq))])
+        case .failure:
+            request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+        }
+    }
+
+    /// A presence read for `token` finished: `{"channel","members","connections","users"}`.
+    func answerPresence(token: UInt64, result: Result<[[UInt8]], some Error>) {
+        guard let (request, channel) = waiting.removeValue(forKey: token).map({ ($0, presenceChannel.removeValue(forKey: token) ?? "") }) else { return }
+        switch result {
+        case let .success(members):
+            var users = Set<String>()
+            for m in members { if let user = (try? JSON.parse(m))?["user"]?.stringValue { users.insert(user) } }
+            var body = Array("{\"channel\":\(JSON.quoted(channel)),\"members\":[".utf8)
+            for (i, m) in members.enumerated() {
+                if i > 0 { body.append(UInt8(ascii: ",")) }
+                body += m
+            }
+            body += Array("],\"connections\":\(members.count),\"users\":\(users.count)}".utf8)
+            request.respond(status: 200, contentType: "application/json", body: body)
         case .failure:
             request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
         }
@@ -150,6 +176,20 @@ final class HTTPRoutes {
             }
         }
         reader.requests.post(.http(channel: channel, token: wait(request), since: since, limit: limit, hub: hub))
+    }
+
+    private func presence(_ request: HTTPRequest, channel: String) {
+        if let problem = ChannelName.problem(channel) {
+            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+        }
+        if refuse(request, HTTPAccess.history(request.credentials, channel: channel, config: config,
+                                              verifier: verifier, nowSeconds: wallMillis() / 1000)) { return }
+        guard config.hasPresence(channel) else {
+            return request.respond(status: 404, json: Self.errorJSON("presence_unavailable", "this channel has no presence (--presence-channels)"))
+        }
+        let token = wait(request)
+        presenceChannel[token] = channel
+        reader.requests.post(.httpPresence(channel: channel, token: token, hub: hub))
     }
 
     /// Parks a request until its worker answers; the token names it in the answer.

@@ -16,6 +16,8 @@ final class HistoryReader: Worker, @unchecked Sendable {
         case http(channel: String, token: UInt64, since: UInt64, limit: Int, hub: Int)
         /// Subscribed channels that have had no message here: extend their empty-channel TTL.
         case keepEmptyAlive(channels: [String])
+        /// `GET /api/presence/{channel}`: the member list.
+        case httpPresence(channel: String, token: UInt64, hub: Int)
     }
 
     let requests = Mailbox<Request>()
@@ -23,6 +25,7 @@ final class HistoryReader: Worker, @unchecked Sendable {
                                       healthy: { [health] in health.readerRedis.store($0, ordering: .relaxed) })
     private var sha: String?
     private var keepAliveSHA: String?
+    private var presenceSHA: String?
 
     func run() {
         var waiting: [Request] = []
@@ -67,15 +70,28 @@ final class HistoryReader: Worker, @unchecked Sendable {
                 subscribers[channel, default: [:]][hub, default: []].append(request)
             case let .http(channel, _, _, _, _):
                 if subscribers[channel] == nil { channels.append(channel); subscribers[channel] = [:] }
-            case .keepEmptyAlive:
+            case .keepEmptyAlive, .httpPresence:
                 break
             }
         }
-        do {
-            let snapshots = try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
+        do throws(RedisError) {
+            // Presence streams are read with their member list.
+            let streams = channels.filter { PresenceStream.channel(of: $0) != nil }
+            var snapshots = try Scripts.readSnapshots(channels.filter { PresenceStream.channel(of: $0) == nil },
+                                                      config: config, on: redis, sha: &sha)
+            if !streams.isEmpty {
+                for (stream, snapshot) in try Scripts.readPresenceSnapshots(streams, config: config, on: redis, sha: &presenceSHA) {
+                    snapshots[stream] = snapshot
+                }
+            }
             for r in waiting {
                 if case let .http(channel, token, since, limit, hub) = r {
                     hubs.post(to: hub, .httpHistory(token: token, result: .success(snapshots[channel]!), since: since, limit: limit))
+                }
+                if case let .httpPresence(channel, token, hub) = r {
+                    let members = try redis.command(bytes: [Array("HVALS".utf8), Array(config.presenceMembersKey(channel).utf8)])
+                    guard case let .array(items) = members else { throw RedisError("HVALS: unexpected reply \(members)") }
+                    hubs.post(to: hub, .httpPresence(token: token, result: .success(items.compactMap(\.bytes))))
                 }
             }
             for channel in channels {
@@ -89,6 +105,7 @@ final class HistoryReader: Worker, @unchecked Sendable {
                 if case let .http(_, token, since, limit, hub) = r {
                     hubs.post(to: hub, .httpHistory(token: token, result: .failure(error), since: since, limit: limit))
                 }
+                if case let .httpPresence(_, token, hub) = r { hubs.post(to: hub, .httpPresence(token: token, result: .failure(error))) }
             }
             waiting = waiting.filter { if case .subscribe = $0 { return true } else { return false } }
             drop(error, "subscribers wait until it is back")
@@ -112,6 +129,7 @@ final class HistoryReader: Worker, @unchecked Sendable {
     private func drop(_ error: any Error, _ consequence: String) {
         sha = nil
         keepAliveSHA = nil
+        presenceSHA = nil
         link.drop(error, consequence)
     }
 }

@@ -22,6 +22,8 @@ final class Hub: WebSocketServerDelegate {
     let gauges: Metrics.ThreadGauges
     let reader: HistoryReader
     let routes: HTTPRoutes
+    /// This node's presence announcer (nil without `--presence-channels`).
+    let presence: PresenceWorker?
     /// Set by the node before the service thread starts; used for the timer.
     weak var server: WebSocketServer?
 
@@ -31,7 +33,7 @@ final class Hub: WebSocketServerDelegate {
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
-         reader: HistoryReader, publisher: Publisher) {
+         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?) {
         self.config = config
         self.metrics = metrics
         self.logger = logger
@@ -39,16 +41,20 @@ final class Hub: WebSocketServerDelegate {
         self.inbox = inbox
         gauges = metrics.wsThreads[index]
         self.reader = reader
+        self.presence = presence
         let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
         routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
         fanOut = FanOut(settings: FanOut.Settings(
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
                                           opsPerSecond: config.maxClientOpsPerSecond, opsBurst: config.clientOpsBurst,
-                                          anonymousPatterns: config.anonymousPatterns, verifier: verifier),
+                                          anonymousPatterns: config.anonymousPatterns, verifier: verifier,
+                                          presencePatterns: config.presencePatterns),
             clientBacklog: config.clientBacklog,
             maxRingCapacity: config.clientBacklog + max(config.historySize, 4 * config.batchSize),
             coalesceMicros: config.coalesceMicros,
             keepAliveMicros: UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000))
+        fanOut.settings.instance = config.instance
+        fanOut.settings.node = config.nodeID
         window = CoalesceWindow(rule: .init(floorMicros: config.coalesceMicros, ceilingMicros: config.coalesceMaxMicros))
         gauges.coalesceWindowMicros.add(Int(config.coalesceMicros))
     }
@@ -107,6 +113,7 @@ final class Hub: WebSocketServerDelegate {
             case let .history(channel, requests, snapshot): round.append(.history(channel: channel, requests: requests, snapshot: snapshot))
             case let .httpHistory(token, result, since, limit): routes.answerHistory(token: token, result: result, since: since, limit: limit)
             case let .published(token, id, ok, message): routes.answerPublish(token: token, id: id, ok: ok, message: message)
+            case let .httpPresence(token, result): routes.answerPresence(token: token, result: result)
             }
         }
         if !round.isEmpty { carryOut(fanOut.handle(round, now: now())) }
@@ -203,6 +210,8 @@ final class Hub: WebSocketServerDelegate {
                 metrics.observeLatency(millis: now > millis ? Int(now - millis) : 0)
             case let .tally(tally):
                 metrics.count(tally)
+            case let .presence(event):
+                presence?.events.post(event)
             }
         }
     }

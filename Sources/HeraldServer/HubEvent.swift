@@ -19,6 +19,8 @@ enum HubEvent: Sendable {
     case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
     /// An HTTP history read (token of the waiting request).
     case httpHistory(token: UInt64, result: Result<HistorySnapshot, RedisError>, since: UInt64, limit: Int)
+    /// An HTTP presence read (token of the waiting request): the member objects.
+    case httpPresence(token: UInt64, result: Result<[[UInt8]], RedisError>)
     /// An HTTP publish finished.
     case published(token: UInt64, id: String, ok: Bool, message: String)
 }

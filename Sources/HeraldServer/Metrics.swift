@@ -26,6 +26,12 @@ public final class Metrics: Sendable {
     let replays = Counter()
     let replayedMessages = Counter()
     let deadLettered = Counter()
+    /// Presence: this node's members, the changes it announced, the changes it sequenced (as
+    /// the sequencer) and the dead instances it asked to reap.
+    let presenceMembers = Counter()
+    let presenceAnnounced = Counter()
+    let presenceChanges = Counter()
+    let presenceReaps = Counter()
     let slowConsumerCloses = Counter()
     let oversizeCloses = Counter()
     let authFailures = Counter()
@@ -126,6 +132,10 @@ public final class Metrics: Sendable {
         line("replays_total", "counter", "Subscriptions answered with a history replay.", g(replays))
         line("replayed_messages_total", "counter", "Messages sent from history.", g(replayedMessages))
         line("dead_lettered_total", "counter", "Messages refused and sent to the dead-letter queue.", g(deadLettered))
+        line("presence_members", "gauge", "Members of presence channels connected to this node.", g(presenceMembers))
+        line("presence_announced_total", "counter", "Merged presence changes this node published (one per channel per tick).", g(presenceAnnounced))
+        line("presence_changes_total", "counter", "join and leave frames this node sequenced while it was the sequencer.", g(presenceChanges))
+        line("presence_reaps_total", "counter", "Reaps this node asked for: a channel of a node instance whose lease ran out.", g(presenceReaps))
         line("slow_consumer_closes_total", "counter", "Clients closed with 4008 (too far behind).", g(slowConsumerCloses))
         line("oversize_closes_total", "counter", "Clients closed with 1009 (frame over the limit).", g(oversizeCloses))
         line("auth_failures_total", "counter", "Connections closed with 4001 (missing, bad or expired token).", g(authFailures))

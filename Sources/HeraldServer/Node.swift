@@ -85,6 +85,7 @@ public final class Node {
         }
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)
+        let presence = config.presencePatterns.isEmpty ? nil : worker(PresenceWorker.self)
         var servers: [WebSocketServer] = []
         var serviceThreads: [OSThread] = []
         // The hubs are held here: each server holds its delegate weakly.
@@ -92,7 +93,7 @@ public final class Node {
         defer { withExtendedLifetime(hubList) {} }
         for i in 0..<threadCount {
             let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
-                          reader: reader, publisher: publisher)
+                          reader: reader, publisher: publisher, presence: presence)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
             if let path = config.testEchoPath {
@@ -134,7 +135,7 @@ public final class Node {
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },
             OSThread(name: "herald-seq") { sequencer.run() },
-        ]
+        ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])
 
         var received: Int32 = 0
         var timeout = timespec(tv_sec: 1, tv_nsec: 0)

@@ -179,3 +179,203 @@ extension Scripts {
         return result
     }
 }
+
+/// Presence (see `PresenceStream`): the member hash of each presence channel, sequenced changes
+/// in the channel's presence stream, and one lease per node instance.
+extension Scripts {
+    /// Applies one node's `PresenceChange` to a channel's members and sequences what changed, as
+    /// at most one `leave` and one `join` frame in the presence stream, in one atomic step.
+    /// Joins of an instance whose lease has run out are dropped (its members were, or are about to
+    /// be, reaped; it syncs when it renews). A reap removes the members of an instance whose lease
+    /// has run out and forgets the channel in that instance's set (and the instance once the set
+    /// is empty); a reap of an instance that renewed meanwhile does nothing. Leaves of members
+    /// that are not there, and joins of members already there unchanged, change nothing: a change
+    /// RabbitMQ delivers twice is applied once.
+    /// KEYS: stream meta hash, stream history list, member hash, leases zset, the publishing
+    /// instance's channel set. ARGV: history size, epoch candidate, node-set key prefix, channel,
+    /// instance, sync ('1'/'0'), leave count L, join count J, channel as a JSON string, meta TTL
+    /// (0: none), then L client ids, J (client, member) pairs, then the instances to reap.
+    /// Returns {epoch, leave seq, leave frame, join seq, join frame} (seq 0 and '' when none).
+    static let presence = RedisScript(source: """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local function alive(instance)
+      local s = redis.call('ZSCORE', KEYS[4], instance)
+      return s and tonumber(s) > now
+    end
+    local epoch = redis.call('HGET', KEYS[1], 'epoch')
+    if not epoch then
+      epoch = ARGV[2]
+      redis.call('HSET', KEYS[1], 'epoch', epoch)
+      redis.call('DEL', KEYS[2])
+    end
+    local channel, instance = ARGV[4], ARGV[5]
+    local nl, nj = tonumber(ARGV[7]), tonumber(ARGV[8])
+    local first = 11
+    local left, joined = {}, {}
+    local function removeInstance(who)
+      local prefix = who .. '.'
+      local all = redis.call('HGETALL', KEYS[3])
+      for k = 1, #all, 2 do
+        if string.sub(all[k], 1, #prefix) == prefix then
+          redis.call('HDEL', KEYS[3], all[k])
+          left[#left + 1] = all[k + 1]
+        end
+      end
+    end
+    local joins = {}
+    for k = 0, nj - 1 do
+      joins[#joins + 1] = {ARGV[first + nl + 2 * k], ARGV[first + nl + 2 * k + 1]}
+    end
+    local instanceAlive = alive(instance)
+    if ARGV[6] == '1' then
+      local wanted = {}
+      if instanceAlive then for _, j in ipairs(joins) do wanted[j[1]] = true end end
+      local prefix = instance .. '.'
+      local all = redis.call('HGETALL', KEYS[3])
+      for k = 1, #all, 2 do
+        if string.sub(all[k], 1, #prefix) == prefix and not wanted[all[k]] then
+          redis.call('HDEL', KEYS[3], all[k])
+          left[#left + 1] = all[k + 1]
+        end
+      end
+    end
+    for k = 0, nl - 1 do
+      local client = ARGV[first + k]
+      local m = redis.call('HGET', KEYS[3], client)
+      if m then
+        redis.call('HDEL', KEYS[3], client)
+        left[#left + 1] = m
+      end
+    end
+    if #joins > 0 and instanceAlive then
+      for _, j in ipairs(joins) do
+        local old = redis.call('HGET', KEYS[3], j[1])
+        if old ~= j[2] then
+          if old then left[#left + 1] = old end
+          redis.call('HSET', KEYS[3], j[1], j[2])
+          joined[#joined + 1] = j[2]
+        end
+      end
+      redis.call('SADD', KEYS[5], channel)
+    end
+    for k = first + nl + 2 * nj, #ARGV do
+      local dead = ARGV[k]
+      if not alive(dead) then
+        removeInstance(dead)
+        local set = ARGV[3] .. dead
+        redis.call('SREM', set, channel)
+        if redis.call('SCARD', set) == 0 then
+          redis.call('DEL', set)
+          redis.call('ZREM', KEYS[4], dead)
+        end
+      end
+    end
+    local out = {epoch}
+    local function emit(kind, list)
+      if #list == 0 then
+        out[#out + 1] = 0
+        out[#out + 1] = ''
+        return
+      end
+      local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+      local frame = '{"type":"' .. kind .. '","channel":' .. ARGV[9] .. ',"presence_epoch":"' .. epoch ..
+        '","presence_seq":' .. seq .. ',"members":[' .. table.concat(list, ',') .. ']}'
+      redis.call('LPUSH', KEYS[2], frame)
+      out[#out + 1] = seq
+      out[#out + 1] = frame
+    end
+    emit('leave', left)
+    emit('join', joined)
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+    if ARGV[10] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[10]) else redis.call('PERSIST', KEYS[1]) end
+    return out
+    """)
+
+    /// A presence stream's snapshot: epoch, newest seq, retained changes (newest first) and the
+    /// member list, in one consistent step. KEYS: stream meta hash, stream history list, member
+    /// hash. ARGV: epoch candidate, how many frames.
+    static let presenceRead = RedisScript(source: """
+    local epoch = redis.call('HGET', KEYS[1], 'epoch')
+    if not epoch then
+      epoch = ARGV[1]
+      redis.call('HSET', KEYS[1], 'epoch', epoch)
+      redis.call('DEL', KEYS[2])
+    end
+    local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+    local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+    return {epoch, seq, frames, redis.call('HVALS', KEYS[3])}
+    """)
+
+    /// Renews this instance's lease and lists the expired instances with the channels each had
+    /// members on (an expired instance with none is forgotten here). KEYS: leases zset. ARGV:
+    /// instance, lease ms, node-set key prefix. Returns {lapsed (1: the lease had run out or
+    /// never existed), instance1, "channel\\nchannel…", …}.
+    static let heartbeat = RedisScript(source: """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+    local out = {(not old or tonumber(old) <= now) and 1 or 0}
+    for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+      local channels = redis.call('SMEMBERS', ARGV[3] .. e)
+      if #channels == 0 then
+        redis.call('ZREM', KEYS[1], e)
+      else
+        out[#out + 1] = e
+        out[#out + 1] = table.concat(channels, '\\n')
+      end
+    end
+    return out
+    """)
+
+    static func presenceCall(channel: String, change: PresenceChange, instance: String, config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
+        let stream = PresenceStream.name(of: channel)
+        let keys = [config.metaKey(stream), config.historyKey(stream), config.presenceMembersKey(channel),
+                    config.presenceLeasesKey, config.presenceNodePrefix + instance].map { Array($0.utf8) }
+        var args = [String(config.presenceHistorySize), randomHex(bytes: 6), config.presenceNodePrefix, channel, instance,
+                    change.sync ? "1" : "0", String(change.leaves.count), String(change.joins.count), JSON.quoted(channel),
+                    String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
+        args += change.leaves.map { Array($0.utf8) }
+        for (client, member) in change.joins {
+            args.append(Array(client.utf8))
+            args.append(member)
+        }
+        args += change.reaps.map { Array($0.utf8) }
+        return (keys, args)
+    }
+
+    /// The presence script's frames as sequenced messages of the stream, or nil for an answer
+    /// that is not one.
+    static func presenceFrames(_ reply: RedisReply, stream: String) -> [SequencedMessage]? {
+        guard case let .array(items) = reply, items.count == 5, let epoch = items[0].text else { return nil }
+        var out: [SequencedMessage] = []
+        for i in [1, 3] {
+            guard let seq = items[i].integer, let frame = items[i + 1].bytes else { return nil }
+            if seq > 0 { out.append(SequencedMessage(channel: stream, epoch: epoch, seq: UInt64(seq), frame: frame)) }
+        }
+        return out
+    }
+
+    /// Presence streams' snapshots (with their member lists), one pipelined round trip.
+    static func readPresenceSnapshots(_ streams: [String], config: HeraldConfig, on redis: RedisConnection,
+                                      sha: inout String?) throws(RedisError) -> [String: HistorySnapshot] {
+        let calls = streams.map { stream in
+            (keys: [config.metaKey(stream), config.historyKey(stream),
+                    config.presenceMembersKey(PresenceStream.channel(of: stream) ?? stream)].map { Array($0.utf8) },
+             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.presenceHistorySize).utf8)])
+        }
+        let replies = try presenceRead.run(on: redis, sha: &sha, calls: calls)
+        var result: [String: HistorySnapshot] = [:]
+        for (stream, reply) in zip(streams, replies) {
+            guard case let .array(items) = reply, items.count == 4, let epoch = items[0].text, let seq = items[1].integer,
+                  case let .array(frames) = items[2], case let .array(members) = items[3] else {
+                if case let .error(e) = reply { throw RedisError("presence read failed: \(e)") }
+                throw RedisError("presence read: unexpected reply \(reply)")
+            }
+            result[stream] = HistorySnapshot(epoch: epoch, seq: UInt64(seq), newestFirst: frames.compactMap(\.bytes),
+                                             members: members.compactMap(\.bytes))
+        }
+        return result
+    }
+}

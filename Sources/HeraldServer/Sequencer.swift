@@ -29,6 +29,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                                            healthy: { [health] in health.sequencerRedis.store($0, ordering: .relaxed) })
     private var redis: RedisConnection? { redisLink.current }
     private var scriptSHA: String?
+    private var presenceSHA: String?
     private var lastProbe: UInt64 = 0
 
     /// Batches stored and published, waiting for RabbitMQ's confirms before their ack.
@@ -41,6 +42,8 @@ final class Sequencer: Worker, @unchecked Sendable {
         /// One script call per channel in the batch, with that channel's messages in order.
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
         var groups: [ChannelGroup] // parallel to calls
+        /// Presence changes (`PresenceChange`), one script call each, run after the messages.
+        var presence: [(stream: String, call: (keys: [[UInt8]], args: [[UInt8]]), delivery: AMQPDelivery)] = []
         var dead: [(AMQPDelivery, EnvelopeError)]
         /// The connection the calls went out on; nil when the send failed. Replies are read
         /// only from it: if the link has moved since (the Redis master changed), the batch is
@@ -160,8 +163,16 @@ final class Sequencer: Worker, @unchecked Sendable {
         var groups: [ChannelGroup] = []
         var groupIndex: [String: Int] = [:]
         var dead: [(AMQPDelivery, EnvelopeError)] = []
+        var presence: [(stream: String, call: (keys: [[UInt8]], args: [[UInt8]]), delivery: AMQPDelivery)] = []
         for d in deliveries {
             if d.properties.header("x-herald-probe") != nil { continue }
+            if let instance = d.properties.header("x-herald-presence") {
+                switch presenceCall(d, instance: instance) {
+                case let .success(call): presence.append((d.routingKey, call, d))
+                case let .failure(error): dead.append((d, error))
+                }
+                continue
+            }
             let channel = d.routingKey.isEmpty ? config.defaultChannel : d.routingKey
             if let problem = Admission.check(channel: channel, bodySize: d.body.count, maxBytes: config.maxMessageBytes) {
                 dead.append((d, problem))
@@ -216,7 +227,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dropRedis(error)
             }
         }
-        return Staged(deliveries: deliveries, calls: calls, groups: groups, dead: dead, sentOn: sentOn)
+        return Staged(deliveries: deliveries, calls: calls, groups: groups, presence: presence, dead: dead, sentOn: sentOn)
     }
 
     /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
@@ -260,6 +271,20 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
 
+        if !batch.presence.isEmpty {
+            // After the messages, on their own: one call per change, retried until Redis answers.
+            guard let replies = storeInRedis(batch.presence.map(\.call), script: Scripts.presence, sha: \.presenceSHA) else { return false }
+            for (p, reply) in zip(batch.presence, replies) {
+                if let frames = Scripts.presenceFrames(reply, stream: p.stream) {
+                    sequenced += frames
+                    metrics.presenceChanges.add(frames.count)
+                } else {
+                    logger.error("presence script failed; dead-lettering the change", metadata: ["stream": "\(p.stream)", "reply": "\(reply)"])
+                    dead.append((p.delivery, EnvelopeError(code: .storeFailed, message: "Redis refused the presence change: \(reply)")))
+                }
+            }
+        }
+
         // This node's clients hear about it at once; then every node, through the live queue
         // (duplicates too: a crash may have come before their broadcast).
         watermarks.record(sequenced)
@@ -291,10 +316,18 @@ final class Sequencer: Worker, @unchecked Sendable {
     }
 
     private func storeInRedis(_ calls: [(keys: [[UInt8]], args: [[UInt8]])]) -> [RedisReply]? {
+        storeInRedis(calls, script: Scripts.sequence, sha: \.scriptSHA)
+    }
+
+    private func storeInRedis(_ calls: [(keys: [[UInt8]], args: [[UInt8]])], script: RedisScript,
+                              sha: ReferenceWritableKeyPath<Sequencer, String?>) -> [RedisReply]? {
         while !stop.isSet {
             guard let redis = redisLink.get() else { continue }
+            var digest = self[keyPath: sha]
             do {
-                return try Scripts.sequence.run(on: redis, sha: &scriptSHA, calls: calls)
+                let replies = try script.run(on: redis, sha: &digest, calls: calls)
+                self[keyPath: sha] = digest
+                return replies
             } catch {
                 dropRedis(error)
             }
@@ -346,6 +379,7 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// A Redis write failed: the batch is held and stored again on the next connection.
     private func dropRedis(_ error: any Error) {
         scriptSHA = nil
+        presenceSHA = nil
         redisLink.drop(error, "holding the batch and retrying")
     }
 }

@@ -236,3 +236,111 @@ private func published(_ due: [PresenceAnnouncer.Due]) -> [PresenceAnnouncer.Out
         #expect(plan.replay.isEmpty)
     }
 }
+
+@Suite struct PresenceSessionTests {
+    private func presencePolicy() -> ClientSession.Policy {
+        var p = policy(anonymous: ["*"])
+        p.presencePatterns = ["room:*"]
+        return p
+    }
+
+    @Test func presenceFieldsAreParsedAndCheckedLikeSince() throws {
+        func parse(_ json: String) -> Result<ClientOp, ClientError> { ClientOpParser.parse(Array(json.utf8)) }
+        #expect(try parse(#"{"op":"subscribe","channel":"room:1","presence":true,"presence_since":4,"presence_epoch":"p1"}"#).get()
+                == .subscribeWithPresence(channel: "room:1", resume: nil, presenceResume: ResumePosition(since: 4, epoch: "p1")))
+        #expect(try parse(#"{"op":"subscribe","channel":"room:1","presence":false}"#).get() == .subscribe(channel: "room:1", resume: nil))
+        #expect(try parse(#"{"op":"presence","channel":"room:1"}"#).get() == .presence(channel: "room:1"))
+        #expect(parse(#"{"op":"subscribe","channel":"room:1","presence":1}"#)
+                == .failure(ClientError(.badRequest, #""presence" must be true or false"#, op: "subscribe", channel: "room:1")))
+        #expect(parse(#"{"op":"subscribe","channel":"room:1","presence":true,"presence_since":-1}"#)
+                == .failure(ClientError(.badRequest, #""presence_since" must be a non-negative integer"#, op: "subscribe", channel: "room:1")))
+    }
+
+    @Test func aPresenceSubscribeAlsoSubscribesTheStreamAndUnsubscribeEndsBoth() {
+        var s = ClientSession(policy: presencePolicy())
+        let actions = s.handle(op(#"{"op":"subscribe","channel":"room:1","presence":true,"presence_since":3}"#), monotonicMillis: 0, wallSeconds: 0)
+        #expect(actions == [.tally(.subscribed), .subscribe(channel: "room:1", resume: nil),
+                            .subscribe(channel: "~p:room:1", resume: ResumePosition(since: 3, epoch: nil))])
+        s.outbox.subscribe(channel: "room:1", resume: nil, request: 1)
+        s.outbox.subscribe(channel: "~p:room:1", resume: nil, request: 2)
+        #expect(s.handle(op(#"{"op":"presence","channel":"room:1"}"#), monotonicMillis: 0, wallSeconds: 0)
+                == [.subscribe(channel: "~p:room:1", resume: nil)])
+        #expect(s.handle(op(#"{"op":"unsubscribe","channel":"room:1"}"#), monotonicMillis: 0, wallSeconds: 0)
+                == [.unsubscribed(channel: "room:1"), .unsubscribed(channel: "~p:room:1"), .sendSoon])
+    }
+
+    @Test func presenceWhereThereIsNoneIsAnErrorButTheSubscriptionStands() {
+        var s = ClientSession(policy: presencePolicy())
+        let actions = s.handle(op(#"{"op":"subscribe","channel":"lobby","presence":true}"#), monotonicMillis: 0, wallSeconds: 0)
+        #expect(actions == [.tally(.subscribed), .subscribe(channel: "lobby", resume: nil), .tally(.clientError), .sendSoon])
+        #expect(drain(&s) == [#"{"type":"error","code":"presence_unavailable","message":"this channel has no presence (--presence-channels)","op":"subscribe","channel":"lobby"}"#])
+        _ = s.handle(op(#"{"op":"presence","channel":"room:1"}"#), monotonicMillis: 0, wallSeconds: 0)
+        #expect(drain(&s).first?.contains(#"subscribe to this channel with \"presence\": true first"#) == true)
+    }
+
+    @Test func presenceStreamsDoNotCountAgainstTheSubscriptionLimit() {
+        var p = presencePolicy()
+        p.maxSubscriptions = 1
+        var s = ClientSession(policy: p)
+        _ = s.handle(op(#"{"op":"subscribe","channel":"room:1","presence":true}"#), monotonicMillis: 0, wallSeconds: 0)
+        s.outbox.subscribe(channel: "room:1", resume: nil, request: 1)
+        s.outbox.subscribe(channel: "~p:room:1", resume: nil, request: 2)
+        // Re-subscribing with presence again is a replacement, not a third subscription.
+        #expect(s.handle(op(#"{"op":"subscribe","channel":"room:1","presence":true}"#), monotonicMillis: 0, wallSeconds: 0).first
+                == .subscribe(channel: "room:1", resume: nil))
+    }
+
+    @Test func aTokensInfoClaimTravelsCompact() throws {
+        let token = signer.sign(TokenClaims(sub: "ann", exp: 2_000, channels: ["*"], info: Array(#"{"name":"Ann"}"#.utf8)))
+        let claims = try signer.verify(token, nowSeconds: 1_000).get()
+        #expect(claims.info.map(text) == #"{"name":"Ann"}"#)
+        let bad = signer.sign(TokenClaims(sub: "ann", exp: 2_000, channels: ["*"], info: Array("[1]".utf8)))
+        #expect(signer.verify(bad, nowSeconds: 1_000) == .failure(TokenError(.badClaims, "info must be a JSON object")))
+    }
+}
+
+@Suite struct PresenceFanOutTests {
+    private func fanOut() -> FanOut {
+        var p = policy(anonymous: ["*"])
+        p.presencePatterns = ["room:*"]
+        var f = FanOut(settings: FanOut.Settings(session: p, clientBacklog: 100, maxRingCapacity: 200, coalesceMicros: 0, keepAliveMicros: 60_000_000))
+        f.settings.instance = "i1"
+        f.settings.node = "n1"
+        return f
+    }
+    private let now = FanOut.Now(monotonicMicros: 1_000_000, wallMillis: 1_000_000)
+
+    private func presenceEvents(_ actions: [FanOut.Action]) -> [FanOut.PresenceEvent] {
+        actions.compactMap { if case let .presence(e) = $0 { return e } else { return nil } }
+    }
+
+    @Test func subscribersOfPresenceChannelsJoinOnceAndLeaveWhenTheyGo() {
+        var f = fanOut()
+        _ = f.handle(.opened(7, query: []), now: now)
+        let joined = f.handle(.received(7, Array(#"{"op":"subscribe","channel":"room:1"}"#.utf8), binary: false), now: now)
+        #expect(presenceEvents(joined) == [.joined(channel: "room:1", client: "i1.7", member: Array(#"{"client":"i1.7","user":null,"node":"n1"}"#.utf8))])
+        // Asking for the list again, or re-subscribing, is not a second join.
+        let again = f.handle(.received(7, Array(#"{"op":"subscribe","channel":"room:1","presence":true}"#.utf8), binary: false), now: now)
+        #expect(presenceEvents(again).isEmpty)
+        _ = f.handle(.received(7, Array(#"{"op":"subscribe","channel":"other"}"#.utf8), binary: false), now: now)
+        #expect(presenceEvents(f.handle(.closed(7), now: now)) == [.left(channel: "room:1", client: "i1.7")])
+    }
+
+    @Test func thePresenceStreamsReadIsAnsweredWithTheList() {
+        var f = fanOut()
+        _ = f.handle(.opened(7, query: []), now: now)
+        let actions = f.handle(.received(7, Array(#"{"op":"subscribe","channel":"room:1","presence":true}"#.utf8), binary: false), now: now)
+        let reads = actions.compactMap { if case let .readHistory(c, r) = $0 { return (c, r) } else { return nil } }
+        #expect(reads.map(\.0) == ["room:1", "~p:room:1"])
+        let list = HistorySnapshot(epoch: "p1", seq: 2, frames: [], members: [member("i1.7"), member("i2.1")])
+        _ = f.handle(.history(channel: "~p:room:1", requests: [reads[1].1], snapshot: list), now: now)
+        guard case let .frames(frames, _) = f.writeNext(7) else { Issue.record("nothing to write"); return }
+        #expect(frames.map(text) == [#"{"type":"presence","channel":"room:1","client":"i1.7","presence_epoch":"p1","presence_seq":2,"replay":0,"members":["#
+                                     + text(member("i1.7")) + "," + text(member("i2.1")) + "]}"])
+        // Then the stream's live changes, after the list.
+        let change = Array(#"{"type":"join","channel":"room:1","presence_epoch":"p1","presence_seq":3,"members":[]}"#.utf8)
+        _ = f.handle(.live([SequencedMessage(channel: "~p:room:1", epoch: "p1", seq: 3, frame: change)], local: false), now: now)
+        guard case let .frames(live, _) = f.writeNext(7) else { Issue.record("no live change"); return }
+        #expect(live == [change])
+    }
+}

@@ -201,3 +201,49 @@ def test_gap_is_shown_when_more_than_the_history_was_published_while_herald_was_
     gap_at = rows.index(gaps[0])
     assert rows[gap_at - 1].get("seq") == 5 or any(r.get("seq") == 5 for r in rows[:gap_at])
     assert all(r.get("seq") is None or r["seq"] >= 26 for r in rows[gap_at:])
+
+
+def members(driver):
+    """The members panel: {client: is_you}."""
+    return driver.execute_script("""
+        return Object.fromEntries([...document.querySelectorAll('#members li')].map(li => [li.dataset.client, li.dataset.you === 'true']));""")
+
+
+def presence_rows(driver):
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#feed li.presence')].map(li => [li.dataset.kind, li.dataset.clients.split(' ')]);""")
+
+
+def test_two_pages_in_one_room_see_each_other_and_a_reload_is_one_leave_and_one_join(herald_factory, browser):
+    h = herald_factory(extra=("--presence-channels", "room:*", "--presence-tick-ms", "50")).start()
+    open_page(browser, h, "room:e2e")
+    first = browser.current_window_handle
+    wait_until(lambda: len(members(browser)) == 1, 15, what="the first page to list itself")
+    me = next(iter(members(browser)))
+    assert members(browser) == {me: True}
+
+    browser.switch_to.new_window("tab")
+    second = browser.current_window_handle
+    open_page(browser, h, "room:e2e")
+    wait_until(lambda: len(members(browser)) == 2, 15, what="the second page to list both")
+    other = next(c for c, you in members(browser).items() if you)
+    assert members(browser) == {me: False, other: True}
+
+    browser.switch_to.window(first)
+    wait_until(lambda: members(browser) == {me: True, other: False}, 15, what="the first page to see the second join")
+    assert presence_rows(browser) == [["join", [other]]]
+
+    browser.switch_to.window(second)
+    browser.refresh()
+    wait_until(lambda: badge(browser) == "connected" and len(members(browser)) == 2, 15, what="the reloaded page's list")
+    again = next(c for c, you in members(browser).items() if you)
+    assert again != other and set(members(browser)) == {me, again}
+
+    browser.switch_to.window(first)
+    wait_until(lambda: set(members(browser)) == {me, again}, 15, what="the first page to see the reload")
+    assert presence_rows(browser) == [["join", [other]], ["leave", [other]], ["join", [again]]]
+    # Nothing else follows: a duplicate or stray change would add a row.
+    deadline = time.time() + 1.0
+    while time.time() < deadline:
+        assert len(presence_rows(browser)) == 3
+        time.sleep(0.1)

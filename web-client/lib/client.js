@@ -112,21 +112,27 @@ export class HeraldClient extends Emitter {
 
   /**
    * Subscribes to a channel, resuming from the stored position when there is one.
-   * @param handlers optional {message, subscribed, gap, error, state, subscribing, unsubscribed}
+   * @param handlers optional {message, subscribed, gap, error, state, subscribing, unsubscribed};
+   *   with `presence: true` also the member list (`sub.members`) and {members, join, leave}.
    */
   subscribe(channel, handlers = {}) {
     checkChannel(channel);
+    const { presence = false, ...events } = handlers;
     let sub = this.#subs.get(channel);
     if (!sub) {
-      sub = new Subscription(this, channel, this.#positions.load(channel));
+      sub = new Subscription(this, channel, this.#positions.load(channel), presence === true);
       this.#subs.set(channel, sub);
     }
-    for (const [event, fn] of Object.entries(handlers)) sub.on(event, fn);
+    for (const [event, fn] of Object.entries(events)) sub.on(event, fn);
     if (sub.state === "unsubscribed") {
       sub._subscribing();
-      if (this.state === "connected") this.#send(subscribeOp(channel, sub.position));
+      if (this.state === "connected") this.#send(this.#subscribeOp(sub));
     }
     return sub;
+  }
+
+  #subscribeOp(sub) {
+    return subscribeOp(sub.channel, sub.position, sub.presence, sub.presencePosition);
   }
 
   /** The subscription of a channel, if any. */
@@ -194,7 +200,7 @@ export class HeraldClient extends Emitter {
     });
     for (const sub of this.#subs.values()) {
       sub._subscribing();
-      this.#send(subscribeOp(sub.channel, sub.position));
+      this.#send(this.#subscribeOp(sub));
     }
   }
 
@@ -239,6 +245,15 @@ export class HeraldClient extends Emitter {
         case "subscribed":
           if (sub) { sub._onSubscribed(frame); touched.add(sub); }
           break;
+        case "presence":
+          if (sub) sub._onPresence(frame);
+          break;
+        case "join":
+        case "leave":
+          // A hole in the presence changes: ask again from the last one applied; the server
+          // replays what is missing, or sends the whole list.
+          if (sub && sub._onPresenceChange(frame) === "gap") this.#resubscribe(sub);
+          break;
         case "error":
           if (sub && frame.code === "forbidden" && frame.op === "auth") this.#revoked.add(sub.channel);
           this.emit("error", frame);
@@ -265,7 +280,7 @@ export class HeraldClient extends Emitter {
   /** A live seq jumped: ask again from our position; the replay fills the hole or reports it. */
   #resubscribe(sub) {
     sub._subscribing();
-    this.#send(subscribeOp(sub.channel, sub.position));
+    this.#send(this.#subscribeOp(sub));
   }
 
   #onClose(ws, code, reason) {

@@ -30,11 +30,19 @@ export function parseFrames(text) {
   return { frames, invalid };
 }
 
-export function subscribeOp(channel, position) {
+/** A subscribe op; `presence`: also follow the members, from `presencePosition` when known. */
+export function subscribeOp(channel, position, presence = false, presencePosition = null) {
   const op = { op: "subscribe", channel };
   if (position) {
     op.since = position.seq;
     op.epoch = position.epoch;
+  }
+  if (presence) {
+    op.presence = true;
+    if (presencePosition) {
+      op.presence_since = presencePosition.seq;
+      op.presence_epoch = presencePosition.epoch;
+    }
   }
   return JSON.stringify(op);
 }

@@ -7,6 +7,12 @@
 // Events: "state" ({from, to}), "subscribing", "subscribed" (the server's subscribed frame:
 // {channel, epoch, seq, replay, recovered?, missed?}), "message" (frame, {replayed}),
 // "gap" ({channel, from, to, missed, reason}), "error" (error frame), "unsubscribed".
+//
+// With presence (subscribe(channel, { presence: true })): `members` is the channel's member list
+// (a Map of client id -> {client, user, node, info?}), `self` this connection's client id, and
+// the events "members" ({members, recovered, missed}: the whole list arrived), "join" and
+// "leave" (members, frame) as they happen. Across reconnects the list is resumed from the
+// changes missed (PROTOCOL.md, "Presence"), so it always ends equal to the server's.
 
 import { Emitter } from "./emitter.js";
 
@@ -15,8 +21,18 @@ export class Subscription extends Emitter {
   #requested = null; // the position sent with the pending subscribe op
   #replayLeft = 0;
 
-  constructor(client, channel, position) {
+  #presenceReplayLeft = 0;
+
+  constructor(client, channel, position, presence = false) {
     super();
+    /** Whether this subscription follows the channel's members. */
+    this.presence = presence;
+    /** The member list, kept from the server's presence, join and leave frames. */
+    this.members = new Map();
+    /** This connection's client id in `members` (changes with each connection). */
+    this.self = null;
+    /** The last presence change applied ({seq, epoch}), or null before the first list. */
+    this.presencePosition = null;
     this.#client = client;
     this.channel = channel;
     /** The last seq delivered to the handlers and its epoch, or null before the first one. */
@@ -71,6 +87,43 @@ export class Subscription extends Emitter {
     if ("recovered" in frame) info.recovered = frame.recovered;
     if ("missed" in frame) info.missed = frame.missed;
     this.emit("subscribed", info);
+  }
+
+  /** The server's `presence` frame: the whole list, or the announcement of a replay of changes. */
+  _onPresence(frame) {
+    if (!this.presence) return;
+    this.self = frame.client;
+    if (Array.isArray(frame.members)) {
+      this.members = new Map(frame.members.map((m) => [m.client, m]));
+      this.presencePosition = { seq: frame.presence_seq, epoch: frame.presence_epoch };
+      this.#presenceReplayLeft = 0;
+      const info = { channel: this.channel, members: this.members };
+      if ("recovered" in frame) info.recovered = frame.recovered;
+      if ("missed" in frame) info.missed = frame.missed;
+      this.emit("members", info);
+    } else {
+      this.#presenceReplayLeft = frame.replay;
+    }
+  }
+
+  /**
+   * A `join` or `leave` frame. Returns "applied", "duplicate", "ignored" (no list yet), or "gap"
+   * (the caller subscribes again from `presencePosition`).
+   */
+  _onPresenceChange(frame) {
+    if (!this.presence || this.presencePosition === null || !Array.isArray(frame.members)) return "ignored";
+    const at = this.presencePosition;
+    if (frame.presence_epoch !== at.epoch || frame.presence_seq > at.seq + 1) return "gap";
+    if (frame.presence_seq <= at.seq) return "duplicate";
+    for (const m of frame.members) {
+      if (frame.type === "join") this.members.set(m.client, m);
+      else this.members.delete(m.client);
+    }
+    this.presencePosition = { seq: frame.presence_seq, epoch: at.epoch };
+    const replayed = this.#presenceReplayLeft > 0;
+    if (replayed) this.#presenceReplayLeft -= 1;
+    this.emit(frame.type, frame.members, { replayed, frame });
+    return "applied";
   }
 
   /**

@@ -441,3 +441,62 @@ test("a channel a fresh token no longer covers ends; one the app unsubscribed an
   FakeWebSocket.last.open();
   assert.deepEqual(FakeWebSocket.last.sent, [{ op: "subscribe", channel: "news" }]);
 });
+
+const member = (client, user = null) => ({ client, user, node: "n1" });
+const change = (type, seq, ...clients) =>
+  ({ type, channel: "room", presence_epoch: "p1", presence_seq: seq, members: clients.map((c) => member(c)) });
+
+test("presence: the list, then joins and leaves; a reconnect resumes the list from the changes missed", () => {
+  const { client, timers } = setup();
+  const events = [];
+  const sub = client.subscribe("room", {
+    presence: true,
+    join: (ms, info) => events.push(["join", ms.map((m) => m.client), info.replayed]),
+    leave: (ms, info) => events.push(["leave", ms.map((m) => m.client), info.replayed]),
+  });
+  client.connect();
+  let ws = FakeWebSocket.last;
+  ws.open();
+  assert.deepEqual(ws.sent, [{ op: "subscribe", channel: "room", presence: true }]);
+  ws.receive({ type: "subscribed", channel: "room", epoch: "e1", seq: 0, replay: 0 },
+    { type: "presence", channel: "room", client: "a.1", presence_epoch: "p1", presence_seq: 4, replay: 0,
+      members: [member("a.1"), member("b.1")] },
+    change("join", 5, "b.2", "b.3"), change("leave", 6, "b.1"));
+  assert.equal(sub.self, "a.1");
+  assert.deepEqual([...sub.members.keys()].sort(), ["a.1", "b.2", "b.3"]);
+  ws.receive(change("leave", 6, "b.1")); // a duplicate changes nothing
+  assert.deepEqual([...sub.members.keys()].sort(), ["a.1", "b.2", "b.3"]);
+
+  ws.drop(1006);
+  timers.advance(250);
+  ws = FakeWebSocket.last;
+  ws.open();
+  assert.deepEqual(ws.sent, [{ op: "subscribe", channel: "room", since: 0, epoch: "e1", presence: true, presence_since: 6, presence_epoch: "p1" }]);
+  ws.receive({ type: "presence", channel: "room", client: "a.2", presence_epoch: "p1", presence_seq: 8, replay: 2, recovered: true, missed: 0 },
+    change("leave", 7, "a.1", "b.2"), change("join", 8, "a.2"));
+  assert.equal(sub.self, "a.2");
+  assert.deepEqual([...sub.members.keys()].sort(), ["a.2", "b.3"]);
+  assert.deepEqual(events, [["join", ["b.2", "b.3"], false], ["leave", ["b.1"], false],
+    ["leave", ["a.1", "b.2"], true], ["join", ["a.2"], true]]);
+});
+
+test("presence: a hole in the changes asks again from the last one applied; a new list replaces the old", () => {
+  const { client } = setup();
+  const lists = [];
+  const sub = client.subscribe("room", { presence: true });
+  sub.on("members", (p) => lists.push({ clients: [...p.members.keys()], recovered: p.recovered, missed: p.missed }));
+  client.connect();
+  const ws = FakeWebSocket.last;
+  ws.open();
+  ws.receive({ type: "subscribed", channel: "room", epoch: "e1", seq: 0, replay: 0 },
+    { type: "presence", channel: "room", client: "a.1", presence_epoch: "p1", presence_seq: 2, replay: 0, members: [member("a.1")] });
+  ws.receive(change("join", 4, "b.9")); // 3 never came
+  assert.deepEqual(ws.sent.at(-1), { op: "subscribe", channel: "room", since: 0, epoch: "e1", presence: true, presence_since: 2, presence_epoch: "p1" });
+  assert.deepEqual([...sub.members.keys()], ["a.1"]);
+  ws.receive({ type: "subscribed", channel: "room", epoch: "e1", seq: 0, replay: 0, recovered: true, missed: 0 },
+    { type: "presence", channel: "room", client: "a.1", presence_epoch: "p1", presence_seq: 9, replay: 0, recovered: false, missed: 3,
+      members: [member("a.1"), member("c.1")] });
+  assert.deepEqual(lists.at(-1), { clients: ["a.1", "c.1"], recovered: false, missed: 3 });
+  ws.receive(change("leave", 10, "c.1"));
+  assert.deepEqual([...sub.members.keys()], ["a.1"]);
+});
