@@ -1,5 +1,5 @@
 // libFuzzer target for hostile input: the client-op parser, the connect-URL parser, the JSON
-// parser/minifier, the envelope encoder, tokens and X-Forwarded-For, with HeraldCore compiled in.
+// parser/minifier/encoder, the envelope encoder, presence changes, tokens and X-Forwarded-For, with HeraldCore compiled in.
 // Built and run by scripts/fuzz (swiftc -sanitize=fuzzer,address); any crash, trap or sanitizer
 // report fails the run.
 
@@ -46,6 +46,18 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     // Tokens: never crash on garbage.
     let verifier = TokenVerifier(secret: "fuzz-secret-0123456789", hmac: LibCrypto.hmacSHA256)
     _ = verifier.verify(text, nowSeconds: 1)
+    // A presence change as a node (or a hostile publisher) sends it to the sequencer: whatever
+    // decodes encodes back to the same change, and a member is always a JSON object.
+    if case let .success(change) = PresenceChange.decode(bytes) {
+        precondition((try? PresenceChange.decode(change.encode()).get()) == change, "a presence change does not round-trip")
+        for (_, member) in change.joins { if case .object? = try? JSON.parse(member) {} else { preconditionFailure("member is not an object") } }
+    }
+    // JSON re-encoded from its tree parses to the same tree.
+    if let parsed {
+        var encoded: [UInt8] = []
+        JSON.encode(parsed, to: &encoded)
+        precondition((try? JSON.parse(encoded)) == parsed, "JSON.encode changed the value")
+    }
     // The strict decoder: whatever it accepts, encoding gives back the same text.
     if let decoded = Base64URL.decode(text) { precondition(Base64URL.encode(decoded) == text, "two spellings of one byte string") }
     return 0
