@@ -90,12 +90,7 @@ enum Scripts {
     /// KEYS: meta hash, history list. ARGV: epoch candidate, how many frames, meta TTL seconds
     /// (0: none), empty-channel TTL seconds.
     static let read = RedisScript(source: """
-    local epoch = redis.call('HGET', KEYS[1], 'epoch')
-    if not epoch then
-      epoch = ARGV[1]
-      redis.call('HSET', KEYS[1], 'epoch', epoch)
-      redis.call('DEL', KEYS[2])
-    end
+    \(openEpoch(candidate: 1))
     local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
     if seq == 0 then
       redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -120,6 +115,21 @@ enum Scripts {
     end
     return n
     """)
+}
+
+extension Scripts {
+    /// Lua: `epoch` is the channel's (meta hash KEYS[1]), or `ARGV[candidate]` for a channel
+    /// starting a new life, whose history list (KEYS[2]) left from an earlier one is dropped.
+    static func openEpoch(candidate: Int) -> String {
+        """
+        local epoch = redis.call('HGET', KEYS[1], 'epoch')
+        if not epoch then
+          epoch = ARGV[\(candidate)]
+          redis.call('HSET', KEYS[1], 'epoch', epoch)
+          redis.call('DEL', KEYS[2])
+        end
+        """
+    }
 }
 
 /// The `sequence` script's answer.
@@ -203,21 +213,17 @@ extension Scripts {
       local s = redis.call('ZSCORE', KEYS[4], instance)
       return s and tonumber(s) > now
     end
-    local epoch = redis.call('HGET', KEYS[1], 'epoch')
-    if not epoch then
-      epoch = ARGV[2]
-      redis.call('HSET', KEYS[1], 'epoch', epoch)
-      redis.call('DEL', KEYS[2])
-    end
+    \(openEpoch(candidate: 2))
     local channel, instance = ARGV[4], ARGV[5]
     local nl, nj = tonumber(ARGV[7]), tonumber(ARGV[8])
     local first = 11
     local left, joined = {}, {}
-    local function removeInstance(who)
+    -- Removes the members of instance `who`, except the clients in `keep`.
+    local function removeInstance(who, keep)
       local prefix = who .. '.'
       local all = redis.call('HGETALL', KEYS[3])
       for k = 1, #all, 2 do
-        if string.sub(all[k], 1, #prefix) == prefix then
+        if string.sub(all[k], 1, #prefix) == prefix and not keep[all[k]] then
           redis.call('HDEL', KEYS[3], all[k])
           left[#left + 1] = all[k + 1]
         end
@@ -231,14 +237,7 @@ extension Scripts {
     if ARGV[6] == '1' then
       local wanted = {}
       if instanceAlive then for _, j in ipairs(joins) do wanted[j[1]] = true end end
-      local prefix = instance .. '.'
-      local all = redis.call('HGETALL', KEYS[3])
-      for k = 1, #all, 2 do
-        if string.sub(all[k], 1, #prefix) == prefix and not wanted[all[k]] then
-          redis.call('HDEL', KEYS[3], all[k])
-          left[#left + 1] = all[k + 1]
-        end
-      end
+      removeInstance(instance, wanted)
     end
     for k = 0, nl - 1 do
       local client = ARGV[first + k]
@@ -262,7 +261,7 @@ extension Scripts {
     for k = first + nl + 2 * nj, #ARGV do
       local dead = ARGV[k]
       if not alive(dead) then
-        removeInstance(dead)
+        removeInstance(dead, {})
         local set = ARGV[3] .. dead
         redis.call('SREM', set, channel)
         if redis.call('SCARD', set) == 0 then
@@ -296,12 +295,7 @@ extension Scripts {
     /// member list, in one consistent step. KEYS: stream meta hash, stream history list, member
     /// hash. ARGV: epoch candidate, how many frames.
     static let presenceRead = RedisScript(source: """
-    local epoch = redis.call('HGET', KEYS[1], 'epoch')
-    if not epoch then
-      epoch = ARGV[1]
-      redis.call('HSET', KEYS[1], 'epoch', epoch)
-      redis.call('DEL', KEYS[2])
-    end
+    \(openEpoch(candidate: 1))
     local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
     local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
     return {epoch, seq, frames, redis.call('HVALS', KEYS[3])}
