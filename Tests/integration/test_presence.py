@@ -137,7 +137,7 @@ def test_a_resume_gets_the_changes_it_missed_not_a_new_list(herald_factory):
     view.until(lambda v: v.me is not None, what="the presence frame")
     head = view.frames[0]
     assert head["recovered"] is True and head["missed"] == 0 and "members" not in head
-    assert head["replay"] >= 2      # merged per tick: at least one join and one leave frame
+    assert head["replay"] >= 1      # the changes, merged per tick, not a list
     view.until(lambda v: set(v.members) == server() | {v.me})
     assert set(view.members) == {s.me for s in stay} | {view.me}
     assert first.me not in view.members
