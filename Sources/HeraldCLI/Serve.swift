@@ -44,6 +44,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds a node's presence lease lasts without renewal: a node that dies has its members removed by the others this long after its last renewal. (HERALD_PRESENCE_LEASE_MS)") var presenceLeaseMs = 5_000
     @Option(help: "A node announces its members' joins and leaves at most once per this many ms, merged. (HERALD_PRESENCE_TICK_MS)") var presenceTickMs = 100
     @Option(help: "Presence changes kept per channel for resuming clients. (HERALD_PRESENCE_HISTORY)") var presenceHistory = 100
+    @Flag(help: "Publish connect, disconnect, subscribe, unsubscribe, occupied, vacated and snapshot events to the durable topic exchange <exchange>.events, each numbered per node instance (PROTOCOL.md, \"Lifecycle events\"). (HERALD_LIFECYCLE_EVENTS)") var lifecycleEvents = false
+    @Option(help: "Milliseconds a node's lifecycle lease lasts without renewal: a survivor emits a dead node's disconnects and vacated channels this long after its last renewal. (HERALD_LIFECYCLE_LEASE_MS)") var lifecycleLeaseMs = 5_000
+    @Option(help: "A channel is vacated this many ms after its last subscriber in the cluster left, unless one came back. (HERALD_LIFECYCLE_VACATE_MS)") var lifecycleVacateMs = 2_000
+    @Option(help: "Each node publishes a snapshot of its connections this often, in ms. (HERALD_LIFECYCLE_SNAPSHOT_MS)") var lifecycleSnapshotMs = 30_000
     @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
     @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
     @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
@@ -90,6 +94,9 @@ struct Serve: ParsableCommand {
         }
         guard presenceLeaseMs >= 500, presenceTickMs >= 1, presenceTickMs < presenceLeaseMs, presenceHistory >= 1 else {
             throw ValidationError("--presence-lease-ms must be at least 500, --presence-tick-ms at least 1 and below the lease, --presence-history at least 1")
+        }
+        guard lifecycleLeaseMs >= 500, lifecycleVacateMs >= 0, lifecycleSnapshotMs >= 100 else {
+            throw ValidationError("--lifecycle-lease-ms must be at least 500, --lifecycle-vacate-ms at least 0, --lifecycle-snapshot-ms at least 100")
         }
         for p in splitList(anonymousChannels) where ChannelPattern.problem(p) != nil {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
@@ -150,6 +157,10 @@ struct Serve: ParsableCommand {
         config.presenceLeaseMillis = presenceLeaseMs
         config.presenceTickMillis = presenceTickMs
         config.presenceHistorySize = presenceHistory
+        config.lifecycleEvents = lifecycleEvents
+        config.lifecycleLeaseMillis = lifecycleLeaseMs
+        config.lifecycleVacateMillis = lifecycleVacateMs
+        config.lifecycleSnapshotMillis = lifecycleSnapshotMs
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         let level = Logger.Level(rawValue: logLevel)!  // checked in validate()

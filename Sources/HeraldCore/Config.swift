@@ -94,6 +94,25 @@ public struct HeraldConfig: Sendable {
     /// The set of channels a node instance has had members on (`presenceNodePrefix` + instance).
     public var presenceNodePrefix: String { "\(redisPrefix):presence-node:" }
 
+    /// Publish connection and channel lifecycle events to `eventsExchange` (`LifecycleLedger`).
+    public var lifecycleEvents = false
+    /// A node whose lifecycle lease is not renewed this long is reaped by a survivor, which
+    /// emits its `disconnect`s and `vacated`s.
+    public var lifecycleLeaseMillis = 5_000
+    /// A channel is vacated this long after its last subscriber left (unless one came back).
+    public var lifecycleVacateMillis = 2_000
+    /// Each node publishes a snapshot of its connections this often.
+    public var lifecycleSnapshotMillis = 30_000
+    public var eventsExchange: String { exchange + ".events" }
+    public var lifecycleLeasesKey: String { "\(redisPrefix):lifecycle-nodes" }
+    /// A node instance's connections (`lifecycleClientsPrefix` + instance: client → entry).
+    public var lifecycleClientsPrefix: String { "\(redisPrefix):lifecycle-clients:" }
+    /// The channels a node instance occupies (`lifecycleHeldPrefix` + instance).
+    public var lifecycleHeldPrefix: String { "\(redisPrefix):lifecycle-held:" }
+    /// The node instances that occupy a channel (`occupancyPrefix` + channel).
+    public var occupancyPrefix: String { "\(redisPrefix):occupancy:" }
+    public var occupancyVersionKey: String { "\(redisPrefix):occupancy-version" }
+
     /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
     public var testEchoPath: String?
 

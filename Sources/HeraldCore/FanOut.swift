@@ -26,6 +26,8 @@ public struct FanOut {
         /// a member's client id starts with this node instance, and it names this node.
         public var instance = "0"
         public var node = ""
+        /// Report connections, subscriptions and disconnects as `.lifecycle` actions.
+        public var lifecycle = false
 
         public init(session: ClientSession.Policy, clientBacklog: Int, maxRingCapacity: Int,
                     coalesceMicros: UInt64, keepAliveMicros: UInt64) {
@@ -59,7 +61,8 @@ public struct FanOut {
         /// The connection may be written: from its writable callback, or at once when nothing is
         /// left unsent for it (the caller decides which, see `Action.writeSoon`).
         case writable(ConnectionID)
-        case closed(ConnectionID)
+        /// The connection is gone, with the close code sent or received (1006: none).
+        case closed(ConnectionID, code: UInt16 = 1006)
         /// Sequenced messages in order. `local`: straight from this node's sequencer, appended only
         /// where they continue a ring exactly (the live queue's copy follows and is stale then).
         case live([SequencedMessage], local: Bool)
@@ -89,12 +92,17 @@ public struct FanOut {
         /// A connection became, or stopped being, a member of a presence channel: tell the
         /// node's presence announcer.
         case presence(PresenceEvent)
+        /// With `settings.lifecycle`: a connection was accepted, authenticated, subscribed,
+        /// unsubscribed or is gone; tell the node's lifecycle worker.
+        case lifecycle(LifecycleInput)
     }
 
 
     public var settings: Settings
     public private(set) var sessions: [ConnectionID: ClientSession] = [:]
     private var closing: Set<ConnectionID> = []
+    /// Connections whose `connected` lifecycle input has been reported.
+    private var announced: Set<ConnectionID> = []
     private var rings: [String: ChannelRing] = [:]
     private var subscribers: [String: Set<ConnectionID>] = [:]
     private var pending: [UInt64: (connection: ConnectionID, channel: String)] = [:]
@@ -143,13 +151,18 @@ public struct FanOut {
         case let .opened(id, query):
             sessions[id] = ClientSession(policy: settings.session)
             session(id, .opened(query: query), now: now, into: &actions)
+            announce(id, into: &actions)
         case let .received(id, message, binary):
             guard sessions[id] != nil, !closing.contains(id) else { return }
+            let userBefore = sessions[id]!.claims?.sub
             session(id, .received(message, binary: binary), now: now, into: &actions)
+            if settings.lifecycle, announced.contains(id), let session = sessions[id], session.claims?.sub != userBefore {
+                actions.append(.lifecycle(.authenticated(client: clientID(id), user: session.claims?.sub)))
+            }
         case let .writable(id):
             write(id, into: &actions)
-        case let .closed(id):
-            forget(id, into: &actions)
+        case let .closed(id, code):
+            forget(id, code: code, into: &actions)
         case let .live(messages, local):
             append(messages, local: local, round: &round, into: &actions)
         case let .broken(channel):
@@ -179,7 +192,12 @@ public struct FanOut {
                 let request = nextRequest
                 nextRequest += 1
                 sessions[id]!.outbox.subscribe(channel: channel, resume: resume, request: request)
-                if subscribers[channel, default: []].insert(id).inserted, hasMembers(channel) {
+                let joined = subscribers[channel, default: []].insert(id).inserted
+                if joined, settings.lifecycle, PresenceStream.channel(of: channel) == nil {
+                    announce(id, into: &actions)
+                    actions.append(.lifecycle(.subscribed(client: clientID(id), channel: channel)))
+                }
+                if joined, hasMembers(channel) {
                     let claims = sessions[id]!.claims
                     let member = PresenceMember(client: clientID(id), user: claims?.sub, node: settings.node, info: claims?.info)
                     actions.append(.presence(.joined(channel: channel, client: member.client, member: member.json)))
@@ -192,8 +210,12 @@ public struct FanOut {
                     schedule(keepAliveDue!, into: &actions)
                 }
             case let .unsubscribed(channel):
+                let wasSubscribed = subscribers[channel]?.contains(id) ?? false
                 leave(id, channel, into: &actions)
-                if PresenceStream.channel(of: channel) == nil { actions.append(.tally(.unsubscribed(count: 1))) }
+                if PresenceStream.channel(of: channel) == nil {
+                    actions.append(.tally(.unsubscribed(count: 1)))
+                    if wasSubscribed, announced.contains(id) { actions.append(.lifecycle(.unsubscribed(client: clientID(id), channel: channel))) }
+                }
             case let .expires(at):
                 expiries.track(id, expiresAt: at)
                 schedule(now.monotonicMicros(atWallSeconds: at), into: &actions)
@@ -207,7 +229,7 @@ public struct FanOut {
         }
     }
 
-    private mutating func forget(_ id: ConnectionID, into actions: inout [Action]) {
+    private mutating func forget(_ id: ConnectionID, code: UInt16, into actions: inout [Action]) {
         closing.remove(id)
         expiries.forget(id)
         guard let session = sessions.removeValue(forKey: id) else { return }
@@ -215,6 +237,14 @@ public struct FanOut {
         for channel in channels { leave(id, channel, into: &actions) }
         let counted = channels.count { PresenceStream.channel(of: $0) == nil }
         if counted > 0 { actions.append(.tally(.unsubscribed(count: counted))) }
+        if announced.remove(id) != nil { actions.append(.lifecycle(.disconnected(client: clientID(id), code: code))) }
+    }
+
+    /// Reports an accepted connection once, before anything else about it (a connection closed
+    /// while opening, such as one with a bad token, is never reported).
+    private mutating func announce(_ id: ConnectionID, into actions: inout [Action]) {
+        guard settings.lifecycle, sessions[id] != nil, !closing.contains(id), announced.insert(id).inserted else { return }
+        actions.append(.lifecycle(.connected(client: clientID(id), user: sessions[id]!.claims?.sub)))
     }
 
     private mutating func leave(_ id: ConnectionID, _ channel: String, into actions: inout [Action]) {

@@ -24,6 +24,8 @@ final class Hub: WebSocketServerDelegate {
     let routes: HTTPRoutes
     /// This node's presence announcer (nil without `--presence-channels`).
     let presence: PresenceWorker?
+    /// This node's lifecycle events (nil without `--lifecycle-events`).
+    let lifecycle: LifecycleWorker?
     /// Set by the node before the service thread starts; used for the timer.
     weak var server: WebSocketServer?
 
@@ -33,7 +35,7 @@ final class Hub: WebSocketServerDelegate {
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
-         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?) {
+         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?) {
         self.config = config
         self.metrics = metrics
         self.logger = logger
@@ -42,6 +44,7 @@ final class Hub: WebSocketServerDelegate {
         gauges = metrics.wsThreads[index]
         self.reader = reader
         self.presence = presence
+        self.lifecycle = lifecycle
         let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
         routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
         fanOut = FanOut(settings: FanOut.Settings(
@@ -55,6 +58,7 @@ final class Hub: WebSocketServerDelegate {
             keepAliveMicros: UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000))
         fanOut.settings.instance = config.instance
         fanOut.settings.node = config.nodeID
+        fanOut.settings.lifecycle = lifecycle != nil
         window = CoalesceWindow(rule: .init(floorMicros: config.coalesceMicros, ceilingMicros: config.coalesceMaxMicros))
         gauges.coalesceWindowMicros.add(Int(config.coalesceMicros))
     }
@@ -96,7 +100,7 @@ final class Hub: WebSocketServerDelegate {
         metrics.connections.add(-1)
         gauges.connections.add(-1)
         connections[connection.id] = nil
-        handle(.closed(connection.id))
+        handle(.closed(connection.id, code: connection.closedWith))
     }
 
     func wokenUp() {
@@ -212,6 +216,8 @@ final class Hub: WebSocketServerDelegate {
                 metrics.count(tally)
             case let .presence(event):
                 presence?.events.post(event)
+            case let .lifecycle(input):
+                lifecycle?.inputs.post(input)
             }
         }
     }

@@ -86,6 +86,7 @@ public final class Node {
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)
         let presence = config.presencePatterns.isEmpty ? nil : worker(PresenceWorker.self)
+        let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
         var servers: [WebSocketServer] = []
         var serviceThreads: [OSThread] = []
         // The hubs are held here: each server holds its delegate weakly.
@@ -93,7 +94,7 @@ public final class Node {
         defer { withExtendedLifetime(hubList) {} }
         for i in 0..<threadCount {
             let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
-                          reader: reader, publisher: publisher, presence: presence)
+                          reader: reader, publisher: publisher, presence: presence, lifecycle: lifecycle)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
             if let path = config.testEchoPath {
@@ -136,6 +137,7 @@ public final class Node {
             OSThread(name: "herald-publish") { publisher.run() },
             OSThread(name: "herald-seq") { sequencer.run() },
         ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])
+          + (lifecycle.map { l in [OSThread(name: "herald-lifecycle") { l.run() }] } ?? [])
 
         var received: Int32 = 0
         var timeout = timespec(tv_sec: 1, tv_nsec: 0)

@@ -14,6 +14,8 @@ public final class WebSocketConnection {
     var incomingTooLarge = false
     var closeCode: UInt16?
     var closeReason = ""
+    /// The code of the peer's close frame, if it sent one first.
+    var peerCloseCode: UInt16?
     /// When the peer last sent anything (a message or a pong), monotonic ms.
     var lastHeard = monotonicMillis()
     /// The endpoint's handler, which hears every event of this connection, and its size limit.
@@ -29,6 +31,10 @@ public final class WebSocketConnection {
     }
 
     public var isOpen: Bool { wsi != nil && closeCode == nil }
+
+    /// How the connection ended: the code this side closed with, else the peer's, else 1006
+    /// (no close frame: the socket dropped).
+    public var closedWith: UInt16 { closeCode ?? peerCloseCode ?? 1006 }
 
     /// Asks for a `webSocketWritable` call when the socket can take data.
     public func requestWritable() {

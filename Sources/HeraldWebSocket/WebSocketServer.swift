@@ -326,6 +326,18 @@ public final class WebSocketServer: @unchecked Sendable {
             connection.handler.webSocketWritable(connection)
             return 0
 
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            // The payload of the peer's close frame: a big-endian code, then a reason.
+            if let connection = WebSocketConnection.from(user) {
+                if let input, len >= 2 {
+                    let bytes = input.assumingMemoryBound(to: UInt8.self)
+                    connection.peerCloseCode = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+                } else {
+                    connection.peerCloseCode = 1005
+                }
+            }
+            return 0
+
         case LWS_CALLBACK_CLOSED:
             guard let user, let raw = user.load(as: UnsafeMutableRawPointer?.self) else { return 0 }
             user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)

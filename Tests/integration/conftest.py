@@ -380,7 +380,7 @@ def exchange():
         conn, ch = amqp_channel()
         for q in (f"{name}.history", f"{name}.dead"):
             ch.queue_delete(q)
-        for e in (name, f"{name}.live"):
+        for e in (name, f"{name}.live", f"{name}.events"):
             ch.exchange_delete(e)
         conn.close()
     except Exception:

@@ -1,0 +1,88 @@
+import HeraldCore
+import HeraldRedis
+
+/// The Redis side of lifecycle events (`LifecycleLedger`): a lease per node instance, each
+/// instance's connections, and per channel the set of instances that occupy it.
+extension Scripts {
+    /// Renews this instance's lifecycle lease and reaps every instance whose lease ran out, in
+    /// one step so that exactly one survivor reaps each: the lost instance leaves the occupancy
+    /// set of each channel it held, and its connections are handed over. KEYS: leases zset,
+    /// occupancy version counter. ARGV: instance, lease ms, connections-hash prefix,
+    /// held-set prefix, occupancy-set prefix. Returns {lapsed (1: the lease had run out or never
+    /// existed), then per reaped instance: instance, {client, entry, …}, {channel, version, …}
+    /// (the channels it was the last in)}.
+    static let lifecycleHeartbeat = RedisScript(source: """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+    local out = {(not old or tonumber(old) <= now) and 1 or 0}
+    for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+      redis.call('ZREM', KEYS[1], e)
+      local vacated = {}
+      for _, ch in ipairs(redis.call('SMEMBERS', ARGV[4] .. e)) do
+        local key = ARGV[5] .. ch
+        if redis.call('SREM', key, e) == 1 and redis.call('SCARD', key) == 0 then
+          vacated[#vacated + 1] = ch
+          vacated[#vacated + 1] = redis.call('INCR', KEYS[2])
+        end
+      end
+      out[#out + 1] = e
+      out[#out + 1] = redis.call('HGETALL', ARGV[3] .. e)
+      out[#out + 1] = vacated
+      redis.call('DEL', ARGV[3] .. e, ARGV[4] .. e)
+    end
+    return out
+    """)
+
+    /// Adds this instance to (ARGV[3] = 1) or removes it from (0) a channel's occupancy set, and
+    /// says whether that made the set go from empty to one or from one to empty: the new
+    /// version then, else 0. KEYS: occupancy set, the instance's held set, version counter.
+    /// ARGV: instance, channel, 1|0.
+    static let occupancy = RedisScript(source: """
+    if ARGV[3] == '1' then
+      redis.call('SADD', KEYS[2], ARGV[2])
+      if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then
+        return redis.call('INCR', KEYS[3])
+      end
+    else
+      redis.call('SREM', KEYS[2], ARGV[2])
+      if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+        return redis.call('INCR', KEYS[3])
+      end
+    end
+    return 0
+    """)
+
+    static func lifecycleHeartbeatCall(_ config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
+        ([config.lifecycleLeasesKey, config.occupancyVersionKey].map { Array($0.utf8) },
+         [config.instance, String(config.lifecycleLeaseMillis), config.lifecycleClientsPrefix, config.lifecycleHeldPrefix,
+          config.occupancyPrefix].map { Array($0.utf8) })
+    }
+
+    static func occupancyCall(_ config: HeraldConfig, channel: String, occupy: Bool) -> (keys: [[UInt8]], args: [[UInt8]]) {
+        ([config.occupancyPrefix + channel, config.lifecycleHeldPrefix + config.instance, config.occupancyVersionKey].map { Array($0.utf8) },
+         [config.instance, channel, occupy ? "1" : "0"].map { Array($0.utf8) })
+    }
+
+    /// The heartbeat's answer: whether this instance's lease had lapsed, and the instances it
+    /// reaped (entries that do not parse are skipped: a survivor never crashes on what Redis holds).
+    static func lifecycleReaps(_ reply: RedisReply) -> (lapsed: Bool, reaped: [LifecycleLedger.Reaped])? {
+        guard case let .array(items) = reply, let lapsed = items.first?.integer, items.count % 3 == 1 else { return nil }
+        var reaped: [LifecycleLedger.Reaped] = []
+        for i in stride(from: 1, to: items.count, by: 3) {
+            guard let instance = items[i].text, case let .array(hash) = items[i + 1], case let .array(vacated) = items[i + 2] else { return nil }
+            var lost = LifecycleLedger.Reaped(instance: instance, clients: [], vacated: [])
+            for j in stride(from: 0, to: hash.count - 1, by: 2) {
+                guard let client = hash[j].text, let bytes = hash[j + 1].bytes, let entry = LifecycleClient.decode(bytes) else { continue }
+                lost.clients.append((client, entry))
+            }
+            for j in stride(from: 0, to: vacated.count - 1, by: 2) {
+                guard let channel = vacated[j].text, let version = vacated[j + 1].integer else { continue }
+                lost.vacated.append((channel, UInt64(version)))
+            }
+            reaped.append(lost)
+        }
+        return (lapsed == 1, reaped)
+    }
+}
