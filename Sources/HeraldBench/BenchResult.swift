@@ -39,6 +39,8 @@ public struct BenchResult: Sendable {
     public var joinCatchUpSeconds: Double?
     public var reconnectCatchUpSeconds: Double?
     public var caughtUp = 0
+    /// With `presence`: the member lists' frames, and when they were all complete.
+    public var presence: PresenceTally?
     public var sequencedPerSecond: Double?
     public var sequencerSeconds: Double?
     /// Every drain's rate, in the order measured; `sequencedPerSecond` is their median.

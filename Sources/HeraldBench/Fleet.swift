@@ -32,6 +32,18 @@ public struct FleetSnapshot: Sendable {
     public var firstMessageTimes = Histogram()
 }
 
+/// What the clients' member lists took (with `presence`): frames of type presence, join and
+/// leave per client, and when each list first held every client of the run.
+public struct PresenceTally: Sendable {
+    public var frames = 0
+    public var maxFramesPerClient = 0
+    public var complete = 0
+    /// µs from the first connect to the moment the last list became complete (nil: not all did).
+    public var allCompleteMicros: UInt64?
+    public var clients = 0
+    public var meanFramesPerClient: Double { clients > 0 ? Double(frames) / Double(clients) : 0 }
+}
+
 /// The final tally of every client against what was published.
 public struct FleetTally: Sendable {
     public var lost: UInt64 = 0
@@ -54,6 +66,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
         case snapshot(Mailbox<FleetSnapshot>)
         case tally(expected: [UInt64], Mailbox<FleetTally>)
         case caughtUp(expected: [UInt64], Mailbox<Int>)
+        case presence(Mailbox<PresenceTally>)
         /// Whether live messages count toward latency (not history replayed to joining clients).
         case measureLatency(Bool)
     }
@@ -69,6 +82,9 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
         var resumes = 0
         var recovered = false
         var dropping = false
+        var presenceFrames = 0
+        var members = 0
+        var completeAt: UInt64?
     }
 
     public let commands = Mailbox<Command>()
@@ -81,6 +97,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
     private var snapshot = FleetSnapshot()
     private var measuring = true
     var publishStartedMicros: UInt64 = 0
+    private var firstConnectAt: UInt64?
 
     public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int,
                 engine: ClientEngine = .epoll, readRoundMicros: UInt32 = 500) {
@@ -131,6 +148,17 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
                 var done = 0
                 for c in clients where c.tracker.contiguous >= expected[c.channel] { done += 1 }
                 reply.post(done)
+            case let .presence(reply):
+                var t = PresenceTally()
+                t.clients = clients.count
+                var last: UInt64 = 0
+                for c in clients {
+                    t.frames += c.presenceFrames
+                    t.maxFramesPerClient = max(t.maxFramesPerClient, c.presenceFrames)
+                    if let at = c.completeAt { t.complete += 1; last = max(last, at) }
+                }
+                if t.complete == clients.count, let first = firstConnectAt { t.allCompleteMicros = last > first ? last - first : 0 }
+                reply.post(t)
             }
         }
     }
@@ -143,6 +171,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
         }
         clients[id].subscribed = false
         clients[id].connectStarted = wallMicros()
+        if firstConnectAt == nil { firstConnectAt = clients[id].connectStarted }
         let url = urls[clients[id].target](channels[clients[id].channel]) + query
         guard let target = WebSocketClientPool.Target(url: url) else {
             snapshot.connectFailures += 1
@@ -178,7 +207,7 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
                 markSubscribed(id)
                 return
             }
-            guard Payload.hasPrefix(Payload.typeMessage, message, line) else { return }
+            guard Payload.hasPrefix(Payload.typeMessage, message, line) else { return presence(id, line: line, of: message, now: now) }
             field = Payload.numberAndEnd(after: Payload.seqKey, in: message, range: line)
         case .peer:
             field = Payload.numberAndEnd(after: Payload.numberKey, in: message, range: line)
@@ -195,6 +224,25 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
                 snapshot.firstMessageTimes.record(now > publishStartedMicros ? now - publishStartedMicros : 0)
             }
         }
+    }
+
+    /// Keeps the client's member count from its presence, join and leave frames (a channel's
+    /// members, once per client: every client of a run is in the same room per channel).
+    private func presence(_ id: Int, line: Range<Int>, of message: [UInt8], now: UInt64) {
+        let members = Payload.count(Payload.memberStart, in: message, range: line)
+        if Payload.hasPrefix(Payload.typePresence, message, line) {
+            // Without "members" (a recovered resume) the list is unchanged.
+            if Payload.find(Array(#""members":"#.utf8), in: message, range: line) != nil { clients[id].members = members }
+        } else if Payload.hasPrefix(Payload.typeJoin, message, line) {
+            clients[id].members += members
+        } else if Payload.hasPrefix(Payload.typeLeave, message, line) {
+            clients[id].members -= members
+        } else {
+            return
+        }
+        clients[id].presenceFrames += 1
+        let room = (clients.count + channels.count - 1 - clients[id].channel) / channels.count
+        if clients[id].completeAt == nil, clients[id].members >= room { clients[id].completeAt = now }
     }
 
     public func clientClosed(_ id: Int, code: UInt16?, error: String?) {

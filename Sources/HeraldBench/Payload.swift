@@ -81,6 +81,21 @@ public enum Payload {
     public static let typeMessage = Array(#"{"type":"message""#.utf8)
     public static let typeSubscribed = Array(#"{"type":"subscribed""#.utf8)
     public static let epochKey = Array(#""epoch":"#.utf8)
+    public static let typePresence = Array(#"{"type":"presence""#.utf8)
+    public static let typeJoin = Array(#"{"type":"join""#.utf8)
+    public static let typeLeave = Array(#"{"type":"leave""#.utf8)
+    public static let memberStart = Array(#"{"client":"#.utf8)
+
+    /// How many times `needle` occurs in `range` of `bytes` (the members of a presence frame).
+    static func count(_ needle: [UInt8], in bytes: [UInt8], range: Range<Int>) -> Int {
+        var n = 0
+        var from = range.lowerBound
+        while from < range.upperBound, let at = find(needle, in: bytes, range: from..<range.upperBound) {
+            n += 1
+            from = at + needle.count
+        }
+        return n
+    }
     public static let replayKey = Array(#""replay":"#.utf8)
 
     public static func hasPrefix(_ prefix: [UInt8], _ bytes: [UInt8], _ range: Range<Int>) -> Bool {

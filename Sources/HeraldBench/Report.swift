@@ -61,6 +61,10 @@ extension BenchResult {
             f.append(("resumed", "\(tally.resumed)"))
             f.append(("recovered", "\(tally.recovered)"))
         }
+        if let p = presence {
+            f.append(("presence", "{\"lists_complete\":\(p.complete),\"all_complete_seconds\":\(num(p.allCompleteMicros.map { Double($0) / 1e6 })),"
+                      + "\"frames_per_client_mean\":\(num(p.meanFramesPerClient)),\"frames_per_client_max\":\(p.maxFramesPerClient)}"))
+        }
         if options.scenario == .sequencer {
             f.append(("sequenced_per_sec", num(sequencedPerSecond)))
             f.append(("sequencer_seconds", num(sequencerSeconds)))
@@ -97,6 +101,11 @@ extension BenchResult {
             } else {
                 lines.append("  highest clean   none (the first step already lost messages or missed the p99 bound)")
             }
+        }
+        if let p = presence {
+            lines.append("  presence        \(p.complete)/\(options.clients) member lists complete"
+                         + (p.allCompleteMicros.map { " \(fmt(Double($0) / 1e6, 2)) s after the first connect" } ?? "")
+                         + "; presence/join/leave frames per client: mean \(fmt(p.meanFramesPerClient, 1)), max \(p.maxFramesPerClient)")
         }
         if let j = joinCatchUpSeconds {
             lines.append("  storm           \(options.clients) joined and caught up with \(options.history) messages in \(fmt(j, 3)) s; after dropping all, \(caughtUp) caught up in \(fmt(reconnectCatchUpSeconds ?? 0, 3)) s (\(tally.recovered) of \(tally.resumed) resumed with recovered: true)")

@@ -25,7 +25,8 @@ public final class BenchRunner {
         let urls: [(String) -> String] = options.urls.map { base in
             switch options.kind {
             case .herald:
-                return { channel in base + (base.contains("?") ? "&" : "?") + "channel=\(channel)" }
+                let presence = options.presence ? "&presence=true" : ""
+                return { channel in base + (base.contains("?") ? "&" : "?") + "channel=\(channel)" + presence }
             case .peer:
                 return { channel in base.replacingOccurrences(of: "{channel}", with: channel) }
             }
@@ -65,6 +66,7 @@ public final class BenchRunner {
         switch options.scenario {
         case .latency:
             try connectAll()
+            if options.presence { awaitMemberLists() }
             try publishMeasured(rate: options.rate, seconds: options.duration)
         case .throughput:
             try connectAll()
@@ -89,6 +91,11 @@ public final class BenchRunner {
         result.publishFailures = publisher.failures
         if options.scenario != .sequencer {
             result.tally = ask { .tally(expected: self.publisher.published, $0) }
+        }
+        if options.presence {
+            let listsComplete = result.presence?.allCompleteMicros
+            result.presence = ask { .presence($0) }
+            result.presence?.allCompleteMicros = listsComplete
         }
         let elapsed = Double(monotonicMicros() - started) / 1e6
         if let a = serverBefore, let b = ProcStats.read(pid: options.serverPID) {
@@ -125,6 +132,20 @@ public final class BenchRunner {
         }
         result.connectSeconds = Double(monotonicMicros() - t0) / 1e6
         progress("connected \(snap.subscribed)/\(options.clients) in \(fmt(result.connectSeconds, 2)) s, \(snap.connectFailures) failed")
+    }
+
+    /// Waits (up to 30 s) until every client's member list holds every client of its channel.
+    private func awaitMemberLists() {
+        let deadline = monotonicMicros() + 30_000_000
+        var tally: PresenceTally = ask { .presence($0) }
+        while tally.allCompleteMicros == nil && monotonicMicros() < deadline {
+            publisher.keepAlive()
+            sleepMillis(20)
+            tally = ask { .presence($0) }
+        }
+        result.presence = tally
+        progress("member lists: \(tally.complete)/\(options.clients) complete" + (tally.allCompleteMicros.map { " \(fmt(Double($0) / 1e6, 2)) s after the first connect" } ?? "")
+                 + ", presence frames per client mean \(fmt(tally.meanFramesPerClient, 1)), max \(tally.maxFramesPerClient)")
     }
 
     /// Publishes at `rate` for `seconds`, then waits for the clients to drain.

@@ -36,6 +36,7 @@ struct Bench: ParsableCommand {
     @Option(help: "API key for --publish-url.") var apiKey: String?
     @Option(help: "PID of the server, for its CPU and resident memory.") var serverPID: Int32?
     @Option(help: "Channel name prefix.") var channelPrefix = "bench"
+    @Flag(help: "Subscribe with presence (the server needs --presence-channels for the channels): report when every client's member list was complete and how many presence/join/leave frames each got.") var presence = false
     @Flag(help: "Print one JSON object with the results on standard output.") var json = false
     @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
     @Flag(help: "No progress lines.") var quiet = false
@@ -52,6 +53,7 @@ struct Bench: ParsableCommand {
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
+        if presence && (peer || scenario != Scenario.latency.rawValue) { throw ValidationError("--presence needs Herald and the latency preset") }
         guard ClientEngine(rawValue: clientEngine) != nil else { throw ValidationError("--client-engine must be epoll or lws") }
     }
 
@@ -78,6 +80,7 @@ struct Bench: ParsableCommand {
         o.drains = drains
         o.metricsURL = metricsURL
         o.engine = ClientEngine(rawValue: clientEngine)!
+        o.presence = presence
         o.readRoundMicros = UInt32(clamping: max(0, readRoundUs))
         raiseFileLimit()
         let result: BenchResult

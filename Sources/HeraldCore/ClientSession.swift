@@ -77,7 +77,8 @@ public struct ClientSession {
             if let token = request.token, !authenticate(token, wallSeconds: wallSeconds, into: &actions) { return actions }
             for error in request.errors { send(error, into: &actions) }
             for (channel, resume) in request.subscriptions {
-                subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
+                guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions), request.presence else { continue }
+                subscribePresence(channel, resume: nil, into: &actions)
             }
         case let .received(message, binary):
             guard ops.allow(nowMillis: now) else {
@@ -100,12 +101,7 @@ public struct ClientSession {
                 subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
             case let .success(.subscribeWithPresence(channel, resume, presenceResume)):
                 guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions) else { break }
-                if ChannelPattern.matches(any: policy.presencePatterns, channel) {
-                    actions.append(.subscribe(channel: PresenceStream.name(of: channel), resume: presenceResume))
-                } else {
-                    send(ClientError(.presenceUnavailable, "this channel has no presence (--presence-channels)", op: "subscribe", channel: channel),
-                         into: &actions)
-                }
+                subscribePresence(channel, resume: presenceResume, into: &actions)
             case let .success(.presence(channel)):
                 let stream = PresenceStream.name(of: channel)
                 if outbox.subscriptions[stream] != nil {
@@ -188,6 +184,16 @@ public struct ClientSession {
         if isNew { actions.append(.tally(.subscribed)) }
         actions.append(.subscribe(channel: channel, resume: resume))
         return true
+    }
+
+    /// The member list of a channel just subscribed, or `presence_unavailable` without presence.
+    private mutating func subscribePresence(_ channel: String, resume: ResumePosition?, into actions: inout [Action]) {
+        if ChannelPattern.matches(any: policy.presencePatterns, channel) {
+            actions.append(.subscribe(channel: PresenceStream.name(of: channel), resume: resume))
+        } else {
+            send(ClientError(.presenceUnavailable, "this channel has no presence (--presence-channels)", op: "subscribe", channel: channel),
+                 into: &actions)
+        }
     }
 
     /// Ends a subscription (if there is one) and answers `unsubscribed`; its presence stream, if

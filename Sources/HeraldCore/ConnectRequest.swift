@@ -5,9 +5,11 @@ public struct ConnectRequest: Equatable, Sendable {
     public var errors: [ClientError] = []
     /// `?token=` (a connection token; checked before any subscription).
     public var token: String?
+    /// `?presence=true`: every channel of the URL is subscribed as with `"presence": true`.
+    public var presence = false
 
     public static func == (a: ConnectRequest, b: ConnectRequest) -> Bool {
-        a.errors == b.errors && a.subscriptions.count == b.subscriptions.count
+        a.errors == b.errors && a.presence == b.presence && a.subscriptions.count == b.subscriptions.count
             && zip(a.subscriptions, b.subscriptions).allSatisfy { $0.channel == $1.channel && $0.resume == $1.resume }
     }
 
@@ -34,6 +36,7 @@ public struct ConnectRequest: Equatable, Sendable {
             case "since": since = value
             case "epoch": epoch = value
             case "token": request.token = value
+            case "presence": request.presence = value == "true" || value == "1"
             default: break
             }
         }

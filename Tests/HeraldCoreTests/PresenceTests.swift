@@ -256,6 +256,20 @@ private func published(_ due: [PresenceAnnouncer.Due]) -> [PresenceAnnouncer.Out
                 == .failure(ClientError(.badRequest, #""presence_since" must be a non-negative integer"#, op: "subscribe", channel: "room:1")))
     }
 
+    @Test func presenceInTheURLSubscribesEveryChannelOfItWithItsMembers() {
+        #expect(ConnectRequest.parse(query: "channel=room:1&presence=true").presence)
+        #expect(ConnectRequest.parse(query: "channel=room:1&presence=1").presence)
+        #expect(!ConnectRequest.parse(query: "channel=room:1&presence=no").presence)
+        var s = ClientSession(policy: presencePolicy())
+        let actions = s.handle(.opened(query: [("channel", "room:1"), ("channel", "news"), ("presence", "true")]), monotonicMillis: 0, wallSeconds: 0)
+        #expect(actions.filter { if case .subscribe = $0 { true } else { false } }
+                == [.subscribe(channel: "room:1", resume: nil), .subscribe(channel: "~p:room:1", resume: nil), .subscribe(channel: "news", resume: nil)])
+        #expect(drain(&s).contains { $0.contains(#""code":"presence_unavailable""#) && $0.contains(#""channel":"news""#) })
+        var plain = ClientSession(policy: presencePolicy())
+        let without = plain.handle(.opened(query: [("channel", "room:1")]), monotonicMillis: 0, wallSeconds: 0)
+        #expect(without.filter { if case .subscribe = $0 { true } else { false } } == [.subscribe(channel: "room:1", resume: nil)])
+    }
+
     @Test func aPresenceSubscribeAlsoSubscribesTheStreamAndUnsubscribeEndsBoth() {
         var s = ClientSession(policy: presencePolicy())
         let actions = s.handle(op(#"{"op":"subscribe","channel":"room:1","presence":true,"presence_since":3}"#), monotonicMillis: 0, wallSeconds: 0)
