@@ -52,6 +52,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         precondition((try? PresenceChange.decode(change.encode()).get()) == change, "a presence change does not round-trip")
         for (_, member) in change.joins { if case .object? = try? JSON.parse(member) {} else { preconditionFailure("member is not an object") } }
     }
+    // A connection entry as a survivor reads it from Redis: whatever decodes round-trips.
+    if let entry = LifecycleClient.decode(bytes) {
+        precondition(LifecycleClient.decode(entry.encoded) == entry, "a lifecycle entry does not round-trip")
+    }
     // JSON re-encoded from its tree parses to the same tree.
     if let parsed {
         var encoded: [UInt8] = []

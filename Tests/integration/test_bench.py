@@ -44,6 +44,21 @@ def test_latency_preset_against_herald_is_exact(herald, exchange):
     assert 10.0 <= w["window_ms"] <= 50.0, "between --coalesce-ms and --coalesce-max-ms"
 
 
+def test_presence_join_storm_is_counted_per_client(herald_factory, exchange):
+    h = herald_factory(extra=("--presence-channels", "bench-*")).start()
+    r = bench("latency", "--url", h.ws_url(), "--exchange", exchange, "--clients", 100, "--channels", 2,
+              "--rate", 20, "--duration", 1, "--presence")
+    p = r["presence"]
+    assert r["connected"] == 100 and (r["lost"], r["duplicated"]) == (0, 0)
+    # Every client's list reached its room's 50 members; the joins came merged (one list, then
+    # a few join frames per tick), far fewer frames than the 50 a join-per-frame server sends.
+    assert p["lists_complete"] == 100 and p["all_complete_seconds"] is not None
+    print(f"\npresence: {p}")
+    assert 1 <= p["frames_per_client_mean"] <= p["frames_per_client_max"] < 25, p
+    plain = bench("latency", "--url", h.ws_url(), "--exchange", exchange, "--clients", 20, "--rate", 20, "--duration", 1)
+    assert "presence" not in plain
+
+
 def test_sequencer_preset_times_drains_of_stored_and_acked_messages(herald, exchange, redis_server):
     r = bench("sequencer", "--exchange", exchange, "--server-pid", herald.proc.pid, "--clients", 1, "--channels", 1,
               "--count", 3000, "--drains", 3, "--metrics-url", f"http://127.0.0.1:{herald.port}/metrics")
