@@ -12,11 +12,7 @@ extension Scripts {
     /// existed), then per reaped instance: instance, {client, entry, …}, {channel, version, …}
     /// (the channels it was the last in)}.
     static let lifecycleHeartbeat = RedisScript(source: """
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-    local out = {(not old or tonumber(old) <= now) and 1 or 0}
+    \(renewLease)
     for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       redis.call('ZREM', KEYS[1], e)
       local vacated = {}

@@ -118,6 +118,17 @@ enum Scripts {
 }
 
 extension Scripts {
+    /// Lua: renews the lease of instance ARGV[1] in the leases zset KEYS[1] for ARGV[2] ms from
+    /// Redis's clock (`now`); `out` starts with 1 if the lease had run out or never existed.
+    /// Every instance in the zset with a score up to `now` has an expired lease.
+    static let renewLease = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+        local out = {(not old or tonumber(old) <= now) and 1 or 0}
+        """
+
     /// Lua: `epoch` is the channel's (meta hash KEYS[1]), or `ARGV[candidate]` for a channel
     /// starting a new life, whose history list (KEYS[2]) left from an earlier one is dropped.
     static func openEpoch(candidate: Int) -> String {
@@ -306,11 +317,7 @@ extension Scripts {
     /// instance, lease ms, node-set key prefix. Returns {lapsed (1: the lease had run out or
     /// never existed), instance1, "channel\\nchannel…", …}.
     static let heartbeat = RedisScript(source: """
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-    local out = {(not old or tonumber(old) <= now) and 1 or 0}
+    \(renewLease)
     for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       local channels = redis.call('SMEMBERS', ARGV[3] .. e)
       if #channels == 0 then
