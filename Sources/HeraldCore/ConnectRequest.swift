@@ -7,6 +7,10 @@ public struct ConnectRequest: Equatable, Sendable {
     public var token: String?
     /// `?presence=true`: every channel of the URL is subscribed as with `"presence": true`.
     public var presence = false
+    /// Where each channel resumes from, for a Server-Sent Events stream's ids.
+    public var resumePositions: [(channel: String, position: ResumePosition)] {
+        subscriptions.compactMap { s in s.resume.map { (s.channel, $0) } }
+    }
 
     public static func == (a: ConnectRequest, b: ConnectRequest) -> Bool {
         a.errors == b.errors && a.presence == b.presence && a.subscriptions.count == b.subscriptions.count
@@ -30,6 +34,7 @@ public struct ConnectRequest: Equatable, Sendable {
         var channels: [String] = []
         var since: String?
         var epoch: String?
+        var lastEventID: [String: ResumePosition] = [:]
         for (key, value) in pairs {
             switch key {
             case "channel": channels.append(value)
@@ -37,10 +42,11 @@ public struct ConnectRequest: Equatable, Sendable {
             case "epoch": epoch = value
             case "token": request.token = value
             case "presence": request.presence = value == "true" || value == "1"
+            case "last-event-id", "last_event_id": lastEventID.merge(EventStreamID.parse(value)) { a, _ in a }
             default: break
             }
         }
-        if since != nil || epoch != nil {
+        if since != nil || epoch != nil, lastEventID.isEmpty {
             if channels.count > 1 {
                 request.errors.append(ClientError(.badRequest,
                     "since/epoch in the URL need exactly one channel; none of the \(channels.count) channels was subscribed"))
@@ -60,7 +66,10 @@ public struct ConnectRequest: Equatable, Sendable {
             if let problem = ChannelName.problem(channel) {
                 request.errors.append(ClientError(.badChannel, problem, channel: channel))
             } else if !request.subscriptions.contains(where: { $0.channel == channel }) {
-                request.subscriptions.append((channel, resume))
+                // A stream's Last-Event-ID (header, or `last_event_id` for a client that kept
+                // it) names each channel's own position, and wins over since: a channel it does
+                // not name had no message since the URL's position.
+                request.subscriptions.append((channel, lastEventID[channel] ?? resume))
             }
         }
         return request

@@ -1,4 +1,5 @@
 import CWebSockets
+import HeraldCore
 import HeraldRuntime
 
 /// One WebSocket client.
@@ -16,6 +17,14 @@ public final class WebSocketConnection {
     var closeReason = ""
     /// The code of the peer's close frame, if it sent one first.
     var peerCloseCode: UInt16?
+    /// A Server-Sent Events stream: its frames become SSE events (nil: a WebSocket).
+    var eventStream: EventStreamEncoder?
+    /// A stream's status line and headers are out (they wait for the first write, so that a
+    /// stream refused while opening, such as for a bad token, gets an HTTP error instead).
+    var streamStarted = false
+    var heartbeatDue = false
+    /// The allowed Origin a stream came from, echoed in its CORS header.
+    var streamOrigin: String?
     /// When the peer last sent anything (a message or a pong), monotonic ms.
     var lastHeard = monotonicMillis()
     /// The endpoint's handler, which hears every event of this connection, and its size limit.
@@ -31,6 +40,9 @@ public final class WebSocketConnection {
     }
 
     public var isOpen: Bool { wsi != nil && closeCode == nil }
+
+    /// A Server-Sent Events stream rather than a WebSocket.
+    public var isEventStream: Bool { eventStream != nil }
 
     /// How the connection ended: the code this side closed with, else the peer's, else 1006
     /// (no close frame: the socket dropped).
@@ -48,7 +60,7 @@ public final class WebSocketConnection {
     /// per delivery); when the kernel takes only part of a write, lws keeps the rest and this
     /// turns false until it is flushed.
     public var canWriteNow: Bool {
-        guard let wsi, closeCode == nil, server != nil else { return false }
+        guard let wsi, closeCode == nil, server != nil, eventStream == nil || streamStarted else { return false }
         return lws_partial_buffered(wsi) == 0
     }
 
@@ -84,6 +96,7 @@ public final class WebSocketConnection {
     @discardableResult
     public func write(frames: [[UInt8]]) -> Bool {
         guard let wsi, let server else { return false }
+        if eventStream != nil { return server.writeEvents(wsi, self, frames: frames) }
         return server.writeText(wsi, frames: frames)
     }
 

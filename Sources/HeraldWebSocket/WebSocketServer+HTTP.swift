@@ -29,6 +29,7 @@ extension WebSocketServer {
             if isPost {
                 return 0 // the body follows in LWS_CALLBACK_HTTP_BODY
             }
+            if method == "GET", path == options.eventStreamPath { return openEventStream(wsi, request: request) }
             return dispatchHTTP(request, wsi)
 
         case LWS_CALLBACK_HTTP_BODY:
@@ -52,10 +53,12 @@ extension WebSocketServer {
             return dispatchHTTP(request, wsi)
 
         case LWS_CALLBACK_HTTP_WRITEABLE:
+            if let wsi, let stream = streams[wsi] { return streamWritable(wsi, stream) }
             guard let wsi, let request = httpRequests[wsi], let response = request.response else { return 0 }
             return writeHTTP(wsi, request: request, response: response)
 
         case LWS_CALLBACK_CLOSED_HTTP:
+            if let wsi, let stream = streams.removeValue(forKey: wsi) { streamClosed(stream) }
             if let wsi, let request = httpRequests.removeValue(forKey: wsi) { request.wsi = nil }
             return 0
 
@@ -83,16 +86,30 @@ extension WebSocketServer {
         return 0
     }
 
-    private func writeHTTP(_ wsi: OpaquePointer, request: HTTPRequest,
-                           response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])) -> Int32 {
+    func writeHTTP(_ wsi: OpaquePointer, request: HTTPRequest?,
+                   response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])) -> Int32 {
+        guard writeHeaders(wsi, status: response.status, contentType: response.contentType,
+                           length: lws_filepos_t(response.body.count), headers: response.headers) else { return -1 }
+        httpRequests.removeValue(forKey: wsi)?.wsi = nil
+        if !response.body.isEmpty {
+            var body = [UInt8](repeating: 0, count: pre + response.body.count)
+            body.replaceSubrange(pre..<(pre + response.body.count), with: response.body)
+            let n = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, response.body.count, LWS_WRITE_HTTP_FINAL) }
+            if n < 0 { return -1 }
+        }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    /// Writes a response's status line and headers (`length` `.max`, lws's `LWS_ILLEGAL_HTTP_CONTENT_LEN`: a
+    /// body that lasts until the connection closes, a stream's).
+    func writeHeaders(_ wsi: OpaquePointer, status: Int, contentType: String, length: lws_filepos_t, headers: [(String, String)]) -> Bool {
         var head = [UInt8](repeating: 0, count: pre + 4096)
-        let ok: Bool = head.withUnsafeMutableBufferPointer { buffer in
+        return head.withUnsafeMutableBufferPointer { buffer in
             let start = buffer.baseAddress! + pre
             let end = buffer.baseAddress! + buffer.count - 1
             var p: UnsafeMutablePointer<UInt8>? = start
-            if lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType,
-                                           lws_filepos_t(response.body.count), &p, end) != 0 { return false }
-            for (name, value) in response.headers {
+            if lws_add_http_common_headers(wsi, UInt32(status), contentType, length, &p, end) != 0 { return false }
+            for (name, value) in headers {
                 let n = name.lowercased() + ":"
                 let added = n.withCString { np in
                     value.withCString { vp in
@@ -105,15 +122,6 @@ extension WebSocketServer {
             }
             return lws_finalize_write_http_header(wsi, start, &p, end) == 0
         }
-        guard ok else { return -1 }
-        httpRequests.removeValue(forKey: wsi)?.wsi = nil
-        if !response.body.isEmpty {
-            var body = [UInt8](repeating: 0, count: pre + response.body.count)
-            body.replaceSubrange(pre..<(pre + response.body.count), with: response.body)
-            let n = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, response.body.count, LWS_WRITE_HTTP_FINAL) }
-            if n < 0 { return -1 }
-        }
-        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 
     // MARK: Refusing an upgrade
@@ -139,6 +147,7 @@ extension WebSocketServer {
     static func reasonPhrase(_ status: Int) -> String {
         switch status {
         case 400: "Bad Request"
+        case 401: "Unauthorized"
         case 403: "Forbidden"
         case 404: "Not Found"
         case 426: "Upgrade Required"

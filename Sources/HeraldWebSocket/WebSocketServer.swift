@@ -18,6 +18,10 @@ public final class WebSocketServer: @unchecked Sendable {
         public var port: Int32 = 8080
         /// The WebSocket endpoint path.
         public var path: String = "/ws"
+        /// The Server-Sent Events path: a stream served by the same handler as `path`.
+        public var eventStreamPath: String = "/sse"
+        /// How long a browser waits before it reconnects a stream that ended.
+        public var eventStreamRetryMillis = 1_000
         /// Client messages above this close with 1009 (whole message, fragments joined).
         public var maxClientMessageBytes = 4096
         /// POST bodies above this answer 413.
@@ -43,12 +47,14 @@ public final class WebSocketServer: @unchecked Sendable {
     /// WebSocket endpoints besides `options.path` (see `addEndpoint`), by path.
     private var endpoints: [String: (handler: WebSocketHandler, maxMessageBytes: Int)] = [:]
     /// Connection ids are unique in the node: thread i of n hands out i+1, i+1+n, ...
-    private var nextID: UInt64
-    private let idStride: UInt64
-    private var connections: [UInt64: WebSocketConnection] = [:]
+    var nextID: UInt64
+    let idStride: UInt64
+    var connections: [UInt64: WebSocketConnection] = [:]
+    /// Server-Sent Events streams, by their wsi (see `+EventStream`).
+    var streams: [OpaquePointer: WebSocketConnection] = [:]
     /// Upgrades holding a place in `admission`, by the address it was counted for; given back
     /// when the connection is destroyed.
-    private var admitted: [OpaquePointer: String] = [:]
+    var admitted: [OpaquePointer: String] = [:]
     let admission: Admission
     private var awaitingRequest: Set<OpaquePointer> = []
     /// This thread's share of the accepted sockets (see `Acceptor`), and the handshake
@@ -57,7 +63,7 @@ public final class WebSocketServer: @unchecked Sendable {
     var handshakes = DeadlineQueue<OpaquePointer>()
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     var httpRequests: [OpaquePointer: HTTPRequest] = [:]
-    private var scratch: [UInt8] = []
+    var scratch: [UInt8] = []
     let pre = Int(herald_lws_pre)
     // C memory that must outlive the context.
     private var protocols: UnsafeMutablePointer<lws_protocols>?
@@ -87,7 +93,7 @@ public final class WebSocketServer: @unchecked Sendable {
         endpoints[path] = (handler, maxMessageBytes)
     }
 
-    private func endpoint(_ path: String) -> (handler: WebSocketHandler, maxMessageBytes: Int)? {
+    func endpoint(_ path: String) -> (handler: WebSocketHandler, maxMessageBytes: Int)? {
         if path == options.path {
             guard let delegate else { return nil }
             return (delegate, options.maxClientMessageBytes)
@@ -351,6 +357,10 @@ public final class WebSocketServer: @unchecked Sendable {
             connection.wsi = nil
             connection.server = nil
             connection.handler.webSocketClosed(connection)
+            return 0
+
+        case LWS_CALLBACK_TIMER:
+            if let wsi, let stream = streams[wsi] { streamHeartbeatDue(stream) }
             return 0
 
         case LWS_CALLBACK_HTTP, LWS_CALLBACK_HTTP_BODY, LWS_CALLBACK_HTTP_BODY_COMPLETION, LWS_CALLBACK_HTTP_WRITEABLE,

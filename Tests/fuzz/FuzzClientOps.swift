@@ -56,6 +56,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if let entry = LifecycleClient.decode(bytes) {
         precondition(LifecycleClient.decode(entry.encoded) == entry, "a lifecycle entry does not round-trip")
     }
+    // A Last-Event-ID from any client: what parses encodes back to positions that parse the same,
+    // and the encoder never crashes on a frame.
+    let positions = EventStreamID.parse(text)
+    let reencoded = EventStreamID.encode(positions.sorted { $0.key < $1.key }.map { ($0.key, $0.value.since, $0.value.epoch!) })
+    precondition(EventStreamID.parse(reencoded) == positions, "a Last-Event-ID does not round-trip")
+    var stream = EventStreamEncoder(resume: positions.map { ($0.key, $0.value) })
+    var sse: [UInt8] = []
+    stream.encode([bytes], into: &sse)
     // JSON re-encoded from its tree parses to the same tree.
     if let parsed {
         var encoded: [UInt8] = []
