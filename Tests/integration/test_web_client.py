@@ -257,3 +257,78 @@ def test_two_pages_in_one_room_see_each_other_and_a_reload_is_one_leave_and_one_
     while time.time() < deadline:
         assert presence_rows(browser) == rows
         time.sleep(0.1)
+
+
+def eventsource_log(driver):
+    return driver.execute_script("return window.heraldLog || []")
+
+
+def open_eventsource(driver, herald, channels):
+    driver.get(f"http://127.0.0.1:{herald.port}/examples/eventsource.html?" + "&".join(f"channel={c}" for c in channels))
+    wait_until(lambda: len([e for e in eventsource_log(driver) if e["kind"] == "subscribed"]) == len(channels), 15,
+               what="the EventSource to subscribe")
+
+
+def test_a_plain_eventsource_resumes_two_channels_exactly_across_a_sigkill(herald_factory, exchange, browser):
+    herald = herald_factory(extra=["--history-size", "10000"]).start()
+    open_eventsource(browser, herald, ["es:a", "es:b"])
+    total = 600  # per channel, alternating, at 200 msg/s in all
+    done = threading.Event()
+
+    def publisher():
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "fanout", durable=True)
+        ch.confirm_delivery()
+        start = time.time()
+        for i in range(2 * total):
+            channel = "es:a" if i % 2 == 0 else "es:b"
+            ch.basic_publish(exchange, channel, f"n{i // 2 + 1}".encode(),
+                             pika.BasicProperties(message_id=f"es-{i}", delivery_mode=2))
+            ahead = (i + 1) / 200 - (time.time() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        conn.close()
+        done.set()
+
+    threading.Thread(target=publisher, daemon=True).start()
+    wait_until(lambda: len([e for e in eventsource_log(browser) if e["kind"] == "message"]) >= 200, 15, what="live messages")
+    herald.kill()
+    wait_until(lambda: any(e["kind"] == "lost" for e in eventsource_log(browser)), 10, what="the page to notice")
+    herald.start()
+    assert done.wait(30), "publisher did not finish"
+
+    def per_channel():
+        log = eventsource_log(browser)
+        return {c: [e["seq"] for e in log if e["kind"] == "message" and e["channel"] == c] for c in ("es:a", "es:b")}
+    wait_until(lambda: all(s[-1:] == [total] for s in per_channel().values()), 40, what="the last message of both channels")
+    seen = per_channel()
+    assert seen == {"es:a": list(range(1, total + 1)), "es:b": list(range(1, total + 1))}
+    log = eventsource_log(browser)
+    resumed = [e for e in log if e["kind"] == "subscribed"][2:]
+    assert sorted(e["channel"] for e in resumed) == ["es:a", "es:b"], "one resume of each channel after the restart"
+    assert all(e["recovered"] is True and e["missed"] == 0 for e in resumed)
+    assert not [e for e in log if e["kind"] in ("gap", "error")]
+    last = [e for e in log if e["kind"] == "message"][-1]["id"]
+    # The last id names both channels at their last seq.
+    assert {item.rsplit("@", 1)[0].rsplit(":", 1)[0]: int(item.rsplit("@", 1)[0].rsplit(":", 1)[1]) for item in last.split(",")} == \
+        {"es:a": total, "es:b": total}
+
+
+def test_a_plain_eventsource_shows_the_gap_an_outage_longer_than_the_history_left(herald_factory, exchange, redis_server, browser):
+    herald = herald_factory(extra=["--history-size", "10"]).start()
+    publish(exchange, "esgap", [f"m{i}".encode() for i in range(1, 6)])
+    open_eventsource(browser, herald, ["esgap"])
+    wait_until(lambda: [e["seq"] for e in eventsource_log(browser) if e["kind"] == "message"] == [1, 2, 3, 4, 5], 10, what="the first five")
+    herald.kill()
+    wait_until(lambda: any(e["kind"] == "lost" for e in eventsource_log(browser)), 10, what="the page to notice")
+    publish(exchange, "esgap", [f"m{i}".encode() for i in range(6, 36)])
+    other = herald_factory(extra=["--history-size", "10"]).start()
+    wait_until(lambda: redis_seq(redis_server, "esgap") == 35, 15, what="the backlog to be sequenced")
+    other.stop()
+    herald.start()
+    wait_until(lambda: [e["seq"] for e in eventsource_log(browser) if e["kind"] == "message"][-1:] == [35], 30, what="#35")
+    log = eventsource_log(browser)
+    gaps = [e for e in log if e["kind"] == "gap"]
+    assert [(g["channel"], g["missed"]) for g in gaps] == [("esgap", 20)]
+    assert [e["seq"] for e in log if e["kind"] == "message"] == [1, 2, 3, 4, 5] + list(range(26, 36))
