@@ -7,17 +7,19 @@ import threading
 import time
 
 from conftest import publish, wait_until
+from test_cluster import Nginx, _get
 from test_security import SECRET, jwt
 
 
 class Stream:
     """`curl -N` on /sse; its output parsed into events ({"event", "id", "data"}) and comments."""
 
-    def __init__(self, h, query, headers=(), max_time=60):
+    def __init__(self, h, query, headers=(), max_time=60, base=None):
         args = ["curl", "-sN", "-i", "--max-time", str(max_time)]
         for name, value in headers:
             args += ["-H", f"{name}: {value}"]
-        self.proc = subprocess.Popen(args + [f"http://127.0.0.1:{h.port}/sse?{query}"], stdout=subprocess.PIPE, text=True)
+        base = base or f"http://127.0.0.1:{h.port}"
+        self.proc = subprocess.Popen(args + [f"{base}/sse?{query}"], stdout=subprocess.PIPE, text=True)
         self.status, self.headers, self.events, self.comments, self.body, self.retry = None, {}, [], 0, "", None
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -167,3 +169,22 @@ def test_an_expiring_token_ends_the_stream_with_4002_and_heartbeats_keep_it_aliv
         assert s.comments >= 1, "no heartbeat comment in a quiet stream"
     finally:
         s.close()
+
+
+def test_the_nginx_example_passes_a_stream_through_unbuffered(herald_factory, exchange):
+    nodes = [herald_factory().start() for _ in range(2)]
+    lb = Nginx([h.port for h in nodes])
+    try:
+        publish(exchange, "sse:lb", [b'{"n":1}'], content_type="application/json")
+        wait_until(lambda: _get(lb.url("/healthz")) == 200, 10, what="nginx to proxy")
+        s = Stream(None, "channel=sse:lb", base=lb.url(""))
+        try:
+            s.until(lambda es: len([e for e in es if e.get("event") == "message"]) == 1, what="the replay through nginx")
+            assert s.status == 200 and s.headers["content-type"] == "text/event-stream"
+            # One small live event arrives on its own: nothing holds it in a buffer.
+            publish(exchange, "sse:lb", [b'{"n":2}'], content_type="application/json")
+            s.until(lambda es: [e["data"]["seq"] for e in es if e.get("event") == "message"] == [1, 2], what="the live event through nginx")
+        finally:
+            s.close()
+    finally:
+        lb.stop()
