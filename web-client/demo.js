@@ -7,6 +7,8 @@ const MAX_ROWS = 2000;
 
 const client = new HeraldClient("/ws", {
   backoff: { initial: Number(params.get("backoff") ?? 500), max: Number(params.get("maxBackoff") ?? 20000) },
+  // Behind a proxy that strips the WebSocket upgrade, the same page works over Server-Sent Events.
+  transports: ["websocket", "sse"],
 });
 const counts = { received: 0, replayed: 0, missed: 0, reconnects: 0 };
 let subscription = null;
@@ -133,6 +135,8 @@ function follow(channel) {
 client.on("state", ({ to }) => {
   $("state").dataset.state = to;
   $("state").textContent = to;
+  $("transport").textContent = to === "connected" ? `over ${client.transport === "sse" ? "Server-Sent Events" : "WebSocket"}` : "";
+  $("transport").dataset.transport = client.transport;
 });
 client.on("disconnected", (d) => {
   if (!d.willReconnect) return;

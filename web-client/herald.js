@@ -5,3 +5,4 @@ export { Subscription } from "./lib/subscription.js";
 export { Backoff } from "./lib/backoff.js";
 export { PositionStore } from "./lib/positions.js";
 export { CHANNEL_PATTERN, parseFrames } from "./lib/frames.js";
+export { EventStreamSocket, parseEventID } from "./lib/eventstream.js";

@@ -208,11 +208,15 @@ def test_quorum_history_queue(herald_factory, exchange):
 class Nginx:
     """nginx in front of the nodes, configured with deploy/nginx-herald.conf (ports rewritten)."""
 
-    def __init__(self, node_ports):
+    def __init__(self, node_ports, refuse_websocket=False):
         self.dir = tempfile.mkdtemp(prefix="herald-nginx-")
         self.port = free_port()
         with open(os.path.join(ROOT, "deploy", "nginx-herald.conf")) as f:
             site = f.read()
+        if refuse_websocket:
+            # A proxy that strips the upgrade, as some corporate ones do.
+            site, n = re.subn(r"location = /ws \{.*?\n    \}", "location = /ws { return 403; }", site, flags=re.S)
+            assert n == 1
         servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in node_ports)
         site = re.sub(r"(    server 127\.0\.0\.1:808\d[^\n]*\n)+", servers, site)
         site = site.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")

@@ -332,3 +332,69 @@ def test_a_plain_eventsource_shows_the_gap_an_outage_longer_than_the_history_lef
     gaps = [e for e in log if e["kind"] == "gap"]
     assert [(g["channel"], g["missed"]) for g in gaps] == [("esgap", 20)]
     assert [e["seq"] for e in log if e["kind"] == "message"] == [1, 2, 3, 4, 5] + list(range(26, 36))
+
+
+def test_the_demo_falls_back_to_sse_when_a_proxy_refuses_the_upgrade(herald_factory, exchange, redis_server, browser):
+    from test_cluster import Nginx
+    herald = herald_factory(extra=["--history-size", "10000"]).start()
+    lb = Nginx([herald.port], refuse_websocket=True)
+    try:
+        wait_until(lambda: _status(f"http://127.0.0.1:{lb.port}/healthz") == 200, 10, what="nginx to proxy")
+        publish(exchange, "fallback", [f"h{i}".encode() for i in range(1, 11)])
+        browser.get(f"http://127.0.0.1:{lb.port}/?channel=fallback")
+        wait_until(lambda: badge(browser) == "connected", 20, what="the page to connect")
+        assert browser.find_element("id", "transport").text == "over Server-Sent Events"
+        wait_until(lambda: seqs(browser) == list(range(1, 11)), 10, what="the history")
+        assert all(r["replayed"] for r in feed(browser) if r["kind"] == "message")
+
+        # Live, with Herald SIGKILLed and restarted behind the proxy while publishing.
+        total = 600
+        done = threading.Event()
+
+        def publisher():
+            conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+            ch = conn.channel()
+            ch.exchange_declare(exchange, "fanout", durable=True)
+            ch.confirm_delivery()
+            start = time.time()
+            for i in range(10, total):
+                ch.basic_publish(exchange, "fallback", f"n{i + 1}".encode(),
+                                 pika.BasicProperties(message_id=f"fb-{i}", delivery_mode=2))
+                ahead = (i - 9) / 200 - (time.time() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            conn.close()
+            done.set()
+
+        threading.Thread(target=publisher, daemon=True).start()
+        wait_until(lambda: len(seqs(browser)) >= 100, 15, what="live messages")
+        herald.kill()
+        wait_until(lambda: badge(browser) != "connected", 10, what="the page to notice")
+        herald.start()
+        assert done.wait(30), "publisher did not finish"
+        settled_feed(browser, total)
+        shown = seqs(browser)
+        assert shown == list(range(1, total + 1))
+        assert counter(browser, "reconnects") >= 1 and counter(browser, "missed") == 0
+
+        # A reload replays only what was missed meanwhile, still over SSE.
+        browser.get("about:blank")
+        publish(exchange, "fallback", [f"r{i}".encode() for i in range(1, 6)])
+        wait_until(lambda: redis_seq(redis_server, "fallback") == total + 5, 10, what="sequencing")
+        browser.get(f"http://127.0.0.1:{lb.port}/?channel=fallback")
+        wait_until(lambda: badge(browser) == "connected", 20, what="the page to connect again")
+        messages = [r for r in settled_feed(browser, total + 5) if r["kind"] == "message"]
+        assert [m["seq"] for m in messages] == list(range(total + 1, total + 6))
+        assert all(m["replayed"] for m in messages)
+        assert browser.find_element("id", "transport").text == "over Server-Sent Events"
+    finally:
+        lb.stop()
+
+
+def _status(url):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except Exception:
+        return None

@@ -11,6 +11,9 @@ import { Backoff } from "./backoff.js";
 import { PositionStore } from "./positions.js";
 import { Subscription } from "./subscription.js";
 import { checkChannel, parseFrames, subscribeOp, unsubscribeOp } from "./frames.js";
+import { EventStreamSocket, eventStreamURL } from "./eventstream.js";
+
+const TRANSPORTS = new Set(["websocket", "sse"]);
 
 /** Close codes after which retrying cannot help (4001: token refused). */
 const TERMINAL_CLOSE_CODES = new Set([4001, 4003]);
@@ -51,6 +54,10 @@ export class HeraldClient extends Emitter {
   #revoked = new Set(); // channels a fresh token no longer covers, until the server's unsubscribed
   #token;
   #now;
+  #EventSource;
+  #transports;
+  #transport = 0; // index in #transports of the one tried next
+  #opened = false; // the current connection opened
 
   /**
    * @param url ws://host:port/ws, or a path such as "/ws" on the page's own host (the default).
@@ -67,12 +74,16 @@ export class HeraldClient extends Emitter {
    *                              A function is also called before the token expires (at 80% of its
    *                              lifetime), and its answer sent on the open connection.
    * @param options.now           the clock, ms since the Unix epoch (default Date.now)
+   * @param options.transports    the transports to try, in order: ["websocket"] (default), or
+   *                              ["websocket", "sse"] to fall back to Server-Sent Events when a
+   *                              WebSocket cannot open (a proxy that strips the upgrade)
+   * @param options.sseURL        the stream URL (default: the WebSocket URL's host, http(s), /sse)
+   * @param options.EventSource   the EventSource constructor (default: the global one)
    */
   constructor(url, options = {}) {
     super();
     this.url = absoluteURL(url);
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.#WebSocket !== "function") throw new TypeError("HeraldClient: no WebSocket constructor");
     this.#timers = {
       setTimeout: options.timers?.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms)),
       clearTimeout: options.timers?.clearTimeout ?? ((id) => globalThis.clearTimeout(id)),
@@ -83,7 +94,21 @@ export class HeraldClient extends Emitter {
     this.#connectTimeout = options.connectTimeout ?? 10000;
     this.#token = options.token ?? null;
     this.#now = options.now ?? (() => Date.now());
+    this.#transports = options.transports ?? ["websocket"];
+    if (!Array.isArray(this.#transports) || this.#transports.length === 0 || !this.#transports.every((t) => TRANSPORTS.has(t))) {
+      throw new TypeError('HeraldClient: transports must list "websocket" and/or "sse"');
+    }
+    if (this.#transports.includes("websocket") && typeof this.#WebSocket !== "function") {
+      throw new TypeError("HeraldClient: no WebSocket constructor");
+    }
+    this.#EventSource = options.EventSource ?? globalThis.EventSource;
+    if (this.#transports.includes("sse") && typeof this.#EventSource !== "function") {
+      throw new TypeError("HeraldClient: no EventSource constructor for the sse transport");
+    }
+    this.sseURL = options.sseURL ?? eventStreamURL(this.url);
     this.state = "disconnected";
+    /** The transport of the current (or last) connection: "websocket" or "sse". */
+    this.transport = this.#transports[0];
     /** Reconnect attempts since the last stable connection. */
     this.attempts = 0;
   }
@@ -164,8 +189,12 @@ export class HeraldClient extends Emitter {
   #open() {
     this.#setState("connecting");
     let ws;
+    this.transport = this.#transports[this.#transport];
+    this.#opened = false;
     try {
-      ws = new this.#WebSocket(this.url);
+      ws = this.transport === "sse"
+        ? new EventStreamSocket(this.sseURL, { EventSource: this.#EventSource, timers: this.#timers })
+        : new this.#WebSocket(this.url);
     } catch (err) {
       this.emit("error", { code: "connect_failed", message: String(err?.message ?? err) });
       this.#scheduleReconnect(1006, "could not open", false);
@@ -185,6 +214,7 @@ export class HeraldClient extends Emitter {
 
   async #onOpen(ws) {
     if (this.#ws !== ws) return;
+    this.#opened = true;
     this.#cancel("connect");
     if (this.#token !== null) {
       // The token goes in the first frame, not the URL, so it stays out of proxy logs.
@@ -291,6 +321,9 @@ export class HeraldClient extends Emitter {
     this.#cancel("uptime");
     this.#cancel("refresh");
     this.#revoked.clear();
+    // A transport that could not even open (a proxy refusing the upgrade): the next one is
+    // tried, and kept while it works.
+    if (!this.#opened && this.#transports.length > 1) this.#transport = (this.#transport + 1) % this.#transports.length;
     for (const sub of this.#subs.values()) sub._setState("subscribing");
     if (!this.#wanted) {
       this.#setState("disconnected");

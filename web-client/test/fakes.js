@@ -67,3 +67,30 @@ export class FakeStorage {
 export function msg(channel, seq, data = `m${seq}`) {
   return { type: "message", channel, seq, id: `id-${seq}`, time: 1764000000000 + seq, data };
 }
+
+/** A scripted EventSource: the test plays the server's events. */
+export class FakeEventSource {
+  static instances = [];
+  static reset() { FakeEventSource.instances = []; }
+  static get last() { return FakeEventSource.instances.at(-1); }
+
+  constructor(url) {
+    this.url = url;
+    this.closed = false;
+    this.listeners = new Map();
+    FakeEventSource.instances.push(this);
+  }
+
+  get params() { return new URL(this.url).searchParams; }
+  addEventListener(type, fn) { this.listeners.set(type, [...(this.listeners.get(type) ?? []), fn]); }
+  close() { this.closed = true; }
+
+  // What the server does: one event per frame, a message with the id of every position.
+  event(frame, id = "") {
+    for (const fn of this.listeners.get(frame.type) ?? []) fn({ data: JSON.stringify(frame), lastEventId: id });
+  }
+  end(code, reason = "") {
+    for (const fn of this.listeners.get("close") ?? []) fn({ data: JSON.stringify({ type: "close", code, reason }) });
+  }
+  lose() { for (const fn of this.listeners.get("error") ?? []) fn({}); }
+}
