@@ -39,6 +39,8 @@ public struct BenchOptions: Sendable {
     /// epoll engine: the clients read in rounds at most this often (µs), so that on a machine
     /// shared with the server their wake-ups do not tax every send; adds at most this to a latency.
     public var readRoundMicros: UInt32 = 500
+    /// Clients over Server-Sent Events (`/sse`) instead of WebSocket (epoll engine only).
+    public var eventStream = false
     /// Subscribe with presence (`&presence=true`): count the member-list frames each client gets.
     public var presence = false
     public init() {}

@@ -23,6 +23,7 @@ extension BenchResult {
             ("server", options.kind == .herald ? "\"herald\"" : "\"peer\""),
             ("urls", "[" + options.urls.map { "\"\($0)\"" }.joined(separator: ",") + "]"),
             ("clients", "\(options.clients)"),
+            ("transport", options.eventStream ? "\"sse\"" : "\"websocket\""),
             ("channels", "\(options.channels)"),
             ("connected", "\(connected)"),
             ("connect_failures", "\(connectFailures)"),
@@ -79,7 +80,8 @@ extension BenchResult {
 
     public func summary() -> String {
         var lines: [String] = []
-        lines.append("herald bench \(options.scenario.rawValue): \(options.clients) clients on \(options.channels) channel(s), \(options.urls.joined(separator: " "))")
+        lines.append("herald bench \(options.scenario.rawValue): \(options.clients) clients on \(options.channels) channel(s), \(options.urls.joined(separator: " "))"
+                     + (options.eventStream ? " over Server-Sent Events" : ""))
         if options.scenario != .sequencer { lines.append("  connected       \(connected)/\(options.clients) in \(fmt(connectSeconds, 2)) s (\(connectFailures) failed; connect p50 \(fmt(ms(connectTimes.value(atPercentile: 50)), 1)) ms, p99 \(fmt(ms(connectTimes.value(atPercentile: 99)), 1)) ms)") }
         if published > 0 && options.scenario == .sequencer {
             lines.append("  published       \(published) messages of \(options.size) B (\(publishFailures) refused)")

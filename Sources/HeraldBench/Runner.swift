@@ -26,7 +26,9 @@ public final class BenchRunner {
             switch options.kind {
             case .herald:
                 let presence = options.presence ? "&presence=true" : ""
-                return { channel in base + (base.contains("?") ? "&" : "?") + "channel=\(channel)" + presence }
+                // A stream: the same node's /sse, http:// (the client pool reads its events).
+                let root = options.eventStream ? "http://" + (base.hasSuffix("/ws") ? base.dropFirst(5).dropLast(3) + "/sse" : base.dropFirst(5)) : base
+                return { channel in root + (root.contains("?") ? "&" : "?") + "channel=\(channel)" + presence }
             case .peer:
                 return { channel in base.replacingOccurrences(of: "{channel}", with: channel) }
             }

@@ -36,6 +36,7 @@ struct Bench: ParsableCommand {
     @Option(help: "API key for --publish-url.") var apiKey: String?
     @Option(help: "PID of the server, for its CPU and resident memory.") var serverPID: Int32?
     @Option(help: "Channel name prefix.") var channelPrefix = "bench"
+    @Option(help: "Herald: websocket, or sse (each client a Server-Sent Events stream on the node's /sse; epoll engine).") var transport = "websocket"
     @Flag(help: "Subscribe with presence (the server needs --presence-channels for the channels): report when every client's member list was complete and how many presence/join/leave frames each got.") var presence = false
     @Flag(help: "Print one JSON object with the results on standard output.") var json = false
     @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
@@ -53,6 +54,10 @@ struct Bench: ParsableCommand {
         guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
+        guard transport == "websocket" || transport == "sse" else { throw ValidationError("--transport must be websocket or sse") }
+        if transport == "sse" && (peer || clientEngine != "epoll" || !url.allSatisfy({ $0.hasPrefix("ws://") })) {
+            throw ValidationError("--transport sse needs Herald, ws:// URLs (their /ws becomes /sse) and --client-engine epoll")
+        }
         if presence && (peer || scenario != Scenario.latency.rawValue) { throw ValidationError("--presence needs Herald and the latency preset") }
         guard ClientEngine(rawValue: clientEngine) != nil else { throw ValidationError("--client-engine must be epoll or lws") }
     }
@@ -81,6 +86,7 @@ struct Bench: ParsableCommand {
         o.metricsURL = metricsURL
         o.engine = ClientEngine(rawValue: clientEngine)!
         o.presence = presence
+        o.eventStream = transport == "sse"
         o.readRoundMicros = UInt32(clamping: max(0, readRoundUs))
         raiseFileLimit()
         let result: BenchResult

@@ -12,7 +12,8 @@ import Glibc
 /// Here a frame's payload is located by its length and handed over in one copy.
 ///
 /// Only what a benchmark client needs: `ws://` to IPv4 hosts (names resolved once), no
-/// extensions, and the client never sends data frames.
+/// extensions, and the client never sends data frames. An `http://` target is a Server-Sent
+/// Events stream instead: each event's `data:` line is handed over as one message.
 ///
 /// - Important: `connect`, `drop` and `openCount` on the service thread (from a handler method);
 ///   `wakeUp` and `requestStop` from any thread.
@@ -30,7 +31,9 @@ public final class EpollClientPool: ClientPool {
         var fragments: [UInt8]?
         var closeCode: UInt16?
         let startedMillis: UInt64
-        init(id: Int, fd: Int32, key: UInt64, request: [UInt8], startedMillis: UInt64) {
+        let eventStream: Bool
+        init(id: Int, fd: Int32, key: UInt64, request: [UInt8], startedMillis: UInt64, eventStream: Bool) {
+            self.eventStream = eventStream
             self.id = id
             self.fd = fd
             self.key = key
@@ -136,12 +139,16 @@ public final class EpollClientPool: ClientPool {
             return
         }
         _ = herald_set_nodelay(fd)
-        let request = "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\n"
-            + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n"
-            + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
+        let request = target.eventStream
+            ? "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nAccept: text/event-stream\r\n"
+                + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
+            : "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\n"
+                + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n"
+                + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
         let key = nextKey
         nextKey += 1
-        let c = Connection(id: id, fd: fd, key: key, request: Array(request.utf8), startedMillis: monotonicMillis())
+        let c = Connection(id: id, fd: fd, key: key, request: Array(request.utf8), startedMillis: monotonicMillis(),
+                           eventStream: target.eventStream)
         byID[id] = c
         byKey[key] = c
         if herald_epoll_set(epoll, 1, fd, herald_epollout, key) != 0 {
@@ -182,7 +189,7 @@ public final class EpollClientPool: ClientPool {
         }
         c.input.append(contentsOf: readBuffer[0..<n])
         if c.phase == .handshaking && !handshake(c) { return }
-        if c.phase == .open { parseFrames(c) }
+        if c.phase == .open { if c.eventStream { parseEvents(c) } else { parseFrames(c) } }
     }
 
     /// Reads the 101 response; false while it is incomplete or when the connection ended.
@@ -193,6 +200,16 @@ public final class EpollClientPool: ClientPool {
         }
         let head = Array(c.input[0..<end])
         let statusLine = String(decoding: head.prefix { $0 != 0x0D }, as: UTF8.self)
+        if c.eventStream {
+            guard statusLine.hasPrefix("HTTP/1.1 200") else {
+                finish(c, code: nil, error: "stream refused: \(statusLine)")
+                return false
+            }
+            c.input.removeFirst(end + 4)
+            c.phase = .open
+            handler?.clientOpened(c.id)
+            return byKey[c.key] != nil
+        }
         guard statusLine.hasPrefix("HTTP/1.1 101") else {
             finish(c, code: nil, error: "handshake failed: \(statusLine)")
             return false
@@ -259,6 +276,35 @@ public final class EpollClientPool: ClientPool {
         if pos > 0 { c.input.removeFirst(pos) }
     }
 
+    /// Server-Sent Events: every complete event (ending in a blank line) with a `data:` line is
+    /// one message; a `close` event's code is kept for the close that follows.
+    private func parseEvents(_ c: Connection) {
+        var pos = 0
+        let bytes = c.input
+        while let end = Self.find([0x0A, 0x0A], in: bytes, from: pos) {
+            var line = pos
+            while line < end {
+                let next = bytes[line..<end].firstIndex(of: 0x0A) ?? end
+                if next - line > 6, bytes[line..<(line + 6)].elementsEqual(Self.dataPrefix) {
+                    let data = Array(bytes[(line + 6)..<next])
+                    if let code = Self.closeCode(data) { c.closeCode = code } else { handler?.clientReceived(c.id, message: data) }
+                    if byKey[c.key] == nil { return }
+                }
+                line = next + 1
+            }
+            pos = end + 2
+        }
+        if pos > 0 { c.input.removeFirst(pos) }
+    }
+
+    private static let dataPrefix = Array("data: ".utf8)
+    private static let closePrefix = Array(#"{"type":"close","code":"#.utf8)
+
+    private static func closeCode(_ data: [UInt8]) -> UInt16? {
+        guard data.count > closePrefix.count, data.prefix(closePrefix.count).elementsEqual(closePrefix) else { return nil }
+        return UInt16(String(decoding: data[closePrefix.count...].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
+    }
+
     /// A masked control frame (a client must mask everything it sends).
     private func sendControl(_ c: Connection, opcode: UInt8, payload: [UInt8]) {
         let mask: [UInt8] = [0x37, 0xFA, 0x21, 0x3D]
@@ -310,9 +356,9 @@ public final class EpollClientPool: ClientPool {
         return address
     }
 
-    private static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
-        guard haystack.count >= needle.count, let first = needle.first else { return nil }
-        var i = 0
+    private static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int = 0) -> Int? {
+        guard haystack.count - from >= needle.count, let first = needle.first else { return nil }
+        var i = from
         while i <= haystack.count - needle.count {
             if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
             i += 1

@@ -58,14 +58,23 @@ public final class WebSocketClientPool: ClientPool {
         public var host: String
         public var port: Int32
         public var path: String
+        /// `http://`: a Server-Sent Events stream (GET, then one message per event's `data:`),
+        /// served by `EpollClientPool` only.
+        public var eventStream = false
         public init(host: String, port: Int32, path: String) {
             self.host = host
             self.port = port
             self.path = path
         }
 
-        /// Parses `ws://host:port/path?query`.
+        /// Parses `ws://host:port/path?query`, or `http://…` for an event stream.
         public init?(url: String) {
+            if url.hasPrefix("http://") {
+                guard let t = Target(url: "ws://" + url.dropFirst(7)) else { return nil }
+                self = t
+                eventStream = true
+                return
+            }
             guard url.hasPrefix("ws://") else { return nil }
             let rest = url.dropFirst(5)
             let slash = rest.firstIndex(of: "/") ?? rest.endIndex

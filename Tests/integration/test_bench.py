@@ -44,6 +44,18 @@ def test_latency_preset_against_herald_is_exact(herald, exchange):
     assert 10.0 <= w["window_ms"] <= 50.0, "between --coalesce-ms and --coalesce-max-ms"
 
 
+def test_sse_transport_is_exact_and_resumes_in_the_storm(herald, exchange):
+    r = bench("latency", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 100, "--channels", 2,
+              "--rate", 100, "--duration", 2, "--transport", "sse")
+    assert r["transport"] == "sse" and r["connected"] == 100 and r["connect_failures"] == 0
+    assert r["deliveries"] == r["published"] * 50
+    assert (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
+    s = bench("storm", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 50, "--history", 20,
+              "--rate", 50, "--duration", 2, "--transport", "sse")
+    assert s["caught_up"] == 50 and (s["lost"], s["duplicated"]) == (0, 0)
+    assert s["resumed"] == 50 and s["recovered"] == 50, "every stream resumed by since/epoch with nothing lost"
+
+
 def test_presence_join_storm_is_counted_per_client(herald_factory, exchange):
     h = herald_factory(extra=("--presence-channels", "bench-*")).start()
     r = bench("latency", "--url", h.ws_url(), "--exchange", exchange, "--clients", 100, "--channels", 2,
