@@ -1,5 +1,9 @@
 import CWebSockets
 import HeraldCore
+import HeraldRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Server-Sent Events on the WebSocket port (`GET /sse?channel=…`): a stream is a connection
 /// like a WebSocket, served by the same handler (so the same session and fan-out rules apply),
@@ -50,29 +54,36 @@ extension WebSocketServer {
         streams[wsi] = connection
         connections[connection.id] = connection
         endpoint.handler.webSocketOpened(connection, query: query)
+        if connection.closeCode != nil {
+            connection.requestWritable() // the refusal goes out from the writable callback
+            return 0
+        }
+        // The status line and headers go out now, from this callback (as lws's own SSE example
+        // does): lws then keeps reading the socket, so a client that leaves is noticed at once.
+        var headers = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
+        headers += corsHeaders(connection)
+        guard writeHeaders(wsi, status: 200, contentType: "text/event-stream", length: lws_filepos_t.max, headers: headers) else { return -1 }
+        lws_http_mark_sse(wsi)
+        // A stream's client sends nothing more, so lws stops reading its socket: lws 4.1 on
+        // libev spins on a half-closed HTTP connection whose end of file it has read. A client
+        // that leaves is found by the once-a-second check instead (`streamTick`).
+        connection.streamStarted = true
+        if !writeRaw(wsi, EventStreamEncoder.preamble(retryMillis: options.eventStreamRetryMillis)) { return -1 }
+        connection.lastHeard = monotonicMillis()
+        armTick(wsi)
         connection.requestWritable()
         return 0
     }
 
     func streamWritable(_ wsi: OpaquePointer, _ connection: WebSocketConnection) -> Int32 {
         if !connection.streamStarted {
-            if let code = connection.closeCode {
-                // Refused while opening: an HTTP answer, not a stream.
-                streams.removeValue(forKey: wsi)
-                let (status, error) = Self.refusal(code)
-                let result = writeHTTP(wsi, request: nil, response: (status, "application/json",
-                                                                      Array(Self.errorJSON(error, connection.closeReason).utf8), corsHeaders(connection)))
-                streamClosed(connection)
-                return result
-            }
-            var headers = [("cache-control", "no-cache"), ("x-accel-buffering", "no")]
-            headers += corsHeaders(connection)
-            guard writeHeaders(wsi, status: 200, contentType: "text/event-stream", length: lws_filepos_t.max, headers: headers) else { return -1 }
-            lws_http_mark_sse(wsi)
-            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
-            connection.streamStarted = true
-            if !writeRaw(wsi, EventStreamEncoder.preamble(retryMillis: options.eventStreamRetryMillis)) { return -1 }
-            armHeartbeat(wsi)
+            // Refused while opening: an HTTP answer, not a stream.
+            streams.removeValue(forKey: wsi)
+            let (status, error) = Self.refusal(connection.closeCode ?? 1011)
+            let result = writeHTTP(wsi, request: nil, response: (status, "application/json",
+                                                                  Array(Self.errorJSON(error, connection.closeReason).utf8), corsHeaders(connection)))
+            streamClosed(connection)
+            return result
         }
         if let code = connection.closeCode {
             _ = writeRaw(wsi, EventStreamEncoder.close(code: code, reason: connection.closeReason))
@@ -81,15 +92,35 @@ extension WebSocketServer {
         if connection.heartbeatDue {
             connection.heartbeatDue = false
             if !writeRaw(wsi, EventStreamEncoder.heartbeat) { return -1 }
-            armHeartbeat(wsi)
         }
         connection.handler.webSocketWritable(connection)
         return 0
     }
 
-    func streamHeartbeatDue(_ connection: WebSocketConnection) {
-        connection.heartbeatDue = true
-        connection.requestWritable()
+    /// Once a second: a client that went away is noticed (with lws's own poll loop, where no
+    /// sweep runs ten times a second), and after every ping interval a heartbeat goes out.
+    /// Nonzero: close the stream.
+    func streamTick(_ wsi: OpaquePointer, _ connection: WebSocketConnection) -> Int32 {
+        if Self.peerClosed(lws_get_socket_fd(wsi)) { return -1 }
+        let seconds = options.pingIntervalSeconds > 0 ? Int64(options.pingIntervalSeconds) : 25
+        if monotonicMillis() - connection.lastHeard >= seconds * 1000 {
+            connection.lastHeard = monotonicMillis()
+            connection.heartbeatDue = true
+            connection.requestWritable()
+        }
+        armTick(wsi)
+        return 0
+    }
+
+    /// POLLRDHUP (Linux): the peer closed its end, seen even with unread bytes before it.
+    private static let rdhup: Int16 = 0x2000
+    private static let gone = rdhup | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)
+
+    /// True when the peer closed its end or the socket failed.
+    private static func peerClosed(_ fd: Int32) -> Bool {
+        guard fd >= 0 else { return true }
+        var entry = pollfd(fd: fd, events: rdhup, revents: 0)
+        return poll(&entry, 1, 0) == 1 && entry.revents & gone != 0
     }
 
     func streamClosed(_ connection: WebSocketConnection) {
@@ -116,10 +147,24 @@ extension WebSocketServer {
         }
     }
 
-    /// A comment line after every ping interval without one, so proxies keep a quiet stream.
-    private func armHeartbeat(_ wsi: OpaquePointer) {
-        let seconds = options.pingIntervalSeconds > 0 ? Int64(options.pingIntervalSeconds) : 25
-        lws_set_timer_usecs(wsi, lws_usec_t(seconds * 1_000_000))
+    private func armTick(_ wsi: OpaquePointer) {
+        lws_set_timer_usecs(wsi, 1_000_000)
+    }
+
+    /// Closes the streams whose client has gone, found with one `poll` over all of them. Run
+    /// on every wake-up of the service thread (at least ten a second): once lws has read a
+    /// stream's end of file it neither closes the wsi nor calls back, and on libev it spins,
+    /// so a stream that ends must be closed here, promptly.
+    func sweepStreams() {
+        guard !streams.isEmpty else { return }
+        let wsis = Array(streams.keys)
+        var entries = wsis.map { pollfd(fd: lws_get_socket_fd($0), events: Self.rdhup, revents: 0) }
+        guard poll(&entries, nfds_t(entries.count), 0) > 0 else { return }
+        for (wsi, entry) in zip(wsis, entries) where entry.revents & Self.gone != 0 {
+            // Not a callback of that wsi: it may be closed here, at once (async kills wait
+            // for its timers, which lws no longer runs).
+            lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC)
+        }
     }
 
     private func corsHeaders(_ connection: WebSocketConnection) -> [(String, String)] {

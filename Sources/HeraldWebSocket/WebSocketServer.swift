@@ -226,6 +226,7 @@ public final class WebSocketServer: @unchecked Sendable {
             return lws_callback_http_dummy(wsi, reason, user, input, len)
 
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+            sweepStreams()
             adoptAccepted()
             expireHandshakes()
             delegate?.wokenUp()
@@ -360,7 +361,7 @@ public final class WebSocketServer: @unchecked Sendable {
             return 0
 
         case LWS_CALLBACK_TIMER:
-            if let wsi, let stream = streams[wsi] { streamHeartbeatDue(stream) }
+            if let wsi, let stream = streams[wsi] { return streamTick(wsi, stream) }
             return 0
 
         case LWS_CALLBACK_HTTP, LWS_CALLBACK_HTTP_BODY, LWS_CALLBACK_HTTP_BODY_COMPLETION, LWS_CALLBACK_HTTP_WRITEABLE,

@@ -188,3 +188,34 @@ def test_the_nginx_example_passes_a_stream_through_unbuffered(herald_factory, ex
             s.close()
     finally:
         lb.stop()
+
+
+def test_streams_count_toward_the_connection_limit_and_carry_presence(herald_factory):
+    h = herald_factory(extra=("--max-connections", "1", "--presence-channels", "room:*")).start()
+    s = Stream(h, "channel=room:1&presence=true")
+    try:
+        s.until(lambda es: any(e.get("event") == "presence" for e in es), what="the member list")
+        me = next(e["data"] for e in s.snapshot() if e["event"] == "presence")["client"]
+
+        def members(es):
+            listed = set()
+            for e in es:
+                if e["event"] == "presence":
+                    listed = {m["client"] for m in e["data"]["members"]}
+                elif e["event"] in ("join", "leave"):
+                    change = {m["client"] for m in e["data"]["members"]}
+                    listed = listed | change if e["event"] == "join" else listed - change
+            return listed
+        s.until(lambda es: members(es) == {me}, what="its own join")
+        second = Stream(h, "channel=room:1")
+        assert second.done.wait(10)
+        assert second.status == 503 and json.loads(second.body)["error"] == "server_full"
+    finally:
+        s.close()
+    # Its place is given back when the stream ends.
+    wait_until(lambda: h.metrics()["herald_connections"] == 0, 10, what="the stream to be gone")
+    again = Stream(h, "channel=room:2")
+    try:
+        again.until(lambda es: any(e.get("event") == "subscribed" for e in es), what="a stream after the first ended")
+    finally:
+        again.close()
