@@ -219,3 +219,39 @@ def test_streams_count_toward_the_connection_limit_and_carry_presence(herald_fac
         again.until(lambda es: any(e.get("event") == "subscribed" for e in es), what="a stream after the first ended")
     finally:
         again.close()
+
+
+def test_a_stream_too_far_behind_is_ended_and_resumes_from_its_last_id(herald_factory, exchange):
+    import socket
+    h = herald_factory(extra=("--client-backlog", "20", "--history-size", "20000")).start()
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", h.port))
+    raw.sendall(b"GET /sse?channel=slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"event: subscribed" not in got:
+        got += raw.recv(4096)
+    # The client stops reading while 12,000 messages go out: it falls behind.
+    total = 12000
+    publish(exchange, "slow", [json.dumps({"n": i + 1, "pad": "x" * 200}).encode() for i in range(total)],
+            content_type="application/json")
+    wait_until(lambda: h.metrics()["herald_slow_consumer_closes_total"] >= 1, 30, what="the slow stream to be closed")
+    raw.settimeout(10)
+    while True:
+        chunk = raw.recv(65536)
+        if not chunk:
+            break  # the server ended the stream
+        got += chunk
+    raw.close()
+    ids = [line[4:] for line in got.decode(errors="replace").split("\n") if line.startswith("id: ")]
+    last = positions(ids[-1])["slow"][0]
+    assert 0 < last < total
+    # The browser would reconnect with its last id: the rest arrives, nothing twice.
+    s = Stream(h, "channel=slow", headers=[("Last-Event-ID", ids[-1])])
+    try:
+        s.until(lambda es: len([e for e in es if e.get("event") == "message"]) == total - last, 30, what="the resume")
+        sub = next(e["data"] for e in s.snapshot() if e["event"] == "subscribed")
+        assert sub["recovered"] is True and sub["missed"] == 0
+        assert [m["data"]["seq"] for m in s.messages()] == list(range(last + 1, total + 1))
+    finally:
+        s.close()
