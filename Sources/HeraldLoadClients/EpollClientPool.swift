@@ -192,7 +192,8 @@ public final class EpollClientPool: ClientPool {
         if c.phase == .open { if c.eventStream { parseEvents(c) } else { parseFrames(c) } }
     }
 
-    /// Reads the 101 response; false while it is incomplete or when the connection ended.
+    /// Reads the 101 response (200 for an event stream); false while it is incomplete or when
+    /// the connection ended.
     private func handshake(_ c: Connection) -> Bool {
         guard let end = Self.find([0x0D, 0x0A, 0x0D, 0x0A], in: c.input) else {
             if c.input.count > 16_384 { finish(c, code: nil, error: "handshake response too long") }
@@ -200,22 +201,12 @@ public final class EpollClientPool: ClientPool {
         }
         let head = Array(c.input[0..<end])
         let statusLine = String(decoding: head.prefix { $0 != 0x0D }, as: UTF8.self)
-        if c.eventStream {
-            guard statusLine.hasPrefix("HTTP/1.1 200") else {
-                finish(c, code: nil, error: "stream refused: \(statusLine)")
-                return false
-            }
-            c.input.removeFirst(end + 4)
-            c.phase = .open
-            handler?.clientOpened(c.id)
-            return byKey[c.key] != nil
-        }
-        guard statusLine.hasPrefix("HTTP/1.1 101") else {
-            finish(c, code: nil, error: "handshake failed: \(statusLine)")
-            return false
-        }
-        guard Self.find(Self.accept, in: head) != nil else {
-            finish(c, code: nil, error: "handshake failed: wrong Sec-WebSocket-Accept")
+        let problem: String? = c.eventStream
+            ? (statusLine.hasPrefix("HTTP/1.1 200") ? nil : "stream refused: \(statusLine)")
+            : !statusLine.hasPrefix("HTTP/1.1 101") ? "handshake failed: \(statusLine)"
+            : Self.find(Self.accept, in: head) == nil ? "handshake failed: wrong Sec-WebSocket-Accept" : nil
+        if let problem {
+            finish(c, code: nil, error: problem)
             return false
         }
         c.input.removeFirst(end + 4)

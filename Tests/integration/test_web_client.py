@@ -84,6 +84,29 @@ def redis_seq(redis_server, channel):
     return int(raw) if raw else 0
 
 
+def paced(exchange, messages, rate=200):
+    """Publishes (channel, body, message_id) in order at `rate`/s with confirms on a thread;
+    returns the Event set once the last one is confirmed."""
+    done = threading.Event()
+
+    def run():
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "fanout", durable=True)
+        ch.confirm_delivery()
+        start = time.time()
+        for i, (channel, body, message_id) in enumerate(messages):
+            ch.basic_publish(exchange, channel, body, pika.BasicProperties(message_id=message_id, delivery_mode=2))
+            ahead = (i + 1) / rate - (time.time() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        conn.close()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
 def test_library_is_served_at_herald_js(herald, browser):
     browser.get(f"http://127.0.0.1:{herald.port}/")
     kind = browser.execute_async_script("""
@@ -124,32 +147,13 @@ def test_page_reconnects_after_herald_is_killed_and_keeps_every_seq(herald_facto
     herald = herald_factory(extra=["--history-size", "10000"]).start()
     open_page(browser, herald, "tape")
     total = 1200
-    stop = threading.Event()
-
-    def publisher():
-        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-        ch = conn.channel()
-        ch.exchange_declare(exchange, "fanout", durable=True)
-        ch.confirm_delivery()
-        start = time.time()
-        for i in range(total):
-            ch.basic_publish(exchange, "tape", f"n{i + 1}".encode(),
-                             pika.BasicProperties(message_id=f"tape-{i}", delivery_mode=2))
-            ahead = (i + 1) / 200 - (time.time() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-        conn.close()
-        stop.set()
-
-    t = threading.Thread(target=publisher, daemon=True)
-    t.start()
+    stop = paced(exchange, [("tape", f"n{i + 1}".encode(), f"tape-{i}") for i in range(total)])
     wait_until(lambda: len(seqs(browser)) >= 200, 15, what="the first live messages")
     herald.kill()
     wait_until(lambda: badge(browser) != "connected", 10, what="the page to notice")
     time.sleep(1.5)
     herald.start()
-    t.join(30)
-    assert stop.is_set(), "publisher did not finish"
+    assert stop.wait(30), "publisher did not finish"
     settled_feed(browser, total)
     shown = seqs(browser)
     assert_consecutive(shown, start=1, end=total)
@@ -273,25 +277,7 @@ def test_a_plain_eventsource_resumes_two_channels_exactly_across_a_sigkill(heral
     herald = herald_factory(extra=["--history-size", "10000"]).start()
     open_eventsource(browser, herald, ["es:a", "es:b"])
     total = 600  # per channel, alternating, at 200 msg/s in all
-    done = threading.Event()
-
-    def publisher():
-        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-        ch = conn.channel()
-        ch.exchange_declare(exchange, "fanout", durable=True)
-        ch.confirm_delivery()
-        start = time.time()
-        for i in range(2 * total):
-            channel = "es:a" if i % 2 == 0 else "es:b"
-            ch.basic_publish(exchange, channel, f"n{i // 2 + 1}".encode(),
-                             pika.BasicProperties(message_id=f"es-{i}", delivery_mode=2))
-            ahead = (i + 1) / 200 - (time.time() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-        conn.close()
-        done.set()
-
-    threading.Thread(target=publisher, daemon=True).start()
+    done = paced(exchange, [("es:a" if i % 2 == 0 else "es:b", f"n{i // 2 + 1}".encode(), f"es-{i}") for i in range(2 * total)])
     wait_until(lambda: len([e for e in eventsource_log(browser) if e["kind"] == "message"]) >= 200, 15, what="live messages")
     herald.kill()
     wait_until(lambda: any(e["kind"] == "lost" for e in eventsource_log(browser)), 10, what="the page to notice")
@@ -335,11 +321,11 @@ def test_a_plain_eventsource_shows_the_gap_an_outage_longer_than_the_history_lef
 
 
 def test_the_demo_falls_back_to_sse_when_a_proxy_refuses_the_upgrade(herald_factory, exchange, redis_server, browser):
-    from test_cluster import Nginx
+    from test_cluster import Nginx, _get
     herald = herald_factory(extra=["--history-size", "10000"]).start()
     lb = Nginx([herald.port], refuse_websocket=True)
     try:
-        wait_until(lambda: _status(f"http://127.0.0.1:{lb.port}/healthz") == 200, 10, what="nginx to proxy")
+        wait_until(lambda: _get(f"http://127.0.0.1:{lb.port}/healthz") == 200, 10, what="nginx to proxy")
         publish(exchange, "fallback", [f"h{i}".encode() for i in range(1, 11)])
         browser.get(f"http://127.0.0.1:{lb.port}/?channel=fallback")
         wait_until(lambda: badge(browser) == "connected", 20, what="the page to connect")
@@ -349,24 +335,7 @@ def test_the_demo_falls_back_to_sse_when_a_proxy_refuses_the_upgrade(herald_fact
 
         # Live, with Herald SIGKILLed and restarted behind the proxy while publishing.
         total = 600
-        done = threading.Event()
-
-        def publisher():
-            conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
-            ch = conn.channel()
-            ch.exchange_declare(exchange, "fanout", durable=True)
-            ch.confirm_delivery()
-            start = time.time()
-            for i in range(10, total):
-                ch.basic_publish(exchange, "fallback", f"n{i + 1}".encode(),
-                                 pika.BasicProperties(message_id=f"fb-{i}", delivery_mode=2))
-                ahead = (i - 9) / 200 - (time.time() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            conn.close()
-            done.set()
-
-        threading.Thread(target=publisher, daemon=True).start()
+        done = paced(exchange, [("fallback", f"n{i + 1}".encode(), f"fb-{i}") for i in range(10, total)])
         wait_until(lambda: len(seqs(browser)) >= 100, 15, what="live messages")
         herald.kill()
         wait_until(lambda: badge(browser) != "connected", 10, what="the page to notice")
@@ -390,11 +359,3 @@ def test_the_demo_falls_back_to_sse_when_a_proxy_refuses_the_upgrade(herald_fact
     finally:
         lb.stop()
 
-
-def _status(url):
-    import urllib.request
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status
-    except Exception:
-        return None
