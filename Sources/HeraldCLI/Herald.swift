@@ -1,4 +1,5 @@
 import ArgumentParser
+import HeraldCore
 
 /// The `herald` command: `serve`, `publish`, `bench` and `token`.
 public struct Herald: ParsableCommand {
@@ -6,6 +7,7 @@ public struct Herald: ParsableCommand {
         commandName: "herald",
         abstract: "Real-time push fan-out: RabbitMQ → capped Redis history → WebSocket clients.",
         discussion: "Every option of every subcommand can also be set with an environment variable HERALD_<OPTION>, e.g. HERALD_AMQP_URL for --amqp-url. A value on the command line wins.",
+        version: HeraldVersion.current,
         subcommands: [Serve.self, Publish.self, Bench.self, Token.self])
 
     public init() {}

@@ -37,7 +37,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a channel's epoch and newest seq are kept after its last message or subscribe, so resuming clients learn how many they missed; 0: forever. At least --history-ttl. (HERALD_HISTORY_META_TTL)") var historyMetaTtl = 90 * 86_400
     @Option(help: "Seconds the Redis key of a channel that never had a message outlives its last subscriber (nodes extend it while anyone is subscribed), so subscribes to names that never get a message leave nothing lasting. (HERALD_EMPTY_CHANNEL_TTL)") var emptyChannelTtl = 300
     @Option(help: "Most WebSocket connections at once. (HERALD_MAX_CONNECTIONS)") var maxConnections = 100_000
-    @Option(help: "Log level: trace, debug, info, warning, error. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (HERALD_LOG_LEVEL)") var logLevel = "info"
+    @Option(help: "Log lines as text, or json: one object a line with node, channel, conn, code and the rest as fields. (HERALD_LOG_FORMAT)") var logFormat = "text"
     @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
     @Option(help: "Channel patterns with presence (room:* or a name); repeat. Their subscribers are members, listed to subscribers that ask with \"presence\": true and at GET /api/presence/{channel}. Default: none. (HERALD_PRESENCE_CHANNELS, comma-separated)") var presenceChannels: [String] = []
@@ -80,6 +81,7 @@ struct Serve: ParsableCommand {
                 throw ValidationError("--redis-sentinel \(s): expected HOST:PORT")
             }
         }
+        guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format must be text or json, not \"\(logFormat)\"") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(logLevel)\"")
         }
@@ -164,7 +166,13 @@ struct Serve: ParsableCommand {
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         let level = Logger.Level(rawValue: logLevel)!  // checked in validate()
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -115,6 +115,7 @@ public final class Metrics: Sendable {
             out += "# HELP herald_\(name) \(help)\n# TYPE herald_\(name) \(type)\nherald_\(name) \(value)\n"
         }
         let g = { (c: Counter) in c.current }
+        out += "# HELP herald_build_info Herald's version (always 1).\n# TYPE herald_build_info gauge\nherald_build_info{version=\"\(HeraldVersion.current)\"} 1\n"
         line("connections", "gauge", "Open WebSocket connections.", g(connections))
         line("connections_total", "counter", "WebSocket connections accepted.", g(connectionsTotal))
         line("subscriptions", "gauge", "Active channel subscriptions.", g(subscriptions))

@@ -67,3 +67,22 @@ def test_publish_and_token_read_their_variables(herald, exchange):
     assert token.returncode == 0 and token.stdout.count(".") == 2, token.stderr
     missing = run(["token", "--sub", "u"], {"HERALD_TOKEN_SECRET": ""})
     assert missing.returncode != 0 and "--token-secret or HERALD_TOKEN_SECRET" in missing.stderr
+
+
+def test_json_logs_version_and_build_info(herald_factory):
+    h = herald_factory(env={"HERALD_LOG_FORMAT": "json", "HERALD_NODE_ID": "node-7"}).start()
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{h.port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    version = run(["--version"], {}).stdout.strip()
+    assert version and version[0].isdigit()
+    assert f'herald_build_info{{version="{version}"}} 1' in metrics
+    h.stop()
+    lines = [line for line in h.log().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert len(records) == len(lines) >= 3
+    listening = next(r for r in records if r["message"] == "listening")
+    assert listening["level"] == "info" and listening["node"] == "node-7" and listening["port"] == str(h.port)
+    assert listening["time"].endswith("Z") and "T" in listening["time"]
+    assert any(r["message"] == "stopped" for r in records)
+    assert run(["serve", "--log-format", "xml"], {}).stderr.startswith('Error: --log-format must be text or json, not "xml"')
