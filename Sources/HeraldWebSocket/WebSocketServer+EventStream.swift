@@ -157,6 +157,10 @@ extension WebSocketServer {
     /// so a stream that ends must be closed here, promptly.
     func sweepStreams() {
         guard !streams.isEmpty else { return }
+        // At most ten sweeps a second, however often the thread is woken (every live batch).
+        let now = monotonicMillis()
+        guard now - lastStreamSweep >= 100 else { return }
+        lastStreamSweep = now
         let wsis = Array(streams.keys)
         var entries = wsis.map { pollfd(fd: lws_get_socket_fd($0), events: Self.rdhup, revents: 0) }
         guard poll(&entries, nfds_t(entries.count), 0) > 0 else { return }

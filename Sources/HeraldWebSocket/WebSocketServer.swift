@@ -52,6 +52,8 @@ public final class WebSocketServer: @unchecked Sendable {
     var connections: [UInt64: WebSocketConnection] = [:]
     /// Server-Sent Events streams, by their wsi (see `+EventStream`).
     var streams: [OpaquePointer: WebSocketConnection] = [:]
+    /// When `sweepStreams` last polled them (monotonic ms).
+    var lastStreamSweep: UInt64 = 0
     /// Upgrades holding a place in `admission`, by the address it was counted for; given back
     /// when the connection is destroyed.
     var admitted: [OpaquePointer: String] = [:]
