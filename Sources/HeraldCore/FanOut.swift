@@ -55,49 +55,6 @@ public struct FanOut {
         }
     }
 
-    public enum Event {
-        case opened(ConnectionID, query: [(String, String)])
-        case received(ConnectionID, [UInt8], binary: Bool)
-        /// The connection may be written: from its writable callback, or at once when nothing is
-        /// left unsent for it (the caller decides which, see `Action.writeSoon`).
-        case writable(ConnectionID)
-        /// The connection is gone, with the close code sent or received (1006: none).
-        case closed(ConnectionID, code: UInt16 = 1006)
-        /// Sequenced messages in order. `local`: straight from this node's sequencer, appended only
-        /// where they continue a ring exactly (the live queue's copy follows and is stale then).
-        case live([SequencedMessage], local: Bool)
-        /// A channel's sequence broke beyond repair: its subscribers resume.
-        case broken(channel: String)
-        case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
-        /// The timer asked for with `Action.schedule` fired.
-        case timer
-    }
-
-    public enum Action: Equatable {
-        /// Send these frames (one WebSocket message); `more`: ask for another writable call.
-        case write(ConnectionID, frames: [[UInt8]], more: Bool)
-        /// Write as soon as possible: at once if nothing is unsent for the connection (then feed
-        /// back `.writable`), else ask for a writable callback.
-        case writeSoon(ConnectionID)
-        /// Ask for a writable callback (never write from inside this connection's own callback).
-        case requestWritable(ConnectionID)
-        case close(ConnectionID, code: UInt16, reason: String, label: String, graceSeconds: Int)
-        case readHistory(channel: String, request: UInt64)
-        case keepEmptyAlive(channels: [String])
-        /// Fire `.timer` at this monotonic time (replaces a later one).
-        case schedule(atMicros: UInt64)
-        /// A live message reached the ring; it was sequenced at this wall-clock ms.
-        case sequencedAt(millis: UInt64)
-        case tally(Tally)
-        /// A connection became, or stopped being, a member of a presence channel: tell the
-        /// node's presence announcer.
-        case presence(PresenceEvent)
-        /// With `settings.lifecycle`: a connection was accepted, authenticated, subscribed,
-        /// unsubscribed or is gone; tell the node's lifecycle worker.
-        case lifecycle(LifecycleInput)
-    }
-
-
     public var settings: Settings
     public private(set) var sessions: [ConnectionID: ClientSession] = [:]
     private var closing: Set<ConnectionID> = []
