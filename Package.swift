@@ -9,6 +9,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // C libraries from Debian, each behind a module map and a tiny shim.
@@ -53,6 +54,7 @@ let package = Package(
             "HeraldServer", "HeraldCore", "HeraldAMQP", "HeraldBench", "HeraldCrypto", "HeraldServiceLoop", "HeraldRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "herald", dependencies: ["HeraldCLI"]),
 

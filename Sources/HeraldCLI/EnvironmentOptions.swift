@@ -20,6 +20,17 @@ public enum EnvironmentOptions {
         public let takesValue: Bool
         /// A repeatable option takes a comma-separated list; each item becomes one `--name item`.
         public let repeating: Bool
+        /// What the option is when not given, as its help shows it (nil: none).
+        public var defaultValue: String? = nil
+        /// The option's help text.
+        public var help: String = ""
+        /// false for test-only options hidden from `--help`.
+        public var visible: Bool = true
+
+        /// Whether `arguments` already set this option (by any of its names).
+        func isPresent(in arguments: [String]) -> Bool {
+            arguments.contains { arg in names.contains { arg == "--\($0)" || arg.hasPrefix("--\($0)=") } }
+        }
     }
 
     public struct Problem: Error, CustomStringConvertible, Equatable {
@@ -49,7 +60,27 @@ public enum EnvironmentOptions {
             }
             guard let name = longNames.first, name != "help" else { continue }
             let repeating = argument["isRepeating"] == .bool(true)
-            out.append(Option(names: longNames, variable: variable(for: name), takesValue: kind == "option", repeating: repeating))
+            out.append(Option(names: longNames, variable: variable(for: name), takesValue: kind == "option", repeating: repeating,
+                              defaultValue: argument["defaultValue"]?.stringValue, help: argument["abstract"]?.stringValue ?? "",
+                              visible: argument["shouldDisplay"] != .bool(false)))
+        }
+        return out
+    }
+
+    /// The values `arguments` give `option` (`--name v` and `--name=v`; a flag: `["true"]`).
+    public static func values(of option: Option, in arguments: [String]) -> [String] {
+        var out: [String] = []
+        var i = arguments.startIndex
+        while i < arguments.endIndex {
+            let arg = arguments[i]
+            for name in option.names {
+                if arg == "--\(name)" {
+                    if !option.takesValue { out.append("true") } else if i + 1 < arguments.endIndex { out.append(arguments[i + 1]); i += 1 }
+                } else if arg.hasPrefix("--\(name)=") {
+                    out.append(String(arg.dropFirst(name.utf8.count + 3)))
+                }
+            }
+            i += 1
         }
         return out
     }
@@ -65,10 +96,15 @@ public enum EnvironmentOptions {
         guard let name = arguments.first, let command = subcommands[name] else { return .success(arguments) }
         var added: [String] = []
         for option in options(of: command) {
-            let present = arguments.contains { arg in
-                option.names.contains { arg == "--\($0)" || arg.hasPrefix("--\($0)=") }
+            guard !option.isPresent(in: arguments) else { continue }
+            var value = environment[option.variable] ?? ""
+            if value.isEmpty, option.takesValue, let path = environment[option.variable + "_FILE"], !path.isEmpty {
+                // A secret from a file (Docker and systemd credentials): HERALD_TOKEN_SECRET_FILE.
+                do { value = try readSecretFile(path) } catch {
+                    return .failure(Problem(description: "\(option.variable)_FILE=\(path): \(error)"))
+                }
             }
-            guard !present, let value = environment[option.variable], !value.isEmpty else { continue }
+            guard !value.isEmpty else { continue }
             let flag = "--\(option.names[0])"
             if !option.takesValue {
                 switch value.lowercased() {

@@ -14,6 +14,7 @@ struct Serve: ParsableCommand {
         abstract: "Run a Herald node (WebSocket, HTTP API, sequencer).",
         discussion: "Every flag can also be set with an environment variable HERALD_<FLAG>, e.g. HERALD_AMQP_URL. A flag on the command line wins.")
 
+    @Option(name: .customLong("config"), help: "A YAML config file (see herald config example): every option here under its long name, and namespaces. HERALD_* variables and flags override it. (HERALD_CONFIG)") var configFile: String?
     @Option(help: "Address to listen on. (HERALD_HOST)") var host = "0.0.0.0"
     @Option(help: "Port for HTTP and WebSocket. (HERALD_PORT)") var port: Int32 = 8080
     @Option(help: "RabbitMQ URL (default \(HeraldConfig.defaultAMQPURL)); repeat it with the nodes of a cluster: every connection uses the first node that answers and moves to another when its node is lost. (HERALD_AMQP_URL, comma-separated)") var amqpURL: [String] = []
@@ -111,6 +112,15 @@ struct Serve: ParsableCommand {
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
             throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
         }
+        if let problem = ChannelNamespace.problem(try namespaces(), historyMetaTTLSeconds: historyMetaTtl) {
+            throw ValidationError(problem)
+        }
+    }
+
+    /// The config file's namespaces (none without --config).
+    func namespaces() throws -> [ChannelNamespace] {
+        guard let configFile else { return [] }
+        do { return try ConfigFile.load(configFile).namespaces } catch { throw ValidationError(error.description) }
     }
 
     func run() throws {
@@ -165,6 +175,7 @@ struct Serve: ParsableCommand {
         config.lifecycleSnapshotMillis = lifecycleSnapshotMs
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
+        config.namespaces = try namespaces()
         let level = Logger.Level(rawValue: logLevel)!  // checked in validate()
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in

@@ -17,16 +17,35 @@ public struct ClientSession {
         public var maxControlBytes: Int
         /// Channels with presence (`--presence-channels`).
         public var presencePatterns: [String]
+        /// Per-pattern overrides of anonymous read and presence (`ChannelNamespace`).
+        public var namespaces: [ChannelNamespace]
 
         public init(maxSubscriptions: Int, opsPerSecond: Double, opsBurst: Double, anonymousPatterns: [String],
-                    verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20, presencePatterns: [String] = []) {
+                    verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20, presencePatterns: [String] = [],
+                    namespaces: [ChannelNamespace] = []) {
             self.presencePatterns = presencePatterns
+            self.namespaces = namespaces
             self.maxSubscriptions = maxSubscriptions
             self.opsPerSecond = opsPerSecond
             self.opsBurst = opsBurst
             self.anonymousPatterns = anonymousPatterns
             self.verifier = verifier
             self.maxControlBytes = maxControlBytes
+        }
+
+        func namespace(of channel: String) -> ChannelNamespace? {
+            namespaces.isEmpty ? nil : ChannelNamespace.of(channel, in: namespaces)
+        }
+
+        /// Readable without a token: its namespace says so, else the anonymous patterns.
+        public func isAnonymous(_ channel: String) -> Bool {
+            namespace(of: channel)?.anonymous ?? ChannelPattern.matches(any: anonymousPatterns, channel)
+        }
+
+        /// Subscribers of `channel` are members of its presence.
+        public func hasPresence(_ channel: String) -> Bool {
+            if namespaces.isEmpty && presencePatterns.isEmpty { return false }
+            return namespace(of: channel)?.presence ?? ChannelPattern.matches(any: presencePatterns, channel)
         }
     }
 
@@ -123,7 +142,7 @@ public struct ClientSession {
     public func mayRead(_ channel: String) -> Bool {
         if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
         if let claims, claims.allows(channel) { return true }
-        return ChannelPattern.matches(any: policy.anonymousPatterns, channel)
+        return policy.isAnonymous(channel)
     }
 
     // MARK: Rules
@@ -188,7 +207,7 @@ public struct ClientSession {
 
     /// The member list of a channel just subscribed, or `presence_unavailable` without presence.
     private mutating func subscribePresence(_ channel: String, resume: ResumePosition?, into actions: inout [Action]) {
-        if ChannelPattern.matches(any: policy.presencePatterns, channel) {
+        if policy.hasPresence(channel) {
             actions.append(.subscribe(channel: PresenceStream.name(of: channel), resume: resume))
         } else {
             send(ClientError(.presenceUnavailable, "this channel has no presence (--presence-channels)", op: "subscribe", channel: channel),

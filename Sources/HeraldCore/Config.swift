@@ -73,6 +73,9 @@ public struct HeraldConfig: Sendable {
     public var maxConnectionsPerAddress = 0
     /// Proxies whose `X-Forwarded-For` names the client (see `ClientAddress`); empty: none.
     public var trustedProxies: [AddressRange] = []
+    /// Per-pattern options (`namespaces:` in the config file); empty: every channel follows the
+    /// server-wide settings.
+    public var namespaces: [ChannelNamespace] = []
     public var handshakeTimeoutSeconds = 10
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
@@ -88,7 +91,9 @@ public struct HeraldConfig: Sendable {
     public var presenceHistorySize = 100
     /// This process's presence instance (random per start): the prefix of its client ids.
     public var instance = "0"
-    public func hasPresence(_ channel: String) -> Bool { ChannelPattern.matches(any: presencePatterns, channel) }
+    public func hasPresence(_ channel: String) -> Bool {
+        namespace(of: channel)?.presence ?? ChannelPattern.matches(any: presencePatterns, channel)
+    }
     public func presenceMembersKey(_ channel: String) -> String { "\(redisPrefix):presence:\(channel)" }
     public var presenceLeasesKey: String { "\(redisPrefix):presence-nodes" }
     /// The set of channels a node instance has had members on (`presenceNodePrefix` + instance).

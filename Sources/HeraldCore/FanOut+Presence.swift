@@ -11,7 +11,6 @@ extension FanOut {
 
     /// Whether subscribers of `channel` are members of its presence.
     func hasMembers(_ channel: String) -> Bool {
-        !settings.session.presencePatterns.isEmpty && PresenceStream.channel(of: channel) == nil
-            && ChannelPattern.matches(any: settings.session.presencePatterns, channel)
+        PresenceStream.channel(of: channel) == nil && settings.session.hasPresence(channel)
     }
 }

@@ -12,7 +12,8 @@ public struct FanOut {
 
     public struct Settings: Sendable {
         public var session: ClientSession.Policy
-        /// Messages a client may fall behind before it must resume (4008).
+        /// Messages a client may fall behind before it must resume (4008); a channel's
+        /// namespace may set its own (`backlog(of:)`).
         public var clientBacklog: Int
         /// A ring grows for a burst up to this; a repair never exceeds the history size.
         public var maxRingCapacity: Int
@@ -36,6 +37,11 @@ public struct FanOut {
             self.maxRingCapacity = maxRingCapacity
             self.coalesceMicros = coalesceMicros
             self.keepAliveMicros = keepAliveMicros
+        }
+
+        public func backlog(of channel: String) -> Int {
+            let watched = PresenceStream.channel(of: channel) ?? channel
+            return session.namespace(of: watched)?.clientBacklog ?? clientBacklog
         }
     }
 
@@ -159,7 +165,7 @@ public struct FanOut {
                     let member = PresenceMember(client: clientID(id), user: claims?.sub, node: settings.node, info: claims?.info)
                     actions.append(.presence(.joined(channel: channel, client: member.client, member: member.json)))
                 }
-                if rings[channel] == nil { rings[channel] = ChannelRing(capacity: settings.clientBacklog) }
+                if rings[channel] == nil { rings[channel] = ChannelRing(capacity: settings.backlog(of: channel)) }
                 pending[request] = (id, channel)
                 actions.append(.readHistory(channel: channel, request: request))
                 if keepAliveDue == nil {
@@ -285,7 +291,7 @@ public struct FanOut {
             // backlog, so a client that was keeping up is not closed by a burst.
             let size = (round.burst[m.channel] ?? 0) + 1
             round.burst[m.channel] = size
-            ring.reserve(min(settings.clientBacklog + size, settings.maxRingCapacity))
+            ring.reserve(min(settings.backlog(of: m.channel) + size, settings.maxRingCapacity))
             switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame) {
             case .appended:
                 if round.touchedSet.insert(m.channel).inserted { round.touched.append(m.channel) }
@@ -330,7 +336,7 @@ public struct FanOut {
             // can never continue here: it resumes (4008), even if it has stopped reading.
             guard let session = sessions[id] else { continue }
             if session.outbox.mustResume(channel: channel, ring: ring) {
-                closeSlow(id, reason: "cannot continue on \(channel): more than \(settings.clientBacklog) messages behind, or its epoch changed",
+                closeSlow(id, reason: "cannot continue on \(channel): more than \(settings.backlog(of: channel)) messages behind, or its epoch changed",
                           into: &actions)
             } else {
                 actions.append(.writeSoon(id))
@@ -341,7 +347,7 @@ public struct FanOut {
     /// Every subscriber of `channel` must resume: its sequence cannot be continued here.
     private mutating func breakChannel(_ channel: String, reason: String, into actions: inout [Action]) {
         guard subscribers[channel] != nil else { return }
-        rings[channel] = ChannelRing(capacity: settings.clientBacklog)
+        rings[channel] = ChannelRing(capacity: settings.backlog(of: channel))
         for id in subscribers[channel] ?? [] { closeSlow(id, reason: reason, into: &actions) }
     }
 

@@ -28,7 +28,22 @@ public enum HTTPAccess: Equatable, Sendable {
         }
     }
 
-    public static func publish(_ credentials: Credentials, config: HeraldConfig) -> HTTPAccess {
+    public static func publish(_ credentials: Credentials, channel: String, config: HeraldConfig) -> HTTPAccess {
+        if let namespace = config.namespace(of: channel) {
+            if namespace.httpPublish == false {
+                return .refused(status: 403, code: "publish_not_allowed",
+                                message: "HTTP publishing is off for the channels of namespace \(namespace.name); publish to the exchange")
+            }
+            if let keys = namespace.publishKeys {
+                guard let key = credentials.apiKey ?? credentials.bearer else {
+                    return .refused(status: 401, code: "unauthorized", message: "missing API key (X-API-Key or Authorization: Bearer)")
+                }
+                if keys.contains(where: { constantTimeEquals($0, key) }) { return .allowed }
+                return config.isAPIKey(key)
+                    ? .refused(status: 403, code: "forbidden", message: "this API key may not publish to namespace \(namespace.name)")
+                    : .refused(status: 401, code: "unauthorized", message: "wrong API key")
+            }
+        }
         if config.apiKeys.isEmpty {
             if !config.readingIsProtected { return .allowed }
             return .refused(status: 401, code: "unauthorized",
@@ -42,7 +57,7 @@ public enum HTTPAccess: Equatable, Sendable {
 
     public static func history(_ credentials: Credentials, channel: String, config: HeraldConfig,
                                verifier: TokenVerifier?, nowSeconds: UInt64) -> HTTPAccess {
-        if ChannelPattern.matches(any: config.anonymousPatterns, channel) { return .allowed }
+        if config.isAnonymous(channel) { return .allowed }
         if let key = credentials.apiKey {
             return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
         }
@@ -69,7 +84,7 @@ extension HeraldConfig {
     /// Whether some channel needs a token to read: a token secret, or anonymous channels narrower
     /// than every channel.
     public var readingIsProtected: Bool {
-        tokenSecret != nil || !anonymousPatterns.contains("*")
+        tokenSecret != nil || !anonymousPatterns.contains("*") || namespaces.contains { $0.anonymous == false }
     }
 
     /// Whether `key` is one of the configured API keys (compared in constant time).

@@ -141,7 +141,7 @@ final class HTTPRoutes {
     }
 
     private func publish(_ request: HTTPRequest, channel: String) {
-        if refuse(request, HTTPAccess.publish(request.credentials, config: config)) { return }
+        if refuse(request, HTTPAccess.publish(request.credentials, channel: channel, config: config)) { return }
         if let problem = ChannelName.problem(channel) {
             return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
         }
@@ -165,14 +165,15 @@ final class HTTPRoutes {
         if refuse(request, HTTPAccess.history(request.credentials, channel: channel, config: config,
                                               verifier: verifier, nowSeconds: wallMillis() / 1000)) { return }
         var since: UInt64 = 0
-        var limit = config.historySize
+        let size = config.historySize(of: channel)
+        var limit = size
         for (k, v) in request.query {
             if k == "since" {
                 guard let s = UInt64(v) else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "since must be a non-negative integer")) }
                 since = s
             } else if k == "limit" {
                 guard let l = Int(v), l >= 0 else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "limit must be a non-negative integer")) }
-                limit = min(l, config.historySize)
+                limit = min(l, size)
             }
         }
         reader.requests.post(.http(channel: channel, token: wait(request), since: since, limit: limit, hub: hub))

@@ -51,9 +51,9 @@ final class Hub: WebSocketServerDelegate {
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
                                           opsPerSecond: config.maxClientOpsPerSecond, opsBurst: config.clientOpsBurst,
                                           anonymousPatterns: config.anonymousPatterns, verifier: verifier,
-                                          presencePatterns: config.presencePatterns),
+                                          presencePatterns: config.presencePatterns, namespaces: config.namespaces),
             clientBacklog: config.clientBacklog,
-            maxRingCapacity: config.clientBacklog + max(config.historySize, 4 * config.batchSize),
+            maxRingCapacity: config.largestClientBacklog + max(config.largestHistorySize, 4 * config.batchSize),
             coalesceMicros: config.coalesceMicros,
             keepAliveMicros: UInt64(max(1, config.emptyChannelKeySeconds / 3)) * 1_000_000))
         fanOut.settings.instance = config.instance

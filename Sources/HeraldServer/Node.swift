@@ -85,7 +85,7 @@ public final class Node {
         }
         let reader = worker(HistoryReader.self)
         let publisher = worker(Publisher.self)
-        let presence = config.presencePatterns.isEmpty ? nil : worker(PresenceWorker.self)
+        let presence = config.anyPresence ? worker(PresenceWorker.self) : nil
         let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
         var servers: [WebSocketServer] = []
         var serviceThreads: [OSThread] = []

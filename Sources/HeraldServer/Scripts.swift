@@ -188,7 +188,7 @@ extension Scripts {
                               sha: inout String?) throws(RedisError) -> [String: HistorySnapshot] {
         let calls = channels.map { channel in
             (keys: [Array(config.metaKey(channel).utf8), Array(config.historyKey(channel).utf8)],
-             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize).utf8),
+             args: [Array(randomHex(bytes: 6).utf8), Array(String(config.historySize(of: channel)).utf8),
                     Array(String(config.historyMetaTTLSeconds).utf8), Array(String(config.emptyChannelKeySeconds).utf8)])
         }
         let replies = try read.run(on: redis, sha: &sha, calls: calls)

@@ -196,7 +196,8 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
         // Per batch, not per message: the epoch a new channel gets (only used when the channel
-        // has none yet) and the constant arguments.
+        // has none yet) and the constant arguments. A channel's namespace may set its own
+        // history size and TTL (arguments 1 and 4), applied by the same script.
         let constants = [String(config.historySize), String(config.dedupeSeconds), randomHex(bytes: 6),
                          String(config.historyTTLSeconds), String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
         let none = Array("0".utf8)
@@ -204,6 +205,10 @@ final class Sequencer: Worker, @unchecked Sendable {
         let calls = zip(groups, marks).map { group, mark in
             var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
             var args = constants
+            if let namespace = config.namespace(of: group.channel) {
+                if let size = namespace.historySize { args[0] = Array(String(size).utf8) }
+                if let ttl = namespace.historyTTLSeconds { args[3] = Array(String(ttl).utf8) }
+            }
             args.reserveCapacity(constants.count + 1 + 3 * group.envelopes.count)
             args.append(Array(Watermarks.argument(mark).utf8))
             for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {

@@ -14,7 +14,8 @@ import Testing
     }
 
     @Test func everySubcommandIsCovered() {
-        #expect(Set(EnvironmentOptions.subcommands.keys) == ["serve", "publish", "bench", "token"])
+        #expect(Set(EnvironmentOptions.subcommands.keys) == ["serve", "publish", "bench", "token", "config"])
+        #expect(EnvironmentOptions.options(of: ConfigCommand.self).isEmpty)
     }
 
     @Test(arguments: ["serve", "publish", "bench", "token"])

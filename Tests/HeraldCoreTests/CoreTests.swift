@@ -548,13 +548,13 @@ extension Result where Success == TokenClaims, Failure == TokenError {
     }
 
     @Test func publishingNeedsAKeyWheneverReadingIsProtected() {
-        let publish = { (c: HeraldConfig, key: String?) in HTTPAccess.publish(.init(apiKey: key, authorization: nil), config: c) }
+        let publish = { (c: HeraldConfig, key: String?) in HTTPAccess.publish(.init(apiKey: key, authorization: nil), channel: "news", config: c) }
         #expect(publish(config(), nil) == .allowed)                       // the open demo
         guard case .refused(401, "unauthorized", _) = publish(config(secret: secret), nil) else { Issue.record("secret, no key"); return }
         guard case .refused(401, "unauthorized", _) = publish(config(anonymous: ["public:*"]), nil) else { Issue.record("narrow anonymous"); return }
         #expect(publish(config(secret: secret, apiKeys: ["k1"]), "k1") == .allowed)
         guard case .refused(401, _, _) = publish(config(apiKeys: ["k1"]), "k2") else { Issue.record("wrong key"); return }
         guard case .refused(401, _, _) = publish(config(apiKeys: ["k1"]), nil) else { Issue.record("missing key"); return }
-        #expect(HTTPAccess.publish(.init(apiKey: nil, authorization: "Bearer k1"), config: config(apiKeys: ["k1"])) == .allowed)
+        #expect(HTTPAccess.publish(.init(apiKey: nil, authorization: "Bearer k1"), channel: "news", config: config(apiKeys: ["k1"])) == .allowed)
     }
 }

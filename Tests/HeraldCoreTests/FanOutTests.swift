@@ -210,6 +210,28 @@ func drain(_ session: inout ClientSession) -> [String] {
         #expect(slowClosed)
     }
 
+    @Test func aNamespaceSetsItsChannelsBacklog() throws {
+        var prices = ChannelNamespace(name: "prices", patterns: ["prices:*"])
+        prices.clientBacklog = 3
+        var session = policy(anonymous: ["*"])
+        session.namespaces = [prices]
+        var f = fanOut(backlog: 100, session: session)
+        // Client 1 on prices:eur and client 2 on news; neither ever becomes writable.
+        for (id, channel): (UInt64, String) in [(1, "prices:eur"), (2, "news")] {
+            let r = try #require(historyRequest(in: f.handle(.opened(id, query: [("channel", channel)]), now: Self.t0)))
+            _ = written(&f, f.handle(.history(channel: channel, requests: [r], snapshot: snapshot(0)), now: Self.t0), to: id)
+        }
+        var closed: [UInt64] = []
+        for seq: UInt64 in 1...12 {
+            let live = messages(seq...seq, channel: "prices:eur") + messages(seq...seq, channel: "news")
+            for case let .close(id, 4008, reason, _, _) in f.handle(.live(live, local: false), now: at(seq * 1_000_000)) {
+                #expect(reason == "cannot continue on prices:eur: more than 3 messages behind, or its epoch changed")
+                closed.append(id)
+            }
+        }
+        #expect(closed == [1])
+    }
+
     @Test func aTokenExpiringWhileConnectedClosesWith4002AtThatSecond() {
         var f = fanOut(session: policy(anonymous: []))
         let token = signer.sign(TokenClaims(sub: "u", exp: Self.t0.wallMillis / 1000 + 30, channels: ["a"]))
