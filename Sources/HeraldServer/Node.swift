@@ -162,6 +162,13 @@ extension Node {
         let readers = config.readingIsProtected
             ? "channels outside --anonymous-channels need a token or an API key"
             : "every channel is readable by anyone who reaches this port"
+        for namespace in config.namespaces {
+            logger.info("namespace", metadata: [
+                "namespace": "\(namespace.name)", "patterns": "\(namespace.patterns.joined(separator: ","))",
+                "history_size": "\(namespace.historySize.map(String.init) ?? "server")",
+                "anonymous": "\(namespace.anonymous.map(String.init) ?? "server")",
+                "http_publish": "\(namespace.httpPublish == false ? "off" : namespace.publishKeys != nil ? "its own keys" : "server")"])
+        }
         if !config.apiKeys.isEmpty {
             logger.info("access", metadata: ["read": "\(readers)", "http_publish": "needs an API key"])
         } else if config.readingIsProtected {
