@@ -119,6 +119,20 @@ public final class AMQPConnection {
         return result
     }
 
+    /// A queue's ready messages and consumers (a passive declare: the queue is not created; a
+    /// missing one is an error that closes the channel).
+    public func queueStatus(_ name: String) throws(AMQPError) -> (messages: Int, consumers: Int) {
+        let c = try conn()
+        var status = (messages: 0, consumers: 0)
+        name.withCString { n in
+            if let ok = amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 1, 0, 0, 0, amqp_empty_table) {
+                status = (Int(ok.pointee.message_count), Int(ok.pointee.consumer_count))
+            }
+        }
+        try check(amqp_get_rpc_reply(c), "queue.declare (passive) \(name)")
+        return status
+    }
+
     public func bindQueue(_ queue: String, exchange: String, routingKey: String = "") throws(AMQPError) {
         let c = try conn()
         queue.withCString { q in

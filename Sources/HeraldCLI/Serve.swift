@@ -58,6 +58,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Seconds a client may take to complete the HTTP upgrade. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
     @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
+    @Option(help: "Serve /metrics, /readyz, /livez and the admin page on this HOST:PORT (keep it internal, e.g. 127.0.0.1:9090). Default: no admin listener. (HERALD_ADMIN_LISTEN)") var adminListen: String?
+    @Option(help: "Bearer token the admin page's data and the admin listener's /metrics need (Authorization: Bearer TOKEN); /livez and /readyz stay open for probes. Use HERALD_ADMIN_TOKEN or admin-token-file. (HERALD_ADMIN_TOKEN)") var adminToken: String?
+    @Flag(help: "Serve /metrics on --admin-listen only: the public port answers 404 for it. (HERALD_ADMIN_ONLY_METRICS)") var adminOnlyMetrics = false
     @Option(help: ArgumentHelp("Test only: a WebSocket path that echoes every message, for protocol conformance runs. Never set it in production.", visibility: .hidden)) var testEchoPath: String?
     @Option(help: "A busy channel's clients get at most one write per window, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. This is the window while the WebSocket thread has CPU to spare (0: write at once). (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "The widest the window may grow when the WebSocket thread nears a full core: it doubles each 100 ms above 90 % of a core and halves below 60 %, so writes get bigger instead of piling up. Default: --coalesce-ms, a fixed window (see BENCHMARKS.md for when widening pays). (HERALD_COALESCE_MAX_MS)") var coalesceMaxMs: Double?
@@ -76,11 +79,8 @@ struct Serve: ParsableCommand {
         }
         guard (3...86_400).contains(emptyChannelTtl) else { throw ValidationError("--empty-channel-ttl must be 3 to 86400 seconds") }
         guard redisWaitReplicas >= 0 else { throw ValidationError("--redis-wait-replicas must not be negative") }
-        for s in redisSentinel {
-            guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65_535).contains(port),
-                  colon != s.startIndex else {
-                throw ValidationError("--redis-sentinel \(s): expected HOST:PORT")
-            }
+        for s in redisSentinel where HostPort.parse(s) == nil {
+            throw ValidationError("--redis-sentinel \(s): expected HOST:PORT")
         }
         guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format must be text or json, not \"\(logFormat)\"") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -112,6 +112,13 @@ struct Serve: ParsableCommand {
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
             throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
         }
+        if let adminListen, HostPort.parse(adminListen) == nil {
+            throw ValidationError("--admin-listen \(adminListen): expected HOST:PORT (e.g. 127.0.0.1:9090)")
+        }
+        if adminListen == nil, adminToken != nil || adminOnlyMetrics {
+            throw ValidationError("--admin-token and --admin-only-metrics need --admin-listen")
+        }
+        if let adminToken, adminToken.utf8.count < 16 { throw ValidationError("--admin-token must be at least 16 bytes") }
         if let problem = ChannelNamespace.problem(try namespaces(), historyMetaTTLSeconds: historyMetaTtl) {
             throw ValidationError(problem)
         }
@@ -176,6 +183,12 @@ struct Serve: ParsableCommand {
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         config.namespaces = try namespaces()
+        if let adminListen, let (host, port) = HostPort.parse(adminListen) {
+            config.adminHost = host
+            config.adminPort = port
+        }
+        config.adminToken = adminToken
+        config.adminOnlyMetrics = adminOnlyMetrics
         let level = Logger.Level(rawValue: logLevel)!  // checked in validate()
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in

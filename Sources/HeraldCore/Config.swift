@@ -118,6 +118,18 @@ public struct HeraldConfig: Sendable {
     public var occupancyPrefix: String { "\(redisPrefix):occupancy:" }
     public var occupancyVersionKey: String { "\(redisPrefix):occupancy-version" }
 
+    /// The admin listener (`--admin-listen HOST:PORT`): metrics, health and the admin page; nil: none.
+    public var adminHost: String?
+    public var adminPort: Int32 = 0
+    /// The Bearer token the admin page's data and `/metrics` on the admin listener need; nil: open.
+    public var adminToken: String?
+    /// `/metrics` only on the admin listener (the public port answers 404).
+    public var adminOnlyMetrics = false
+    /// The deployment's node registry: every node's heartbeat (`nodesKey` + node id, a JSON
+    /// object that expires) and when each last beat (`nodesKey`, a sorted set).
+    public var nodesKey: String { "\(redisPrefix):nodes" }
+    public func nodeKey(_ node: String) -> String { "\(redisPrefix):node:\(node)" }
+
     /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
     public var testEchoPath: String?
 

@@ -76,7 +76,7 @@ public struct MessageEnvelope: Equatable, Sendable {
 }
 
 public struct EnvelopeError: Error, Equatable, Sendable {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case badChannel = "bad_channel", tooLarge = "too_large", badJSON = "bad_json"
         /// Redis refused the store (for example, a Herald key holds another type).
         case storeFailed = "store_failed"

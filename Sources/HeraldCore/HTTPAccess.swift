@@ -28,6 +28,16 @@ public enum HTTPAccess: Equatable, Sendable {
         }
     }
 
+    /// The admin listener's data (`/api/*`, `/metrics`): with `--admin-token`, only
+    /// `Authorization: Bearer <admin token>`; without one, anyone who reaches the listener.
+    public static func admin(_ credentials: Credentials, token: String?) -> HTTPAccess {
+        guard let token else { return .allowed }
+        guard let presented = credentials.bearer else {
+            return .refused(status: 401, code: "unauthorized", message: "the admin listener needs Authorization: Bearer <admin token>")
+        }
+        return constantTimeEquals(presented, token) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong admin token")
+    }
+
     public static func publish(_ credentials: Credentials, channel: String, config: HeraldConfig) -> HTTPAccess {
         if let namespace = config.namespace(of: channel) {
             if namespace.httpPublish == false {

@@ -37,16 +37,13 @@ final class HTTPRoutes {
         let path = request.path
         switch path {
         case "/livez":
-            // Liveness: this process serves requests. Never tied to RabbitMQ or Redis, so an
-            // orchestrator does not restart every node during an outage Herald rides out.
-            return request.respond(status: 200, json: "{\"status\":\"ok\",\"node\":\(JSON.quoted(config.nodeID))}")
+            return Self.livez(request, config: config)
         case "/healthz", "/readyz":
-            let amqp = health.amqpUp, redis = health.redisUp
-            let ok = amqp && redis
-            let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
-            return request.respond(status: ok ? 200 : 503, json: body)
+            return Self.readyz(request, config: config, health: health)
+        case "/metrics" where !config.adminOnlyMetrics:
+            return Self.metrics(request, metrics: metrics, health: health)
         case "/metrics":
-            return request.respond(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render(health: health).utf8))
+            return request.respond(status: 404, json: Self.errorJSON("not_found", "/metrics is served on the admin listener only (--admin-only-metrics)"))
         case "/ws":
             // A plain request to the WebSocket path: say what it is for, not "no such file".
             return request.respond(status: 426, json: Self.errorJSON("upgrade_required", "/ws takes WebSocket upgrades only"),
@@ -125,6 +122,24 @@ final class HTTPRoutes {
         } else {
             request.respond(status: 503, json: Self.errorJSON("broker_unavailable", message))
         }
+    }
+
+    /// Liveness: this process serves requests. Never tied to RabbitMQ or Redis, so an
+    /// orchestrator does not restart every node during an outage Herald rides out.
+    static func livez(_ request: HTTPRequest, config: HeraldConfig) {
+        request.respond(status: 200, json: "{\"status\":\"ok\",\"node\":\(JSON.quoted(config.nodeID))}")
+    }
+
+    /// Readiness: 200 while RabbitMQ and Redis are both reachable, else 503 naming what is down.
+    static func readyz(_ request: HTTPRequest, config: HeraldConfig, health: Health) {
+        let amqp = health.amqpUp, redis = health.redisUp
+        let ok = amqp && redis
+        let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
+        request.respond(status: ok ? 200 : 503, json: body)
+    }
+
+    static func metrics(_ request: HTTPRequest, metrics: Metrics, health: Health) {
+        request.respond(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render(health: health).utf8))
     }
 
     static func errorJSON(_ code: String, _ message: String) -> String {

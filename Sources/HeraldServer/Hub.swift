@@ -22,6 +22,8 @@ final class Hub: WebSocketServerDelegate {
     let gauges: Metrics.ThreadGauges
     let reader: HistoryReader
     let routes: HTTPRoutes
+    /// The admin listener's routes (served by thread 0 only).
+    let admin: AdminRoutes
     /// This node's presence announcer (nil without `--presence-channels`).
     let presence: PresenceWorker?
     /// This node's lifecycle events (nil without `--lifecycle-events`).
@@ -35,7 +37,7 @@ final class Hub: WebSocketServerDelegate {
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
-         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?) {
+         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?, registry: NodeRegistry) {
         self.config = config
         self.metrics = metrics
         self.logger = logger
@@ -47,6 +49,7 @@ final class Hub: WebSocketServerDelegate {
         self.lifecycle = lifecycle
         let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
         routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
+        admin = AdminRoutes(config: config, metrics: metrics, health: health, registry: registry)
         fanOut = FanOut(settings: FanOut.Settings(
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
                                           opsPerSecond: config.maxClientOpsPerSecond, opsBurst: config.clientOpsBurst,
@@ -100,6 +103,7 @@ final class Hub: WebSocketServerDelegate {
         metrics.connections.add(-1)
         gauges.connections.add(-1)
         connections[connection.id] = nil
+        metrics.countClose(code: connection.closedWith)
         handle(.closed(connection.id, code: connection.closedWith))
     }
 
@@ -144,6 +148,7 @@ final class Hub: WebSocketServerDelegate {
     }
 
     func httpRequest(_ request: HTTPRequest) {
+        if request.isAdmin { return admin.handle(request) }
         routes.handle(request)
     }
 

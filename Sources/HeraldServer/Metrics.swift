@@ -26,6 +26,18 @@ public final class Metrics: Sendable {
     let replays = Counter()
     let replayedMessages = Counter()
     let deadLettered = Counter()
+    /// Dead letters by `x-herald-error` code, counted when published to `.dead`.
+    let deadLetteredByReason: [EnvelopeError.Code: Counter] =
+        Dictionary(uniqueKeysWithValues: EnvelopeError.Code.allCases.map { ($0, Counter()) })
+    /// The latest dead letters this node sent, newest last, for the admin page.
+    let recentDeadLetters = RecentDeadLetters()
+    /// Messages this node sequenced per channel since the registry last took them.
+    let channelActivity = ChannelActivity()
+    /// Closed connections (WebSocket and SSE) by close code: the codes Herald sends and the
+    /// usual peer codes, anything else as "other".
+    static let closeCodes: [UInt16] = [1000, 1001, 1006, 1009, 4001, 4002, 4008]
+    let closesByCode: [UInt16: Counter] = Dictionary(uniqueKeysWithValues: Metrics.closeCodes.map { ($0, Counter()) })
+    let otherCloses = Counter()
     /// Presence: this node's members, the changes it announced, the changes it sequenced (as
     /// the sequencer) and the dead instances it asked to reap.
     let presenceMembers = Counter()
@@ -102,6 +114,16 @@ public final class Metrics: Sendable {
         }
     }
 
+    func countClose(code: UInt16) {
+        (closesByCode[code] ?? otherCloses).add()
+    }
+
+    func countDeadLetter(_ error: EnvelopeError, channel: String, messageID: String?, atMillis: UInt64) {
+        deadLetteredByReason[error.code]?.add()
+        recentDeadLetters.record(.init(atMillis: atMillis, channel: channel, reason: error.code.rawValue,
+                                       message: error.message, messageID: messageID))
+    }
+
     func observeLatency(millis: Int) {
         let index = Self.latencyBounds.firstIndex(where: { millis <= $0 }) ?? Self.latencyBounds.count
         latencyBuckets[index].add()
@@ -136,7 +158,16 @@ public final class Metrics: Sendable {
         perThread("ws_thread_connections", "Open WebSocket connections served by the thread.") { "\(g($0.connections))" }
         line("replays_total", "counter", "Subscriptions answered with a history replay.", g(replays))
         line("replayed_messages_total", "counter", "Messages sent from history.", g(replayedMessages))
-        line("dead_lettered_total", "counter", "Messages refused and sent to the dead-letter queue.", g(deadLettered))
+        line("dead_lettered_total", "counter", "Messages refused and sent to the dead-letter queue (counted when RabbitMQ confirmed them).", g(deadLettered))
+        out += "# HELP herald_dead_letters_by_reason_total Messages published to the dead-letter queue, by their x-herald-error code.\n"
+        out += "# TYPE herald_dead_letters_by_reason_total counter\n"
+        for code in EnvelopeError.Code.allCases {
+            out += "herald_dead_letters_by_reason_total{reason=\"\(code.rawValue)\"} \(g(deadLetteredByReason[code]!))\n"
+        }
+        out += "# HELP herald_connection_closes_total Closed WebSocket and SSE connections, by close code (1006: no close frame).\n"
+        out += "# TYPE herald_connection_closes_total counter\n"
+        for code in Self.closeCodes { out += "herald_connection_closes_total{code=\"\(code)\"} \(g(closesByCode[code]!))\n" }
+        out += "herald_connection_closes_total{code=\"other\"} \(g(otherCloses))\n"
         line("presence_members", "gauge", "Members of presence channels connected to this node.", g(presenceMembers))
         line("presence_announced_total", "counter", "Merged presence changes this node published (one per channel per tick).", g(presenceAnnounced))
         line("presence_changes_total", "counter", "join and leave frames this node sequenced while it was the sequencer.", g(presenceChanges))
@@ -175,18 +206,69 @@ public final class Metrics: Sendable {
         line("sequencer_batches_total", "counter", "Batches the sequencer stored and acknowledged.", g(sequencerBatches))
         line("up", "gauge", "1 when RabbitMQ and Redis are both reachable.", health.isHealthy ? 1 : 0)
         line("sequencer", "gauge", "1 when this node holds the sequencer role.", health.isSequencer ? 1 : 0)
-        out += "# HELP herald_delivery_latency_ms Time from sequencing to the first write on this node, counted once per WebSocket thread that serves the channel.\n"
-        out += "# TYPE herald_delivery_latency_ms histogram\n"
+        out += "# HELP herald_delivery_latency_seconds Time from sequencing to the first write on this node, counted once per WebSocket thread that serves the channel.\n"
+        out += "# TYPE herald_delivery_latency_seconds histogram\n"
         var cumulative = 0
         for (i, bound) in Self.latencyBounds.enumerated() {
             cumulative += g(latencyBuckets[i])
-            out += "herald_delivery_latency_ms_bucket{le=\"\(bound)\"} \(cumulative)\n"
+            out += "herald_delivery_latency_seconds_bucket{le=\"\(Self.seconds(millis: bound))\"} \(cumulative)\n"
         }
         cumulative += g(latencyBuckets[Self.latencyBounds.count])
-        out += "herald_delivery_latency_ms_bucket{le=\"+Inf\"} \(cumulative)\n"
-        out += "herald_delivery_latency_ms_sum \(g(latencySumMillis))\n"
-        out += "herald_delivery_latency_ms_count \(g(latencyCount))\n"
+        out += "herald_delivery_latency_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
+        out += "herald_delivery_latency_seconds_sum \(Self.seconds(millis: g(latencySumMillis)))\n"
+        out += "herald_delivery_latency_seconds_count \(g(latencyCount))\n"
         return out
+    }
+}
+
+extension Metrics {
+    /// Milliseconds as Prometheus seconds: `0.001`, `2.5`, `10`.
+    static func seconds(millis: Int) -> String {
+        let whole = millis / 1000, rest = millis % 1000
+        guard rest != 0 else { return "\(whole)" }
+        var fraction = String(rest)
+        fraction = String(repeating: "0", count: 3 - fraction.count) + fraction
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return "\(whole).\(fraction)"
+    }
+}
+
+/// The latest dead letters of this node (at most `capacity`), for the admin page.
+final class RecentDeadLetters: Sendable {
+    struct Entry: Sendable {
+        let atMillis: UInt64
+        let channel: String
+        let reason: String
+        let message: String
+        let messageID: String?
+    }
+    static let capacity = 20
+    private let entries = Mutex<[Entry]>([])
+
+    func record(_ entry: Entry) {
+        entries.withLock { list in
+            list.append(entry)
+            if list.count > Self.capacity { list.removeFirst(list.count - Self.capacity) }
+        }
+    }
+
+    var all: [Entry] { entries.withLock { $0 } }
+}
+
+/// Messages sequenced per channel, taken (and reset) by the node registry each heartbeat.
+final class ChannelActivity: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    func add(_ channel: String, _ n: Int) {
+        counts.withLock { $0[channel, default: 0] += n }
+    }
+
+    /// The counts since the last call.
+    func take() -> [String: Int] {
+        counts.withLock { c in
+            defer { c = [:] }
+            return c
+        }
     }
 }
 

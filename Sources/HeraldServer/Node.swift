@@ -87,6 +87,18 @@ public final class Node {
         let publisher = worker(Publisher.self)
         let presence = config.anyPresence ? worker(PresenceWorker.self) : nil
         let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
+        let registry = worker(NodeRegistry.self)
+        // The admin listener has its own socket and accept thread; WebSocket thread 0 serves it.
+        var adminAcceptor: Acceptor?
+        if let host = config.adminHost {
+            do {
+                adminAcceptor = try Acceptor(host: host, port: config.adminPort, inlets: [Acceptor.Inlet(wake: { loops[0].wakeUp() })],
+                                             backlog: 128, name: "herald-admin")
+            } catch {
+                acceptor.close()
+                throw StartupError(description: "admin listener: \(error.description)")
+            }
+        }
         var servers: [WebSocketServer] = []
         var serviceThreads: [OSThread] = []
         // The hubs are held here: each server holds its delegate weakly.
@@ -94,13 +106,14 @@ public final class Node {
         defer { withExtendedLifetime(hubList) {} }
         for i in 0..<threadCount {
             let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
-                          reader: reader, publisher: publisher, presence: presence, lifecycle: lifecycle)
+                          reader: reader, publisher: publisher, presence: presence, lifecycle: lifecycle, registry: registry)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
             if let path = config.testEchoPath {
                 server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
             }
             hub.server = server
+            if i == 0 { server.adminInlet = adminAcceptor?.inlets[0] }
             hubList.append(hub)
             servers.append(server)
 
@@ -119,14 +132,24 @@ public final class Node {
                 for s in servers { s.requestStop() }
                 for t in serviceThreads { t.join() }
                 acceptor.close()
+                adminAcceptor?.close()
                 throw StartupError(description: failure)
             }
         }
         acceptor.start()
+        adminAcceptor?.start()
         logger.info("listening", metadata: ["host": "\(config.host)", "port": "\(config.port)", "node": "\(config.nodeID)",
                                             "exchange": "\(config.exchange)", "event_loop": "\(eventLoop.rawValue)",
                                             "ws_threads": "\(threadCount)"])
         logAccessPolicy()
+        if let host = config.adminHost {
+            if config.adminToken == nil {
+                logger.warning("the admin listener has no --admin-token: anyone who reaches it sees the deployment and its metrics",
+                               metadata: ["admin": "\(host):\(config.adminPort)"])
+            } else {
+                logger.info("admin listener", metadata: ["admin": "\(host):\(config.adminPort)", "metrics_on_public_port": "\(!config.adminOnlyMetrics)"])
+            }
+        }
 
         let sequencer = worker(Sequencer.self)
         let live = worker(LiveConsumer.self)
@@ -136,6 +159,7 @@ public final class Node {
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },
             OSThread(name: "herald-seq") { sequencer.run() },
+            OSThread(name: "herald-registry") { registry.run() },
         ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])
           + (lifecycle.map { l in [OSThread(name: "herald-lifecycle") { l.run() }] } ?? [])
 
@@ -149,9 +173,11 @@ public final class Node {
         workerStop.set()
         for t in threads { t.join() }
         acceptor.stop()
+        adminAcceptor?.stop()
         for s in servers { s.requestStop() }
         for t in serviceThreads { t.join() }
         acceptor.close()
+        adminAcceptor?.close()
         logger.info("stopped")
     }
 }

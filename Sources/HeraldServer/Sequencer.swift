@@ -264,6 +264,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 case let .publish(messages, duplicates):
                     metrics.messagesIn.add(messages.count - duplicates)
                     metrics.duplicates.add(duplicates)
+                    metrics.channelActivity.add(group.channel, messages.count - duplicates)
                     sequenced += messages
                 case let .deadLetter(reason):
                     // Redis refused this channel's batch (for example a key of the wrong type):
@@ -313,6 +314,7 @@ final class Sequencer: Worker, @unchecked Sendable {
             try amqp.publish(exchange: "", routingKey: config.deadQueue, body: d.body,
                          properties: AMQPProperties(contentType: d.properties.contentType, messageID: d.properties.messageID,
                                                     persistent: true, headers: headers))
+            metrics.countDeadLetter(error, channel: d.routingKey, messageID: d.properties.messageID, atMillis: wallMillis())
             logger.warning("dead-lettered a message", metadata: ["channel": "\(d.routingKey.prefix(200))", "error": "\(error.header)"])
         }
         pipeline.published(SequencerPipeline.Batch(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,

@@ -39,7 +39,10 @@ public final class Acceptor: Sendable {
     private let thread = Mutex<OSThread?>(nil)
     static let tickMillis: Int32 = 100
 
-    public init(host: String, port: Int32, inlets: [Inlet], backlog: Int32 = 4096) throws(WebSocketError) {
+    /// The accept thread's name.
+    let name: String
+
+    public init(host: String, port: Int32, inlets: [Inlet], backlog: Int32 = 4096, name: String = "herald-accept") throws(WebSocketError) {
         precondition(!inlets.isEmpty, "an acceptor feeds at least one service thread")
         guard port > 0, port < 65536 else { throw WebSocketError("port \(port) is not a TCP port") }
         let fd = herald_tcp_listen(host, UInt16(port), backlog)
@@ -49,13 +52,14 @@ public final class Acceptor: Sendable {
         }
         self.fd = fd
         self.inlets = inlets
+        self.name = name
     }
 
-    /// Starts the accept thread (`herald-accept`).
+    /// Starts the accept thread (`herald-accept`, or the name given).
     public func start() {
         thread.withLock { t in
             guard t == nil else { return }
-            t = OSThread(name: "herald-accept") { [self] in run() }
+            t = OSThread(name: name) { [self] in run() }
         }
     }
 

@@ -12,6 +12,8 @@ public final class HTTPRequest {
     var response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])?
     var bodyTooLarge = false
     weak var server: WebSocketServer?
+    /// Whether it came to the admin listener (`--admin-listen`) rather than the public port.
+    public internal(set) var isAdmin = false
 
     init(method: String, path: String, query: [(String, String)], peer: String, headers: [String: String], wsi: OpaquePointer?) {
         self.method = method

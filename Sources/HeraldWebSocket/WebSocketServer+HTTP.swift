@@ -25,11 +25,12 @@ extension WebSocketServer {
             let request = HTTPRequest(method: method, path: path, query: LWSRequest.queryPairs(wsi), peer: clientAddress(wsi),
                                       headers: headers, wsi: wsi)
             request.server = self
+            request.isAdmin = adminConnections.contains(wsi)
             httpRequests[wsi] = request
             if isPost {
                 return 0 // the body follows in LWS_CALLBACK_HTTP_BODY
             }
-            if method == "GET", path == options.eventStreamPath { return openEventStream(wsi, request: request) }
+            if method == "GET", path == options.eventStreamPath, !request.isAdmin { return openEventStream(wsi, request: request) }
             return dispatchHTTP(request, wsi)
 
         case LWS_CALLBACK_HTTP_BODY:

@@ -62,6 +62,10 @@ public final class WebSocketServer: @unchecked Sendable {
     /// This thread's share of the accepted sockets (see `Acceptor`), and the handshake
     /// deadlines of the connections it adopted, which lws does not time out itself.
     let inlet: Acceptor.Inlet
+    /// Sockets of the admin listener (`--admin-listen`), if this thread serves it: plain HTTP
+    /// only, answered by the delegate's `adminRequest`; `adminConnections` are their wsis.
+    public var adminInlet: Acceptor.Inlet?
+    var adminConnections: Set<OpaquePointer> = []
     var handshakes = DeadlineQueue<OpaquePointer>()
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     var httpRequests: [OpaquePointer: HTTPRequest] = [:]
@@ -222,7 +226,7 @@ public final class WebSocketServer: @unchecked Sendable {
             if let wsi { awaitingRequest.remove(wsi); handshakeDone(wsi) }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_WSI_DESTROY:
-            if let wsi { handshakeDone(wsi) }
+            if let wsi { handshakeDone(wsi); adminConnections.remove(wsi) }
             if let wsi, let address = admitted.removeValue(forKey: wsi) { admission.release(address) }
             if let wsi, awaitingRequest.remove(wsi) != nil { delegate?.webSocketIncompleteHandshake() }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
@@ -240,6 +244,9 @@ public final class WebSocketServer: @unchecked Sendable {
             awaitingRequest.remove(wsi)
             handshakeDone(wsi)
             let path = LWSRequest.header(wsi, WSI_TOKEN_GET_URI) ?? ""
+            if adminConnections.contains(wsi) {
+                return refuseUpgrade(wsi, status: 404, code: "not_found", message: "the admin listener takes no WebSocket upgrades")
+            }
             if endpoint(path) == nil {
                 return refuseUpgrade(wsi, status: 404, code: "not_found", message: "WebSocket upgrades go to \(options.path)")
             }

@@ -84,7 +84,7 @@ import Testing
     static let after = """
     herald_writes_total 300
     herald_deliveries_total 5000
-    herald_delivery_latency_ms_bucket{le="+Inf"} 12
+    herald_delivery_latency_seconds_bucket{le="+Inf"} 12
     herald_ws_coalesce_window_seconds{thread="0"} 0.01
     herald_ws_coalesce_window_seconds{thread="1"} 0.04
     herald_ws_thread_busy_ratio{thread="0"} 0.5
@@ -93,7 +93,7 @@ import Testing
 
     @Test func labelledSamplesKeepTheirLabelsAndEachThreadIsRead() {
         let b = ServerMetrics.parse(Self.after)
-        #expect(b["herald_delivery_latency_ms_bucket{le=\"+Inf\"}"] == 12)
+        #expect(b["herald_delivery_latency_seconds_bucket{le=\"+Inf\"}"] == 12)
         #expect(ServerMetrics.perThread(b, "herald_ws_thread_busy_ratio") == [0.5, 0.95])
         let i = ServerMetrics.interval(ServerMetrics.parse(Self.before), b, seconds: 2)
         #expect(i.writes == 200 && i.deliveries == 4000 && i.writesPerSecond == 100 && i.messagesPerWrite == 20)

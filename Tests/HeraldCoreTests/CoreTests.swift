@@ -523,6 +523,31 @@ extension Result where Success == TokenClaims, Failure == TokenError {
                            verifier: c.tokenSecret == nil ? nil : verifier, nowSeconds: 1_000)
     }
 
+    @Test func theAdminListenerNeedsItsOwnBearerToken() {
+        let token = "admin-token-0123456789"
+        func admin(_ auth: String?, key: String? = nil, token: String? = token) -> HTTPAccess {
+            HTTPAccess.admin(.init(apiKey: key, authorization: auth), token: token)
+        }
+        #expect(admin("Bearer \(token)") == .allowed)
+        #expect(admin("bearer  \(token) ") == .allowed)
+        #expect(admin(nil) == .refused(status: 401, code: "unauthorized", message: "the admin listener needs Authorization: Bearer <admin token>"))
+        // An API key is not the admin token, in either header.
+        #expect(admin(nil, key: token) == .refused(status: 401, code: "unauthorized", message: "the admin listener needs Authorization: Bearer <admin token>"))
+        #expect(admin("Basic \(token)") == .refused(status: 401, code: "unauthorized", message: "the admin listener needs Authorization: Bearer <admin token>"))
+        #expect(admin("Bearer \(token)x") == .refused(status: 401, code: "unauthorized", message: "wrong admin token"))
+        #expect(admin("Bearer \(token.dropLast())") == .refused(status: 401, code: "unauthorized", message: "wrong admin token"))
+        #expect(admin(nil, token: nil) == .allowed)
+    }
+
+    @Test func listenAddressesParse() {
+        #expect(HostPort.parse("127.0.0.1:9090")! == ("127.0.0.1", 9090))
+        #expect(HostPort.parse("[::1]:9090")! == ("::1", 9090))
+        #expect(HostPort.parse("redis-a:26379")! == ("redis-a", 26379))
+        for bad in ["9090", ":9090", "host:", "host:0", "host:65536", "host:x", "a b:1", "[]:1"] {
+            #expect(HostPort.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func historyFollowsTheRuleOfSubscribing() {
         let c = config(secret: secret, apiKeys: ["k1"], anonymous: ["public:*"])
         let covering = verifier.sign(TokenClaims(sub: "u", exp: 2_000, channels: ["chat:*"]))
@@ -556,5 +581,74 @@ extension Result where Success == TokenClaims, Failure == TokenError {
         guard case .refused(401, _, _) = publish(config(apiKeys: ["k1"]), "k2") else { Issue.record("wrong key"); return }
         guard case .refused(401, _, _) = publish(config(apiKeys: ["k1"]), nil) else { Issue.record("missing key"); return }
         #expect(HTTPAccess.publish(.init(apiKey: nil, authorization: "Bearer k1"), channel: "news", config: config(apiKeys: ["k1"])) == .allowed)
+    }
+}
+
+@Suite struct AdminOverviewTests {
+    private func beat(_ json: String) -> JSONValue { try! JSON.parse(Array(json.utf8)) }
+
+    private func overview(_ nodes: [AdminOverview.Node], now: UInt64 = 100_000) -> JSONValue {
+        try! JSON.parse(AdminOverview.render(servedBy: "a", nowMillis: now, nodes: nodes, redis: .object([("role", .string("master"))]), rabbitmq: .null))
+    }
+
+    @Test func nodesAreUpUntilTheirBeatIsFiveSecondsOld() {
+        let a = AdminOverview.Node(id: "a", lastSeenMillis: 99_000, beat: beat(#"{"id":"a","connections":3,"subscriptions":5,"sequencer":true,"messages_in_per_second":10,"deliveries_per_second":30.5}"#))
+        let b = AdminOverview.Node(id: "b", lastSeenMillis: 95_000, beat: beat(#"{"id":"b","connections":2,"subscriptions":2,"sequencer":false,"messages_in_per_second":0,"deliveries_per_second":4}"#))
+        let c = AdminOverview.Node(id: "c", lastSeenMillis: 94_999, beat: beat(#"{"id":"c","connections":7,"sequencer":true}"#))
+        let gone = AdminOverview.Node(id: "d", lastSeenMillis: 99_900, beat: nil)
+        let o = overview([c, gone, b, a])
+        guard case let .array(nodes)? = o["nodes"] else { Issue.record("no nodes"); return }
+        #expect(nodes.map { $0["id"]?.stringValue } == ["a", "b", "c", "d"])
+        #expect(nodes.map { $0["state"]?.stringValue } == ["up", "up", "lost", "lost"])
+        #expect(nodes[2]["age_ms"] == .number("5001"))
+        #expect(nodes[0]["connections"] == .number("3"))
+        // A lost node's stale sequencer flag does not name it the sequencer, and its counts drop out.
+        #expect(o["sequencer"] == .string("a"))
+        #expect(o["totals"]?["nodes_up"] == .number("2"))
+        #expect(o["totals"]?["nodes_lost"] == .number("2"))
+        #expect(o["totals"]?["connections"] == .number("5"))
+        #expect(o["totals"]?["subscriptions"] == .number("7"))
+        #expect(o["totals"]?["messages_in_per_second"] == .number("10"))
+        #expect(o["totals"]?["deliveries_per_second"] == .number("34.5"))
+        #expect(o["served_by"] == .string("a"))
+        #expect(o["redis"]?["role"] == .string("master"))
+    }
+
+    @Test func noLiveSequencerIsNull() {
+        let o = overview([AdminOverview.Node(id: "a", lastSeenMillis: 100_000, beat: beat(#"{"sequencer":false}"#))])
+        #expect(o["sequencer"] == .null)
+    }
+
+    @Test func deadLettersOfEveryNodeAreListedNewestFirstWithTheirNode() {
+        let a = AdminOverview.Node(id: "a", lastSeenMillis: 100_000, beat: beat(#"{"dead_letters":[{"at_ms":10,"reason":"bad_json"},{"at_ms":30,"reason":"bad_channel"},{"at_ms":30,"reason":"store_failed"}]}"#))
+        let b = AdminOverview.Node(id: "b", lastSeenMillis: 100_000, beat: beat(#"{"dead_letters":[{"at_ms":20,"reason":"too_large"}]}"#))
+        guard case let .array(dead)? = overview([a, b])["dead_letters"] else { Issue.record("no dead letters"); return }
+        #expect(dead.map { $0["reason"]?.stringValue } == ["store_failed", "bad_channel", "too_large", "bad_json"])
+        #expect(dead.map { $0["node"]?.stringValue } == ["a", "a", "b", "a"])
+    }
+
+    @Test func busiestChannelsSumEveryNodesShare() {
+        let a = AdminOverview.Node(id: "a", lastSeenMillis: 100_000, beat: beat(#"{"channels":[{"channel":"news","per_second":2},{"channel":"chat","per_second":5}]}"#))
+        let b = AdminOverview.Node(id: "b", lastSeenMillis: 100_000, beat: beat(#"{"channels":[{"channel":"news","per_second":4}]}"#))
+        guard case let .array(channels)? = overview([a, b])["channels"] else { Issue.record("no channels"); return }
+        #expect(channels.map { $0["channel"]?.stringValue } == ["news", "chat"])
+        #expect(channels.map { $0["per_second"] } == [.number("6"), .number("5")])
+    }
+
+    @Test func ratesAndTheBusiestOfOneNode() {
+        #expect(AdminOverview.perSecond(150, 100, overMillis: 2000) == 25)
+        #expect(AdminOverview.perSecond(100, 150, overMillis: 2000) == 0)
+        #expect(AdminOverview.perSecond(1, 0, overMillis: 0) == 0)
+        #expect(AdminOverview.perSecond(1, 0, overMillis: 3000) == 0.3)
+        let top = AdminOverview.busiest(["b": 10, "a": 10, "c": 30, "idle": 0], overMillis: 1000, top: 2)
+        #expect(top.map(\.channel) == ["c", "a"])
+        #expect(top.map(\.perSecond) == [30, 10])
+        #expect(AdminOverview.number(2.25) == .number("2.3") || AdminOverview.number(2.25) == .number("2.2"))
+        #expect(AdminOverview.number(7) == .number("7"))
+    }
+
+    @Test func redisInfoIsParsedBySection() {
+        let info = AdminOverview.info("# Server\r\nredis_version:7.0.15\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\nodd line\r\n")
+        #expect(info == ["redis_version": "7.0.15", "role": "master", "connected_slaves": "2"])
     }
 }

@@ -237,7 +237,7 @@ def test_healthz_metrics_and_demo_page(herald):
     m = herald.metrics()
     for name in ["herald_connections", "herald_subscriptions", "herald_messages_in_total", "herald_deliveries_total",
                  "herald_replays_total", "herald_dead_lettered_total", "herald_slow_consumer_closes_total",
-                 "herald_amqp_reconnects_total", "herald_redis_reconnects_total", "herald_delivery_latency_ms_count"]:
+                 "herald_amqp_reconnects_total", "herald_redis_reconnects_total", "herald_delivery_latency_seconds_count"]:
         assert name in m, name
     # A thread with CPU to spare keeps the coalescing window at its floor (--coalesce-ms 10),
     # on each WebSocket thread.
