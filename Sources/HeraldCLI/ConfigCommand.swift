@@ -72,7 +72,7 @@ enum ConfigReport {
                 values = setting.option.takesValue ? setting.values : (setting.values.isEmpty ? ["false"] : ["true"])
             } else {
                 source = "default"
-                values = option.defaultValue.map { [$0] } ?? (option.takesValue ? nil : ["false"])
+                values = option.defaultValue.map { [$0] } ?? computedDefault(name) ?? (option.takesValue ? nil : ["false"])
             }
             out += "\(name): \(render(values.map { $0.map { mask(name, $0) } }, list: option.repeating))  # \(source)\n"
         }
@@ -85,6 +85,11 @@ enum ConfigReport {
             }
         }
         return .success(out)
+    }
+
+    /// A default `herald serve` works out when it starts, shown as it would be on this machine.
+    static func computedDefault(_ name: String) -> [String]? {
+        name == "web-root" ? [Serve.defaultWebRoot()] : nil
     }
 
     /// A problem found by parsing, with the line of the file's setting it names (if any).

@@ -32,7 +32,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Messages a client may fall behind before it is closed with 4008. (HERALD_CLIENT_BACKLOG)") var clientBacklog = 1_000
     @Option(help: "API key required by POST /api/publish; repeat for several (env: comma-separated). (HERALD_API_KEY)") var apiKey: [String] = []
     @Option(help: "This node's name in /healthz and logs (default: host name and pid). (HERALD_NODE_ID)") var nodeID: String?
-    @Option(help: "Folder served at / (the demo page and client library). (HERALD_WEB_ROOT)") var webRoot = "web-client"
+    @Option(help: "Folder served at / (the demo page and client library). Default: <prefix>/share/herald/web-client beside an installed binary (<prefix>/bin/herald), else ./web-client. (HERALD_WEB_ROOT)") var webRoot: String?
     @Option(help: "Seconds a message_id is remembered for de-duplication. (HERALD_DEDUPE_SECONDS)") var dedupeSeconds = 86_400
     @Option(help: "Seconds a channel's history is kept after its last message; 0: until trimmed by --history-size. (HERALD_HISTORY_TTL)") var historyTtl = 7 * 86_400
     @Option(help: "Seconds a channel's epoch and newest seq are kept after its last message or subscribe, so resuming clients learn how many they missed; 0: forever. At least --history-ttl. (HERALD_HISTORY_META_TTL)") var historyMetaTtl = 90 * 86_400
@@ -150,7 +150,7 @@ struct Serve: ParsableCommand {
         config.clientBacklog = clientBacklog
         config.apiKeys = splitList(apiKey)
         config.nodeID = nodeID ?? defaultNodeID()
-        config.webRoot = webRoot
+        config.webRoot = webRoot ?? Self.defaultWebRoot()
         config.dedupeSeconds = dedupeSeconds
         config.historyTTLSeconds = historyTtl
         config.historyMetaTTLSeconds = historyMetaTtl
@@ -202,12 +202,32 @@ struct Serve: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "herald")
+        var st = stat()
+        if stat(config.webRoot + "/herald.js", &st) != 0 {
+            logger.warning("no herald.js in the web root: / and /herald.js answer 404", metadata: ["web_root": "\(config.webRoot)"])
+        }
         do {
             try Node(config: config, logger: logger).run()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
+    }
+
+    /// The web client an install put beside the binary (`<prefix>/bin/herald` serves
+    /// `<prefix>/share/herald/web-client`), so `/herald.js` does not depend on the working
+    /// directory; a build tree or checkout falls back to `./web-client`.
+    static func defaultWebRoot() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n > 0 {
+            let exe = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let bin = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+            let installed = (bin.dropLast() + ["share", "herald", "web-client"]).joined(separator: "/")
+            var st = stat()
+            if stat(installed + "/herald.js", &st) == 0 { return installed }
+        }
+        return "web-client"
     }
 
     func defaultNodeID() -> String {

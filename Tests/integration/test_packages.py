@@ -74,3 +74,51 @@ def test_the_systemd_unit_verifies():
         f.write(unit.replace("/usr/local/bin/herald", os.path.abspath(HERALD_BIN)))
     out = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+
+
+def test_an_installed_herald_serves_its_web_client_from_any_working_directory(herald_factory, tmp_path):
+    prefix = tmp_path / "prefix"
+    out = subprocess.run([os.path.join(ROOT, "scripts", "install"), str(prefix)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "HERALD_BIN": os.path.abspath(HERALD_BIN)})
+    assert out.returncode == 0, out.stderr
+    for f in ("bin/herald", "share/herald/web-client/herald.js", "share/herald/web-client/lib/client.js",
+              "share/herald/web-client/index.html", "share/herald/web-client/package.json", "share/doc/herald/LICENSE"):
+        assert (prefix / f).is_file(), f
+    assert not (prefix / "share/herald/web-client/test").exists(), "the client's tests are not installed"
+    config = tmp_path / "herald.yaml"
+    config.write_text("port: 8080\n")
+    check = subprocess.run([str(prefix / "bin" / "herald"), "config", "check", str(config)], cwd="/",
+                           capture_output=True, text=True, timeout=30)
+    assert f'web-root: "{prefix}/share/herald/web-client"  # default' in check.stdout, check.stdout
+
+    import urllib.request
+    from conftest import free_port, wait_until
+    h = herald_factory()
+    port = free_port()
+    log = open(os.path.join(ROOT, "test-output", f"installed-{port}.log"), "w")
+    proc = subprocess.Popen([str(prefix / "bin" / "herald"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--exchange", h.exchange, "--redis-url", h.redis_url],
+                            cwd="/", stdout=log, stderr=log)
+    try:
+        def fetch(path):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                    return r.status, r.read()
+            except Exception:
+                return None, b""
+        wait_until(lambda: fetch("/livez")[0] == 200, 20, what="the installed herald to serve")
+        with open(os.path.join(WEB, "herald.js"), "rb") as f:
+            assert fetch("/herald.js") == (200, f.read())
+        assert fetch("/lib/client.js")[0] == 200
+        with open(os.path.join(WEB, "index.html"), "rb") as f:
+            assert fetch("/") == (200, f.read())
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_web_root_without_the_client_is_named_in_the_log(herald_factory, tmp_path):
+    h = herald_factory(extra=["--web-root", str(tmp_path)]).start()
+    h.stop()
+    assert f"no herald.js in the web root: / and /herald.js answer 404" in h.log()
+    assert str(tmp_path) in h.log()
