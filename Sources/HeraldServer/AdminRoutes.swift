@@ -22,7 +22,8 @@ final class AdminRoutes {
 
     func handle(_ request: HTTPRequest) {
         guard request.method == "GET" else {
-            return request.respond(status: 405, json: HTTPRoutes.errorJSON("method_not_allowed", "the admin listener answers GET only"))
+            return request.respond(status: 405, json: HTTPRoutes.errorJSON("method_not_allowed", "the admin listener answers GET (and HEAD) only"),
+                                   headers: [("allow", "GET, HEAD")])
         }
         switch request.path {
         case "/livez":

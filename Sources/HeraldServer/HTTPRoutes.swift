@@ -35,6 +35,9 @@ final class HTTPRoutes {
 
     func handle(_ request: HTTPRequest) {
         let path = request.path
+        if ["/livez", "/healthz", "/readyz", "/metrics"].contains(path), request.method != "GET" {
+            return Self.methodNotAllowed(request, allow: "GET, HEAD")
+        }
         switch path {
         case "/livez":
             return Self.livez(request, config: config)
@@ -53,24 +56,23 @@ final class HTTPRoutes {
         }
         if path.hasPrefix("/api/publish/") {
             guard request.method == "POST" else {
-                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use POST"))
+                return Self.methodNotAllowed(request, allow: "POST")
             }
             return publish(request, channel: String(path.dropFirst("/api/publish/".count)))
         }
         if path.hasPrefix("/api/history/") {
             guard request.method == "GET" else {
-                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use GET"))
+                return Self.methodNotAllowed(request, allow: "GET, HEAD")
             }
             return history(request, channel: String(path.dropFirst("/api/history/".count)))
         }
         if path.hasPrefix("/api/presence/") {
             guard request.method == "GET" else {
-                return request.respond(status: 405, json: Self.errorJSON("method_not_allowed", "use GET"))
+                return Self.methodNotAllowed(request, allow: "GET, HEAD")
             }
             return presence(request, channel: String(path.dropFirst("/api/presence/".count)))
         }
-        if request.method == "GET" { return staticFile(request) }
-        request.respond(status: 404, json: Self.errorJSON("not_found", "no such endpoint"))
+        staticFile(request)
     }
 
     /// A history read for `token` finished.
@@ -140,6 +142,11 @@ final class HTTPRoutes {
 
     static func metrics(_ request: HTTPRequest, metrics: Metrics, health: Health) {
         request.respond(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render(health: health).utf8))
+    }
+
+    /// 405 with the `Allow` header RFC 9110 asks for.
+    static func methodNotAllowed(_ request: HTTPRequest, allow: String) {
+        request.respond(status: 405, json: errorJSON("method_not_allowed", "use \(allow)"), headers: [("allow", allow)])
     }
 
     static func errorJSON(_ code: String, _ message: String) -> String {
@@ -223,6 +230,7 @@ final class HTTPRoutes {
         guard !parts.contains(where: { $0 == ".." || $0.hasPrefix(".") }), let file = WebRoot.regularFile(config.webRoot + path) else {
             return request.respond(status: 404, json: Self.errorJSON("not_found", "no such file"))
         }
+        guard request.method == "GET" else { return Self.methodNotAllowed(request, allow: "GET, HEAD") }
         request.serveFile(path: file, mime: Self.mime(for: path))
     }
 

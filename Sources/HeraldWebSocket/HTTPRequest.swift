@@ -1,6 +1,6 @@
 import CWebSockets
 
-/// One HTTP request (GET or POST) and its answer.
+/// One HTTP request and its answer. A HEAD request is seen as GET (`isHead`): its answer's body is not sent.
 public final class HTTPRequest {
     public let method: String
     public let path: String
@@ -11,6 +11,10 @@ public final class HTTPRequest {
     var wsi: OpaquePointer?
     var response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])?
     var bodyTooLarge = false
+    /// A HEAD request: answered with the GET answer's status and headers, without its body.
+    public internal(set) var isHead = false
+    /// The length a HEAD answer announces for a file (the file's size), when it is not the body's.
+    var headLength: Int?
     weak var server: WebSocketServer?
     /// Whether it came to the admin listener (`--admin-listen`) rather than the public port.
     public internal(set) var isAdmin = false

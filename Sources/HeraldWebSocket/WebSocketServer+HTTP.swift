@@ -12,8 +12,10 @@ extension WebSocketServer {
         switch reason {
         case LWS_CALLBACK_HTTP:
             guard let wsi else { return -1 }
-            let isPost = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0
-            let path = LWSRequest.header(wsi, isPost ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI) ?? "/"
+            // lws files the request line's URI under the token of its method; a method lws does
+            // not parse (TRACE, anything unknown) never gets here: lws answers it 403 itself.
+            guard let (method, uriToken) = Self.methods.first(where: { lws_hdr_total_length(wsi, $0.1) > 0 }),
+                  let path = LWSRequest.header(wsi, uriToken) else { return -1 }
             var headers: [String: String] = [:]
             if let v = LWSRequest.header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) { headers["content-type"] = v }
             if let v = LWSRequest.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) { headers["authorization"] = v }
@@ -21,13 +23,14 @@ extension WebSocketServer {
             for name in ["idempotency-key", "x-api-key"] {
                 if let v = LWSRequest.customHeader(wsi, name) { headers[name] = v }
             }
-            let method = isPost ? "POST" : (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 ? "GET" : "OTHER")
-            let request = HTTPRequest(method: method, path: path, query: LWSRequest.queryPairs(wsi), peer: clientAddress(wsi),
-                                      headers: headers, wsi: wsi)
+            // HEAD is GET without the body (RFC 9110 9.3.2): the routes see GET, the writer drops the body.
+            let request = HTTPRequest(method: method == "HEAD" ? "GET" : method, path: path, query: LWSRequest.queryPairs(wsi),
+                                      peer: clientAddress(wsi), headers: headers, wsi: wsi)
+            request.isHead = method == "HEAD"
             request.server = self
             request.isAdmin = adminConnections.contains(wsi)
             httpRequests[wsi] = request
-            if isPost {
+            if method == "POST" || Int(LWSRequest.header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) ?? "0") ?? 0 > 0 {
                 return 0 // the body follows in LWS_CALLBACK_HTTP_BODY
             }
             if method == "GET", path == options.eventStreamPath, !request.isAdmin { return openEventStream(wsi, request: request) }
@@ -73,8 +76,24 @@ extension WebSocketServer {
         }
     }
 
+    /// The methods lws parses, with the token it files the request's URI under.
+    private static let methods: [(String, lws_token_indexes)] = [
+        ("GET", WSI_TOKEN_GET_URI), ("POST", WSI_TOKEN_POST_URI), ("HEAD", WSI_TOKEN_HEAD_URI),
+        ("PUT", WSI_TOKEN_PUT_URI), ("PATCH", WSI_TOKEN_PATCH_URI), ("DELETE", WSI_TOKEN_DELETE_URI),
+        ("OPTIONS", WSI_TOKEN_OPTIONS_URI),
+    ]
+
     private func dispatchHTTP(_ request: HTTPRequest, _ wsi: OpaquePointer) -> Int32 {
+        guard request.response == nil, request.file == nil else { return 0 }
         delegate?.httpRequest(request)
+        if let file = request.file, request.isHead {
+            var st = stat()
+            guard stat(file.path, &st) == 0 else { return -1 }
+            request.response = (200, file.mime, [], [])
+            request.headLength = Int(st.st_size)
+            lws_callback_on_writable(wsi)
+            return 0
+        }
         if let file = request.file {
             let status = lws_serve_http_file(wsi, file.path, file.mime, nil, 0)
             if status < 0 { return -1 }
@@ -89,10 +108,11 @@ extension WebSocketServer {
 
     func writeHTTP(_ wsi: OpaquePointer, request: HTTPRequest?,
                    response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])) -> Int32 {
+        let head = request?.isHead ?? false
         guard writeHeaders(wsi, status: response.status, contentType: response.contentType,
-                           length: lws_filepos_t(response.body.count), headers: response.headers) else { return -1 }
+                           length: lws_filepos_t(request?.headLength ?? response.body.count), headers: response.headers) else { return -1 }
         httpRequests.removeValue(forKey: wsi)?.wsi = nil
-        if !response.body.isEmpty {
+        if !response.body.isEmpty, !head {
             var body = [UInt8](repeating: 0, count: pre + response.body.count)
             body.replaceSubrange(pre..<(pre + response.body.count), with: response.body)
             let n = body.withUnsafeMutableBufferPointer { lws_write(wsi, $0.baseAddress! + pre, response.body.count, LWS_WRITE_HTTP_FINAL) }
