@@ -134,8 +134,12 @@ public struct FanOut {
             for request in requests {
                 guard let (id, _) = pending.removeValue(forKey: request), !closing.contains(id) else { continue }
                 let client = clientID(id)
-                guard let plan = sessions[id]?.outbox.apply(channel: channel, request: request, snapshot: snapshot, client: client) else { continue }
-                actions.append(.tally(.replay(messages: plan.replay.count)))
+                guard sessions[id] != nil else { continue }
+                // No plan: an answer to an older request, or a replay deferred to the client's
+                // next resume (`Outbox.apply`); the queue goes out either way.
+                if let plan = sessions[id]!.outbox.apply(channel: channel, request: request, snapshot: snapshot, client: client) {
+                    actions.append(.tally(.replay(messages: plan.replay.count)))
+                }
                 actions.append(.writeSoon(id))
             }
         case .timer:

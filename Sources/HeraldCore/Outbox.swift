@@ -25,12 +25,23 @@ public struct Outbox {
         case resume(reason: String)
     }
 
+    /// What the control queue may hold on top of the replays it is sending: a client that sends
+    /// requests faster than it reads the answers is closed (4008) past it.
     public let maxControlBytes: Int
     public private(set) var subscriptions: [String: SubscriptionState] = [:]
     private var control: [[UInt8]] = []
     private var controlHead = 0
     private var controlBytes = 0
+    /// The bytes of the replays queued since the queue was last empty. A replay is history the
+    /// operator chose to keep (bounded by the channel's history size), so it goes out whole, in
+    /// batches, however large; the budget applies to what comes on top of it.
+    private var replayAllowance = 0
     private var overflowed = false
+    /// Set when a replay arrived while the queue was already past its budget: what is queued goes
+    /// out, then the connection resumes (4008) from the positions it reached. Every resume so
+    /// takes at least one replay whole, and a client far behind on several channels catches up
+    /// over a few reconnects instead of asking for the same replay forever.
+    private var resumeWhenDrained: String?
     private var order: [String] = []
     private var turn = 0
 
@@ -39,12 +50,13 @@ public struct Outbox {
     }
 
     public var subscriptionCount: Int { subscriptions.count }
-    public var hasControl: Bool { controlHead < control.count }
+    /// True while control frames (or a resume after them) are still to go out.
+    public var hasControl: Bool { controlHead < control.count || resumeWhenDrained != nil }
 
     public mutating func enqueue(_ frame: [UInt8]) {
         control.append(frame)
         controlBytes += frame.count
-        if controlBytes > maxControlBytes { overflowed = true }
+        if controlBytes > maxControlBytes + replayAllowance { overflowed = true }
     }
 
     /// Starts (or replaces) a subscription; the caller reads history for `request`.
@@ -58,12 +70,19 @@ public struct Outbox {
         subscriptions[channel] = .pending(request: request, resume: resume, previous: previous)
     }
 
-    /// Applies a history read. Returns false when the answer is for an older request (ignored).
+    /// Applies a history read. Returns nil when the answer is for an older request (ignored), or
+    /// when the queue is past its budget: the subscription then stays pending, and the client's
+    /// resume after what is queued asks for it again.
     /// A presence stream's read (`snapshot.members` set) is answered with `PresencePlanner`'s
     /// `presence` frame, naming the connection as `client`.
     public mutating func apply(channel: String, request: UInt64, snapshot: HistorySnapshot, client: String = "") -> ReplayPlan? {
         guard case let .pending(pendingRequest, resume, previous) = subscriptions[channel],
               pendingRequest == request else { return nil }
+        if resumeWhenDrained != nil || controlBytes > maxControlBytes {
+            // Left pending: no live frame goes out for it, and the resume asks again.
+            resumeWhenDrained = resumeWhenDrained ?? "too far behind: replays over \(maxControlBytes) bytes, resume to continue"
+            return nil
+        }
         var alreadyQueued: UInt64?
         if let previous, previous.epoch == snapshot.epoch, previous.next > 0 { alreadyQueued = previous.next - 1 }
         let plan: ReplayPlan
@@ -75,8 +94,12 @@ public struct Outbox {
         } else {
             plan = ReplayPlanner.plan(channel: channel, snapshot: snapshot, resume: resume, alreadyQueued: alreadyQueued)
         }
-        enqueue(plan.subscribed)
-        for frame in plan.replay { enqueue(frame) }
+        // The subscribed frame and its replay: counted, and allowed on top of the budget.
+        let bytes = plan.replay.reduce(plan.subscribed.count) { $0 + $1.count }
+        control.append(plan.subscribed)
+        control.append(contentsOf: plan.replay)
+        controlBytes += bytes
+        replayAllowance += bytes
         let next = Swift.max(plan.seq, alreadyQueued ?? 0) + 1
         subscriptions[channel] = .live(LivePosition(epoch: plan.epoch, next: next))
         return plan
@@ -113,6 +136,10 @@ public struct Outbox {
         if controlHead == control.count {
             control.removeAll(keepingCapacity: control.capacity <= 64)
             controlHead = 0
+            replayAllowance = 0
+            if let reason = resumeWhenDrained {
+                return frames.isEmpty ? .resume(reason: reason) : .frames(frames)
+            }
         } else {
             return .frames(frames)
         }

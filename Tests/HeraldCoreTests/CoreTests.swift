@@ -261,6 +261,62 @@ import HeraldCrypto
         }
     }
 
+    /// A replay larger than the control budget is history the operator kept: it goes out whole,
+    /// in batches, and live frames follow it (before, it was a 4008 the resume met again).
+    @Test func aReplayOverTheBudgetGoesOutWholeThenLive() {
+        let ring = ChannelRing(capacity: 100)
+        var box = Outbox(maxControlBytes: 100)
+        box.subscribe(channel: "c", resume: nil, request: 1)
+        #expect(box.apply(channel: "c", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 30, frames: (1...30).map(f))) != nil)
+        _ = ring.append(seq: 31, epoch: "e", frame: f(31))
+        // The client keeps asking things meanwhile: a budget's worth of answers still fits.
+        box.enqueue(Array("answer".utf8))
+        var seen: [String] = []
+        while case let .frames(out) = box.nextBatch(maxFrames: 4, maxBytes: 1 << 20, ring: { _ in ring }) {
+            seen += out.map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(seen.dropFirst().elementsEqual((1...30).map { "m\($0)" } + ["answer", "m31"]))
+        // Once the queue is empty the allowance is gone: the plain budget holds again.
+        box.enqueue(Array(repeating: 1, count: 101))
+        #expect(box.nextBatch(maxFrames: 4, maxBytes: 1 << 20, ring: { _ in ring }) == .resume(reason: "too far behind"))
+    }
+
+    /// A second replay that arrives while the first has the queue past its budget is not queued:
+    /// the first goes out whole, then the connection resumes, and nothing of the second channel
+    /// (not its subscribed frame, not a live frame) goes out before that.
+    @Test func aReplayWhileTheQueueIsOverBudgetWaitsForTheResume() {
+        let ring = ChannelRing(capacity: 100)
+        var box = Outbox(maxControlBytes: 100)
+        box.subscribe(channel: "a", resume: nil, request: 1)
+        box.subscribe(channel: "b", resume: nil, request: 2)
+        #expect(box.apply(channel: "a", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 20, frames: (1...20).map(f))) != nil)
+        #expect(box.apply(channel: "b", request: 2, snapshot: HistorySnapshot(epoch: "e", seq: 5, frames: (1...5).map(f))) == nil)
+        _ = ring.append(seq: 21, epoch: "e", frame: f(21))
+        var seen: [String] = []
+        var last = Outbox.Batch.nothing
+        while true {
+            last = box.nextBatch(maxFrames: 8, maxBytes: 1 << 20, ring: { _ in ring })
+            guard case let .frames(out) = last else { break }
+            seen += out.map { String(decoding: $0, as: UTF8.self) }
+            #expect(box.hasControl) // the resume is still to come: the writer keeps asking
+        }
+        #expect(seen.count == 21 && seen.first!.contains("\"channel\":\"a\"") && seen.dropFirst().elementsEqual((1...20).map { "m\($0)" }))
+        #expect(last == .resume(reason: "too far behind: replays over 100 bytes, resume to continue"))
+    }
+
+    /// The first replay is taken when the queue is within its budget, even a big one after a
+    /// small one: every resume makes progress.
+    @Test func aReplayIsTakenWhileTheQueueIsWithinItsBudget() {
+        var box = Outbox(maxControlBytes: 200)
+        box.subscribe(channel: "a", resume: nil, request: 1)
+        box.subscribe(channel: "b", resume: nil, request: 2)
+        #expect(box.apply(channel: "a", request: 1, snapshot: HistorySnapshot(epoch: "e", seq: 1, frames: [f(1)])) != nil)
+        #expect(box.apply(channel: "b", request: 2, snapshot: HistorySnapshot(epoch: "e", seq: 90, frames: (1...90).map(f))) != nil)
+        var count = 0
+        while case let .frames(out) = box.nextBatch(maxFrames: 16, maxBytes: 1 << 20, ring: { _ in nil }) { count += out.count }
+        #expect(count == 2 + 1 + 90)
+    }
+
     @Test func liveBatchRoundTrip() {
         let m = [SequencedMessage(channel: "a", epoch: "e", seq: 1, frame: Array("{\"x\":\"\\t\"}".utf8)),
                  SequencedMessage(channel: "b:c", epoch: "e2", seq: 99, frame: Array("{}".utf8))]

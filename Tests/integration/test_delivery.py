@@ -10,6 +10,7 @@ import urllib.request
 import pika
 
 from conftest import HERALD_BIN, Client, amqp_channel, assert_consecutive, publish, wait_until
+from websockets.exceptions import ConnectionClosed
 
 
 def test_json_text_and_binary_bodies_arrive_as_protocol_frames(herald, exchange):
@@ -303,3 +304,55 @@ def test_a_meta_ttl_shorter_than_the_history_ttl_is_refused():
     for args in (["--history-ttl", "60", "--history-meta-ttl", "30"], ["--history-ttl", "0", "--history-meta-ttl", "30"]):
         out = subprocess.run([HERALD_BIN, "serve", *args], capture_output=True, text=True, timeout=10)
         assert out.returncode != 0 and "a history must not outlive its epoch" in out.stderr, args
+
+
+def test_a_replay_over_the_control_budget_goes_out_whole_and_each_resume_makes_progress(herald_factory, exchange, redis_server):
+    """A replay larger than a connection's 4 MiB control budget is history the operator chose to
+    keep: it goes out whole, in batches, then live. Two such replays at once: the first goes out
+    whole, then 4008, and the resume from the positions reached gets the other. (Before, a replay
+    over the budget was a 4008 before anything went out, and every resume met it again.)"""
+    h = herald_factory(extra=("--history-size", "3000")).start()
+    n, pad, names = 2200, "x" * 2000, ("big:a", "big:b")  # 2,200 of 2 KB: 4.4 MB a channel
+    for name in names:
+        publish(exchange, name, [json.dumps({"n": i, "pad": pad}).encode() for i in range(1, n + 1)],
+                content_type="application/json")
+    r = redis_server.client()
+    wait_until(lambda: all(r.hget(f"herald:meta:{name}", "seq") == str(n).encode() for name in names), 30,
+               what="both channels stored")
+
+    c = Client(h.ws_url("channel=big:a"))
+    sub = c.recv()
+    assert (sub["type"], sub["seq"], sub["replay"]) == ("subscribed", n, n)
+    msgs, others = c.recv_messages("big:a", n, timeout=60)
+    assert [m["seq"] for m in msgs] == list(range(1, n + 1)) and others == []
+    publish(exchange, "big:a", [b'{"n":"live"}'], content_type="application/json")
+    msgs, others = c.recv_messages("big:a", 1)
+    assert (msgs[0]["seq"], msgs[0]["data"], others) == (n + 1, {"n": "live"}, [])
+    c.close()
+
+    # Both on one connection, resuming from what arrived as a client library does.
+    got, epochs, closes = {name: [] for name in names}, {}, []
+    want = {"big:a": list(range(1, n + 2)), "big:b": list(range(1, n + 1))}
+    for _ in range(3):
+        c = Client(h.ws_url())
+        for name in names:
+            op = {"op": "subscribe", "channel": name}
+            if got[name]:
+                op.update(since=got[name][-1], epoch=epochs[name])
+            c.send(op)
+        try:
+            while got != want:
+                f = c.recv(timeout=30)
+                if f["type"] == "subscribed":
+                    assert f.get("recovered", True) is True and f.get("missed", 0) == 0, f
+                    epochs[f["channel"]] = f["epoch"]
+                elif f["type"] == "message":
+                    got[f["channel"]].append(f["seq"])
+        except ConnectionClosed as closed:
+            closes.append((closed.rcvd.code, closed.rcvd.reason))
+            continue
+        finally:
+            c.close()
+        break
+    assert got == want  # every seq once, in order, across the resume
+    assert closes in ([], [(4008, "too far behind: replays over 4194304 bytes, resume to continue")]), closes
