@@ -54,6 +54,17 @@ final class HTTPRoutes {
         default:
             break
         }
+        let readAPI = path.hasPrefix("/api/history/") || path.hasPrefix("/api/presence/")
+        if readAPI, let origin = request.header("origin") {
+            // A page from a listed origin may read history and presence from the browser (the
+            // same list that admits its WebSocket and SSE connections). Publishing stays a
+            // backend's job: its API key does not belong in a page.
+            if config.allowedOrigins.contains(origin) {
+                request.commonHeaders = [("access-control-allow-origin", origin), ("vary", "Origin"),
+                                         ("access-control-expose-headers", "x-herald-epoch, x-herald-seq")]
+            }
+            if request.method == "OPTIONS" { return Self.preflight(request, origin: origin, allowed: !request.commonHeaders.isEmpty) }
+        }
         if path.hasPrefix("/api/publish/") {
             guard request.method == "POST" else {
                 return Self.methodNotAllowed(request, allow: "POST")
@@ -147,6 +158,25 @@ final class HTTPRoutes {
     /// 405 with the `Allow` header RFC 9110 asks for.
     static func methodNotAllowed(_ request: HTTPRequest, allow: String) {
         request.respond(status: 405, json: errorJSON("method_not_allowed", "use \(allow)"), headers: [("allow", allow)])
+    }
+
+    /// The CORS preflight of a cross-origin read (a `fetch` with an `Authorization` or
+    /// `X-API-Key` header): allowed for the origins of `--allowed-origin`, for `GET` and `HEAD`.
+    static func preflight(_ request: HTTPRequest, origin: String, allowed: Bool) {
+        guard allowed else {
+            return request.respond(status: 403, json: errorJSON("origin_not_allowed", origin.isEmpty
+                ? "a cross-origin read needs an Origin from --allowed-origin"
+                : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)"))
+        }
+        let asked = request.header("access-control-request-method") ?? ""
+        guard ["GET", "HEAD"].contains(asked) else {
+            return methodNotAllowed(request, allow: "GET, HEAD")
+        }
+        // 200 with an empty body rather than 204, which may not carry the Content-Length lws adds.
+        request.respond(status: 200, contentType: "text/plain", body: [],
+                        headers: [("access-control-allow-methods", "GET, HEAD"),
+                                  ("access-control-allow-headers", "authorization, x-api-key"),
+                                  ("access-control-max-age", "600")])
     }
 
     static func errorJSON(_ code: String, _ message: String) -> String {

@@ -28,15 +28,20 @@ public final class HTTPRequest {
         self.wsi = wsi
     }
 
-    /// A request header, by lowercase name (`content-type`, `authorization`, `idempotency-key`, `x-api-key`).
+    /// A request header, by lowercase name (`content-type`, `authorization`, `origin`, `idempotency-key`,
+    /// `x-api-key`, `access-control-request-method`).
     public func header(_ name: String) -> String? { headers[name] }
 
     /// Whether the client is still there to be answered.
     public var isConnected: Bool { wsi != nil }
 
+    /// Headers every answer to this request carries, whatever its status (CORS: a browser
+    /// reads an error only when it carries them too).
+    public var commonHeaders: [(String, String)] = []
+
     public func respond(status: Int, contentType: String, body: [UInt8], headers: [(String, String)] = []) {
         guard let wsi, response == nil else { return }
-        response = (status, contentType, body, headers)
+        response = (status, contentType, body, headers + commonHeaders)
         lws_callback_on_writable(wsi)
     }
 

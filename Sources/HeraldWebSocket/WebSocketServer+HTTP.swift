@@ -20,7 +20,7 @@ extension WebSocketServer {
             if let v = LWSRequest.header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE) { headers["content-type"] = v }
             if let v = LWSRequest.header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) { headers["authorization"] = v }
             if let v = LWSRequest.header(wsi, WSI_TOKEN_ORIGIN) { headers["origin"] = v }
-            for name in ["idempotency-key", "x-api-key"] {
+            for name in ["idempotency-key", "x-api-key", "access-control-request-method"] {
                 if let v = LWSRequest.customHeader(wsi, name) { headers[name] = v }
             }
             // HEAD is GET without the body (RFC 9110 9.3.2): the routes see GET, the writer drops the body.

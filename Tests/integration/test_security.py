@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from http.client import HTTPConnection
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
@@ -200,6 +201,49 @@ def test_a_foreign_origin_is_refused_before_the_upgrade(herald_factory):
     assert ok.recv()["type"] == "subscribed"
     ok.close()
     assert h.metrics()["herald_origin_refused_total"] == 3
+
+
+def cors_request(port, method, path, headers=()):
+    conn = HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=dict(headers))
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_history_and_presence_answer_cors_for_listed_origins_only(herald_factory):
+    """The CORS a browser needs to read history or presence with a token from a listed origin:
+    its preflight, and the headers on every answer (an error too, so the page can read it).
+    A foreign origin's preflight is 403; publishing offers no CORS (its key stays in backends)."""
+    app = "https://app.example.com"
+    h = herald_factory(extra=["--token-secret", SECRET, "--allowed-origin", app, "--presence-channels", "room:*"]).start()
+    for path in ("/api/history/private:1", "/api/presence/room:1"):
+        status, headers, body = cors_request(h.port, "OPTIONS", path, [("Origin", app), ("Access-Control-Request-Method", "GET"),
+                                                                ("Access-Control-Request-Headers", "authorization")])
+        assert (status, body, headers["content-length"]) == (200, b"", "0"), (path, status, body)
+        assert {k: headers.get(k) for k in ("access-control-allow-origin", "access-control-allow-methods",
+                                            "access-control-allow-headers", "access-control-max-age", "vary")} == {
+            "access-control-allow-origin": app, "access-control-allow-methods": "GET, HEAD",
+            "access-control-allow-headers": "authorization, x-api-key", "access-control-max-age": "600", "vary": "Origin"}
+        status, headers, body = cors_request(h.port, "OPTIONS", path, [("Origin", "https://evil.example.com"),
+                                                                ("Access-Control-Request-Method", "GET")])
+        assert (status, json.loads(body)) == (403, {"error": "origin_not_allowed",
+                                                    "message": "origin https://evil.example.com is not allowed (--allowed-origin)"})
+        assert "access-control-allow-origin" not in headers
+        status, headers, body = cors_request(h.port, "OPTIONS", path, [("Origin", app), ("Access-Control-Request-Method", "DELETE")])
+        assert (status, headers.get("allow"), json.loads(body)["error"]) == (405, "GET, HEAD", "method_not_allowed")
+    token = jwt({"sub": "ann", "channels": ["private:*"], "exp": int(time.time()) + 3600})
+    status, headers, body = cors_request(h.port, "GET", "/api/history/private:1", [("Origin", app), ("Authorization", f"Bearer {token}")])
+    assert (status, body, headers["x-herald-seq"]) == (200, b"[]", "0")
+    assert (headers["access-control-allow-origin"], headers["access-control-expose-headers"]) == (app, "x-herald-epoch, x-herald-seq")
+    status, headers, _ = cors_request(h.port, "GET", "/api/history/private:1", [("Origin", app)])
+    assert (status, headers["access-control-allow-origin"]) == (401, app)
+    status, headers, _ = cors_request(h.port, "GET", "/api/history/private:1", [("Origin", "https://evil.example.com"), ("Authorization", f"Bearer {token}")])
+    assert status == 200 and "access-control-allow-origin" not in headers
+    status, headers, _ = cors_request(h.port, "OPTIONS", "/api/publish/private:1", [("Origin", app), ("Access-Control-Request-Method", "POST")])
+    assert (status, headers.get("allow")) == (405, "POST") and "access-control-allow-origin" not in headers
 
 
 def test_without_a_secret_tokens_are_refused_and_everything_is_open(herald):

@@ -1,10 +1,12 @@
 """The browser client and demo page in a real headless Chromium, against a real Herald, RabbitMQ
 and Redis. Each test reads the page the way a user does (the feed rows, the counters, the gap
 line) and saves a screenshot under test-output/screenshots/."""
+import json
 import os
 import shutil
 import threading
 import time
+import urllib.request
 import uuid
 
 import pika
@@ -359,3 +361,38 @@ def test_the_demo_falls_back_to_sse_when_a_proxy_refuses_the_upgrade(herald_fact
     finally:
         lb.stop()
 
+
+
+def test_a_page_on_a_listed_origin_reads_history_from_another_node_with_a_token(herald_factory, exchange, browser):
+    """A front end on its own origin reads history with `fetch` and `Authorization: Bearer`: the
+    browser's preflight and the read succeed for an origin in `--allowed-origin`, the page reads
+    the messages and the `x-herald-seq` header, and from an origin not in the list the browser
+    blocks the read (the preflight is answered 403)."""
+    from test_security import SECRET, jwt
+    page = herald_factory().start()  # serves the page: its origin is the one listed
+    api = herald_factory(extra=["--token-secret", SECRET, "--allowed-origin", f"http://127.0.0.1:{page.port}"]).start()
+    publish(exchange, "private:1", [b'{"n":1}', b'{"n":2}'], content_type="application/json")
+    wait_until(lambda: len(json.loads(api_history(api, "private:1"))) == 2, what="both stored")
+    token = jwt({"sub": "ann", "channels": ["private:*"], "exp": int(time.time()) + 3600})
+    read = """
+        const [url, token, done] = arguments;
+        fetch(url, {headers: {Authorization: 'Bearer ' + token}})
+          .then(async r => done({status: r.status, seq: r.headers.get('x-herald-seq'), body: await r.json()}))
+          .catch(e => done({error: String(e)}));"""
+    url = f"http://127.0.0.1:{api.port}/api/history/private:1"
+    for origin in (f"http://127.0.0.1:{page.port}", f"http://localhost:{page.port}"):
+        browser.get(f"{origin}/")
+        got = browser.execute_async_script(read, url, token)
+        if origin.startswith("http://127.0.0.1"):
+            assert (got.get("status"), got.get("seq"), [m["seq"] for m in got.get("body", [])]) == (200, "2", [1, 2]), got
+            assert [m["data"] for m in got["body"]] == [{"n": 1}, {"n": 2}]
+        else:
+            assert got == {"error": "TypeError: Failed to fetch"}, got
+
+
+def api_history(h, channel):
+    from test_security import SECRET, jwt
+    token = jwt({"sub": "t", "channels": ["*"], "exp": int(time.time()) + 60})
+    req = urllib.request.Request(f"http://127.0.0.1:{h.port}/api/history/{channel}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read()
