@@ -164,9 +164,7 @@ final class HTTPRoutes {
     /// `X-API-Key` header): allowed for the origins of `--allowed-origin`, for `GET` and `HEAD`.
     static func preflight(_ request: HTTPRequest, origin: String, allowed: Bool) {
         guard allowed else {
-            return request.respond(status: 403, json: errorJSON("origin_not_allowed", origin.isEmpty
-                ? "a cross-origin read needs an Origin from --allowed-origin"
-                : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)"))
+            return request.respond(status: 403, json: errorJSON("origin_not_allowed", WebSocketServer.originRefusal(origin)))
         }
         let asked = request.header("access-control-request-method") ?? ""
         guard ["GET", "HEAD"].contains(asked) else {

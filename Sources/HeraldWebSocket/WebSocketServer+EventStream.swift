@@ -17,9 +17,7 @@ extension WebSocketServer {
         let origin = request.header("origin")
         if !options.allowedOrigins.isEmpty && !options.allowedOrigins.contains(origin ?? "") {
             delegate?.webSocketRefused(.origin(origin ?? ""))
-            request.respond(status: 403, json: Self.errorJSON("origin_not_allowed", (origin ?? "").isEmpty
-                ? "this server needs an Origin header from its allowed origins"
-                : "origin \(origin!.prefix(200)) is not allowed (--allowed-origin)"))
+            request.respond(status: 403, json: Self.errorJSON("origin_not_allowed", Self.originRefusal(origin ?? "")))
             return 0
         }
         var query = request.query

@@ -113,6 +113,13 @@ public final class WebSocketServer: @unchecked Sendable {
         idlePolicy?.deallocate()
     }
 
+    /// Why a request from `origin` (empty: none sent) is refused: the message of every
+    /// `origin_not_allowed` answer (upgrade, stream, CORS preflight).
+    public static func originRefusal(_ origin: String) -> String {
+        origin.isEmpty ? "this server needs an Origin header from its allowed origins"
+            : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)"
+    }
+
     /// Calls the handler's `timerFired()` on the service thread after `afterMicros` (replacing
     /// any timer already set). Service thread only.
     public func schedule(afterMicros: Int64) {
@@ -261,9 +268,7 @@ public final class WebSocketServer: @unchecked Sendable {
                 let origin = LWSRequest.header(wsi, WSI_TOKEN_ORIGIN) ?? ""
                 if !options.allowedOrigins.contains(origin) {
                     delegate?.webSocketRefused(.origin(origin))
-                    return refuseUpgrade(wsi, status: 403, code: "origin_not_allowed",
-                                         message: origin.isEmpty ? "this server needs an Origin header from its allowed origins"
-                                                                 : "origin \(origin.prefix(200)) is not allowed (--allowed-origin)")
+                    return refuseUpgrade(wsi, status: 403, code: "origin_not_allowed", message: Self.originRefusal(origin))
                 }
             }
             // Last, so that only an upgrade that goes ahead takes a place (on any thread).
