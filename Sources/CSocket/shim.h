@@ -123,4 +123,36 @@ static inline int herald_close(int fd) { return close(fd); }
 
 /* errno, read in one place per Swift module (HeraldLoadClients' OSError). */
 static inline int herald_errno(void) { return errno; }
+/* The HTTP front (HeraldWebSocket's Acceptor): non-blocking reads and writes of accepted sockets. */
+static inline int herald_set_nonblocking(int fd) { return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+/* Bytes read (0: the peer closed), or -errno. */
+static inline long herald_recv(int fd, void *buf, size_t len) {
+    ssize_t n = recv(fd, buf, len, 0);
+    return n < 0 ? -(long)errno : (long)n;
+}
+/* Bytes written, or -errno; never SIGPIPE. */
+static inline long herald_send(int fd, const void *buf, size_t len) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    return n < 0 ? -(long)errno : (long)n;
+}
+static inline int herald_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+static inline int herald_epoll_delete(int ep, int fd) { return epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL); }
+static inline void herald_eventfd_signal(int fd) { uint64_t one = 1; ssize_t n = write(fd, &one, sizeof one); (void)n; }
+static inline void herald_eventfd_drain(int fd) { uint64_t v; ssize_t n = read(fd, &v, sizeof v); (void)n; }
+/* The peer's address as text ("127.0.0.1", "::1"; an IPv4 client of a dual-stack socket
+ * without its ::ffff: prefix), or "?" when it cannot be had. */
+static inline void herald_peer_name(int fd, char *out, size_t len) {
+    struct sockaddr_storage a;
+    socklen_t alen = sizeof a;
+    snprintf(out, len, "?");
+    if (getpeername(fd, (struct sockaddr *)&a, &alen) != 0) return;
+    if (a.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&a)->sin_addr, out, (socklen_t)len);
+    } else if (a.ss_family == AF_INET6) {
+        struct in6_addr *v6 = &((struct sockaddr_in6 *)&a)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(v6)) inet_ntop(AF_INET, &v6->s6_addr[12], out, (socklen_t)len);
+        else inet_ntop(AF_INET6, v6, out, (socklen_t)len);
+    }
+}
+static inline int herald_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }
 #endif

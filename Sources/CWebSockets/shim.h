@@ -16,4 +16,14 @@ static inline void *herald_timer_owner(lws_sorted_usec_list_t *sul) {
     return ((herald_timer *)((char *)sul - offsetof(herald_timer, sul)))->owner;
 }
 
+/* lws's log lines to stderr, but for the one lws 4.1 logs as an error on every socket adopted
+ * with its first bytes already read (lws_adopt_socket_readbuf: "calling service"). */
+#include <stdio.h>
+#include <string.h>
+static inline void herald_lws_log(int level, const char *line) {
+    (void)level;
+    if (line == NULL || strstr(line, "adopt_socket_readbuf") != NULL) return;
+    fprintf(stderr, "libwebsockets: %s", line);
+}
+
 #endif

@@ -76,7 +76,14 @@ public struct HeraldConfig: Sendable {
     /// Per-pattern options (`namespaces:` in the config file); empty: every channel follows the
     /// server-wide settings.
     public var namespaces: [ChannelNamespace] = []
+    /// Also how long an HTTP request may take to arrive whole (408 past it).
     public var handshakeTimeoutSeconds = 10
+    /// How long a keep-alive HTTP connection may wait for its next request.
+    public var httpIdleTimeoutSeconds = 75
+    /// An HTTP request line and headers larger than this answer 431.
+    public var maxHTTPHeaderBytes = 16_384
+    /// Requests on one keep-alive connection.
+    public var maxHTTPRequestsPerConnection = 1_000
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
 

@@ -56,7 +56,6 @@ public final class Node {
         options.host = config.host
         options.port = config.port
         options.maxClientMessageBytes = config.maxClientFrameBytes
-        options.maxRequestBodyBytes = config.maxMessageBytes
         options.allowedOrigins = config.allowedOrigins
         options.trustedProxies = config.trustedProxies
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
@@ -68,10 +67,21 @@ public final class Node {
         let eventLoop = EventLoop(rawValue: config.eventLoop) ?? .epoll
         let loops = (0..<threadCount).map { _ in ServiceLoop(kind: eventLoop) }
         let hubs = HubInboxes(loops.map { loop in HubInbox(wake: { loop.wakeUp() }) })
+        // Herald's HTTP front: every request read with its own framing, bounded by these.
+        var front = Acceptor.Options()
+        front.limits.maxBodyBytes = config.maxMessageBytes
+        front.limits.maxHeadBytes = config.maxHTTPHeaderBytes
+        front.limits.maxRequestsPerConnection = config.maxHTTPRequestsPerConnection
+        front.requestTimeoutSeconds = config.handshakeTimeoutSeconds
+        front.idleTimeoutSeconds = config.httpIdleTimeoutSeconds
+        front.eventStreamPath = options.eventStreamPath
+        var adminFront = front
+        adminFront.isAdmin = true
+        adminFront.eventStreamPath = nil
         let acceptor: Acceptor
         do {
             acceptor = try Acceptor(host: config.host, port: config.port,
-                                    inlets: loops.map { loop in Acceptor.Inlet(wake: { loop.wakeUp() }) })
+                                    inlets: loops.map { loop in Acceptor.Inlet(wake: { loop.wakeUp() }) }, options: front)
         } catch {
             throw StartupError(description: error.description)
         }
@@ -93,7 +103,7 @@ public final class Node {
         if let host = config.adminHost {
             do {
                 adminAcceptor = try Acceptor(host: host, port: config.adminPort, inlets: [Acceptor.Inlet(wake: { loops[0].wakeUp() })],
-                                             backlog: 128, name: "herald-admin")
+                                             options: adminFront, backlog: 128, name: "herald-admin")
             } catch {
                 acceptor.close()
                 throw StartupError(description: "admin listener: \(error.description)")

@@ -1,48 +1,91 @@
 import CSocket
+import HeraldCore
 import HeraldRuntime
 import Synchronization
 
-/// Herald's own listening socket and the thread that accepts on it, for every WebSocket service
-/// thread: accepted sockets go round-robin to the threads' `Inlet`s, and each service thread
-/// adopts its own into its lws context (`WebSocketServer.adoptAccepted`) with lws's pending
-/// timeouts taken off, enforcing the handshake timeout itself: libwebsockets 4.1 keeps pending
-/// timeouts in one sorted list and inserts by walking it from the head, so 5,000 handshakes at
-/// once cost O(n²) steps on the service thread. (lws 4.1 cannot share one listening port
-/// between contexts either, so one acceptor is also what makes several threads possible.)
+/// Herald's own listening socket and its HTTP front: one thread accepts, reads every request
+/// with Herald's HTTP/1.1 framing (`HTTPRequestReader`), answers what cannot be served at once,
+/// posts each whole request to a service thread and writes its answer back, in order, on the
+/// same connection. A WebSocket upgrade (or a Server-Sent Events request) is handed, with the
+/// bytes read so far, to a service thread's libwebsockets (`WebSocketServer.adoptAccepted`).
 ///
-/// Thread-safe: the accept thread posts, each service thread takes from its inlet.
+/// Why a front: libwebsockets 4.1.6 mis-frames pipelined requests with bodies (the next
+/// request's bytes became a body, and one request was published tens of thousands of times) and
+/// has no answer for framing it cannot trust. Here every request is read exactly once, by its
+/// own framing, and answered exactly once. It also keeps lws's O(n²) pending-timeout list out
+/// of the handshake: a socket reaches lws with its request whole.
+///
+/// Thread-safe: the front thread owns the connections; service threads take from their inlet
+/// and answer through `reply`.
 public final class Acceptor: Sendable {
-    /// One service thread's share of the accepted sockets.
+    public struct Options: Sendable {
+        public var limits = HTTPLimits()
+        /// Seconds a client may take to send a whole request once it started (and its first
+        /// request after connecting): past it a partial request is answered 408.
+        public var requestTimeoutSeconds = 10
+        /// Seconds a keep-alive connection may wait for its next request.
+        public var idleTimeoutSeconds = 75
+        /// The Server-Sent Events path, handed to libwebsockets like an upgrade; nil: none (admin).
+        public var eventStreamPath: String? = "/sse"
+        /// The admin listener: no upgrades, no streams; its requests are marked `isAdmin`.
+        public var isAdmin = false
+        public init() {}
+    }
+
+    /// One service thread's share: sockets to adopt and requests to answer.
     public final class Inlet: Sendable {
-        private let accepted = Mutex<[Int32]>([])
+        private let arrivals = Mutex<[Arrival]>([])
         /// Handshakes this service thread is waiting for: while there are any, the accept
         /// thread wakes it every `tickMillis` so their deadlines are checked without other events.
         let pendingHandshakes = Atomic<Int>(0)
+        /// Connections closed before they sent a whole request (timed out, or the peer left).
+        let incomplete = Atomic<Int>(0)
         let wake: @Sendable () -> Void
 
         public init(wake: @escaping @Sendable () -> Void) { self.wake = wake }
 
-        func post(_ fd: Int32) { accepted.withLock { $0.append(fd) } }
+        func post(_ arrival: Arrival) { arrivals.withLock { $0.append(arrival) } }
 
-        /// The sockets accepted for this thread since the last call. Service thread.
-        func take() -> [Int32] {
-            accepted.withLock { sockets in
-                defer { sockets.removeAll(keepingCapacity: true) }
-                return sockets
+        /// What arrived for this thread since the last call. Service thread.
+        func take() -> [Arrival] {
+            arrivals.withLock { a in
+                defer { a.removeAll(keepingCapacity: true) }
+                return a
             }
         }
     }
 
+    enum Arrival: Sendable {
+        /// A socket for libwebsockets, and the bytes already read from it (an upgrade or stream request).
+        case socket(Int32, [UInt8])
+        case request(Request)
+    }
+
+    struct Request: Sendable {
+        let front: Acceptor
+        let connection: UInt64
+        let head: HTTPRequestHead
+        let body: [UInt8]
+        let peer: String
+        /// The answer ends the connection (`connection: close`).
+        let closeAfter: Bool
+    }
+
     let fd: Int32
     public let inlets: [Inlet]
+    public let options: Options
     private let stopFlag = StopFlag()
     private let thread = Mutex<OSThread?>(nil)
     static let tickMillis: Int32 = 100
+    /// Answers from the service threads, for the front thread to write.
+    private let replies = Mutex<[(UInt64, [UInt8])]>([])
+    private let wakeFD: Int32
 
     /// The accept thread's name.
     let name: String
 
-    public init(host: String, port: Int32, inlets: [Inlet], backlog: Int32 = 4096, name: String = "herald-accept") throws(WebSocketError) {
+    public init(host: String, port: Int32, inlets: [Inlet], options: Options = Options(), backlog: Int32 = 4096,
+                name: String = "herald-accept") throws(WebSocketError) {
         precondition(!inlets.isEmpty, "an acceptor feeds at least one service thread")
         guard port > 0, port < 65536 else { throw WebSocketError("port \(port) is not a TCP port") }
         let fd = herald_tcp_listen(host, UInt16(port), backlog)
@@ -50,55 +93,44 @@ public final class Acceptor: Sendable {
             throw WebSocketError(fd == -EADDRINUSE ? "cannot listen on \(host):\(port) (is the port in use?)"
                                                    : "cannot listen on \(host):\(port) (error \(-fd))")
         }
+        let wakeFD = herald_eventfd()
+        guard wakeFD >= 0 else {
+            _ = herald_close(fd)
+            throw WebSocketError("cannot make an eventfd (error \(herald_errno()))")
+        }
         self.fd = fd
+        self.wakeFD = wakeFD
         self.inlets = inlets
+        self.options = options
         self.name = name
     }
 
-    /// Starts the accept thread (`herald-accept`, or the name given).
+    /// Starts the front thread (`herald-accept`, or the name given).
     public func start() {
         thread.withLock { t in
             guard t == nil else { return }
-            t = OSThread(name: name) { [self] in run() }
-        }
-    }
-
-    /// Accepts until `stop()`, handing the sockets round-robin to the inlets.
-    private func run() {
-        var next = 0
-        var handed = [Int](repeating: 0, count: inlets.count)
-        while !stopFlag.isSet {
-            let ready = herald_wait_readable(fd, Self.tickMillis)
-            if stopFlag.isSet { break }
-            if ready > 0 {
-                while true {
-                    let client = herald_tcp_accept(fd)
-                    if client >= 0 {
-                        let i = next
-                        next = (next + 1) % inlets.count
-                        inlets[i].post(client)
-                        handed[i] += 1
-                        // Hand over in batches: the service thread adopts while more arrive.
-                        if handed[i] == 64 { inlets[i].wake(); handed[i] = 0 }
-                        continue
-                    }
-                    // Out of descriptors (EMFILE/ENFILE): the connection waits in the backlog;
-                    // try again after a tick rather than spin.
-                    if client == -EMFILE || client == -ENFILE || client == -ENOBUFS || client == -ENOMEM {
-                        if handed.allSatisfy({ $0 == 0 }) { _ = herald_wait_readable(-1, Self.tickMillis) } // sleeps a tick
-                    }
-                    if client == -ECONNABORTED || client == -EINTR { continue } // a peer that reset first
-                    break // EAGAIN: every waiting connection is taken
-                }
-                for i in inlets.indices where handed[i] > 0 { inlets[i].wake(); handed[i] = 0 }
-            } else if ready == 0 {
-                for inlet in inlets where inlet.pendingHandshakes.load(ordering: .relaxed) > 0 { inlet.wake() }
+            t = OSThread(name: name) { [self] in
+                let front = HTTPFront(acceptor: self, listener: fd, wakeFD: wakeFD)
+                front.run(stop: stopFlag)
             }
         }
     }
 
-    /// Ends the accept thread (within a tick) and waits for it. New connections then wait in
-    /// the backlog until `close()`.
+    /// Writes an answer on the connection its request came from. Any thread.
+    func reply(_ connection: UInt64, _ bytes: [UInt8]) {
+        replies.withLock { $0.append((connection, bytes)) }
+        herald_eventfd_signal(wakeFD)
+    }
+
+    func takeReplies() -> [(UInt64, [UInt8])] {
+        replies.withLock { r in
+            defer { r.removeAll(keepingCapacity: true) }
+            return r
+        }
+    }
+
+    /// Ends the front thread (within a tick) and waits for it; its connections are closed. New
+    /// connections then wait in the backlog until `close()`.
     public func stop() {
         stopFlag.set()
         let t = thread.withLock { t in defer { t = nil }; return t }
@@ -108,7 +140,10 @@ public final class Acceptor: Sendable {
     /// Closes the listening socket and any socket no service thread adopted. After `stop()`
     /// and after the service threads have ended.
     public func close() {
-        for inlet in inlets { for s in inlet.take() { _ = herald_close(s) } }
+        for inlet in inlets {
+            for case let .socket(s, _) in inlet.take() { _ = herald_close(s) }
+        }
         _ = herald_close(fd)
+        _ = herald_close(wakeFD)
     }
 }

@@ -1,58 +1,80 @@
-import CWebSockets
+import HeraldCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// One HTTP request and its answer. A HEAD request is seen as GET (`isHead`): its answer's body is not sent.
+/// One HTTP request and its answer, on the service thread. A HEAD request is seen as GET
+/// (`isHead`): its answer's headers go out, its body does not. Answered at most once: a second
+/// `respond` is ignored, so a request can never be answered (or acted on) twice.
 public final class HTTPRequest {
     public let method: String
     public let path: String
     public let query: [(String, String)]
     public let peer: String
-    public internal(set) var body: [UInt8] = []
-    var headers: [String: String]
-    var wsi: OpaquePointer?
-    var response: (status: Int, contentType: String, body: [UInt8], headers: [(String, String)])?
-    var bodyTooLarge = false
+    public let body: [UInt8]
+    let headers: [String: String]
     /// A HEAD request: answered with the GET answer's status and headers, without its body.
-    public internal(set) var isHead = false
-    /// The length a HEAD answer announces for a file (the file's size), when it is not the body's.
-    var headLength: Int?
-    weak var server: WebSocketServer?
+    public let isHead: Bool
     /// Whether it came to the admin listener (`--admin-listen`) rather than the public port.
-    public internal(set) var isAdmin = false
+    public let isAdmin: Bool
+    /// Takes the answer to the connection it came from (the HTTP front, or libwebsockets for a
+    /// stream's refusal).
+    private let deliver: (HTTPResponse) -> Void
+    public private(set) var isAnswered = false
 
-    init(method: String, path: String, query: [(String, String)], peer: String, headers: [String: String], wsi: OpaquePointer?) {
+    init(method: String, path: String, query: [(String, String)], peer: String, headers: [String: String], body: [UInt8] = [],
+         isHead: Bool, isAdmin: Bool, deliver: @escaping (HTTPResponse) -> Void) {
         self.method = method
         self.path = path
         self.query = query
         self.peer = peer
         self.headers = headers
-        self.wsi = wsi
+        self.body = body
+        self.isHead = isHead
+        self.isAdmin = isAdmin
+        self.deliver = deliver
     }
 
     /// A request header, by lowercase name (`content-type`, `authorization`, `origin`, `idempotency-key`,
     /// `x-api-key`, `access-control-request-method`).
     public func header(_ name: String) -> String? { headers[name] }
 
-    /// Whether the client is still there to be answered.
-    public var isConnected: Bool { wsi != nil }
-
     /// Headers every answer to this request carries, whatever its status (CORS: a browser
     /// reads an error only when it carries them too).
     public var commonHeaders: [(String, String)] = []
 
     public func respond(status: Int, contentType: String, body: [UInt8], headers: [(String, String)] = []) {
-        guard let wsi, response == nil else { return }
-        response = (status, contentType, body, headers + commonHeaders)
-        lws_callback_on_writable(wsi)
+        guard !isAnswered else { return }
+        isAnswered = true
+        deliver(HTTPResponse(status: status, contentType: contentType, body: body, headers: headers + commonHeaders))
     }
 
     public func respond(status: Int, json: String, headers: [(String, String)] = []) {
         respond(status: status, contentType: "application/json", body: Array(json.utf8), headers: headers)
     }
 
-    var file: (path: String, mime: String)?
-
-    /// Serves a file from disk (only from `httpRequest`, synchronously).
+    /// Answers with a file's contents (the web root's files are small: read whole).
     public func serveFile(path: String, mime: String) {
-        file = (path, mime)
+        guard let bytes = Self.readFile(path) else {
+            return respond(status: 404, json: #"{"error":"not_found","message":"no such file"}"#)
+        }
+        respond(status: 200, contentType: mime, body: bytes)
+    }
+
+    static func readFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return nil }
+            done += n
+        }
+        return bytes
     }
 }

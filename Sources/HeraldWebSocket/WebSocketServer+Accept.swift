@@ -1,4 +1,5 @@
 import CWebSockets
+import HeraldCore
 import HeraldRuntime
 
 /// Accepting without lws's sorted timeout list: the acceptor thread hands over sockets, the
@@ -6,21 +7,54 @@ import HeraldRuntime
 /// leaving it costs the next insertion a walk past every connection still in its handshake),
 /// and `handshakes`, a FIFO since every deadline is the same span away, times them out.
 extension WebSocketServer {
-    /// Service thread: adopts what the acceptor handed this thread since the last wake-up.
+    /// Service thread: adopts the sockets the front handed this thread since the last wake-up
+    /// (with the request it read from them), and serves the requests it read.
     func adoptAccepted() {
         guard let ctx = loop.context else { return }
-        let sockets = inlet.take()
-        let adminSockets = adminInlet?.take() ?? []
-        guard !sockets.isEmpty || !adminSockets.isEmpty else { return }
-        let deadline = monotonicMicros() + UInt64(max(1, options.handshakeTimeoutSeconds)) * 1_000_000
-        for (fd, admin) in sockets.map({ ($0, false) }) + adminSockets.map({ ($0, true) }) {
-            // On failure lws closes the socket itself.
-            guard let wsi = lws_adopt_socket(ctx, fd) else { continue }
-            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
-            handshakes.set(wsi, deadline: deadline)
-            if admin { adminConnections.insert(wsi) }
+        for (inlet, admin) in [(inlet, false), (adminInlet, true)] {
+            guard let inlet else { continue }
+            for _ in 0..<inlet.incomplete.exchange(0, ordering: .relaxed) { delegate?.webSocketIncompleteHandshake() }
+            let arrivals = inlet.take()
+            guard !arrivals.isEmpty else { continue }
+            let deadline = monotonicMicros() + UInt64(max(1, options.handshakeTimeoutSeconds)) * 1_000_000
+            for arrival in arrivals {
+                switch arrival {
+                case let .socket(fd, bytes):
+                    // lws reads `bytes` (the whole request) before the socket. On failure it
+                    // closes the socket itself.
+                    let adopted = bytes.withUnsafeBytes { raw in
+                        lws_adopt_socket_readbuf(ctx, fd, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
+                    }
+                    guard let wsi = adopted else { continue }
+                    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
+                    // Already past its request unless lws is still waiting for it.
+                    if awaitingRequest.contains(wsi) { handshakes.set(wsi, deadline: deadline) }
+                case let .request(request):
+                    serveFrontRequest(request, admin: admin)
+                }
+            }
         }
         publishPendingHandshakes()
+    }
+
+    /// A request the front read whole: to the delegate, its answer back to the front.
+    private func serveFrontRequest(_ r: Acceptor.Request, admin: Bool) {
+        let isHead = r.head.method == "HEAD"
+        let closeAfter = r.closeAfter
+        let front = r.front, connection = r.connection
+        var headers: [String: String] = [:]
+        for field in r.head.fields {
+            headers[field.name] = headers[field.name].map { $0 + ", " + field.value } ?? field.value
+        }
+        let peer = options.trustedProxies.isEmpty ? r.peer
+            : ClientAddress.resolve(peer: r.peer, forwardedFor: headers["x-forwarded-for"], trusted: options.trustedProxies)
+        // HEAD is GET without the body (RFC 9110 9.3.2): the routes see GET, the answer drops the body.
+        let request = HTTPRequest(method: isHead ? "GET" : r.head.method, path: r.head.path,
+                                  query: r.head.query.map { ($0.name, $0.value) }, peer: peer, headers: headers,
+                                  body: r.body, isHead: isHead, isAdmin: admin) { response in
+            front.reply(connection, response.serialized(head: isHead, close: closeAfter))
+        }
+        delegate?.httpRequest(request)
     }
 
     /// Tells the acceptors whether this thread waits for handshakes (they then wake it each tick).

@@ -43,7 +43,6 @@ extension WebSocketServer {
             return 0
         }
         guard let endpoint = endpoint(options.path) else { return -1 }
-        httpRequests.removeValue(forKey: wsi)?.wsi = nil
         let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: address, handler: endpoint.handler, maxMessageBytes: 0)
         connection.server = self
         connection.eventStream = EventStreamEncoder(resume: asked.resumePositions)
@@ -78,8 +77,7 @@ extension WebSocketServer {
             // Refused while opening: an HTTP answer, not a stream.
             streams.removeValue(forKey: wsi)
             let (status, error) = Self.refusal(connection.closeCode ?? 1011)
-            let result = writeHTTP(wsi, request: nil, response: (status, "application/json",
-                                                                  Array(Self.errorJSON(error, connection.closeReason).utf8), corsHeaders(connection)))
+            let result = writeHTTP(wsi, HTTPResponse.error(status, error, connection.closeReason, headers: corsHeaders(connection)))
             streamClosed(connection)
             return result
         }
@@ -135,7 +133,7 @@ extension WebSocketServer {
         return writeRaw(wsi, bytes)
     }
 
-    private func writeRaw(_ wsi: OpaquePointer, _ bytes: [UInt8]) -> Bool {
+    func writeRaw(_ wsi: OpaquePointer, _ bytes: [UInt8]) -> Bool {
         if scratch.count < pre + bytes.count { scratch = [UInt8](repeating: 0, count: pre + Swift.max(bytes.count, 65_536)) }
         return scratch.withUnsafeMutableBufferPointer { buffer -> Bool in
             bytes.withUnsafeBufferPointer { src in

@@ -24,8 +24,6 @@ public final class WebSocketServer: @unchecked Sendable {
         public var eventStreamRetryMillis = 1_000
         /// Client messages above this close with 1009 (whole message, fragments joined).
         public var maxClientMessageBytes = 4096
-        /// POST bodies above this answer 413.
-        public var maxRequestBodyBytes = 65_536
         /// Origins (`scheme://host[:port]`, exact) allowed to upgrade; empty: any origin.
         public var allowedOrigins: [String] = []
         /// Peers whose `X-Forwarded-For` names the client address (see `ClientAddress`).
@@ -58,7 +56,7 @@ public final class WebSocketServer: @unchecked Sendable {
     /// when the connection is destroyed.
     var admitted: [OpaquePointer: String] = [:]
     let admission: Admission
-    private var awaitingRequest: Set<OpaquePointer> = []
+    var awaitingRequest: Set<OpaquePointer> = []
     /// This thread's share of the accepted sockets (see `Acceptor`), and the handshake
     /// deadlines of the connections it adopted, which lws does not time out itself.
     let inlet: Acceptor.Inlet
@@ -68,7 +66,8 @@ public final class WebSocketServer: @unchecked Sendable {
     var adminConnections: Set<OpaquePointer> = []
     var handshakes = DeadlineQueue<OpaquePointer>()
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
-    var httpRequests: [OpaquePointer: HTTPRequest] = [:]
+    /// Answers to the requests libwebsockets was handed (see `+HTTP`), waiting for a writable callback.
+    var httpAnswers: [OpaquePointer: HTTPResponse] = [:]
     var scratch: [UInt8] = []
     let pre = Int(herald_lws_pre)
     // C memory that must outlive the context.
@@ -128,7 +127,9 @@ public final class WebSocketServer: @unchecked Sendable {
 
     /// Creates the context. Call on the service thread before `run()`.
     public func start() throws(WebSocketError) {
-        lws_set_log_level(Int32(LLL_ERR), nil)
+        // lws's errors go to stderr, but for the one it logs on every socket handed over with
+        // its request already read (`lws_adopt_socket_readbuf` says "calling service").
+        lws_set_log_level(Int32(LLL_ERR), herald_lws_log)
         let protocolName = strdup("herald")!
         cStrings.append(protocolName)
         let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)

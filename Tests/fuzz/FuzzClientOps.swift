@@ -1,5 +1,6 @@
 // libFuzzer target for hostile input: the client-op parser, the connect-URL parser, the JSON
-// parser/minifier/encoder, the envelope encoder, presence changes, tokens and X-Forwarded-For, with HeraldCore compiled in.
+// parser/minifier/encoder, the envelope encoder, presence changes, tokens, X-Forwarded-For and HTTP/1.1
+// request framing (random splits and concatenations of valid and invalid requests), with HeraldCore compiled in.
 // Built and run by scripts/fuzz (swiftc -sanitize=fuzzer,address); any crash, trap or sanitizer
 // report fails the run.
 
@@ -72,5 +73,87 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
     // The strict decoder: whatever it accepts, encoding gives back the same text.
     if let decoded = Base64URL.decode(text) { precondition(Base64URL.encode(decoded) == text, "two spellings of one byte string") }
+    fuzzHTTP(bytes)
     return 0
+}
+
+// MARK: HTTP/1.1 framing (issue 36)
+
+/// Feeds `chunks` to one reader, answering each request at once: its events in order. At most
+/// one refusal, and nothing after it.
+func readHTTP(_ chunks: [ArraySlice<UInt8>]) -> [HTTPReadEvent] {
+    var reader = HTTPRequestReader(limits: httpLimits)
+    var events: [HTTPReadEvent] = []
+    for chunk in chunks {
+        reader.append(chunk)
+        while let event = reader.next() {
+            precondition(reader.next() == nil, "a second event before the first was answered")
+            events.append(event)
+            reader.answered()
+        }
+    }
+    if let i = events.firstIndex(where: { if case .refused = $0 { true } else { false } }) {
+        precondition(i == events.count - 1, "an event after a refusal")
+    }
+    return events
+}
+
+let httpLimits: HTTPLimits = { var l = HTTPLimits(); l.maxBodyBytes = 64; l.maxHeadBytes = 512; return l }()
+
+/// Requests whose outcome is known: (bytes, the body it must yield, or the status it must be refused with).
+let httpPieces: [([UInt8], Result<String, HTTPRefusal>)] = [
+    (Array("POST /api/publish/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".utf8), .success("hello")),
+    (Array("POST /api/publish/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".utf8), .success("")),
+    (Array("GET /api/history/a?since=1 HTTP/1.1\r\nHost: x\r\n\r\n".utf8), .success("")),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1;e\r\nd\r\n0\r\n\r\n".utf8), .success("abcd")),
+    (Array("POST /p HTTP/1.1\nHost: x\nContent-Length: 2\n\nhi".utf8), .success("hi")),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".utf8), .failure(HTTPRefusal(400, "bad_framing", ""))),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".utf8), .failure(HTTPRefusal(400, "bad_framing", ""))),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n".utf8), .failure(HTTPRefusal(400, "bad_framing", ""))),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\n\r\n".utf8), .failure(HTTPRefusal(411, "length_required", ""))),
+    (Array("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n".utf8), .failure(HTTPRefusal(413, "too_large", ""))),
+    (Array(("GET / HTTP/1.1\r\nHost: x\r\nX: " + String(repeating: "a", count: 600) + "\r\n\r\n").utf8), .failure(HTTPRefusal(431, "headers_too_large", ""))),
+]
+
+func fuzzHTTP(_ bytes: [UInt8]) {
+    // Any bytes: the same events whole and split where the input says.
+    let whole = readHTTP([bytes[...]])
+    var chunks: [ArraySlice<UInt8>] = []
+    var at = 0
+    var cut = 0
+    while at < bytes.count {
+        let step = 1 + Int(bytes[cut % bytes.count]) % 37
+        chunks.append(bytes[at..<min(bytes.count, at + step)])
+        at += step
+        cut += 1
+    }
+    precondition(readHTTP(chunks) == whole, "splitting the bytes changed what was read")
+    // Known requests, concatenated as the input picks them and split where it says: one outcome
+    // per request up to the first refusal, each body exactly as sent.
+    guard let first = bytes.first else { return }
+    let picks = bytes.dropFirst().prefix(Int(first % 8) + 1).map { httpPieces[Int($0) % httpPieces.count] }
+    let stream = picks.flatMap(\.0)
+    var expected: [String] = []
+    var refusedWith: Int?
+    for (_, outcome) in picks {
+        switch outcome {
+        case let .success(body): expected.append(body)
+        case let .failure(r): refusedWith = r.status
+        }
+        if refusedWith != nil { break }
+    }
+    var pieces: [ArraySlice<UInt8>] = []
+    var pos = 0
+    var k = 0
+    while pos < stream.count {
+        let step = 1 + Int(bytes[k % bytes.count] ^ 0x5A) % 61
+        pieces.append(stream[pos..<min(stream.count, pos + step)])
+        pos += step
+        k += 1
+    }
+    let events = readHTTP(pieces)
+    let bodies = events.compactMap { if case let .request(_, body) = $0 { String(decoding: body, as: UTF8.self) } else { nil } }
+    precondition(bodies == expected, "bodies \(bodies) differ from \(expected)")
+    let refused = events.compactMap { if case let .refused(r) = $0 { r.status } else { nil } }
+    precondition(refused == (refusedWith.map { [$0] } ?? []), "refusal \(refused), expected \(String(describing: refusedWith))")
 }
