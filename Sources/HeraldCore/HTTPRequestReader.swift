@@ -75,12 +75,12 @@ public enum HTTPReadEvent: Sendable, Equatable {
 /// reading the next head; or closed, after a refusal or a request that ends the connection.
 public struct HTTPRequestReader: Sendable {
     public let limits: HTTPLimits
-    private var buffer: [UInt8] = []
+    var buffer: [UInt8] = []
     /// Where the unread bytes start in `buffer`.
-    private var start = 0
+    var start = 0
     /// Where the search for the end of the head resumes.
     private var scanned = 0
-    private var state = State.head
+    var state = State.head
     /// The raw head of the last request read (for a hand-off: `takeHandOff()`).
     private var lastHead: [UInt8] = []
     public private(set) var requestsRead = 0
@@ -170,7 +170,7 @@ public struct HTTPRequestReader: Sendable {
         return rest
     }
 
-    private mutating func step() throws -> HTTPReadEvent? {
+    mutating func step() throws -> HTTPReadEvent? {
         switch state {
         case .waiting, .closed:
             return nil
@@ -314,181 +314,5 @@ public struct HTTPRequestReader: Sendable {
     static func tokens(_ value: String?) -> [String] {
         guard let value else { return [] }
         return value.split(separator: ",").map { $0.trimmingSpaces.lowercased() }.filter { !$0.isEmpty }
-    }
-
-    // MARK: Body (RFC 9112 §6.3)
-
-    private mutating func beginBody(_ head: HTTPRequestHead) throws -> HTTPReadEvent? {
-        let transferEncoding = head.fields.filter { $0.name == "transfer-encoding" }
-        let lengths = head.fields.filter { $0.name == "content-length" }
-        if !transferEncoding.isEmpty {
-            if !lengths.isEmpty {
-                throw HTTPRefusal(400, "bad_framing", "Content-Length and Transfer-Encoding together (RFC 9112 §6.3)")
-            }
-            if head.minorVersion == 0 {
-                throw HTTPRefusal(400, "bad_framing", "Transfer-Encoding in an HTTP/1.0 request")
-            }
-            let codings = Self.tokens(transferEncoding.map(\.value).joined(separator: ","))
-            guard codings == ["chunked"] else {
-                throw HTTPRefusal(501, "not_implemented", "Transfer-Encoding \(codings.joined(separator: ", ")) is not supported: send chunked or Content-Length")
-            }
-            state = .chunked(head, .size(body: []))
-            return try readChunks(head, .size(body: []))
-        }
-        if !lengths.isEmpty {
-            var declared: Int?
-            for field in lengths {
-                for piece in field.value.split(separator: ",", omittingEmptySubsequences: false) {
-                    let digits = piece.trimmingSpaces
-                    guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
-                        throw HTTPRefusal(400, "bad_framing", "Content-Length \(field.value) is not a non-negative integer")
-                    }
-                    // 19 digits or more may not fit; any of them is over every body limit.
-                    let n = digits.utf8.count > 18 ? Int.max : Int(digits)!
-                    if let d = declared, d != n {
-                        throw HTTPRefusal(400, "bad_framing", "Content-Length given twice with different values")
-                    }
-                    declared = n
-                }
-            }
-            let length = declared ?? 0
-            if length > limits.maxBodyBytes {
-                throw HTTPRefusal(413, "too_large", "body is larger than \(limits.maxBodyBytes) bytes")
-            }
-            state = .body(head, remaining: length, body: [])
-            return try step()
-        }
-        if ["POST", "PUT", "PATCH"].contains(head.method) {
-            throw HTTPRefusal(411, "length_required", "a \(head.method) needs Content-Length (or Transfer-Encoding: chunked)")
-        }
-        return finish(head, body: [])
-    }
-
-    private mutating func finish(_ head: HTTPRequestHead, body: [UInt8]) -> HTTPReadEvent {
-        state = .waiting(closeAfter: !head.keepAlive || requestsRead >= limits.maxRequestsPerConnection)
-        return .request(head, body: body)
-    }
-
-    /// The next line of a chunked body, without its line end, or nil until it is whole. A line
-    /// longer than `max` is refused whether or not its end has arrived, so what is read never
-    /// depends on how the bytes were split.
-    private mutating func takeLine(max: Int, tooLong: String) throws -> ArraySlice<UInt8>? {
-        let lf = buffer[start...].firstIndex(of: 0x0A)
-        if (lf ?? buffer.count) - start > max + 1 { throw HTTPRefusal(400, "bad_framing", tooLong) }
-        guard let lf else { return nil }
-        var line = buffer[start..<lf]
-        if line.last == 0x0D { line = line.dropLast() }
-        if line.count > max { throw HTTPRefusal(400, "bad_framing", tooLong) }
-        start = lf + 1
-        return line
-    }
-
-    private mutating func readChunks(_ head: HTTPRequestHead, _ chunked: Chunked) throws -> HTTPReadEvent? {
-        var chunked = chunked
-        while true {
-            switch chunked {
-            case let .size(body):
-                guard let line = try takeLine(max: 1024, tooLong: "a chunk size line is over 1024 bytes") else { state = .chunked(head, chunked); return nil }
-                let hex = line.prefix(while: { $0 != 0x3B && $0 != 0x20 && $0 != 0x09 })
-                guard !hex.isEmpty, hex.count <= 15, let size = Int(String(decoding: hex, as: UTF8.self), radix: 16) else {
-                    throw HTTPRefusal(400, "bad_framing", "a chunk size is not hexadecimal")
-                }
-                if body.count + size > limits.maxBodyBytes {
-                    throw HTTPRefusal(413, "too_large", "body is larger than \(limits.maxBodyBytes) bytes")
-                }
-                chunked = size == 0 ? .trailers(body: body, bytes: 0, count: 0) : .data(body: body, remaining: size)
-            case let .data(body, remaining):
-                let n = min(remaining, buffer.count - start)
-                var body = body
-                body.append(contentsOf: buffer[start..<(start + n)])
-                start += n
-                if remaining - n > 0 { state = .chunked(head, .data(body: body, remaining: remaining - n)); return nil }
-                chunked = .dataEnd(body: body)
-            case let .dataEnd(body):
-                guard let line = try takeLine(max: 0, tooLong: "a chunk is longer than its size") else { state = .chunked(head, chunked); return nil }
-                _ = line
-                chunked = .size(body: body)
-            case let .trailers(body, bytes, count):
-                guard let line = try takeLine(max: limits.maxHeadBytes, tooLong: "a trailer field is over \(limits.maxHeadBytes) bytes") else {
-                    state = .chunked(head, chunked)
-                    return nil
-                }
-                if line.isEmpty { return finish(head, body: body) }
-                _ = try Self.parseField(line) // trailer fields are checked, then dropped
-                if bytes + line.count > limits.maxHeadBytes || count + 1 > limits.maxHeaderCount {
-                    throw HTTPRefusal(431, "headers_too_large", "the trailer fields exceed the header limits")
-                }
-                chunked = .trailers(body: body, bytes: bytes + line.count, count: count + 1)
-            }
-        }
-    }
-}
-
-/// A request target, split and decoded.
-public enum HTTPTarget {
-    /// The path and query of an origin-form (`/path?query`) or absolute-form (`http://host/path`)
-    /// target; `*` for `OPTIONS *`. Percent-escapes are decoded; a NUL, a control character, a bad
-    /// escape, bytes that are not UTF-8, or a `.`/`..` segment in the path are refused (400).
-    public static func split(_ target: String, method: String) throws(HTTPRefusal) -> (path: String, query: [HTTPField]) {
-        var t = Substring(target)
-        if t == "*" {
-            guard method == "OPTIONS" else { throw HTTPRefusal(400, "bad_request", "the target * is for OPTIONS only") }
-            return ("*", [])
-        }
-        let lower = t.lowercased()
-        if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
-            let afterScheme = t[t.index(t.startIndex, offsetBy: lower.hasPrefix("http://") ? 7 : 8)...]
-            t = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
-        }
-        guard t.first == "/" else { throw HTTPRefusal(400, "bad_request", "the request target must start with /") }
-        if let hash = t.firstIndex(of: "#") { t = t[..<hash] }
-        let rawPath = t.firstIndex(of: "?").map { t[..<$0] } ?? t
-        let rawQuery = t.firstIndex(of: "?").map { t[t.index(after: $0)...] } ?? ""
-        guard let path = decode(rawPath, plusIsSpace: false) else {
-            throw HTTPRefusal(400, "bad_request", "the path holds a bad percent-escape, a control character or bytes that are not UTF-8")
-        }
-        if path.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == "." || $0 == ".." }) {
-            throw HTTPRefusal(400, "bad_request", "the path holds a . or .. segment")
-        }
-        var query: [HTTPField] = []
-        for piece in rawQuery.split(separator: "&") where !piece.isEmpty {
-            let eq = piece.firstIndex(of: "=")
-            let key = decode(eq.map { piece[..<$0] } ?? piece, plusIsSpace: true)
-            let value = eq.map { decode(piece[piece.index(after: $0)...], plusIsSpace: true) } ?? ""
-            guard let key, let value else {
-                throw HTTPRefusal(400, "bad_request", "the query holds a bad percent-escape, a control character or bytes that are not UTF-8")
-            }
-            query.append(HTTPField(key, value))
-        }
-        return (path, query)
-    }
-
-    /// Percent-decoding; nil for a bad escape, a decoded control character or invalid UTF-8.
-    static func decode(_ s: Substring, plusIsSpace: Bool) -> String? {
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count)
-        var it = Array(s.utf8)[...]
-        while let b = it.popFirst() {
-            if b == UInt8(ascii: "%") {
-                guard it.count >= 2, let hi = hexValue(it[it.startIndex]), let lo = hexValue(it[it.startIndex + 1]) else { return nil }
-                it = it.dropFirst(2)
-                out.append(hi << 4 | lo)
-            } else if b == UInt8(ascii: "+") && plusIsSpace {
-                out.append(0x20)
-            } else {
-                out.append(b)
-            }
-        }
-        guard !out.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { return nil }
-        return String(validating: out, as: UTF8.self)
-    }
-
-    static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
