@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import amqp_channel, wait_until
+from conftest import Herald, RedisServer, amqp_channel, wait_until
 
 MAX = 4096  # --max-message-bytes in these tests
 
@@ -17,6 +17,27 @@ MAX = 4096  # --max-message-bytes in these tests
 def node(herald_factory, *extra):
     return herald_factory(extra=["--max-message-bytes", str(MAX), "--history-size", "2000",
                                  "--presence-channels", "room:*", *extra]).start()
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One node for the refusal tests: each refusal is its own test on its own channel, and a
+    refusal never affects another connection, so they need not pay for a node each."""
+    import uuid
+    redis = RedisServer()
+    redis.start()
+    exchange = "t" + uuid.uuid4().hex[:10]
+    h = Herald(exchange, redis.url, extra=["--max-message-bytes", str(MAX), "--history-size", "2000",
+                                           "--handshake-timeout", "2"]).start()
+    yield h
+    h.kill()
+    redis.kill()
+    conn, ch = amqp_channel()
+    for q in (f"{exchange}.history", f"{exchange}.dead"):
+        ch.queue_delete(q)
+    for e in (exchange, f"{exchange}.live"):
+        ch.exchange_delete(e)
+    conn.close()
 
 
 def connect(h):
@@ -238,11 +259,13 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("raw,status,code", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_framing_that_cannot_be_trusted_is_refused_before_any_publish(herald_factory, exchange, raw, status, code):
-    h = node(herald_factory)
+@pytest.mark.parametrize("case", BAD, ids=[b[0] for b in BAD])
+def test_framing_that_cannot_be_trusted_is_refused_before_any_publish(shared, case):
+    name, raw, status, code = case
+    h, channel = shared, f"bad-{name}"
+    raw = raw.replace(b"/api/publish/bad", f"/api/publish/{channel}".encode())
     s = connect(h)
-    s.sendall(raw + post("bad", b"smuggled", "smuggled"))  # a request after it must never be read
+    s.sendall(raw + post(channel, b"smuggled", f"smuggled-{name}"))  # a request after it must never be read
     r = Reader(s)
     got, headers, body = r.response()
     assert (got, json.loads(body)["error"]) == (status, code), body
@@ -251,8 +274,8 @@ def test_framing_that_cannot_be_trusted_is_refused_before_any_publish(herald_fac
     assert r.buf == b"", f"more than one answer: {r.buf!r}"
     with urllib.request.urlopen(f"http://127.0.0.1:{h.port}/livez", timeout=5) as live:
         assert live.status == 200
-    settled(h, exchange)
-    assert history(h, "bad") == []
+    settled(h, h.exchange)
+    assert history(h, channel) == []
 
 
 def test_chunked_bodies_are_decoded(herald_factory, exchange):
@@ -266,27 +289,27 @@ def test_chunked_bodies_are_decoded(herald_factory, exchange):
     assert [(m["id"], m["data"]) for m in history(h, "chunks")] == [("c1", "hello, world"), ("c2", "after")]
 
 
-def test_a_body_that_stalls_is_timed_out_and_never_published(herald_factory, exchange):
-    h = node(herald_factory, "--handshake-timeout", "2")
+def test_a_body_that_stalls_is_timed_out_and_never_published(shared):
+    h = shared
     s = connect(h)
     s.sendall(post("stall", b"hello", "stall")[:-2])  # three of five bytes, then nothing
     r = Reader(s)
     status, headers, body = r.response(timeout=15)
     assert (status, json.loads(body)["error"]) == (408, "request_timeout")
     assert r.closed()
-    settled(h, exchange)
+    settled(h, h.exchange)
     assert history(h, "stall") == []
 
 
-def test_an_oversize_body_is_refused_without_being_read(herald_factory, exchange):
+def test_an_oversize_body_is_refused_without_being_read(shared):
     """413 comes at once, while the client is still sending the body; it is not lost to a reset."""
-    h = node(herald_factory)
+    h = shared
     s = connect(h)
     s.sendall(b"POST /api/publish/big HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"z" * 50_000)
     r = Reader(s)
     status, _, body = r.response()
     assert (status, json.loads(body)["error"]) == (413, "too_large")
-    settled(h, exchange)
+    settled(h, h.exchange)
     assert history(h, "big") == []
 
 
@@ -314,8 +337,8 @@ def test_keep_alive_limits(herald_factory):
 
 
 @pytest.mark.parametrize("method", ["TRACE", "FOO", "PUT"])
-def test_unknown_methods_get_herald_json_at_once(herald, method):
-    s = connect(herald)
+def test_unknown_methods_get_herald_json_at_once(shared, method):
+    s = connect(shared)
     s.sendall(f"{method} /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode() + get("/livez"))
     r = Reader(s)
     status, headers, body = r.response()
