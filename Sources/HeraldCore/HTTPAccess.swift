@@ -65,17 +65,24 @@ public enum HTTPAccess: Equatable, Sendable {
         return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
     }
 
+    /// A namespace publish key grants publishing to its namespace only: a backend that feeds a
+    /// channel is not given what its readers read. Known, so 403 rather than 401.
+    static let publishKeyReads = HTTPAccess.refused(status: 403, code: "forbidden",
+                                                    message: "this key publishes (a namespace's publish-keys) and does not read: read with a connection token or an --api-key")
+
     public static func history(_ credentials: Credentials, channel: String, config: HeraldConfig,
                                verifier: TokenVerifier?, nowSeconds: UInt64) -> HTTPAccess {
         if config.isAnonymous(channel) { return .allowed }
         if let key = credentials.apiKey {
-            return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
+            if config.isAPIKey(key) { return .allowed }
+            return config.isPublishKey(key) ? publishKeyReads : .refused(status: 401, code: "unauthorized", message: "wrong API key")
         }
         guard let bearer = credentials.bearer else {
             return .refused(status: 401, code: "unauthorized",
                             message: "this channel needs a connection token (Authorization: Bearer) or an API key (X-API-Key)")
         }
         if config.isAPIKey(bearer) { return .allowed }
+        if config.isPublishKey(bearer) { return publishKeyReads }
         guard let verifier else {
             return .refused(status: 401, code: "unauthorized", message: "tokens are not enabled on this server (no --token-secret)")
         }
@@ -98,6 +105,13 @@ extension HeraldConfig {
     }
 
     /// Whether `key` is one of the configured API keys (compared in constant time).
+    /// One of a namespace's `publish-keys` (which publish, and never read).
+    public func isPublishKey(_ key: String) -> Bool {
+        var found = false
+        for namespace in namespaces { for k in namespace.publishKeys ?? [] where constantTimeEquals(k, key) { found = true } }
+        return found
+    }
+
     public func isAPIKey(_ key: String) -> Bool {
         var found = false
         for k in apiKeys where constantTimeEquals(k, key) { found = true }

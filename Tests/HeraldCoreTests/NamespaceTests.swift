@@ -87,6 +87,16 @@ import Testing
         #expect(read("chat:a") == .allowed)
         guard case .refused(401, _, _) = read("prices:eur") else { Issue.record("prices needs a token"); return }
         guard case .refused(401, _, _) = read("chat:vip:1") else { Issue.record("vip needs a token"); return }
+        // A namespace's publish key publishes and never reads, whichever header carries it.
+        for credentials in [HTTPAccess.Credentials(apiKey: "feed", authorization: nil), .init(apiKey: nil, authorization: "Bearer feed")] {
+            guard case .refused(403, "forbidden", _) = HTTPAccess.history(credentials, channel: "prices:eur", config: c,
+                                                                           verifier: signer, nowSeconds: 1_000) else {
+                Issue.record("a publish key read history"); return
+            }
+        }
+        #expect(HTTPAccess.publish(.init(apiKey: "feed", authorization: nil), channel: "prices:eur", config: c) == .allowed)
+        #expect(HTTPAccess.history(.init(apiKey: "ops", authorization: nil), channel: "prices:eur", config: c,
+                                   verifier: signer, nowSeconds: 1_000) == .allowed)
     }
 
     @Test(arguments: [

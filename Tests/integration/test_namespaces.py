@@ -116,6 +116,10 @@ def test_chat_keeps_50_anonymously_and_prices_keeps_5_behind_a_token(herald_fact
         "error": "forbidden", "message": "this API key may not publish to namespace prices"})
     assert http("POST", pub + "prices:eur", b"p", {"X-API-Key": "feed-key"})[0] == 202
     assert http("POST", pub + "chat:lobby", b"c", {"X-API-Key": "feed-key"})[0] == 401
+    # A publish key publishes and does not read (PROTOCOL.md, namespaces).
+    for headers in ({"X-API-Key": "feed-key"}, {"Authorization": "Bearer feed-key"}):
+        status, body = http("GET", base + "prices:eur", headers=headers)
+        assert (status, body["error"]) == (403, "forbidden")
     status, body = http("POST", pub + "internal:jobs", b"i", {"X-API-Key": "ops-key"})
     assert (status, body["error"]) == (403, "publish_not_allowed")
     assert http("POST", pub + "chat:lobby", b"c", {"X-API-Key": "ops-key"})[0] == 202
