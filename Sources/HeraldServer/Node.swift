@@ -43,6 +43,9 @@ public final class Node {
             for s in config.redisSentinels { addresses.append(try RedisSentinelConfig.Address(s)) }
             sentinel = RedisSentinelConfig(sentinels: addresses, masterName: config.redisMaster, password: config.redisSentinelPassword)
         }
+        if let conflict = NodeIdentity.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel), stop: StopFlag()) {
+            throw StartupError(description: conflict)
+        }
 
         // Signals are taken by the main thread only; block them before any thread starts.
         var signals = sigset_t()

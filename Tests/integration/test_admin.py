@@ -232,3 +232,16 @@ def test_admin_page_in_chromium_shows_both_nodes_under_bench_load(herald_factory
     assert load.returncode == 0, err
     result = json.loads(out)
     assert (result["lost"], result["duplicated"], result["out_of_order"]) == (0, 0, 0)
+
+
+def test_a_second_node_with_the_same_node_id_refuses_to_start_and_a_restart_does_not(herald_factory, redis_server):
+    first = herald_factory(extra=["--node-id", "twin"]).start()
+    wait_until(lambda: redis_server.client().get("herald:node:twin"), what="the first node's heartbeat")
+    second = herald_factory(extra=["--node-id", "twin"]).start(wait_healthy=False)
+    assert second.proc.wait(20) != 0
+    assert "another node is running with --node-id twin" in second.log()
+    assert first.health()[0] == 200
+    # A node that died leaves a heartbeat nobody renews: the same id starts again at once.
+    first.kill()
+    again = herald_factory(extra=["--node-id", "twin"], port=first.port).start()
+    assert again.health()[0] == 200
