@@ -27,7 +27,7 @@ final class Sequencer: Worker, @unchecked Sendable {
     }
     private lazy var redisLink = makeRedisLink("Redis (sequencer; not consuming until it is back)",
                                            healthy: { [health] in health.sequencerRedis.store($0, ordering: .relaxed) })
-    private var redis: RedisConnection? { redisLink.current }
+    var redis: RedisConnection? { redisLink.current }
     private var scriptSHA: String?
     private var presenceSHA: String?
     private var lastProbe: UInt64 = 0
@@ -307,16 +307,7 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
         if !chunk.isEmpty { try amqp.publish(exchange: config.liveExchange, routingKey: "", body: LiveBatch.encode(chunk)) }
-        for (d, error) in dead {
-            var headers = d.properties.headers.filter { $0.0 != "x-herald-error" }
-            headers.append(("x-herald-error", error.header))
-            headers.append(("x-herald-routing-key", d.routingKey))
-            try amqp.publish(exchange: "", routingKey: config.deadQueue, body: d.body,
-                         properties: AMQPProperties(contentType: d.properties.contentType, messageID: d.properties.messageID,
-                                                    persistent: true, headers: headers))
-            metrics.countDeadLetter(error, channel: d.routingKey, messageID: d.properties.messageID, atMillis: wallMillis())
-            logger.warning("dead-lettered a message", metadata: ["channel": "\(d.routingKey.prefix(200))", "error": "\(error.header)"])
-        }
+        try publishDeadLetters(dead, amqp)
         pipeline.published(SequencerPipeline.Batch(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,
                                                    deadLettered: dead.count, publishedAtMillis: monotonicMillis()))
         return true

@@ -44,6 +44,19 @@ def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_s
     c.close()
 
 
+def test_a_poison_message_sent_twice_is_dead_lettered_twice_and_counted_once(herald, exchange):
+    """A retry (or a redelivery after a crash between the dead-letter publish and the ack) of a
+    poison message is dead-lettered again, never dropped, but counted by reason once per id."""
+    conn, ch = amqp_channel()
+    ch.confirm_delivery()
+    for _ in range(2):
+        ch.basic_publish(exchange, "news", b"{not json", pika.BasicProperties(content_type="application/json", message_id="twice"))
+    ch.basic_publish(exchange, "news", b"{nor this", pika.BasicProperties(content_type="application/json", message_id="once"))
+    wait_until(lambda: ch.queue_declare(f"{exchange}.dead", passive=True).method.message_count == 3, what="three dead letters")
+    conn.close()
+    assert herald.labeled("herald_dead_letters_by_reason_total")['reason="bad_json"'] == 2
+
+
 def test_a_message_redis_refuses_to_store_is_dead_lettered_and_other_channels_go_on(herald, exchange, redis_server):
     r = redis_server.client()
     r.hset("herald:meta:broken", "epoch", "e1")  # an existing channel (a new one starts with a fresh list)
