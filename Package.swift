@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(name: "herald", dependencies: ["HeraldCLI"]),
 
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore", "HeraldCrypto"]),
-        .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench"]),
+        .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench", "HeraldLoadClients"]),
         .testTarget(name: "HeraldCLITests", dependencies: ["HeraldCLI"]),
     ],
     swiftLanguageModes: [.v6]

@@ -49,24 +49,6 @@ static inline int herald_socket_error(int fd) {
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return -1;
     return err;
 }
-/* A non-blocking IPv4 TCP socket, connecting; -1 on failure (errno set). */
-static inline int herald_tcp_connect(uint32_t ipv4_network_order, uint16_t port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = ipv4_network_order;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
-}
-
 /* A listening TCP socket on host:port; "0.0.0.0" (or "") listens on every address, IPv6 and
  * IPv4 on one socket where the kernel has IPv6. Returns the fd, or -errno (-EADDRINUSE: taken;
  * -EINVAL: host does not resolve). */
@@ -155,4 +137,34 @@ static inline void herald_peer_name(int fd, char *out, size_t len) {
     }
 }
 static inline int herald_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }
+/* The first address of host (a name, an IPv4 or an IPv6 address without brackets) with port,
+ * as a sockaddr in out; its length, or 0 when it does not resolve. */
+static inline int herald_resolve(const char *host, uint16_t port, void *out, int outlen) {
+    struct addrinfo hints, *list = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    if (getaddrinfo(host, service, &hints, &list) != 0 || list == NULL) return 0;
+    int len = (int)list->ai_addrlen;
+    if (len > outlen) { freeaddrinfo(list); return 0; }
+    memcpy(out, list->ai_addr, (size_t)len);
+    freeaddrinfo(list);
+    return len;
+}
+/* A non-blocking TCP socket connecting to a resolved address; -1 on failure (errno set). */
+static inline int herald_tcp_connect_to(const void *address, int len) {
+    const struct sockaddr *sa = (const struct sockaddr *)address;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, sa, (socklen_t)len) != 0 && errno != EINPROGRESS) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
 #endif

@@ -11,7 +11,7 @@ import Glibc
 /// generator, not the server, the bottleneck of every fan-out run on a shared 2-core machine.
 /// Here a frame's payload is located by its length and handed over in one copy.
 ///
-/// Only what a benchmark client needs: `ws://` to IPv4 hosts (names resolved once), no
+/// Only what a benchmark client needs: `ws://` to IPv4 or IPv6 hosts (`ws://[::1]:8080/ws`; names resolved once), no
 /// extensions, and the client never sends data frames. An `http://` target is a Server-Sent
 /// Events stream instead: each event's `data:` line is handed over as one message.
 ///
@@ -52,7 +52,7 @@ public final class EpollClientPool: ClientPool {
     private var nextKey: UInt64 = 1
     /// Closes reported after the current dispatch, so a handler never re-enters itself.
     private var closedLater: [(id: Int, code: UInt16?, error: String?)] = []
-    private var addresses: [String: UInt32] = [:]
+    private var addresses: [String: [UInt8]] = [:]
     private var readBuffer = [UInt8](repeating: 0, count: 256 * 1024)
     private static let handshakeTimeoutMillis: UInt64 = 30_000
     /// RFC 6455's sample key and the accept value a server must answer it with.
@@ -129,22 +129,22 @@ public final class EpollClientPool: ClientPool {
 
     public func connect(_ id: Int, to target: WebSocketClientPool.Target, origin: String? = nil) {
         if let old = byID[id] { finish(old, code: nil, error: nil) }
-        guard let address = resolve(target.host) else {
+        guard let address = resolve(target.host, port: target.port) else {
             closedLater.append((id, nil, "cannot resolve \(target.host)"))
             return
         }
-        let fd = herald_tcp_connect(address, UInt16(clamping: target.port))
+        let fd = address.withUnsafeBytes { herald_tcp_connect_to($0.baseAddress, Int32($0.count)) }
         guard fd >= 0 else {
             closedLater.append((id, nil, OSError.describe("connect")))
             return
         }
         _ = herald_set_nodelay(fd)
         let request = target.eventStream
-            ? "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nAccept: text/event-stream\r\n"
-                + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
-            : "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\n"
+            ? "GET \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nAccept: text/event-stream\r\n"
+                + "Origin: \(origin ?? "http://\(target.hostInURL)")\r\n\r\n"
+            : "GET \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUpgrade: websocket\r\n"
                 + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n"
-                + "Origin: \(origin ?? "http://\(target.host)")\r\n\r\n"
+                + "Origin: \(origin ?? "http://\(target.hostInURL)")\r\n\r\n"
         let key = nextKey
         nextKey += 1
         let c = Connection(id: id, fd: fd, key: key, request: Array(request.utf8), startedMillis: monotonicMillis(),
@@ -334,16 +334,15 @@ public final class EpollClientPool: ClientPool {
         }
     }
 
-    private func resolve(_ host: String) -> UInt32? {
-        if let known = addresses[host] { return known }
-        var hints = addrinfo()
-        hints.ai_family = AF_INET
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result, let sa = first.pointee.ai_addr else { return nil }
-        defer { freeaddrinfo(result) }
-        let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-        addresses[host] = address
+    /// The host's address (IPv4 or IPv6) as a sockaddr, resolved once per host and port.
+    private func resolve(_ host: String, port: Int32) -> [UInt8]? {
+        let key = "\(host) \(port)"
+        if let known = addresses[key] { return known }
+        var storage = [UInt8](repeating: 0, count: 128)
+        let length = storage.withUnsafeMutableBytes { herald_resolve(host, UInt16(clamping: port), $0.baseAddress, Int32($0.count)) }
+        guard length > 0 else { return nil }
+        let address = Array(storage.prefix(Int(length)))
+        addresses[key] = address
         return address
     }
 

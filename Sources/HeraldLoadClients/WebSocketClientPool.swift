@@ -80,16 +80,35 @@ public final class WebSocketClientPool: ClientPool {
             let slash = rest.firstIndex(of: "/") ?? rest.endIndex
             let authority = rest[rest.startIndex..<slash]
             path = slash == rest.endIndex ? "/" : String(rest[slash...])
-            if let colon = authority.lastIndex(of: ":") {
-                host = String(authority[authority.startIndex..<colon])
-                guard let p = Int32(authority[authority.index(after: colon)...]), p > 0 else { return nil }
+            // An IPv6 address is in brackets (RFC 3986): ws://[::1]:8080/ws.
+            var hostPart = authority
+            var portPart: Substring?
+            if authority.hasPrefix("[") {
+                guard let close = authority.firstIndex(of: "]") else { return nil }
+                hostPart = authority[authority.index(after: authority.startIndex)..<close]
+                let after = authority[authority.index(after: close)...]
+                if !after.isEmpty {
+                    guard after.hasPrefix(":") else { return nil }
+                    portPart = after.dropFirst()
+                }
+            } else if let colon = authority.lastIndex(of: ":") {
+                hostPart = authority[authority.startIndex..<colon]
+                portPart = authority[authority.index(after: colon)...]
+            }
+            host = String(hostPart)
+            if let portPart {
+                guard let p = Int32(portPart), p > 0, p < 65536 else { return nil }
                 port = p
             } else {
-                host = String(authority)
                 port = 80
             }
-            if host.isEmpty { return nil }
+            if host.isEmpty || (!authority.hasPrefix("[") && host.contains(":")) { return nil }
         }
+
+        /// The host as a URL or `Host` header writes it: an IPv6 address in brackets.
+        public var hostInURL: String { host.contains(":") ? "[\(host)]" : host }
+        /// `host:port` for a `Host` header.
+        public var authority: String { "\(hostInURL):\(port)" }
     }
 
     private weak var handler: WebSocketClientHandler?
@@ -165,7 +184,7 @@ public final class WebSocketClientPool: ClientPool {
         failedWhileConnecting = false
         target.host.withCString { host in
             target.path.withCString { path in
-                (origin ?? "http://\(target.host)").withCString { originC in
+                (origin ?? "http://\(target.hostInURL)").withCString { originC in
                     info.context = ctx
                     info.address = host
                     info.port = target.port

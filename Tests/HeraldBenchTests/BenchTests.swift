@@ -105,3 +105,20 @@ import Testing
         #expect(withCPU.deliveriesPerCPUSecond == 8000 && withCPU.summary.hasSuffix("95% busy, 8000 deliveries per CPU-second"))
     }
 }
+
+import HeraldLoadClients
+
+@Suite struct TargetTests {
+    @Test func parsesIPv4NamesAndBracketedIPv6() {
+        let v6 = WebSocketClientPool.Target(url: "ws://[::1]:8080/ws?channel=a")
+        #expect(v6?.host == "::1" && v6?.port == 8080 && v6?.path == "/ws?channel=a")
+        #expect(v6?.authority == "[::1]:8080")
+        #expect(WebSocketClientPool.Target(url: "ws://[2001:db8::7]/ws")?.port == 80)
+        #expect(WebSocketClientPool.Target(url: "http://[::1]:81/sse")?.eventStream == true)
+        let v4 = WebSocketClientPool.Target(url: "ws://127.0.0.1:9/ws")
+        #expect(v4?.host == "127.0.0.1" && v4?.authority == "127.0.0.1:9")
+        #expect(WebSocketClientPool.Target(url: "ws://::1:8080/ws") == nil, "IPv6 without brackets")
+        #expect(WebSocketClientPool.Target(url: "ws://[::1/ws") == nil)
+        #expect(WebSocketClientPool.Target(url: "ws://[::1]x/ws") == nil)
+    }
+}

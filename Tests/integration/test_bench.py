@@ -139,3 +139,22 @@ def test_html_report_shows_the_plots_in_chromium(herald, exchange, browser):  # 
     assert len(points) == 2 and points[0] >= 8 and points[1] >= 2
     data = json.loads(browser.execute_script("return document.getElementById('data').textContent"))
     assert data["lost"] == 0 and data["clients"] == 100
+
+
+def test_the_bench_reaches_an_ipv6_address(herald_factory, exchange):
+    """ws://[::1]:PORT: the bench's own clients connect over IPv6 (and --metrics-url too)."""
+    h = herald_factory(extra=["--host", "::1"])
+    h.start(wait_healthy=False)
+    import urllib.request
+    def up():
+        try:
+            with urllib.request.urlopen(f"http://[::1]:{h.port}/livez", timeout=2) as r:
+                return r.status == 200
+        except Exception:
+            return False
+    wait_until(up, 20, what="herald on [::1]")
+    for transport in ("websocket", "sse"):
+        r = bench("latency", "--url", f"ws://[::1]:{h.port}/ws", "--exchange", exchange, "--clients", 20, "--channels", 2,
+                  "--rate", 20, "--duration", 1, "--transport", transport)
+        assert r["connected"] == 20 and r["connect_failures"] == 0, (transport, r)
+        assert r["deliveries"] == r["published"] * 10 and (r["lost"], r["duplicated"]) == (0, 0), (transport, r)
