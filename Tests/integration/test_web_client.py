@@ -247,6 +247,18 @@ def test_two_pages_in_one_room_see_each_other_and_a_reload_is_one_leave_and_one_
     # as a change like anyone's. Apart from that, the first page saw only the second one join.
     mine = [["join", [me]]]
     assert strip(presence_rows(browser), mine) == [["join", [other]]]
+    # A presence line reads as one line across the feed, not one letter per line in a narrow
+    # grid column: its rendered width is the feed row's, and it is one line high.
+    widths = browser.execute_script("""
+        const feed = document.getElementById('feed');
+        return [...feed.querySelectorAll('li.presence')].map(li => {
+            const range = document.createRange(); range.selectNodeContents(li);
+            const lines = range.getClientRects().length;
+            return [li.getBoundingClientRect().width, li.clientWidth, feed.clientWidth, lines, li.textContent];
+        });""")
+    assert widths
+    for width, inner, feed_width, lines, text in widths:
+        assert width >= 0.95 * feed_width and lines == 1, (text, width, feed_width, lines)
 
     browser.switch_to.window(second)
     browser.refresh()
