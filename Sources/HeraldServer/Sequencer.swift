@@ -279,7 +279,14 @@ final class Sequencer: Worker, @unchecked Sendable {
 
         if !batch.presence.isEmpty {
             // After the messages, on their own: one call per change, retried until Redis answers.
-            guard let replies = storeInRedis(batch.presence.map(\.call), script: Scripts.presence, sha: \.presenceSHA) else { return false }
+            let calls = batch.presence.map(\.call)
+            guard var replies = storeInRedis(calls, script: Scripts.presence, sha: \.presenceSHA) else { return false }
+            // Held for the replicas as messages are (--redis-wait-replicas): a join or leave
+            // clients were told of survives a failover.
+            if config.redisWaitReplicas > 0 {
+                guard let held = replicated(calls, replies, script: Scripts.presence, sha: \.presenceSHA) else { return false }
+                replies = held
+            }
             for (p, reply) in zip(batch.presence, replies) {
                 if let frames = Scripts.presenceFrames(reply, stream: p.stream) {
                     sequenced += frames
@@ -337,7 +344,8 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// the replies to go on with. A connection that fails meanwhile (the master died or was
     /// demoted) may have taken the batch with it: it is stored again on the master found next
     /// (publisher ids are de-duplicated there) and waited for again. nil: stopping.
-    private func replicated(_ calls: [(keys: [[UInt8]], args: [[UInt8]])], _ stored: [RedisReply]) -> [RedisReply]? {
+    private func replicated(_ calls: [(keys: [[UInt8]], args: [[UInt8]])], _ stored: [RedisReply], script: RedisScript = Scripts.sequence,
+                            sha: ReferenceWritableKeyPath<Sequencer, String?> = \.scriptSHA) -> [RedisReply]? {
         var replies = stored
         var heldSeconds = 0
         while !stop.isSet {
@@ -357,7 +365,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                     dropRedis(error)
                 }
             }
-            guard let again = storeInRedis(calls) else { return nil }
+            guard let again = storeInRedis(calls, script: script, sha: sha) else { return nil }
             replies = again
         }
         return nil

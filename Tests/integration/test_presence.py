@@ -220,3 +220,22 @@ def test_300_clients_on_three_nodes_converge_to_the_same_list(herald_factory):
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
+
+
+def test_presence_changes_are_held_for_the_replicas_like_messages(herald_factory, redis_server):
+    """--redis-wait-replicas 1: a join is announced only once a replica holds it, so a Sentinel
+    failover cannot forget a join clients were told of. With no replica it waits; one comes up
+    and the join follows."""
+    from conftest import RedisServer
+    h = herald_factory(extra=[*PRESENCE, "--redis-wait-replicas", "1"]).start()
+    watcher = join(h, "room:held")
+    other = join(h, "room:held")
+    wait_until(lambda: h.metrics().get("herald_redis_replica_waits_total", 0) >= 2, 15, what="the sequencer to hold a batch")
+    watcher.pump(0.3)
+    assert other.me not in watcher.members, "a join was announced before any replica held it"
+    replica = RedisServer(persistence=("--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", str(redis_server.port)))
+    replica.start()
+    try:
+        watcher.until(lambda v: other.me in v.members, 20, what="the held join after a replica came up")
+    finally:
+        replica.kill()
