@@ -185,7 +185,9 @@ def test_a_client_still_sending_an_oversize_message_reads_its_1009(herald):
 def test_client_that_stops_reading_is_closed_4008_while_others_get_everything(herald_factory, exchange):
     h = herald_factory(extra=["--client-backlog", "100"]).start()
     slow = raw_ws(h.port, "/ws?channel=flood")  # never reads until it has been told to go
-    readers = [Client(h.ws_url("channel=flood")) for _ in range(100)]
+    # Readers that keep up: 20 Python clients (100 could themselves fall --client-backlog behind
+    # on a loaded 2-core machine running other tests beside this one).
+    readers = [Client(h.ws_url("channel=flood")) for _ in range(20)]
     for r in readers:
         assert r.recv()["type"] == "subscribed"
     total = 600
