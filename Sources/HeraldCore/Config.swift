@@ -121,6 +121,12 @@ public struct HeraldConfig: Sendable {
     public var lifecycleClientsPrefix: String { "\(redisPrefix):lifecycle-clients:" }
     /// The channels a node instance occupies (`lifecycleHeldPrefix` + instance).
     public var lifecycleHeldPrefix: String { "\(redisPrefix):lifecycle-held:" }
+    /// Lost instances whose events are not confirmed yet, each with the live instance that
+    /// claimed them ("" before anyone has): lost instance → claimer.
+    public var lifecycleReapingKey: String { "\(redisPrefix):lifecycle-reaping" }
+    /// The channels a lost instance was the last in, with their versions, kept until its
+    /// `vacated` events are confirmed (`lifecycleVacatedPrefix` + instance: channel, version, …).
+    public var lifecycleVacatedPrefix: String { "\(redisPrefix):lifecycle-vacated:" }
     /// The node instances that occupy a channel (`occupancyPrefix` + channel).
     public var occupancyPrefix: String { "\(redisPrefix):occupancy:" }
     public var occupancyVersionKey: String { "\(redisPrefix):occupancy-version" }

@@ -71,6 +71,10 @@ public struct LifecycleLedger {
     private var removals: [(seq: UInt64, client: String)] = []
     /// Published but not yet confirmed (`unsent` of them not yet published at all).
     private var unconfirmed: [LifecycleEvent] = []
+    /// Lost instances this one emitted events for, with the seq of the last: what they left in
+    /// Redis goes once RabbitMQ has confirmed it (`takeReleasable`).
+    private var reapsInFlight: [(instance: String, lastSeq: UInt64)] = []
+    private var releasable: [String] = []
     private var unsentFrom = 0
     public private(set) var seq: UInt64 = 0
     public private(set) var dropped = 0
@@ -172,6 +176,7 @@ public struct LifecycleLedger {
     /// Emits, on a lost instance's behalf, a `node_lost`, then a `disconnect` (code 1006, with
     /// `lost`) for each of its connections and a `vacated` for each channel it was the last in.
     public mutating func reaped(_ lost: Reaped, now: FanOut.Now) {
+        defer { reapsInFlight.append((instance: lost.instance, lastSeq: seq)) }
         emit(.nodeLost, now, [("lost", .string(lost.instance)), ("clients", .number(String(lost.clients.count))),
                               ("vacated", .number(String(lost.vacated.count)))])
         for (client, entry) in lost.clients.sorted(by: { $0.client < $1.client }) {
@@ -231,7 +236,20 @@ public struct LifecycleLedger {
             removals.removeFirst()
             if clients[first.client] == nil { dirty.insert(first.client) }
         }
+        while let first = reapsInFlight.first, first.lastSeq <= seq {
+            reapsInFlight.removeFirst()
+            releasable.append(first.instance)
+        }
     }
+
+    /// Lost instances whose every event is confirmed: their claim and what they left in Redis
+    /// may go. The caller hands them back with `releaseFailed` if Redis did not take it.
+    public mutating func takeReleasable() -> [String] {
+        defer { releasable = [] }
+        return releasable
+    }
+
+    public mutating func releaseFailed(_ instances: [String]) { releasable = instances + releasable }
 
     /// A publish failed or was not confirmed: every unconfirmed event goes again.
     public mutating func publishFailed() { unsentFrom = 0 }

@@ -63,6 +63,7 @@ final class LifecycleWorker: Worker, @unchecked Sendable {
             return
         }
         publish(wait: !farewell)
+        release()
         if farewell {
             // The disconnects are confirmed: the connections leave Redis, and so does the lease.
             if let redis = redisLink.get(wait: false) {
@@ -117,6 +118,17 @@ final class LifecycleWorker: Worker, @unchecked Sendable {
         } catch {
             ledger.storeFailed(writes)
             throw error
+        }
+    }
+
+    /// Removes what lost instances left in Redis once their events are confirmed; until then a
+    /// survivor taking over this one's claims (if this one dies) emits them again.
+    private func release() {
+        let done = ledger.takeReleasable()
+        guard !done.isEmpty else { return }
+        guard let redis = redisLink.get(wait: false),
+              (try? redis.pipeline(done.flatMap { Scripts.lifecycleRelease(config, instance: $0) })) != nil else {
+            return ledger.releaseFailed(done)
         }
     }
 

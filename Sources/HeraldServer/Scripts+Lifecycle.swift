@@ -4,32 +4,50 @@ import HeraldRedis
 /// The Redis side of lifecycle events (`LifecycleLedger`): a lease per node instance, each
 /// instance's connections, and per channel the set of instances that occupy it.
 extension Scripts {
-    /// Renews this instance's lifecycle lease and reaps every instance whose lease ran out, in
-    /// one step so that exactly one survivor reaps each: the lost instance leaves the occupancy
-    /// set of each channel it held, and its connections are handed over. KEYS: leases zset,
-    /// occupancy version counter. ARGV: instance, lease ms, connections-hash prefix,
-    /// held-set prefix, occupancy-set prefix. Returns {lapsed (1: the lease had run out or never
-    /// existed), then per reaped instance: instance, {client, entry, …}, {channel, version, …}
-    /// (the channels it was the last in)}.
+    /// Renews this instance's lifecycle lease and reaps every instance whose lease ran out, at
+    /// least once: a lost instance leaves the occupancy set of each channel it held (the
+    /// channels it was the last in are kept with their new versions), and its connections stay
+    /// in Redis under a claim until the survivor that emits its events has them confirmed
+    /// (`lifecycleRelease`). A claim whose claimer's own lease ran out (it died before its
+    /// confirms) is taken over, so the events are emitted again rather than lost.
+    /// KEYS: leases zset, occupancy version counter, reaping hash. ARGV: instance, lease ms,
+    /// connections-hash prefix, held-set prefix, occupancy-set prefix, vacated-list prefix.
+    /// Returns {lapsed (1: the lease had run out or never existed), then per instance this one
+    /// claimed: instance, {client, entry, …}, {channel, version, …}}.
     static let lifecycleHeartbeat = RedisScript(source: """
     \(renewLease)
     for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
       redis.call('ZREM', KEYS[1], e)
-      local vacated = {}
       for _, ch in ipairs(redis.call('SMEMBERS', ARGV[4] .. e)) do
         local key = ARGV[5] .. ch
         if redis.call('SREM', key, e) == 1 and redis.call('SCARD', key) == 0 then
-          vacated[#vacated + 1] = ch
-          vacated[#vacated + 1] = redis.call('INCR', KEYS[2])
+          redis.call('RPUSH', ARGV[6] .. e, ch, redis.call('INCR', KEYS[2]))
         end
       end
-      out[#out + 1] = e
-      out[#out + 1] = redis.call('HGETALL', ARGV[3] .. e)
-      out[#out + 1] = vacated
-      redis.call('DEL', ARGV[3] .. e, ARGV[4] .. e)
+      redis.call('DEL', ARGV[4] .. e)
+      redis.call('HSETNX', KEYS[3], e, '')
+    end
+    local claims = redis.call('HGETALL', KEYS[3])
+    for i = 1, #claims, 2 do
+      local e, owner = claims[i], claims[i + 1]
+      local ownerLease = owner ~= '' and redis.call('ZSCORE', KEYS[1], owner)
+      if owner ~= ARGV[1] and not (ownerLease and tonumber(ownerLease) > now) then
+        redis.call('HSET', KEYS[3], e, ARGV[1])
+        out[#out + 1] = e
+        out[#out + 1] = redis.call('HGETALL', ARGV[3] .. e)
+        out[#out + 1] = redis.call('LRANGE', ARGV[6] .. e, 0, -1)
+      end
     end
     return out
     """)
+
+    /// What a claimed instance left behind, once its events are confirmed: the claim, its
+    /// connections and its vacated channels. KEYS: reaping hash, connections hash, vacated list.
+    /// ARGV: lost instance.
+    static func lifecycleRelease(_ config: HeraldConfig, instance: String) -> [[[UInt8]]] {
+        [["HDEL", config.lifecycleReapingKey, instance],
+         ["DEL", config.lifecycleClientsPrefix + instance, config.lifecycleVacatedPrefix + instance]].map { $0.map { Array($0.utf8) } }
+    }
 
     /// Adds this instance to (ARGV[3] = 1) or removes it from (0) a channel's occupancy set, and
     /// says whether that made the set go from empty to one or from one to empty: the new
@@ -51,9 +69,9 @@ extension Scripts {
     """)
 
     static func lifecycleHeartbeatCall(_ config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
-        ([config.lifecycleLeasesKey, config.occupancyVersionKey].map { Array($0.utf8) },
+        ([config.lifecycleLeasesKey, config.occupancyVersionKey, config.lifecycleReapingKey].map { Array($0.utf8) },
          [config.instance, String(config.lifecycleLeaseMillis), config.lifecycleClientsPrefix, config.lifecycleHeldPrefix,
-          config.occupancyPrefix].map { Array($0.utf8) })
+          config.occupancyPrefix, config.lifecycleVacatedPrefix].map { Array($0.utf8) })
     }
 
     static func occupancyCall(_ config: HeraldConfig, channel: String, occupy: Bool) -> (keys: [[UInt8]], args: [[UInt8]]) {
@@ -74,8 +92,8 @@ extension Scripts {
                 lost.clients.append((client, entry))
             }
             for j in stride(from: 0, to: vacated.count - 1, by: 2) {
-                guard let channel = vacated[j].text, let version = vacated[j + 1].integer else { continue }
-                lost.vacated.append((channel, UInt64(version)))
+                guard let channel = vacated[j].text, let version = vacated[j + 1].text.flatMap({ UInt64($0) }) else { continue }
+                lost.vacated.append((channel, version))
             }
             reaped.append(lost)
         }

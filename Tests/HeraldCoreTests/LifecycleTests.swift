@@ -162,6 +162,26 @@ private func take(_ l: inout LifecycleLedger) throws -> [(LifecycleEvent.Kind, J
         #expect(events[3].1["version"]?.unsignedValue == 12)
     }
 
+    @Test func aReapedInstanceIsReleasedOnlyOnceEveryEventOfItIsConfirmed() throws {
+        var l = ledger()
+        l.record(.connected(client: "i1.1", user: nil), now: at(0))
+        l.reaped(.init(instance: "i2", clients: [("i2.1", LifecycleClient(user: nil))], vacated: [("c", 3)]), now: at(0))
+        l.reaped(.init(instance: "i3", clients: [], vacated: []), now: at(0))
+        let events = try take(&l)
+        #expect(events.count == 1 + 3 + 1)
+        l.confirmed(through: 3) // the connect, i2's node_lost and one disconnect: not its vacated
+        #expect(l.takeReleasable().isEmpty)
+        l.publishFailed()
+        l.confirmed(through: 4)
+        #expect(l.takeReleasable() == ["i2"])
+        #expect(l.takeReleasable().isEmpty, "released once")
+        l.confirmed(through: 5)
+        let i3 = l.takeReleasable()
+        #expect(i3 == ["i3"])
+        l.releaseFailed(i3) // Redis did not take it: kept for the next round
+        #expect(l.takeReleasable() == ["i3"])
+    }
+
     @Test func aFarewellDisconnectsEveryoneWith1001AndReleasesAtOnce() throws {
         var l = ledger(vacate: 60_000_000)
         l.record(.connected(client: "i1.1", user: nil), now: at(0))

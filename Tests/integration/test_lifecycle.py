@@ -202,7 +202,9 @@ def test_a_consumer_rebuilds_occupancy_exactly_with_a_node_killed(herald_factory
             stored = {k.decode(): json.loads(v) for k, v in r.hgetall(f"herald:lifecycle-clients:{h_instance}").items()}
             assert {state.users[k]: v["channels"] for k, v in stored.items()} == \
                 {u: chs for u, chs in expected.items() if instances[u] == h_instance}
-        assert r.exists(f"herald:lifecycle-clients:{lost[0]['lost']}") == 0
+        # What the lost instance left goes once its events are confirmed.
+        wait_until(lambda: r.exists(f"herald:lifecycle-clients:{lost[0]['lost']}", f"herald:lifecycle-vacated:{lost[0]['lost']}") == 0
+                   and r.hlen("herald:lifecycle-reaping") == 0, 10, what="the reaped instance's keys to go")
         # Every event of a live instance was published once (the message ids are unique).
         seen = collections.Counter((e["instance"], e["seq"]) for e in log.snapshot())
         assert max(seen.values()) == 1
@@ -271,4 +273,50 @@ def test_snapshots_auth_and_a_clean_stop(herald_factory, exchange):
             except (ConnectionClosed, TimeoutError):
                 pass
     finally:
+        log.close()
+
+
+def test_a_survivor_that_dies_before_publishing_a_reap_leaves_it_to_the_next(herald_factory, exchange, redis_server):
+    """At-least-once reaping: B reaps A but cannot publish (its RabbitMQ link is frozen) and is
+    killed; C, started later, takes B's claim over and emits A's node_lost, disconnects and
+    vacated, which would otherwise be lost with B."""
+    from tcpproxy import TCPProxy
+    log = EventLog(exchange)
+    proxy = TCPProxy(5672)
+    try:
+        a = herald_factory(extra=lifecycle()).start()
+        b = herald_factory(extra=[*lifecycle(), "--amqp-url", f"amqp://guest:guest@127.0.0.1:{proxy.port}/"]).start()
+        clients = [connect(a, "x1", ["lc:only-a"]), connect(a, "x2", ["lc:only-a", "lc:6"])]
+        wait_until(lambda: len(Occupancy(log.snapshot()).subscriptions()) == 2, 15, what="a's connections in the events")
+        a_instance = Occupancy(log.snapshot()).of_kind("connect")[0]["instance"]
+        proxy.pause()  # b stays up, but nothing it publishes reaches RabbitMQ
+        a.kill()
+        wait_until(lambda: b.metrics()["herald_lifecycle_reaps_total"] == 1, 15, what="b to reap a")
+        b.kill()
+        assert Occupancy(log.snapshot()).of_kind("node_lost") == [], "b published its reap after all"
+        proxy.close()
+        c = herald_factory(extra=lifecycle()).start()
+        wait_until(lambda: any(e["lost"] == a_instance for e in Occupancy(log.snapshot()).of_kind("node_lost")), 20,
+                   what="a's node_lost from c")
+        wait_until(lambda: len([e for e in Occupancy(log.snapshot()).of_kind("disconnect") if e.get("lost") == a_instance]) == 2,
+                   10, what="a's two disconnects")
+        state = Occupancy(log.snapshot())
+        reaped = [e for e in state.of_kind("disconnect") if e.get("lost") == a_instance]
+        assert sorted(e["user"] for e in reaped) == ["x1", "x2"] and {e["code"] for e in reaped} == {1006}
+        wait_until(lambda: sorted(e["channel"] for e in Occupancy(log.snapshot()).of_kind("vacated") if e.get("lost") == a_instance)
+                   == ["lc:6", "lc:only-a"], 10, what="a's channels vacated")
+        # Emitted once, by c (b's events never left it), and b's own death is reaped by c too.
+        lost = Occupancy(log.snapshot()).of_kind("node_lost")
+        assert len([e for e in lost if e["lost"] == a_instance]) == 1
+        assert len({e["instance"] for e in lost}) == 1
+        r = redis_lib.Redis.from_url(redis_server.url)
+        wait_until(lambda: r.hlen("herald:lifecycle-reaping") == 0 and r.exists(f"herald:lifecycle-clients:{a_instance}") == 0,
+                   10, what="the claims released after c's confirms")
+        for cl in clients:
+            try:
+                cl.close()
+            except Exception:
+                pass
+    finally:
+        proxy.close()
         log.close()
