@@ -193,7 +193,11 @@ def test_kill_9_of_the_master_three_times_with_a_replica_wait_loses_nothing(sent
     assert h.metrics()["herald_redis_master_switches_total"] >= 3
 
 
-def test_a_lagging_replica_promoted_without_a_wait_loses_writes_and_every_client_is_told(herald_factory, exchange):
+@pytest.mark.parametrize("replica", ["lagging", "empty"])
+def test_a_lagging_replica_promoted_without_a_wait_loses_writes_and_every_client_is_told(herald_factory, exchange, replica):
+    """A replica behind the master (lagging), or one that has nothing (empty: cut off since it
+    synced an empty master), is promoted: the channel starts a new epoch and every client is told
+    (`recovered: false`), never a seq handed out twice."""
     proxy_box = {}
 
     def upstream(base):  # the replica replicates through a proxy the test can pause
@@ -212,10 +216,13 @@ def test_a_lagging_replica_promoted_without_a_wait_loses_writes_and_every_client
         for f in followers:
             assert f.connected.wait(10)
         epoch = followers[0].subscribed[0]["epoch"]
+        old = s.master_port()
+        if replica == "empty":
+            proxy.pause()  # the replica keeps what it synced: nothing
         pub.start()
         wait_until(lambda: int(s.client().hget("herald:meta:lag", "seq") or 0) >= 600, 60, what="sequencing to progress")
-        old = s.master_port()
-        proxy.pause()  # from here the master's writes stop reaching the replica
+        if replica == "lagging":
+            proxy.pause()  # from here the master's writes stop reaching the replica
         before = int(s.client(old).hget("herald:meta:lag", "seq"))
         wait_until(lambda: int(s.client(old).hget("herald:meta:lag", "seq")) >= before + 300, 30,
                    what="writes the replica does not get")
