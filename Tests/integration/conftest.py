@@ -22,6 +22,11 @@ HERALD_BIN = os.environ.get("HERALD_BIN", os.path.join(os.path.dirname(__file__)
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_broker: stops or freezes the RabbitMQ every test shares; "
+                                       "scripts/test runs these alone, after the others")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

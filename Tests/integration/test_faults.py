@@ -127,6 +127,7 @@ def test_sigkill_twice_while_10000_confirmed_messages_are_published(herald_facto
     assert r.hget("herald:meta:bulk", "seq") == b"10001"
 
 
+@pytest.mark.shared_broker
 def test_redis_outage_and_rabbitmq_restart_lose_nothing(herald_factory, exchange, redis_server, broker_restored):
     h = herald_factory().start()
     c = Client(h.ws_url("channel=feed"))
@@ -199,7 +200,7 @@ def _record(name, value):
         json.dump(data, f, indent=2)
 
 
-@pytest.mark.parametrize("frozen", ["herald", "redis", "rabbitmq"])
+@pytest.mark.parametrize("frozen", ["herald", "redis", pytest.param("rabbitmq", marks=pytest.mark.shared_broker)])
 def test_a_frozen_process_loses_nothing_and_clients_see_no_gap(frozen, herald_factory, exchange, redis_server, broker_restored):
     h = herald_factory(extra=["--history-size", "20000"]).start()
     total = 5000
