@@ -40,11 +40,14 @@ let package = Package(
         // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).
         .target(name: "HeraldCrypto", dependencies: ["COpenSSL"]),
 
-        // Wiring: threads, HTTP routes, metrics, shutdown.
+        // Wiring: threads, HTTP routes, metrics, shutdown. Its Redis scripts are Lua/*.lua,
+        // embedded at build time by the LuaScripts plugin.
         .target(name: "HeraldServer", dependencies: [
             "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldRuntime",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["LuaScripts"]),
+        .executableTarget(name: "LuaEmbed"),
+        .plugin(name: "LuaScripts", capability: .buildTool(), dependencies: ["LuaEmbed"], path: "Sources/LuaScriptsPlugin"),
 
         // The load generator behind `herald bench`.
         .target(name: "HeraldBench", dependencies: ["HeraldCore", "HeraldRuntime", "HeraldLoadClients", "HeraldAMQP"]),

@@ -14,32 +14,7 @@ extension Scripts {
     /// connections-hash prefix, held-set prefix, occupancy-set prefix, vacated-list prefix.
     /// Returns {lapsed (1: the lease had run out or never existed), then per instance this one
     /// claimed: instance, {client, entry, …}, {channel, version, …}}.
-    static let lifecycleHeartbeat = RedisScript(source: """
-    \(renewLease)
-    for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-      redis.call('ZREM', KEYS[1], e)
-      for _, ch in ipairs(redis.call('SMEMBERS', ARGV[4] .. e)) do
-        local key = ARGV[5] .. ch
-        if redis.call('SREM', key, e) == 1 and redis.call('SCARD', key) == 0 then
-          redis.call('RPUSH', ARGV[6] .. e, ch, redis.call('INCR', KEYS[2]))
-        end
-      end
-      redis.call('DEL', ARGV[4] .. e)
-      redis.call('HSETNX', KEYS[3], e, '')
-    end
-    local claims = redis.call('HGETALL', KEYS[3])
-    for i = 1, #claims, 2 do
-      local e, owner = claims[i], claims[i + 1]
-      local ownerLease = owner ~= '' and redis.call('ZSCORE', KEYS[1], owner)
-      if owner ~= ARGV[1] and not (ownerLease and tonumber(ownerLease) > now) then
-        redis.call('HSET', KEYS[3], e, ARGV[1])
-        out[#out + 1] = e
-        out[#out + 1] = redis.call('HGETALL', ARGV[3] .. e)
-        out[#out + 1] = redis.call('LRANGE', ARGV[6] .. e, 0, -1)
-      end
-    end
-    return out
-    """)
+    static let lifecycleHeartbeat = RedisScript(source: Lua.lifecycleHeartbeat)
 
     /// What a claimed instance left behind, once its events are confirmed: the claim, its
     /// connections and its vacated channels. KEYS: reaping hash, connections hash, vacated list.
@@ -53,20 +28,7 @@ extension Scripts {
     /// says whether that made the set go from empty to one or from one to empty: the new
     /// version then, else 0. KEYS: occupancy set, the instance's held set, version counter.
     /// ARGV: instance, channel, 1|0.
-    static let occupancy = RedisScript(source: """
-    if ARGV[3] == '1' then
-      redis.call('SADD', KEYS[2], ARGV[2])
-      if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then
-        return redis.call('INCR', KEYS[3])
-      end
-    else
-      redis.call('SREM', KEYS[2], ARGV[2])
-      if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then
-        return redis.call('INCR', KEYS[3])
-      end
-    end
-    return 0
-    """)
+    static let occupancy = RedisScript(source: Lua.occupancy)
 
     static func lifecycleHeartbeatCall(_ config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
         ([config.lifecycleLeasesKey, config.occupancyVersionKey, config.lifecycleReapingKey].map { Array($0.utf8) },

@@ -2,7 +2,9 @@ import HeraldCore
 import HeraldRuntime
 import HeraldRedis
 
-/// The Lua scripts that make Redis the single source of truth for seq, epoch and history.
+/// The Lua scripts that make Redis the single source of truth for seq, epoch and history. Their
+/// Lua is in `Lua/*.lua` (one file each, snippets `_*.lua` pulled in by `--#include`), embedded
+/// at build time as `Lua.<name>` by the LuaScripts plugin; their contracts are documented here.
 enum Scripts {
     /// Sequence and store a batch of one channel's messages, in order, in one call.
     /// KEYS: meta hash, history list, then the id keys of the messages that have a publisher id.
@@ -24,63 +26,7 @@ enum Scripts {
     /// still held (-1: not behind) and `lost epoch` the epoch it held ('' when not behind). Id
     /// keys hold `epoch .. ' ' .. frame`, so a message remembered from an earlier epoch is
     /// stored again in this one.
-    static let sequence = RedisScript(source: """
-    local epoch = redis.call('HGET', KEYS[1], 'epoch')
-    local behind = -1
-    local lost = ''
-    if epoch then
-      for e, s in string.gmatch(ARGV[6], '(%S+) (%d+)') do
-        if e == epoch then
-          local held = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-          if held < tonumber(s) then
-            behind = held
-            lost = epoch
-            epoch = false
-            redis.call('DEL', KEYS[1])
-          end
-          break
-        end
-      end
-    end
-    if not epoch then
-      epoch = ARGV[3]
-      redis.call('HSET', KEYS[1], 'epoch', epoch)
-      redis.call('DEL', KEYS[2])
-    end
-    local out = {epoch, behind, lost}
-    local prefix = epoch .. ' '
-    for i = 7, #ARGV, 3 do
-      local k = tonumber(ARGV[i + 2])
-      local stored = false
-      if k > 0 then
-        stored = redis.call('GET', KEYS[k])
-        if stored then
-          if string.sub(stored, 1, #prefix) == prefix then
-            stored = string.sub(stored, #prefix + 1)
-          elseif string.sub(stored, 1, 1) ~= '{' then
-            stored = false
-          end
-        end
-      end
-      if stored then
-        out[#out + 1] = tonumber(string.match(stored, ',"seq":(%d+),'))
-        out[#out + 1] = stored
-      else
-        local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-        local frame = ARGV[i] .. seq .. ARGV[i + 1]
-        redis.call('LPUSH', KEYS[2], frame)
-        if k > 0 then redis.call('SET', KEYS[k], prefix .. frame, 'EX', tonumber(ARGV[2])) end
-        out[#out + 1] = seq
-        out[#out + 1] = ''
-      end
-    end
-    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
-    if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-    -- The meta hash of a channel that was empty until now carries the short empty-channel TTL:
-    -- from its first message on it lives for the meta TTL (or forever).
-    if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) else redis.call('PERSIST', KEYS[1]) end
-    return out
-    """)
+    static let sequence = RedisScript(source: Lua.sequence)
 
     /// Read a channel's epoch, newest seq and retained frames (newest first) in one consistent step.
     /// A channel seen for the first time gets its epoch here, so an empty channel's epoch is stable
@@ -89,58 +35,13 @@ enum Scripts {
     /// subscribes to names that never get a message cost Redis nothing lasting.
     /// KEYS: meta hash, history list. ARGV: epoch candidate, how many frames, meta TTL seconds
     /// (0: none), empty-channel TTL seconds.
-    static let read = RedisScript(source: """
-    \(openEpoch(candidate: 1))
-    local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-    if seq == 0 then
-      redis.call('EXPIRE', KEYS[1], ARGV[4])
-    elseif ARGV[3] ~= '0' then
-      redis.call('EXPIRE', KEYS[1], ARGV[3])
-    end
-    local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-    return {epoch, seq, frames}
-    """)
+    static let read = RedisScript(source: Lua.read)
 
     /// Keeps the meta hashes of empty channels that still have subscribers alive for another
     /// empty-channel TTL, so their subscribers' epoch holds when the first message comes. A hash
     /// that is gone, or whose channel has had a message, is left alone.
     /// KEYS: meta hashes. ARGV: empty-channel TTL seconds. Returns how many were extended.
-    static let keepEmptyAlive = RedisScript(source: """
-    local n = 0
-    for i = 1, #KEYS do
-      if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('HEXISTS', KEYS[i], 'seq') == 0 then
-        redis.call('EXPIRE', KEYS[i], ARGV[1])
-        n = n + 1
-      end
-    end
-    return n
-    """)
-}
-
-extension Scripts {
-    /// Lua: renews the lease of instance ARGV[1] in the leases zset KEYS[1] for ARGV[2] ms from
-    /// Redis's clock (`now`); `out` starts with 1 if the lease had run out or never existed.
-    /// Every instance in the zset with a score up to `now` has an expired lease.
-    static let renewLease = """
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-        local out = {(not old or tonumber(old) <= now) and 1 or 0}
-        """
-
-    /// Lua: `epoch` is the channel's (meta hash KEYS[1]), or `ARGV[candidate]` for a channel
-    /// starting a new life, whose history list (KEYS[2]) left from an earlier one is dropped.
-    static func openEpoch(candidate: Int) -> String {
-        """
-        local epoch = redis.call('HGET', KEYS[1], 'epoch')
-        if not epoch then
-          epoch = ARGV[\(candidate)]
-          redis.call('HSET', KEYS[1], 'epoch', epoch)
-          redis.call('DEL', KEYS[2])
-        end
-        """
-    }
+    static let keepEmptyAlive = RedisScript(source: Lua.keepEmptyAlive)
 }
 
 /// The `sequence` script's answer.
@@ -217,118 +118,18 @@ extension Scripts {
     /// instance, sync ('1'/'0'), leave count L, join count J, channel as a JSON string, meta TTL
     /// (0: none), then L client ids, J (client, member) pairs, then the instances to reap.
     /// Returns {epoch, leave seq, leave frame, join seq, join frame} (seq 0 and '' when none).
-    static let presence = RedisScript(source: """
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    local function alive(instance)
-      local s = redis.call('ZSCORE', KEYS[4], instance)
-      return s and tonumber(s) > now
-    end
-    \(openEpoch(candidate: 2))
-    local channel, instance = ARGV[4], ARGV[5]
-    local nl, nj = tonumber(ARGV[7]), tonumber(ARGV[8])
-    local first = 11
-    local left, joined = {}, {}
-    -- Removes the members of instance `who`, except the clients in `keep`.
-    local function removeInstance(who, keep)
-      local prefix = who .. '.'
-      local all = redis.call('HGETALL', KEYS[3])
-      for k = 1, #all, 2 do
-        if string.sub(all[k], 1, #prefix) == prefix and not keep[all[k]] then
-          redis.call('HDEL', KEYS[3], all[k])
-          left[#left + 1] = all[k + 1]
-        end
-      end
-    end
-    local joins = {}
-    for k = 0, nj - 1 do
-      joins[#joins + 1] = {ARGV[first + nl + 2 * k], ARGV[first + nl + 2 * k + 1]}
-    end
-    local instanceAlive = alive(instance)
-    if ARGV[6] == '1' then
-      local wanted = {}
-      if instanceAlive then for _, j in ipairs(joins) do wanted[j[1]] = true end end
-      removeInstance(instance, wanted)
-    end
-    for k = 0, nl - 1 do
-      local client = ARGV[first + k]
-      local m = redis.call('HGET', KEYS[3], client)
-      if m then
-        redis.call('HDEL', KEYS[3], client)
-        left[#left + 1] = m
-      end
-    end
-    if #joins > 0 and instanceAlive then
-      for _, j in ipairs(joins) do
-        local old = redis.call('HGET', KEYS[3], j[1])
-        if old ~= j[2] then
-          if old then left[#left + 1] = old end
-          redis.call('HSET', KEYS[3], j[1], j[2])
-          joined[#joined + 1] = j[2]
-        end
-      end
-      redis.call('SADD', KEYS[5], channel)
-    end
-    for k = first + nl + 2 * nj, #ARGV do
-      local dead = ARGV[k]
-      if not alive(dead) then
-        removeInstance(dead, {})
-        local set = ARGV[3] .. dead
-        redis.call('SREM', set, channel)
-        if redis.call('SCARD', set) == 0 then
-          redis.call('DEL', set)
-          redis.call('ZREM', KEYS[4], dead)
-        end
-      end
-    end
-    local out = {epoch}
-    local function emit(kind, list)
-      if #list == 0 then
-        out[#out + 1] = 0
-        out[#out + 1] = ''
-        return
-      end
-      local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-      local frame = '{"type":"' .. kind .. '","channel":' .. ARGV[9] .. ',"presence_epoch":"' .. epoch ..
-        '","presence_seq":' .. seq .. ',"members":[' .. table.concat(list, ',') .. ']}'
-      redis.call('LPUSH', KEYS[2], frame)
-      out[#out + 1] = seq
-      out[#out + 1] = frame
-    end
-    emit('leave', left)
-    emit('join', joined)
-    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
-    if ARGV[10] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[10]) else redis.call('PERSIST', KEYS[1]) end
-    return out
-    """)
+    static let presence = RedisScript(source: Lua.presence)
 
     /// A presence stream's snapshot: epoch, newest seq, retained changes (newest first) and the
     /// member list, in one consistent step. KEYS: stream meta hash, stream history list, member
     /// hash. ARGV: epoch candidate, how many frames.
-    static let presenceRead = RedisScript(source: """
-    \(openEpoch(candidate: 1))
-    local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-    local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-    return {epoch, seq, frames, redis.call('HVALS', KEYS[3])}
-    """)
+    static let presenceRead = RedisScript(source: Lua.presenceRead)
 
     /// Renews this instance's lease and lists the expired instances with the channels each had
     /// members on (an expired instance with none is forgotten here). KEYS: leases zset. ARGV:
     /// instance, lease ms, node-set key prefix. Returns {lapsed (1: the lease had run out or
     /// never existed), instance1, "channel\\nchannel…", …}.
-    static let heartbeat = RedisScript(source: """
-    \(renewLease)
-    for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-      local channels = redis.call('SMEMBERS', ARGV[3] .. e)
-      if #channels == 0 then
-        redis.call('ZREM', KEYS[1], e)
-      else
-        out[#out + 1] = e
-        out[#out + 1] = table.concat(channels, '\\n')
-      end
-    end
-    return out
-    """)
+    static let heartbeat = RedisScript(source: Lua.heartbeat)
 
     static func presenceCall(channel: String, change: PresenceChange, instance: String, config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
         let stream = PresenceStream.name(of: channel)

@@ -1,0 +1,6 @@
+-- Scripts.presenceRead (see its documentation in Sources/HeraldServer/Scripts*.swift).
+local candidate = ARGV[1]
+--#include _open_epoch.lua
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local frames = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return {epoch, seq, frames, redis.call('HVALS', KEYS[3])}
