@@ -16,10 +16,7 @@ public struct ChannelWatermarks: Sendable {
     public struct Mark: Equatable, Sendable {
         public let epoch: String
         public let seq: UInt64
-        public init(epoch: String, seq: UInt64) {
-            self.epoch = epoch
-            self.seq = seq
-        }
+        public init(epoch: String, seq: UInt64) { (self.epoch, self.seq) = (epoch, seq) }
     }
 
     public let capacity: Int

@@ -49,10 +49,7 @@ public struct FanOut {
     public struct Now: Equatable, Sendable {
         public var monotonicMicros: UInt64
         public var wallMillis: UInt64
-        public init(monotonicMicros: UInt64, wallMillis: UInt64) {
-            self.monotonicMicros = monotonicMicros
-            self.wallMillis = wallMillis
-        }
+        public init(monotonicMicros: UInt64, wallMillis: UInt64) { (self.monotonicMicros, self.wallMillis) = (monotonicMicros, wallMillis) }
         var wallSeconds: UInt64 { wallMillis / 1000 }
         var monotonicMillis: Int64 { Int64(monotonicMicros / 1000) }
         /// The monotonic time at which the wall clock reaches `seconds`.

@@ -17,11 +17,7 @@ public struct HTTPRefusal: Error, Sendable, Equatable {
     public let status: Int
     public let code: String
     public let message: String
-    public init(_ status: Int, _ code: String, _ message: String) {
-        self.status = status
-        self.code = code
-        self.message = message
-    }
+    public init(_ status: Int, _ code: String, _ message: String) { (self.status, self.code, self.message) = (status, code, message) }
 }
 
 /// One request, read whole: its head and its body (already de-chunked).
@@ -53,10 +49,7 @@ public struct HTTPRequestHead: Sendable, Equatable {
 public struct HTTPField: Sendable, Equatable {
     public var name: String
     public var value: String
-    public init(_ name: String, _ value: String) {
-        self.name = name
-        self.value = value
-    }
+    public init(_ name: String, _ value: String) { (self.name, self.value) = (name, value) }
 }
 
 /// What the reader found next on a connection.

@@ -26,10 +26,7 @@ public struct LifecycleLedger {
         public var maxUnconfirmed = 100_000
 
         public init(instance: String, node: String, vacateDelayMicros: UInt64, snapshotMicros: UInt64) {
-            self.instance = instance
-            self.node = node
-            self.vacateDelayMicros = vacateDelayMicros
-            self.snapshotMicros = snapshotMicros
+            (self.instance, self.node, self.vacateDelayMicros, self.snapshotMicros) = (instance, node, vacateDelayMicros, snapshotMicros)
         }
     }
 
@@ -46,9 +43,7 @@ public struct LifecycleLedger {
         public var vacated: [(channel: String, version: UInt64)]
 
         public init(instance: String, clients: [(client: String, entry: LifecycleClient)], vacated: [(channel: String, version: UInt64)]) {
-            self.instance = instance
-            self.clients = clients
-            self.vacated = vacated
+            (self.instance, self.clients, self.vacated) = (instance, clients, vacated)
         }
 
         public static func == (a: Reaped, b: Reaped) -> Bool {

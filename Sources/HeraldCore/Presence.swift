@@ -34,10 +34,7 @@ public struct PresenceMember: Equatable, Sendable {
     public var info: [UInt8]?
 
     public init(client: String, user: String?, node: String, info: [UInt8]? = nil) {
-        self.client = client
-        self.user = user
-        self.node = node
-        self.info = info
+        (self.client, self.user, self.node, self.info) = (client, user, node, info)
     }
 
     /// The client id of connection `id` on the node instance `instance`.
@@ -79,10 +76,7 @@ public struct PresenceChange: Equatable, Sendable {
     public var reaps: [String] = []
 
     public init(sync: Bool = false, joins: [(client: String, member: [UInt8])] = [], leaves: [String] = [], reaps: [String] = []) {
-        self.sync = sync
-        self.joins = joins
-        self.leaves = leaves
-        self.reaps = reaps
+        (self.sync, self.joins, self.leaves, self.reaps) = (sync, joins, leaves, reaps)
     }
 
     public static func == (a: PresenceChange, b: PresenceChange) -> Bool {
@@ -188,10 +182,7 @@ public struct PresenceSnapshot: Equatable, Sendable {
     /// Member objects (compact JSON), in Redis's order.
     public let members: [[UInt8]]
 
-    public init(stream: HistorySnapshot, members: [[UInt8]]) {
-        self.stream = stream
-        self.members = members
-    }
+    public init(stream: HistorySnapshot, members: [[UInt8]]) { (self.stream, self.members) = (stream, members) }
 }
 
 /// The answer to a presence subscribe: the `presence` frame and the changes to replay after it.

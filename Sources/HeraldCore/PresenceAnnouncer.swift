@@ -27,9 +27,7 @@ public struct PresenceAnnouncer {
         /// How often the lease is renewed and expired peers are looked for.
         public var heartbeatMicros: UInt64
         public init(tickMicros: UInt64 = 100_000, leaseMicros: UInt64 = 5_000_000, heartbeatMicros: UInt64 = 1_000_000) {
-            self.tickMicros = tickMicros
-            self.leaseMicros = leaseMicros
-            self.heartbeatMicros = heartbeatMicros
+            (self.tickMicros, self.leaseMicros, self.heartbeatMicros) = (tickMicros, leaseMicros, heartbeatMicros)
         }
     }
 
@@ -56,10 +54,7 @@ public struct PresenceAnnouncer {
     public private(set) var leased = false
     private var reapAsked: [String: UInt64] = [:]
 
-    public init(settings: Settings, instance: String) {
-        self.settings = settings
-        self.instance = instance
-    }
+    public init(settings: Settings, instance: String) { (self.settings, self.instance) = (settings, instance) }
 
     /// This node's members of `channel` now.
     public func members(of channel: String) -> [String: [UInt8]] { members[channel] ?? [:] }

@@ -17,10 +17,7 @@ public struct SequencerPipeline {
         public var deadLettered: Int
         public var publishedAtMillis: UInt64
         public init(lastDelivery: UInt64, lastPublish: UInt64, deadLettered: Int, publishedAtMillis: UInt64) {
-            self.lastDelivery = lastDelivery
-            self.lastPublish = lastPublish
-            self.deadLettered = deadLettered
-            self.publishedAtMillis = publishedAtMillis
+            (self.lastDelivery, self.lastPublish, self.deadLettered, self.publishedAtMillis) = (lastDelivery, lastPublish, deadLettered, publishedAtMillis)
         }
     }
 
@@ -46,8 +43,7 @@ public struct SequencerPipeline {
     public private(set) var inFlight: [Batch] = []
 
     public init(maxInFlight: Int = 4, confirmTimeoutMillis: UInt64 = 10_000) {
-        self.maxInFlight = maxInFlight
-        self.confirmTimeoutMillis = confirmTimeoutMillis
+        (self.maxInFlight, self.confirmTimeoutMillis) = (maxInFlight, confirmTimeoutMillis)
     }
 
     /// No new batch may be published until the oldest is confirmed.

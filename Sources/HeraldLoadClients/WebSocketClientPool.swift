@@ -138,30 +138,16 @@ public final class WebSocketClientPool: ClientPool {
     public func start() throws(ClientError) {
         try checkDescriptorLimit(connections: maxConnections)
         lws_set_log_level(Int32(LLL_ERR), nil)
-        protocolName = strdup("herald-bench")
-        let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
-        table.initialize(repeating: lws_protocols(), count: 2)
-        table[0].name = UnsafePointer(protocolName)
-        table[0].callback = heraldLWSClientCallback
-        table[0].per_session_data_size = 0
-        table[0].rx_buffer_size = 65_536
+        let name = strdup("herald-bench")!
+        protocolName = name
+        var (info, table) = ServiceLoop.contextInfo(name: name, callback: heraldLWSClientCallback, perSessionBytes: 0, rxBufferSize: 65_536,
+                                                    port: CONTEXT_PORT_NO_LISTEN, user: Unmanaged.passUnretained(self).toOpaque())
         protocols = table
-        var info = lws_context_creation_info()
-        info.port = CONTEXT_PORT_NO_LISTEN
-        info.protocols = UnsafePointer(table)
-        info.gid = -1
-        info.uid = -1
-        info.user = Unmanaged.passUnretained(self).toOpaque()
         // No fd_limit_per_thread: below the process's descriptor limit, lws 4.1 then finds the
         // connection for a ready socket by scanning its whole table (wsi_from_fd), 33% of the
         // bench's CPU at 10,000 clients. Sized by `ulimit -n`, the lookup is an index.
         info.timeout_secs = 30
-        loop.configure(&info)
-        guard let ctx = lws_create_context(&info) else {
-            loop.creationFailed()
-            throw ClientError("cannot create the client context")
-        }
-        loop.started(ctx)
+        guard loop.createContext(&info) != nil else { throw ClientError("cannot create the client context") }
     }
 
     /// Services connections until `requestStop()`, then drops them all.

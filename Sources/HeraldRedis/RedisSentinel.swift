@@ -3,10 +3,7 @@ public struct RedisSentinelConfig: Sendable, Equatable {
     public struct Address: Sendable, Equatable {
         public let host: String
         public let port: Int32
-        public init(host: String, port: Int32) {
-            self.host = host
-            self.port = port
-        }
+        public init(host: String, port: Int32) { (self.host, self.port) = (host, port) }
 
         /// `HOST:PORT` (or `[v6]:PORT`).
         public init(_ text: String) throws(RedisError) {
@@ -26,9 +23,7 @@ public struct RedisSentinelConfig: Sendable, Equatable {
     public let password: String?
 
     public init(sentinels: [Address], masterName: String, password: String? = nil) {
-        self.sentinels = sentinels
-        self.masterName = masterName
-        self.password = password
+        (self.sentinels, self.masterName, self.password) = (sentinels, masterName, password)
     }
 }
 
@@ -41,10 +36,7 @@ public final class RedisLocator {
     public let sentinel: RedisSentinelConfig?
     private var nextSentinel = 0
 
-    public init(data: RedisEndpoint, sentinel: RedisSentinelConfig?) {
-        self.data = data
-        self.sentinel = sentinel
-    }
+    public init(data: RedisEndpoint, sentinel: RedisSentinelConfig?) { (self.data, self.sentinel) = (data, sentinel) }
 
     /// A connection to the master, or an error naming what every sentinel said.
     public func connect(timeoutMillis: Int = 2_000) throws(RedisError) -> RedisConnection {

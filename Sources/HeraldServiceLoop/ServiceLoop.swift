@@ -82,6 +82,43 @@ public final class ServiceLoop: @unchecked Sendable {
         }, afterMicros)
     }
 
+    /// What every Herald lws context starts from: one protocol (`name`, served by `callback`,
+    /// with `perSessionBytes` of user data per connection) and no listening socket; `user` is the
+    /// context's user pointer. The caller owns `name` and deallocates `protocols` after the
+    /// context is gone.
+    public static func contextInfo(name: UnsafePointer<CChar>,
+                                   callback: @convention(c) (OpaquePointer?, lws_callback_reasons, UnsafeMutableRawPointer?,
+                                                             UnsafeMutableRawPointer?, Int) -> Int32,
+                                   perSessionBytes: Int,
+                                   rxBufferSize: Int, port: Int32, user: UnsafeMutableRawPointer)
+        -> (info: lws_context_creation_info, protocols: UnsafeMutablePointer<lws_protocols>) {
+        let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
+        table.initialize(repeating: lws_protocols(), count: 2)
+        table[0].name = name
+        table[0].callback = callback
+        table[0].per_session_data_size = perSessionBytes
+        table[0].rx_buffer_size = rxBufferSize
+        var info = lws_context_creation_info()
+        info.port = port
+        info.protocols = UnsafePointer(table)
+        info.gid = -1
+        info.uid = -1
+        info.user = user
+        return (info, table)
+    }
+
+    /// Creates the context for `info` on this loop (`configure`, then `started` or
+    /// `creationFailed`); nil when lws could not. Service thread.
+    public func createContext(_ info: inout lws_context_creation_info) -> OpaquePointer? {
+        configure(&info)
+        guard let ctx = lws_create_context(&info) else {
+            creationFailed()
+            return nil
+        }
+        started(ctx)
+        return ctx
+    }
+
     /// Fills in the loop fields of `info`; call just before `lws_create_context`.
     public func configure(_ info: inout lws_context_creation_info) {
         guard kind == .epoll else { return }

@@ -132,21 +132,11 @@ public final class WebSocketServer: @unchecked Sendable {
         lws_set_log_level(Int32(LLL_ERR), herald_lws_log)
         let protocolName = strdup("herald")!
         cStrings.append(protocolName)
-        let table = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 2)
-        table.initialize(repeating: lws_protocols(), count: 2)
-        table[0].name = UnsafePointer(protocolName)
-        table[0].callback = heraldLWSCallback
-        table[0].per_session_data_size = MemoryLayout<UnsafeMutableRawPointer?>.size
-        table[0].rx_buffer_size = 0
-        protocols = table
-
-        var info = lws_context_creation_info()
         // lws does not listen: the acceptor does, and the service thread adopts its sockets.
-        info.port = CONTEXT_PORT_NO_LISTEN_SERVER
-        info.protocols = UnsafePointer(table)
-        info.gid = -1
-        info.uid = -1
-        info.user = Unmanaged.passUnretained(self).toOpaque()
+        var (info, table) = ServiceLoop.contextInfo(name: protocolName, callback: heraldLWSCallback,
+                                                    perSessionBytes: MemoryLayout<UnsafeMutableRawPointer?>.size, rxBufferSize: 0,
+                                                    port: CONTEXT_PORT_NO_LISTEN_SERVER, user: Unmanaged.passUnretained(self).toOpaque())
+        protocols = table
         info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
         // No fd_limit_per_thread: below the process's descriptor limit, lws 4.1 then finds the
         // connection for a ready socket by scanning its whole table (wsi_from_fd), 33% of the
@@ -167,12 +157,7 @@ public final class WebSocketServer: @unchecked Sendable {
         let alpn = strdup("http/1.1")!
         cStrings.append(alpn)
         info.alpn = UnsafePointer(alpn)
-        loop.configure(&info)
-        guard let ctx = lws_create_context(&info) else {
-            loop.creationFailed()
-            throw WebSocketError("cannot start libwebsockets for \(options.host):\(options.port)")
-        }
-        loop.started(ctx)
+        guard loop.createContext(&info) != nil else { throw WebSocketError("cannot start libwebsockets for \(options.host):\(options.port)") }
     }
 
     /// Services the loop until `requestStop()`; then closes every client with 1001.
