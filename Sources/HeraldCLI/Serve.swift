@@ -56,9 +56,7 @@ struct Serve: ParsableCommand {
     @Option(help: "WebSocket connections per client address; 0: no limit (behind a load balancer all clients share its address). (HERALD_MAX_CONNECTIONS_PER_IP)") var maxConnectionsPerIp = 0
     @Option(help: "Reverse proxies (addresses or CIDR ranges, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for --max-connections-per-ip and logs; repeat. Default: none, the TCP peer is the client. (HERALD_TRUSTED_PROXIES, comma-separated)") var trustedProxies: [String] = []
     @Option(help: "Seconds a client may take to send a whole HTTP request (an upgrade, or headers and body) once it started, and its first request after connecting; past it: 408. (HERALD_HANDSHAKE_TIMEOUT)") var handshakeTimeout = 10
-    @Option(help: "Seconds a keep-alive HTTP connection may wait for its next request. (HERALD_HTTP_IDLE_TIMEOUT)") var httpIdleTimeout = 75
-    @Option(help: "Bytes of an HTTP request line and headers; more: 431. (HERALD_MAX_HEADER_BYTES)") var maxHeaderBytes = 16_384
-    @Option(help: "HTTP requests on one keep-alive connection; the last is answered with connection: close. (HERALD_MAX_REQUESTS_PER_CONNECTION)") var maxRequestsPerConnection = 1_000
+    @OptionGroup var http: HTTPOptions
     @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
     @Option(help: "Serve /metrics, /readyz, /livez and the admin page on this HOST:PORT (keep it internal, e.g. 127.0.0.1:9090). Default: no admin listener. (HERALD_ADMIN_LISTEN)") var adminListen: String?
@@ -108,7 +106,7 @@ struct Serve: ParsableCommand {
             throw ValidationError("--anonymous-channels \(p): \(ChannelPattern.problem(p)!)")
         }
         guard maxSubscriptions >= 1, maxClientOps > 0, maxConnectionsPerIp >= 0, handshakeTimeout >= 1,
-              httpIdleTimeout >= 1, maxHeaderBytes >= 1_024, maxRequestsPerConnection >= 1,
+
               (0...3600).contains(pingInterval), (1...3600).contains(pongTimeout) else {
             throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
         }
@@ -172,9 +170,7 @@ struct Serve: ParsableCommand {
         config.clientOpsBurst = max(maxClientOps * 5, 10)
         config.maxConnectionsPerAddress = maxConnectionsPerIp
         config.handshakeTimeoutSeconds = handshakeTimeout
-        config.httpIdleTimeoutSeconds = httpIdleTimeout
-        config.maxHTTPHeaderBytes = maxHeaderBytes
-        config.maxHTTPRequestsPerConnection = maxRequestsPerConnection
+        http.apply(to: &config)
         config.pingIntervalSeconds = pingInterval
         config.pongTimeoutSeconds = pongTimeout
         config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)

@@ -80,10 +80,8 @@ public struct HeraldConfig: Sendable {
     public var handshakeTimeoutSeconds = 10
     /// How long a keep-alive HTTP connection may wait for its next request.
     public var httpIdleTimeoutSeconds = 75
-    /// An HTTP request line and headers larger than this answer 431.
-    public var maxHTTPHeaderBytes = 16_384
-    /// Requests on one keep-alive connection.
-    public var maxHTTPRequestsPerConnection = 1_000
+    /// The head and request-count bounds of every HTTP connection (the body's is `maxMessageBytes`).
+    public var httpLimits = HTTPLimits()
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
 

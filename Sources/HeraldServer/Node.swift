@@ -72,9 +72,8 @@ public final class Node {
         let hubs = HubInboxes(loops.map { loop in HubInbox(wake: { loop.wakeUp() }) })
         // Herald's HTTP front: every request read with its own framing, bounded by these.
         var front = Acceptor.Options()
+        front.limits = config.httpLimits
         front.limits.maxBodyBytes = config.maxMessageBytes
-        front.limits.maxHeadBytes = config.maxHTTPHeaderBytes
-        front.limits.maxRequestsPerConnection = config.maxHTTPRequestsPerConnection
         front.requestTimeoutSeconds = config.handshakeTimeoutSeconds
         front.idleTimeoutSeconds = config.httpIdleTimeoutSeconds
         front.eventStreamPath = options.eventStreamPath
