@@ -16,8 +16,12 @@ public struct HTTPResponse: Sendable, Equatable {
 
     /// Herald's JSON error (`{"error": code, "message": message}`).
     public static func error(_ status: Int, _ code: String, _ message: String, headers: [(String, String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: "application/json",
-                     body: Array("{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}".utf8), headers: headers)
+        HTTPResponse(status: status, contentType: "application/json", body: Array(errorJSON(code, message).utf8), headers: headers)
+    }
+
+    /// The body of every HTTP refusal (PROTOCOL.md): `{"error": code, "message": message}`.
+    public static func errorJSON(_ code: String, _ message: String) -> String {
+        "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
     }
 
     public static func == (a: HTTPResponse, b: HTTPResponse) -> Bool {

@@ -22,7 +22,7 @@ final class AdminRoutes {
 
     func handle(_ request: HTTPRequest) {
         guard request.method == "GET" else {
-            return request.respond(status: 405, json: HTTPRoutes.errorJSON("method_not_allowed", "the admin listener answers GET (and HEAD) only"),
+            return request.respond(status: 405, json: HTTPResponse.errorJSON("method_not_allowed", "the admin listener answers GET (and HEAD) only"),
                                    headers: [("allow", "GET, HEAD")])
         }
         switch request.path {
@@ -40,18 +40,18 @@ final class AdminRoutes {
         case "/api/overview":
             if refused(request) { return }
             guard let overview = registry.overview.withLock({ $0 }) else {
-                return request.respond(status: 503, json: HTTPRoutes.errorJSON("starting", "the first heartbeat has not been taken yet; try again"))
+                return request.respond(status: 503, json: HTTPResponse.errorJSON("starting", "the first heartbeat has not been taken yet; try again"))
             }
             request.respond(status: 200, contentType: "application/json", body: overview, headers: [("cache-control", "no-store")])
         default:
-            request.respond(status: 404, json: HTTPRoutes.errorJSON("not_found", "the admin listener serves /, /api/overview, /metrics, /readyz and /livez"))
+            request.respond(status: 404, json: HTTPResponse.errorJSON("not_found", "the admin listener serves /, /api/overview, /metrics, /readyz and /livez"))
         }
     }
 
     private func refused(_ request: HTTPRequest) -> Bool {
         guard case let .refused(status, code, message) = HTTPAccess.admin(request.credentials, token: config.adminToken) else { return false }
         metrics.httpAuthRefused.add()
-        request.respond(status: status, json: HTTPRoutes.errorJSON(code, message),
+        request.respond(status: status, json: HTTPResponse.errorJSON(code, message),
                         headers: [("www-authenticate", "Bearer realm=\"herald-admin\"")])
         return true
     }

@@ -46,10 +46,10 @@ final class HTTPRoutes {
         case "/metrics" where !config.adminOnlyMetrics:
             return Self.metrics(request, metrics: metrics, health: health)
         case "/metrics":
-            return request.respond(status: 404, json: Self.errorJSON("not_found", "/metrics is served on the admin listener only (--admin-only-metrics)"))
+            return request.respond(status: 404, json: HTTPResponse.errorJSON("not_found", "/metrics is served on the admin listener only (--admin-only-metrics)"))
         case "/ws":
             // A plain request to the WebSocket path: say what it is for, not "no such file".
-            return request.respond(status: 426, json: Self.errorJSON("upgrade_required", "/ws takes WebSocket upgrades only"),
+            return request.respond(status: 426, json: HTTPResponse.errorJSON("upgrade_required", "/ws takes WebSocket upgrades only"),
                                    headers: [("upgrade", "websocket")])
         default:
             break
@@ -104,7 +104,7 @@ final class HTTPRoutes {
             request.respond(status: 200, contentType: "application/json", body: body,
                             headers: [("x-herald-epoch", snapshot.epoch), ("x-herald-seq", String(snapshot.seq))])
         case .failure:
-            request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+            request.respond(status: 503, json: HTTPResponse.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
         }
     }
 
@@ -123,7 +123,7 @@ final class HTTPRoutes {
             body += Array("],\"connections\":\(members.count),\"users\":\(users.count)}".utf8)
             request.respond(status: 200, contentType: "application/json", body: body)
         case .failure:
-            request.respond(status: 503, json: Self.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+            request.respond(status: 503, json: HTTPResponse.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
         }
     }
 
@@ -133,7 +133,7 @@ final class HTTPRoutes {
         if ok {
             request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id))}")
         } else {
-            request.respond(status: 503, json: Self.errorJSON("broker_unavailable", message))
+            request.respond(status: 503, json: HTTPResponse.errorJSON("broker_unavailable", message))
         }
     }
 
@@ -157,14 +157,14 @@ final class HTTPRoutes {
 
     /// 405 with the `Allow` header RFC 9110 asks for.
     static func methodNotAllowed(_ request: HTTPRequest, allow: String) {
-        request.respond(status: 405, json: errorJSON("method_not_allowed", "use \(allow)"), headers: [("allow", allow)])
+        request.respond(status: 405, json: HTTPResponse.errorJSON("method_not_allowed", "use \(allow)"), headers: [("allow", allow)])
     }
 
     /// The CORS preflight of a cross-origin read (a `fetch` with an `Authorization` or
     /// `X-API-Key` header): allowed for the origins of `--allowed-origin`, for `GET` and `HEAD`.
     static func preflight(_ request: HTTPRequest, origin: String, allowed: Bool) {
         guard allowed else {
-            return request.respond(status: 403, json: errorJSON("origin_not_allowed", WebSocketServer.originRefusal(origin)))
+            return request.respond(status: 403, json: HTTPResponse.errorJSON("origin_not_allowed", WebSocketServer.originRefusal(origin)))
         }
         let asked = request.header("access-control-request-method") ?? ""
         guard ["GET", "HEAD"].contains(asked) else {
@@ -177,31 +177,27 @@ final class HTTPRoutes {
                                   ("access-control-max-age", "600")])
     }
 
-    static func errorJSON(_ code: String, _ message: String) -> String {
-        "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
-    }
-
     // MARK: Routes
 
     private func refuse(_ request: HTTPRequest, _ access: HTTPAccess) -> Bool {
         guard case let .refused(status, code, message) = access else { return false }
         metrics.httpAuthRefused.add()
-        request.respond(status: status, json: Self.errorJSON(code, message))
+        request.respond(status: status, json: HTTPResponse.errorJSON(code, message))
         return true
     }
 
     private func publish(_ request: HTTPRequest, channel: String) {
         if refuse(request, HTTPAccess.publish(request.credentials, channel: channel, config: config)) { return }
         if let problem = ChannelName.problem(channel) {
-            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+            return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_channel", problem))
         }
         if request.body.count > config.maxMessageBytes {
-            return request.respond(status: 413, json: Self.errorJSON("too_large", "body is larger than \(config.maxMessageBytes) bytes"))
+            return request.respond(status: 413, json: HTTPResponse.errorJSON("too_large", "body is larger than \(config.maxMessageBytes) bytes"))
         }
         let contentType = request.header("content-type")
         if let ct = contentType, MessageEnvelope.isJSONContentType(ct) {
             do { _ = try JSON.minify(request.body) } catch {
-                return request.respond(status: 400, json: Self.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
+                return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
             }
         }
         let id = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
@@ -210,7 +206,7 @@ final class HTTPRoutes {
 
     private func history(_ request: HTTPRequest, channel: String) {
         if let problem = ChannelName.problem(channel) {
-            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+            return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_channel", problem))
         }
         if refuse(request, HTTPAccess.history(request.credentials, channel: channel, config: config,
                                               verifier: verifier, nowSeconds: wallMillis() / 1000)) { return }
@@ -219,10 +215,10 @@ final class HTTPRoutes {
         var limit = size
         for (k, v) in request.query {
             if k == "since" {
-                guard let s = UInt64(v) else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "since must be a non-negative integer")) }
+                guard let s = UInt64(v) else { return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_request", "since must be a non-negative integer")) }
                 since = s
             } else if k == "limit" {
-                guard let l = Int(v), l >= 0 else { return request.respond(status: 400, json: Self.errorJSON("bad_request", "limit must be a non-negative integer")) }
+                guard let l = Int(v), l >= 0 else { return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_request", "limit must be a non-negative integer")) }
                 limit = min(l, size)
             }
         }
@@ -231,12 +227,12 @@ final class HTTPRoutes {
 
     private func presence(_ request: HTTPRequest, channel: String) {
         if let problem = ChannelName.problem(channel) {
-            return request.respond(status: 400, json: Self.errorJSON("bad_channel", problem))
+            return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_channel", problem))
         }
         if refuse(request, HTTPAccess.history(request.credentials, channel: channel, config: config,
                                               verifier: verifier, nowSeconds: wallMillis() / 1000)) { return }
         guard config.hasPresence(channel) else {
-            return request.respond(status: 404, json: Self.errorJSON("presence_unavailable", "this channel has no presence (--presence-channels)"))
+            return request.respond(status: 404, json: HTTPResponse.errorJSON("presence_unavailable", "this channel has no presence (--presence-channels)"))
         }
         let token = wait(request)
         presenceChannel[token] = channel
@@ -256,7 +252,7 @@ final class HTTPRoutes {
         if path == "/" { path = "/index.html" }
         let parts = path.split(separator: "/")
         guard !parts.contains(where: { $0 == ".." || $0.hasPrefix(".") }), let file = WebRoot.regularFile(config.webRoot + path) else {
-            return request.respond(status: 404, json: Self.errorJSON("not_found", "no such file"))
+            return request.respond(status: 404, json: HTTPResponse.errorJSON("not_found", "no such file"))
         }
         guard request.method == "GET" else { return Self.methodNotAllowed(request, allow: "GET, HEAD") }
         request.serveFile(path: file, mime: Self.mime(for: path))

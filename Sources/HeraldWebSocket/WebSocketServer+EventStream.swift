@@ -17,7 +17,7 @@ extension WebSocketServer {
         let origin = request.header("origin")
         if !options.allowedOrigins.isEmpty && !options.allowedOrigins.contains(origin ?? "") {
             delegate?.webSocketRefused(.origin(origin ?? ""))
-            request.respond(status: 403, json: Self.errorJSON("origin_not_allowed", Self.originRefusal(origin ?? "")))
+            request.respond(status: 403, json: HTTPResponse.errorJSON("origin_not_allowed", Self.originRefusal(origin ?? "")))
             return 0
         }
         var query = request.query
@@ -25,7 +25,7 @@ extension WebSocketServer {
         let asked = ConnectRequest.parse(pairs: query)
         if asked.subscriptions.isEmpty {
             let problem = asked.errors.first
-            request.respond(status: 400, json: Self.errorJSON(problem?.code.rawValue ?? "bad_request",
+            request.respond(status: 400, json: HTTPResponse.errorJSON(problem?.code.rawValue ?? "bad_request",
                                                               problem?.message ?? "a stream needs at least one channel: /sse?channel=NAME"))
             return 0
         }
@@ -35,11 +35,11 @@ extension WebSocketServer {
             admitted[wsi] = address
         case .serverFull?:
             delegate?.webSocketRefused(.serverFull)
-            request.respond(status: 503, json: Self.errorJSON("server_full", "this server holds its most connections (--max-connections); try another node or later"))
+            request.respond(status: 503, json: HTTPResponse.errorJSON("server_full", "this server holds its most connections (--max-connections); try another node or later"))
             return 0
         case let refusal?:
             delegate?.webSocketRefused(refusal)
-            request.respond(status: 429, json: Self.errorJSON("too_many_connections", "at most \(admission.maxPerAddress) connections from your address (--max-connections-per-ip)"))
+            request.respond(status: 429, json: HTTPResponse.errorJSON("too_many_connections", "at most \(admission.maxPerAddress) connections from your address (--max-connections-per-ip)"))
             return 0
         }
         guard let endpoint = endpoint(options.path) else { return -1 }
@@ -180,9 +180,5 @@ extension WebSocketServer {
         case 1001: (503, "shutting_down")
         default: (400, "bad_request")
         }
-    }
-
-    static func errorJSON(_ code: String, _ message: String) -> String {
-        "{\"error\":\(JSON.quoted(code)),\"message\":\(JSON.quoted(message))}"
     }
 }

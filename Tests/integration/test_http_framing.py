@@ -360,3 +360,12 @@ def test_a_websocket_upgrade_after_keep_alive_requests_is_served(herald_factory,
     while b"\r\n\r\n" not in r.buf:
         r._fill(deadline)
     assert r.buf.startswith(b"HTTP/1.1 101"), r.buf
+
+
+@pytest.mark.parametrize("flag,value", [("--max-header-bytes", "100"), ("--http-idle-timeout", "0"),
+                                        ("--max-requests-per-connection", "0"), ("--max-header-bytes", "lots")])
+def test_bad_http_bounds_are_refused_at_start(flag, value):
+    import subprocess
+    from conftest import HERALD_BIN
+    out = subprocess.run([HERALD_BIN, "serve", flag, value], capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0 and flag in out.stderr, out.stderr
