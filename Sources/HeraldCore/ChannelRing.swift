@@ -36,11 +36,6 @@ public final class ChannelRing {
     /// The newest seq in the ring, or nil when it holds nothing yet.
     public var lastSeq: UInt64? { count == 0 ? nil : firstSeq + UInt64(count) - 1 }
 
-    /// True when `seq` in `epoch` is exactly the message after the newest one held.
-    public func isNext(seq: UInt64, epoch: String) -> Bool {
-        self.epoch == epoch && lastSeq.map { $0 + 1 == seq } ?? false
-    }
-
     public func append(seq: UInt64, epoch: String, frame: [UInt8]) -> Append {
         if self.epoch == epoch, let last = lastSeq {
             if seq <= last { return .stale }

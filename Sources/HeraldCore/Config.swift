@@ -151,11 +151,14 @@ public struct HeraldConfig: Sendable {
     public init() {}
 
     public var historyQueue: String { exchange + ".history" }
-    public var liveExchange: String { exchange + ".live" }
     public var deadQueue: String { exchange + ".dead" }
 
     public func historyKey(_ channel: String) -> String { "\(redisPrefix):history:\(channel)" }
     public func metaKey(_ channel: String) -> String { "\(redisPrefix):meta:\(channel)" }
+    /// The Redis PUB/SUB channels live messages travel on: this prefix + the channel name. The
+    /// scripts that store a message publish it there; a node subscribes to the channels its
+    /// clients watch.
+    public var liveTopicPrefix: String { "\(redisPrefix):live:" }
     /// The de-duplication key of a message id on a channel. Both are free strings that may contain
     /// `:`, so they are joined with `#`, which a channel name cannot contain: the first `#` ends
     /// the channel, and no two (channel, id) pairs share a key (`orders` + `eu:1` and

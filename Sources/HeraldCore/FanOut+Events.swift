@@ -8,9 +8,8 @@ extension FanOut {
         case writable(ConnectionID)
         /// The connection is gone, with the close code sent or received (1006: none).
         case closed(ConnectionID, code: UInt16 = 1006)
-        /// Sequenced messages in order. `local`: straight from this node's sequencer, appended only
-        /// where they continue a ring exactly (the live queue's copy follows and is stale then).
-        case live([SequencedMessage], local: Bool)
+        /// Sequenced messages of watched channels, in order, gaps already repaired.
+        case live([SequencedMessage])
         /// A channel's sequence broke beyond repair: its subscribers resume.
         case broken(channel: String)
         case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
@@ -27,7 +26,12 @@ extension FanOut {
         /// Ask for a writable callback (never write from inside this connection's own callback).
         case requestWritable(ConnectionID)
         case close(ConnectionID, code: UInt16, reason: String, label: String, graceSeconds: Int)
+        /// A subscribe request: have the channel's live messages come to this thread, then read
+        /// its history (the answer comes back as `.history`).
         case readHistory(channel: String, request: UInt64)
+        /// No connection of this thread subscribes to the channel any more: its live messages
+        /// need not come here.
+        case unwatch(channel: String)
         case keepEmptyAlive(channels: [String])
         /// Fire `.timer` at this monotonic time (replaces a later one).
         case schedule(atMicros: UInt64)

@@ -123,8 +123,8 @@ public struct FanOut {
             write(id, into: &actions)
         case let .closed(id, code):
             forget(id, code: code, into: &actions)
-        case let .live(messages, local):
-            append(messages, local: local, round: &round, into: &actions)
+        case let .live(messages):
+            append(messages, round: &round, into: &actions)
         case let .broken(channel):
             breakChannel(channel, reason: "live gap on channel \(channel)", into: &actions)
         case let .history(channel, requests, snapshot):
@@ -217,7 +217,7 @@ public struct FanOut {
         }
         if subscribers[channel]?.isEmpty ?? true {
             subscribers[channel] = nil
-            rings[channel] = nil
+            if rings.removeValue(forKey: channel) != nil { actions.append(.unwatch(channel: channel)) }
             lastFlush[channel] = nil
             reportedSeq[channel] = nil
         }
@@ -284,10 +284,9 @@ public struct FanOut {
 
     // MARK: Live messages and coalescing
 
-    private mutating func append(_ messages: [SequencedMessage], local: Bool, round: inout Round, into actions: inout [Action]) {
+    private mutating func append(_ messages: [SequencedMessage], round: inout Round, into actions: inout [Action]) {
         for m in messages {
             guard let ring = rings[m.channel] else { continue }
-            if local && !ring.isNext(seq: m.seq, epoch: m.epoch) { continue }
             // Everything appended in this round counts as one burst: room for it on top of the
             // backlog, so a client that was keeping up is not closed by a burst.
             let size = (round.burst[m.channel] ?? 0) + 1

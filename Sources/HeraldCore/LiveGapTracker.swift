@@ -1,4 +1,4 @@
-/// What the live consumer does with each sequenced message from the live queue, decided
+/// What the live thread does with each sequenced message from Redis PUB/SUB, decided
 /// without I/O: pass it on, drop it as a copy already passed on, or first fill the seqs it skips
 /// from Redis. Per channel it remembers the newest (epoch, seq) handed on.
 ///
@@ -12,11 +12,14 @@ public struct LiveGapTracker {
         case repair(after: UInt64, before: UInt64)
     }
 
-    /// What to do about a channel after the live queue was gone for a while.
+    /// What to do about a channel after the PUB/SUB connection was gone for a while.
     public enum CatchUp: Equatable {
         case upToDate
         /// Seqs `after + 1 ..< before` were sequenced meanwhile: read them from Redis.
         case repair(after: UInt64, before: UInt64)
+        /// Nothing of the channel was seen live yet, so what was missed is unknown: hand on
+        /// every retained message `after + 1 ..< before` (rings keep those that continue them).
+        case seed(after: UInt64, before: UInt64)
         /// The channel has another epoch now: its subscribers must resume.
         case broken
     }
@@ -39,10 +42,17 @@ public struct LiveGapTracker {
         return decision
     }
 
+    /// Forgets a channel the node no longer subscribes to.
+    public mutating func forget(_ channel: String) { last[channel] = nil }
+
     /// After a reconnect: compares what was handed on with the channel's snapshot in Redis, and
     /// records the snapshot's seq as handed on (the caller delivers the repair or the break).
     public mutating func catchUp(_ channel: String, snapshot: HistorySnapshot) -> CatchUp {
-        guard let previous = last[channel] else { return .upToDate }
+        guard let previous = last[channel] else {
+            guard let oldest = snapshot.oldestSeq, snapshot.seq > 0 else { return .upToDate }
+            last[channel] = (snapshot.epoch, snapshot.seq)
+            return .seed(after: oldest - 1, before: snapshot.seq + 1)
+        }
         if snapshot.epoch != previous.epoch {
             last[channel] = nil
             return .broken

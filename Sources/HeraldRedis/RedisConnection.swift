@@ -291,3 +291,53 @@ public final class RedisScript: Sendable {
         [Array("EVALSHA".utf8), Array(sha.utf8), Array(String(keys.count).utf8)] + keys + args
     }
 }
+
+/// Wakes a thread that waits on a PUB/SUB connection (`receiveAvailable`) when another thread
+/// has work for it (an eventfd).
+public final class RedisWake: Sendable {
+    let fd: Int32
+    public init() { fd = herald_redis_eventfd() }
+    deinit { herald_redis_close_fd(fd) }
+    public func signal() { herald_redis_wake(fd) }
+}
+
+extension RedisConnection {
+    /// For a PUB/SUB connection: the replies and messages that have arrived, waiting up to
+    /// `timeoutMillis` for the first one, or less when `wake` is signalled (then possibly none).
+    /// Never blocks on a partly received reply: what is incomplete stays buffered for the next call.
+    public func receiveAvailable(timeoutMillis: Int32, wake: RedisWake?) throws(RedisError) -> [RedisReply] {
+        guard let ctx = context else { throw RedisError("not connected to Redis") }
+        var replies = try buffered(ctx)
+        if !replies.isEmpty { return replies }
+        let ready = herald_redis_wait(ctx.pointee.fd, wake?.fd ?? -1, timeoutMillis)
+        guard ready & 1 != 0 else { return [] }
+        if redisBufferRead(ctx) != REDIS_OK {
+            let message = Self.errorString(ctx)
+            close()
+            throw RedisError("Redis connection lost: \(message)")
+        }
+        replies = try buffered(ctx)
+        return replies
+    }
+
+    /// Writes commands without waiting for their replies (a PUB/SUB connection's SUBSCRIBE,
+    /// UNSUBSCRIBE and PING: their confirmations arrive among the messages).
+    public func sendCommands(_ commands: [[String]]) throws(RedisError) {
+        try send(commands.map { $0.map { Array($0.utf8) } })
+    }
+
+    private func buffered(_ ctx: UnsafeMutablePointer<redisContext>) throws(RedisError) -> [RedisReply] {
+        var replies: [RedisReply] = []
+        while true {
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReplyFromReader(ctx, &raw) != REDIS_OK {
+                let message = Self.errorString(ctx)
+                close()
+                throw RedisError("Redis protocol error: \(message)")
+            }
+            guard let raw else { return replies }
+            replies.append(Self.copy(raw.assumingMemoryBound(to: redisReply.self)))
+            freeReplyObject(raw)
+        }
+    }
+}

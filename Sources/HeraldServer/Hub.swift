@@ -6,8 +6,8 @@ import Logging
 
 /// One WebSocket service thread's glue: it feeds socket callbacks and other threads' events to
 /// its `FanOut` state machine and carries out the actions it returns. A node has one hub per
-/// `--ws-threads`, each with its own connections, rings and coalescing window; every hub gets
-/// every live message. Every decision (auth,
+/// `--ws-threads`, each with its own connections, rings and coalescing window; a hub gets the
+/// live messages of the channels its connections watch. Every decision (auth,
 /// limits, rings, coalescing, expiry) is made in `FanOut` and `ClientSession`; HTTP goes to
 /// `HTTPRoutes`.
 ///
@@ -21,6 +21,8 @@ final class Hub: WebSocketServerDelegate {
     let index: Int
     let gauges: Metrics.ThreadGauges
     let reader: HistoryReader
+    /// Brings the live messages of the channels this thread watches; subscribes go through it.
+    let live: LiveSubscriber
     let routes: HTTPRoutes
     /// The admin listener's routes (served by thread 0 only).
     let admin: AdminRoutes
@@ -37,7 +39,7 @@ final class Hub: WebSocketServerDelegate {
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
-         reader: HistoryReader, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?, registry: NodeRegistry) {
+         reader: HistoryReader, live: LiveSubscriber, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?, registry: NodeRegistry) {
         self.config = config
         self.metrics = metrics
         self.logger = logger
@@ -45,6 +47,7 @@ final class Hub: WebSocketServerDelegate {
         self.inbox = inbox
         gauges = metrics.wsThreads[index]
         self.reader = reader
+        self.live = live
         self.presence = presence
         self.lifecycle = lifecycle
         let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
@@ -115,8 +118,7 @@ final class Hub: WebSocketServerDelegate {
         round.reserveCapacity(events.count)
         for event in events {
             switch event {
-            case let .live(messages): round.append(.live(messages, local: false))
-            case let .local(messages): round.append(.live(messages, local: true))
+            case let .live(messages): round.append(.live(messages))
             case let .broken(channel): round.append(.broken(channel: channel))
             case let .history(channel, requests, snapshot): round.append(.history(channel: channel, requests: requests, snapshot: snapshot))
             case let .httpHistory(token, result, since, limit): routes.answerHistory(token: token, result: result, since: since, limit: limit)
@@ -208,7 +210,9 @@ final class Hub: WebSocketServerDelegate {
                                                                      "reason": "\(label)", "detail": "\(reason)"])
                 connection.close(code: code, reason: reason, graceSeconds: Int32(grace))
             case let .readHistory(channel, request):
-                reader.requests.post(.subscribe(channel: channel, request: request, hub: index))
+                live.post(.watch(channel: channel, request: request, hub: index))
+            case let .unwatch(channel):
+                live.post(.unwatch(channel: channel, hub: index))
             case let .keepEmptyAlive(channels):
                 reader.requests.post(.keepEmptyAlive(channels: channels))
             case let .schedule(due):

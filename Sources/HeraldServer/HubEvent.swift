@@ -6,13 +6,9 @@ import Logging
 
 /// What other threads send to a WebSocket service thread.
 enum HubEvent: Sendable {
-    /// Sequenced messages from the live queue, in order, gaps already repaired.
+    /// Sequenced messages of channels this thread watches, from Redis PUB/SUB, in order, gaps
+    /// already repaired.
     case live([SequencedMessage])
-    /// Messages this node's sequencer has just stored, before their trip through the live
-    /// queue: each is appended only where it continues its channel's ring exactly (anything
-    /// else is left to the live queue, which repairs gaps), and the copy that then arrives
-    /// from the live queue is stale and skipped. Saves local clients a RabbitMQ round trip.
-    case local([SequencedMessage])
     /// A channel's sequence broke and could not be repaired: its subscribers must resume.
     case broken(channel: String)
     /// A history read answering the subscribe requests `requests`.
@@ -69,14 +65,11 @@ final class HubInbox: Sendable {
     }
 }
 
-/// The inboxes of the node's WebSocket service threads (`--ws-threads`): messages and broken
-/// channels go to every thread, answers only to the thread that asked (its index).
+/// The inboxes of the node's WebSocket service threads (`--ws-threads`): live messages and broken
+/// channels go to the threads that watch the channel, answers only to the thread that asked.
 final class HubInboxes: Sendable {
     let all: [HubInbox]
     init(_ all: [HubInbox]) { self.all = all }
-    func broadcast(_ event: HubEvent) {
-        for inbox in all { inbox.post(event) }
-    }
     func post(to hub: Int, _ event: HubEvent) {
         all[hub].post(event)
     }

@@ -73,6 +73,10 @@ public final class Metrics: Sendable {
     let redisReplicaWaits = Counter()
     let liveGapsRepaired = Counter()
     let liveGapsUnrepaired = Counter()
+    /// Live messages this node received from Redis PUB/SUB (before dropping copies it had).
+    let liveReceived = Counter()
+    /// Channels whose live topic this node subscribes to (a gauge).
+    let liveChannels = Counter()
     let httpPublishes = Counter()
     let sequencerBatches = Counter()
     /// Latency from sequencing to the first write of a message on this node, in ms buckets.
@@ -202,6 +206,8 @@ public final class Metrics: Sendable {
         line("redis_replica_waits_total", "counter", "Batches held because fewer replicas than --redis-wait-replicas confirmed them within a second.", g(redisReplicaWaits))
         line("live_gaps_repaired_total", "counter", "Live gaps filled from Redis.", g(liveGapsRepaired))
         line("live_gaps_unrepaired_total", "counter", "Live gaps that closed clients with 4008.", g(liveGapsUnrepaired))
+        line("live_messages_received_total", "counter", "Live messages this node received from Redis PUB/SUB: only those of channels its clients watch.", g(liveReceived))
+        line("live_channels", "gauge", "Channels whose live topic this node subscribes to in Redis.", g(liveChannels))
         line("http_publishes_total", "counter", "Messages published through POST /api/publish.", g(httpPublishes))
         line("sequencer_batches_total", "counter", "Batches the sequencer stored and acknowledged.", g(sequencerBatches))
         line("up", "gauge", "1 when RabbitMQ and Redis are both reachable.", health.isHealthy ? 1 : 0)
@@ -275,10 +281,10 @@ final class ChannelActivity: Sendable {
 /// What each thread last saw of its dependency. `/healthz` names what is down.
 public final class Health: Sendable {
     let sequencerAMQP = Atomic<Bool>(false)
-    let liveAMQP = Atomic<Bool>(false)
     let publisherAMQP = Atomic<Bool>(false)
     let sequencerRedis = Atomic<Bool>(false)
     let readerRedis = Atomic<Bool>(false)
+    let liveRedis = Atomic<Bool>(false)
     /// Bumped when the sentinels name another Redis master: every Redis link then reconnects.
     let redisMasterGeneration = Atomic<Int>(0)
     /// Monotonic ms of the last delivery on the history queue (single active consumer: only the sequencer gets any).
@@ -287,9 +293,11 @@ public final class Health: Sendable {
     public init() {}
 
     var amqpUp: Bool {
-        sequencerAMQP.load(ordering: .relaxed) && liveAMQP.load(ordering: .relaxed) && publisherAMQP.load(ordering: .relaxed)
+        sequencerAMQP.load(ordering: .relaxed) && publisherAMQP.load(ordering: .relaxed)
     }
-    var redisUp: Bool { sequencerRedis.load(ordering: .relaxed) && readerRedis.load(ordering: .relaxed) }
+    var redisUp: Bool {
+        sequencerRedis.load(ordering: .relaxed) && readerRedis.load(ordering: .relaxed) && liveRedis.load(ordering: .relaxed)
+    }
     var isHealthy: Bool { amqpUp && redisUp }
     var isSequencer: Bool {
         amqpUp && Int(monotonicNanos() / 1_000_000) - lastHistoryDelivery.load(ordering: .relaxed) < 6_000

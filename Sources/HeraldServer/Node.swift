@@ -31,7 +31,7 @@ public final class Node {
     /// Runs until SIGINT or SIGTERM, then shuts down in order and returns.
     ///
     /// Shutdown: stop the sequencer (its in-flight batch is either acked after storing or left
-    /// unacked for redelivery), the live consumer, the history reader and the publisher; only
+    /// unacked for redelivery), the live subscriber, the history reader and the publisher; only
     /// then stop accepting, close every WebSocket client with 1001 and destroy the lws contexts.
     public func run() throws {
         var amqpEndpoints: [AMQPEndpoint] = []
@@ -96,6 +96,8 @@ public final class Node {
               logger: logger, stop: workerStop, watermarks: watermarks)
         }
         let reader = worker(HistoryReader.self)
+        let live = worker(LiveSubscriber.self)
+        live.historyReader = reader
         let publisher = worker(Publisher.self)
         let presence = config.anyPresence ? worker(PresenceWorker.self) : nil
         let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
@@ -118,7 +120,7 @@ public final class Node {
         defer { withExtendedLifetime(hubList) {} }
         for i in 0..<threadCount {
             let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
-                          reader: reader, publisher: publisher, presence: presence, lifecycle: lifecycle, registry: registry)
+                          reader: reader, live: live, publisher: publisher, presence: presence, lifecycle: lifecycle, registry: registry)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
             if let path = config.testEchoPath {
@@ -164,7 +166,6 @@ public final class Node {
         }
 
         let sequencer = worker(Sequencer.self)
-        let live = worker(LiveConsumer.self)
         let watcher = worker(SentinelWatcher.self)
         let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }]) + [
             OSThread(name: "herald-live") { live.run() },

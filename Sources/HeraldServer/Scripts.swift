@@ -6,17 +6,22 @@ import HeraldRedis
 /// Lua is in `Lua/*.lua` (one file each, snippets `_*.lua` pulled in by `--#include`), embedded
 /// at build time as `Lua.<name>` by the LuaScripts plugin; their contracts are documented here.
 enum Scripts {
-    /// Sequence and store a batch of one channel's messages, in order, in one call.
-    /// KEYS: meta hash, history list, then the id keys of the messages that have a publisher id.
-    /// ARGV: history size, dedupe seconds, epoch candidate, history TTL seconds (0: none),
-    /// meta TTL seconds (0: none), the channel's watermarks on this node (`epoch seq` pairs
-    /// separated by spaces, '' when it has none), then per message: frame head, frame tail,
-    /// index in KEYS of its id key (0: none).
-    /// Returns {epoch, behind, lost epoch, seq1, stored1, seq2, stored2, ...}: `stored` is ''
-    /// for a new message (its frame is head .. seq .. tail) and the frame stored earlier in this
-    /// epoch for a known id (a duplicate, also within the batch). Each message's seq is counted
-    /// before its frame is pushed, so a failure part-way never leaves a frame whose seq the meta
-    /// hash does not cover.
+    /// Sequence and store a batch of messages of many channels, each channel's in order, in one
+    /// call, and publish each channel's part on its live topic (`liveTopicPrefix` + channel) in
+    /// the same atomic step. Built by `sequenceCall`; see `StoreGroup` for one channel's part.
+    /// KEYS: per channel its meta hash and history list, then the id keys of its messages that
+    /// have a publisher id. ARGV: dedupe seconds, epoch candidate, meta TTL seconds (0: none),
+    /// the live topic prefix, then per channel: channel, index in KEYS of its meta hash, history
+    /// size, history TTL seconds (0: none), its watermarks on this node (`epoch seq` pairs
+    /// separated by spaces, '' when it has none), message count, then per message: frame head,
+    /// frame tail, index in KEYS of its id key (0: none).
+    /// Returns one answer per channel: {epoch, behind, lost epoch, seq1, stored1, seq2, stored2,
+    /// ...}, or an error for a channel whose keys Redis refused (the others are still stored).
+    /// `stored` is '' for a new message (its frame is head .. seq .. tail) and the frame stored
+    /// earlier in this epoch for a known id (a duplicate, also within the batch). Each message's
+    /// seq is counted before its frame is pushed, so a failure part-way never leaves a frame
+    /// whose seq the meta hash does not cover. The live topic gets every message of the call,
+    /// duplicates too, as `LiveBatch` lines.
     /// A channel without a meta hash starts a new life: a history list left from an earlier one
     /// (only possible if the meta hash was lost) is dropped, so one list never mixes two epochs.
     /// So does a channel whose counter is behind this node's watermark of the epoch Redis holds
@@ -116,7 +121,8 @@ extension Scripts {
     /// KEYS: stream meta hash, stream history list, member hash, leases zset, the publishing
     /// instance's channel set. ARGV: history size, epoch candidate, node-set key prefix, channel,
     /// instance, sync ('1'/'0'), leave count L, join count J, channel as a JSON string, meta TTL
-    /// (0: none), then L client ids, J (client, member) pairs, then the instances to reap.
+    /// (0: none), live topic prefix, the stream's name, then L client ids, J (client, member)
+    /// pairs, then the instances to reap. The frames are published on the stream's live topic.
     /// Returns {epoch, leave seq, leave frame, join seq, join frame} (seq 0 and '' when none).
     static let presence = RedisScript(source: Lua.presence)
 
@@ -137,7 +143,7 @@ extension Scripts {
                     config.presenceLeasesKey, config.presenceNodePrefix + instance].map { Array($0.utf8) }
         var args = [String(config.presenceHistorySize), randomHex(bytes: 6), config.presenceNodePrefix, channel, instance,
                     change.sync ? "1" : "0", String(change.leaves.count), String(change.joins.count), JSON.quoted(channel),
-                    String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
+                    String(config.historyMetaTTLSeconds), config.liveTopicPrefix, stream].map { Array($0.utf8) }
         args += change.leaves.map { Array($0.utf8) }
         for (client, member) in change.joins {
             args.append(Array(client.utf8))

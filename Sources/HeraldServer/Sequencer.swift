@@ -4,16 +4,16 @@ import HeraldCore
 import HeraldRedis
 import Logging
 
-/// The sequencer thread: consumes `<exchange>.history` (single active consumer), stores each
-/// batch through the `sequence` script (one call per channel, its messages in order; a call
-/// Redis refuses sends that channel's messages to `<exchange>.dead`), publishes the sequenced
-/// batch to `<exchange>.live`
-/// with a confirm, and only then acks the deliveries (one multiple-ack per batch).
+/// The sequencer thread: consumes `<exchange>.history` (single active consumer) and stores each
+/// batch through the `sequence` script, one call for the whole batch, which also publishes
+/// every message on its channel's live topic in Redis (so the nodes serving its subscribers
+/// get it; RabbitMQ carries a message once). A channel whose keys Redis refuses has its
+/// messages sent to `<exchange>.dead` with a confirm. The deliveries are acked (one
+/// multiple-ack per batch) once Redis stored them (and held them on the replicas with
+/// `--redis-wait-replicas`) and their dead letters are confirmed.
 ///
-/// Batches are pipelined: while RabbitMQ confirms one batch's live publish, the next batch is
-/// read and stored in Redis. Up to `maxInFlight` batches wait for their confirm; each is acked,
-/// in order, once its own publishes (and every earlier one) are confirmed. So a delivery is
-/// still acked only after Redis stored it and every node was sent it.
+/// Batches are pipelined: while Redis runs one batch's script the next batch is read from
+/// RabbitMQ; up to `maxInFlight` batches wait for their dead letters' confirms.
 ///
 /// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread
 ///   (`herald-seq`), which is the only one that touches its state (hence `@unchecked Sendable`).
@@ -32,16 +32,18 @@ final class Sequencer: Worker, @unchecked Sendable {
     private var presenceSHA: String?
     private var lastProbe: UInt64 = 0
 
-    /// Batches stored and published, waiting for RabbitMQ's confirms before their ack.
+    /// Batches stored, waiting for their dead letters' confirms before their ack.
     private var pipeline = SequencerPipeline(maxInFlight: 4, confirmTimeoutMillis: 10_000)
 
     /// A batch whose script calls were sent to Redis; its replies are read after the next
     /// batch was collected from RabbitMQ, so Redis works while this thread reads.
     private struct Staged {
         var deliveries: [AMQPDelivery]
-        /// One script call per channel in the batch, with that channel's messages in order.
+        /// The batch's `sequence` call (none when it holds no message to store).
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
-        var groups: [ChannelGroup] // parallel to calls
+        /// Each channel's part of the call, and the deliveries it came from.
+        var groups: [StoreGroup]
+        var groupDeliveries: [[AMQPDelivery]]
         /// Presence changes (`PresenceChange`), one script call each, run after the messages.
         var presence: [(stream: String, call: (keys: [[UInt8]], args: [[UInt8]]), delivery: AMQPDelivery)] = []
         var dead: [(AMQPDelivery, EnvelopeError)]
@@ -51,15 +53,6 @@ final class Sequencer: Worker, @unchecked Sendable {
         var sentOn: Int?
     }
     private var staged: Staged?
-
-    /// A batch's messages for one channel.
-    private struct ChannelGroup {
-        var channel: String
-        var deliveries: [AMQPDelivery] = []
-        var envelopes: [MessageEnvelope] = []
-        /// The publisher's `message_id` of each message, when it gave one (de-duplicated by it).
-        var publisherIDs: [String?] = []
-    }
 
     func run() {
         while !stop.isSet {
@@ -155,12 +148,12 @@ final class Sequencer: Worker, @unchecked Sendable {
                      properties: AMQPProperties(headers: [("x-herald-probe", config.nodeID)]))
     }
 
-    /// Turns deliveries into script calls, one per channel (or dead letters), and sends the
-    /// calls to Redis.
+    /// Turns deliveries into one `sequence` call (or dead letters) and sends it to Redis.
     private func stage(_ deliveries: [AMQPDelivery]) -> Staged {
         health.lastHistoryDelivery.store(Int(monotonicNanos() / 1_000_000), ordering: .relaxed)
         let now = wallMillis()
-        var groups: [ChannelGroup] = []
+        var groups: [StoreGroup] = []
+        var groupDeliveries: [[AMQPDelivery]] = []
         var groupIndex: [String: Int] = [:]
         var dead: [(AMQPDelivery, EnvelopeError)] = []
         var presence: [(stream: String, call: (keys: [[UInt8]], args: [[UInt8]]), delivery: AMQPDelivery)] = []
@@ -184,45 +177,19 @@ final class Sequencer: Worker, @unchecked Sendable {
                                                    timeMillis: now, body: d.body,
                                                    contentType: d.properties.contentType)
                 let g = groupIndex[channel] ?? {
-                    groups.append(ChannelGroup(channel: channel))
+                    groups.append(StoreGroup(channel: channel))
+                    groupDeliveries.append([])
                     groupIndex[channel] = groups.count - 1
                     return groups.count - 1
                 }()
-                groups[g].deliveries.append(d)
+                groupDeliveries[g].append(d)
                 groups[g].envelopes.append(envelope)
                 groups[g].publisherIDs.append(publisherID)
             } catch {
                 dead.append((d, error))
             }
         }
-        // Per batch, not per message: the epoch a new channel gets (only used when the channel
-        // has none yet) and the constant arguments. A channel's namespace may set its own
-        // history size and TTL (arguments 1 and 4), applied by the same script.
-        let constants = [String(config.historySize), String(config.dedupeSeconds), randomHex(bytes: 6),
-                         String(config.historyTTLSeconds), String(config.historyMetaTTLSeconds)].map { Array($0.utf8) }
-        let none = Array("0".utf8)
-        let marks = watermarks.marks(groups.map(\.channel))
-        let calls = zip(groups, marks).map { group, mark in
-            var keys = [Array(config.metaKey(group.channel).utf8), Array(config.historyKey(group.channel).utf8)]
-            var args = constants
-            if let namespace = config.namespace(of: group.channel) {
-                if let size = namespace.historySize { args[0] = Array(String(size).utf8) }
-                if let ttl = namespace.historyTTLSeconds { args[3] = Array(String(ttl).utf8) }
-            }
-            args.reserveCapacity(constants.count + 1 + 3 * group.envelopes.count)
-            args.append(Array(Watermarks.argument(mark).utf8))
-            for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {
-                args.append(envelope.head)
-                args.append(envelope.tail)
-                if let publisherID {
-                    keys.append(Array(config.idKey(group.channel, publisherID).utf8))
-                    args.append(Array(String(keys.count).utf8))
-                } else {
-                    args.append(none)
-                }
-            }
-            return (keys: keys, args: args)
-        }
+        let calls = groups.isEmpty ? [] : [Scripts.sequenceCall(groups, marks: watermarks.marks(groups.map(\.channel)), config: config)]
         var sentOn: Int?
         if !calls.isEmpty, let redis {
             do {
@@ -232,11 +199,12 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dropRedis(error)
             }
         }
-        return Staged(deliveries: deliveries, calls: calls, groups: groups, presence: presence, dead: dead, sentOn: sentOn)
+        return Staged(deliveries: deliveries, calls: calls, groups: groups, groupDeliveries: groupDeliveries,
+                      presence: presence, dead: dead, sentOn: sentOn)
     }
 
     /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
-    /// answers), publishes it to every node and puts it in flight. False: stopping.
+    /// answers), dead-letters what Redis refused and puts the batch in flight. False: stopping.
     private func finish(_ batch: Staged, _ amqp: AMQPConnection) throws(AMQPError) -> Bool {
         let calls = batch.calls, deliveries = batch.deliveries
         var dead = batch.dead
@@ -254,7 +222,10 @@ final class Sequencer: Worker, @unchecked Sendable {
             if replies == nil { replies = storeInRedis(calls) }
             if config.redisWaitReplicas > 0, let stored = replies { replies = replicated(calls, stored) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
-            for (group, reply) in zip(batch.groups, replies) {
+            // One answer per channel; an error for the whole call is every channel's answer.
+            let perChannel = Scripts.sequenceReplies(replies[0], groups: batch.groups.count)
+                ?? Array(repeating: replies[0], count: batch.groups.count)
+            for (g, (group, reply)) in zip(batch.groups, perChannel).enumerated() {
                 let answer = Scripts.sequenced(reply, count: group.envelopes.count)
                 if let answer, let held = answer.behind { redisWasBehind(group.channel, held: held, lostEpoch: answer.lostEpoch, newEpoch: answer.epoch) }
                 let outcome = SequencerPipeline.stored(channel: group.channel,
@@ -272,7 +243,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                     logger.error("sequence script failed; dead-lettering the channel's batch",
                                  metadata: ["channel": "\(group.channel)", "reply": "\(reply)"])
                     let error = EnvelopeError(code: .storeFailed, message: reason)
-                    dead += group.deliveries.map { ($0, error) }
+                    dead += batch.groupDeliveries[g].map { ($0, error) }
                 }
             }
         }
@@ -298,22 +269,8 @@ final class Sequencer: Worker, @unchecked Sendable {
             }
         }
 
-        // This node's clients hear about it at once; then every node, through the live queue
-        // (duplicates too: a crash may have come before their broadcast).
+        // The scripts published every message to the nodes that serve its channel.
         watermarks.record(sequenced)
-        if !sequenced.isEmpty { hubs.broadcast(.local(sequenced)) }
-        var chunk: [SequencedMessage] = []
-        var chunkBytes = 0
-        for m in sequenced {
-            chunk.append(m)
-            chunkBytes += m.frame.count
-            if chunkBytes > 512 * 1024 {
-                try amqp.publish(exchange: config.liveExchange, routingKey: "", body: LiveBatch.encode(chunk))
-                chunk = []
-                chunkBytes = 0
-            }
-        }
-        if !chunk.isEmpty { try amqp.publish(exchange: config.liveExchange, routingKey: "", body: LiveBatch.encode(chunk)) }
         try publishDeadLetters(dead, amqp)
         pipeline.published(SequencerPipeline.Batch(lastDelivery: deliveries.last!.tag, lastPublish: amqp.lastPublishTag,
                                                    deadLettered: dead.count, publishedAtMillis: monotonicMillis()))

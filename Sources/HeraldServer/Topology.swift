@@ -10,7 +10,6 @@ enum Topology {
         let type: [(String, AMQPArgument)] = config.queueType == "classic" ? [] : [("x-queue-type", .string(config.queueType))]
         try amqp.declareQueue(config.historyQueue, durable: true, arguments: [("x-single-active-consumer", .bool(true))] + type)
         try amqp.bindQueue(config.historyQueue, exchange: config.exchange)
-        try amqp.declareExchange(config.liveExchange, type: "fanout", durable: true)
         try amqp.declareQueue(config.deadQueue, durable: true, arguments: type)
     }
 }

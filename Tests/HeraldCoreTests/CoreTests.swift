@@ -199,14 +199,6 @@ import HeraldCrypto
         #expect(ring.append(seq: 1, epoch: "e2", frame: f(1)) == .restarted)
     }
 
-    @Test func onlyTheNextSeqOfTheSameEpochIsNext() {
-        let ring = ChannelRing(capacity: 3)
-        #expect(!ring.isNext(seq: 1, epoch: "e"))  // an empty ring continues nothing
-        _ = ring.append(seq: 4, epoch: "e", frame: f(4))
-        #expect(ring.isNext(seq: 5, epoch: "e"))
-        #expect(!ring.isNext(seq: 4, epoch: "e") && !ring.isNext(seq: 6, epoch: "e") && !ring.isNext(seq: 5, epoch: "x"))
-    }
-
     /// The replay/live merge: live frames that were already in the snapshot are skipped, and the
     /// first live frame after the snapshot follows the replay without a gap.
     @Test func replayThenLiveWithoutGapOrDuplicate() {

@@ -353,7 +353,7 @@ private func published(_ due: [PresenceAnnouncer.Due]) -> [PresenceAnnouncer.Out
                                      + text(member("i1.7")) + "," + text(member("i2.1")) + "]}"])
         // Then the stream's live changes, after the list.
         let change = Array(#"{"type":"join","channel":"room:1","presence_epoch":"p1","presence_seq":3,"members":[]}"#.utf8)
-        _ = f.handle(.live([SequencedMessage(channel: "~p:room:1", epoch: "p1", seq: 3, frame: change)], local: false), now: now)
+        _ = f.handle(.live([SequencedMessage(channel: "~p:room:1", epoch: "p1", seq: 3, frame: change)]), now: now)
         guard case let .frames(live, _) = f.writeNext(7) else { Issue.record("no live change"); return }
         #expect(live == [change])
     }

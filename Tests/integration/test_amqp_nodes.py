@@ -23,9 +23,9 @@ def test_a_node_that_does_not_answer_is_passed_over_by_every_connection(herald_f
     publish(exchange, "news", [b"a", b"b"])
     msgs, _ = c.recv_messages("news", 2)
     assert [m["seq"] for m in msgs] == [1, 2]
-    # All three connections (sequencer, live consumer, HTTP publisher) name the node they use.
+    # Both connections (sequencer, HTTP publisher) name the node they use.
     log = h.log()
-    for name in ("RabbitMQ (sequencer)", "RabbitMQ (live queue)", "RabbitMQ (HTTP publisher)"):
+    for name in ("RabbitMQ (sequencer)", "RabbitMQ (HTTP publisher)"):
         lines = [l for l in log.splitlines() if name in l and " connected" in l]
         assert lines and all("node=127.0.0.1:5672" in l for l in lines), (name, lines)
     c.close()
@@ -58,8 +58,8 @@ def test_an_amqp_link_black_holed_for_30_s_is_noticed_by_heartbeat_and_nothing_c
     from tcpproxy import TCPProxy
     proxy = TCPProxy(5672)
     try:
-        # History holds more than the outage's 300 messages, so the live queue repairs the gap
-        # from Redis and the client stays connected (beyond it: 4008 and a resume).
+        # The sequencer's link is the one black-holed: messages wait in the history queue and
+        # are sequenced, in order, once it is back.
         h = herald_factory(extra=["--amqp-url", f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
                                   "--history-size", "1000"]).start()
         c = Client(h.ws_url("channel=hole"))

@@ -40,25 +40,61 @@ def test_every_script_loads(redis_server, tmp_path, name):
     assert len(sha) == 40
 
 
-def test_sequence_numbers_stores_trims_and_deduplicates(redis_server, tmp_path):
+def sequence_args(groups, epoch="e1", dedupe=60, prefix="herald:live:"):
+    """KEYS and ARGV of one sequence call: groups of (channel, size, marks, messages, id keys),
+    a message being (head, tail, id key or None)."""
+    keys, args = [], [dedupe, epoch, 0, prefix]
+    for channel, size, marks, messages in groups:
+        keys += [f"herald:meta:{channel}", f"herald:history:{channel}"]
+        args += [channel, len(keys) - 1, size, 0, marks, len(messages)]
+        for head, tail, id_key in messages:
+            if id_key:
+                keys.append(id_key)
+            args += [head, tail, len(keys) if id_key else 0]
+    return keys, args
+
+
+def test_sequence_numbers_stores_trims_deduplicates_and_publishes(redis_server, tmp_path):
     path = expanded("sequence.lua", tmp_path)
-    keys = ["herald:meta:c", "herald:history:c", "herald:id:c#m1"]
     head = '{"type":"message","seq":'
-    # history size 2, dedupe 60 s, epoch candidate e1, no TTLs, no watermarks; two messages, the second with id key 3.
-    first = cli_eval(redis_server, path, keys, [2, 60, "e1", 0, 0, "", head, ',"n":1}', 0, head, ',"n":2}', 3])
-    assert first == ["e1", "-1", "", "1", "", "2", ""]
-    again = cli_eval(redis_server, path, keys, [2, 60, "e9", 0, 0, "", head, ',"n":3}', 0, head, ',"n":2}', 3])
-    assert again == ["e1", "-1", "", "3", "", "2", head + '2,"n":2}'], "the id seen before keeps its seq and frame"
     r = redis_server.client()
+    live = r.pubsub()
+    live.subscribe("herald:live:c")
+    assert live.get_message(timeout=5)["type"] == "subscribe"
+    # history size 2, dedupe 60 s, no TTLs, no watermarks; two messages, the second with an id.
+    keys, args = sequence_args([("c", 2, "", [(head, ',"n":1}', None), (head, ',"n":2}', "herald:id:c#m1")])])
+    assert cli_eval(redis_server, path, keys, args) == ["e1", "-1", "", "1", "", "2", ""]
+    keys, args = sequence_args([("c", 2, "", [(head, ',"n":3}', None), (head, ',"n":2}', "herald:id:c#m1")])], epoch="e9")
+    again = cli_eval(redis_server, path, keys, args)
+    assert again == ["e1", "-1", "", "3", "", "2", head + '2,"n":2}'], "the id seen before keeps its seq and frame"
     assert r.lrange("herald:history:c", 0, -1) == [(head + '3,"n":3}').encode(), (head + '2,"n":2}').encode()]  # trimmed to 2
+    # Each call published its messages on the channel's live topic, duplicates too, as LiveBatch lines.
+    first, second = live.get_message(timeout=5), live.get_message(timeout=5)
+    assert first["data"] == (f'1\te1\tc\t{head}1,"n":1}}\n2\te1\tc\t{head}2,"n":2}}\n').encode()
+    assert second["data"] == (f'3\te1\tc\t{head}3,"n":3}}\n2\te1\tc\t{head}2,"n":2}}\n').encode()
     # Redis behind this node's watermark (e1 reached 5): a new epoch, and it says what it held.
-    behind = cli_eval(redis_server, path, keys[:2], [2, 60, "e2", 0, 0, "e1 5", head, "}", 0])
-    assert behind == ["e2", "3", "e1", "1", ""]
+    keys, args = sequence_args([("c", 2, "e1 5", [(head, "}", None)])], epoch="e2")
+    assert cli_eval(redis_server, path, keys, args) == ["e2", "3", "e1", "1", ""]
+    live.close()
+
+
+def test_one_call_stores_many_channels_and_a_refused_one_does_not_stop_the_others(redis_server, tmp_path):
+    path = expanded("sequence.lua", tmp_path)
+    r = redis_server.client()
+    r.set("herald:meta:bad", "not a hash")
+    keys, args = sequence_args([("a", 10, "", [('{"seq":', "}", None)] * 2), ("bad", 10, "", [('{"seq":', "}", None)]),
+                                ("b", 10, "", [('{"seq":', "}", "herald:id:b#x")])])
+    out = subprocess.run(["redis-cli", "-p", str(redis_server.port), "--eval", path, *keys, ",", *map(str, args)],
+                         capture_output=True, text=True, timeout=10).stdout
+    assert "WRONGTYPE" in out, out
+    assert r.lrange("herald:history:a", 0, -1) == [b'{"seq":2}', b'{"seq":1}']
+    assert r.lrange("herald:history:b", 0, -1) == [b'{"seq":1}'] and r.get("herald:id:b#x") == b'e1 {"seq":1}'
+    assert r.get("herald:meta:bad") == b"not a hash"
 
 
 def test_read_gives_epoch_seq_and_newest_frames(redis_server, tmp_path):
     seq = expanded("sequence.lua", tmp_path)
-    cli_eval(redis_server, seq, ["herald:meta:r", "herald:history:r"], [10, 60, "ep", 0, 0, "", '{"seq":', "}", 0, '{"seq":', "}", 0])
+    cli_eval(redis_server, seq, *sequence_args([("r", 10, "", [('{"seq":', "}", None)] * 2)], epoch="ep"))
     out = cli_eval(redis_server, expanded("read.lua", tmp_path), ["herald:meta:r", "herald:history:r"], ["other", 1, 0, 300])
     assert out == ["ep", "2", '{"seq":2}']
 

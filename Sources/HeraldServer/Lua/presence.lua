@@ -9,7 +9,7 @@ local candidate = ARGV[2]
 --#include _open_epoch.lua
 local channel, instance = ARGV[4], ARGV[5]
 local nl, nj = tonumber(ARGV[7]), tonumber(ARGV[8])
-local first = 11
+local first = 13
 local left, joined = {}, {}
 -- Removes the members of instance `who`, except the clients in `keep`.
 local function removeInstance(who, keep)
@@ -64,6 +64,7 @@ for k = first + nl + 2 * nj, #ARGV do
   end
 end
 local out = {epoch}
+local live = {}
 local function emit(kind, list)
   if #list == 0 then
     out[#out + 1] = 0
@@ -76,9 +77,12 @@ local function emit(kind, list)
   redis.call('LPUSH', KEYS[2], frame)
   out[#out + 1] = seq
   out[#out + 1] = frame
+  live[#live + 1] = seq .. '\t' .. epoch .. '\t' .. ARGV[12] .. '\t' .. frame .. '\n'
 end
 emit('leave', left)
 emit('join', joined)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
 if ARGV[10] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[10]) else redis.call('PERSIST', KEYS[1]) end
+-- The nodes serving the stream's subscribers hear of the changes in the same atomic step.
+if #live > 0 then redis.call('PUBLISH', ARGV[11] .. ARGV[12], table.concat(live)) end
 return out

@@ -1,56 +1,87 @@
 -- Scripts.sequence (see its documentation in Sources/HeraldServer/Scripts*.swift).
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local behind = -1
-local lost = ''
-if epoch then
-  for e, s in string.gmatch(ARGV[6], '(%S+) (%d+)') do
-    if e == epoch then
-      local held = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-      if held < tonumber(s) then
-        behind = held
-        lost = epoch
-        epoch = false
-        redis.call('DEL', KEYS[1])
+local dedupe, candidate, metaTTL, topics = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+
+-- One channel's messages: ARGV[a] channel, ARGV[a+1] index of its meta hash in KEYS (its
+-- history list follows), size, history TTL, watermarks, message count, then per message head,
+-- tail, id key index. Returns the channel's answer and the ARGV index after its messages.
+local function store(a)
+  local channel, kb = ARGV[a], tonumber(ARGV[a + 1])
+  local meta, history = KEYS[kb], KEYS[kb + 1]
+  local n = tonumber(ARGV[a + 5])
+  local last = a + 5 + 3 * n
+  local epoch = redis.call('HGET', meta, 'epoch')
+  local behind, lost = -1, ''
+  if epoch then
+    for e, s in string.gmatch(ARGV[a + 4], '(%S+) (%d+)') do
+      if e == epoch then
+        local held = tonumber(redis.call('HGET', meta, 'seq') or '0')
+        if held < tonumber(s) then
+          behind, lost, epoch = held, epoch, false
+          redis.call('DEL', meta)
+        end
+        break
       end
-      break
     end
   end
-end
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-  redis.call('DEL', KEYS[2])
-end
-local out = {epoch, behind, lost}
-local prefix = epoch .. ' '
-for i = 7, #ARGV, 3 do
-  local k = tonumber(ARGV[i + 2])
-  local stored = false
-  if k > 0 then
-    stored = redis.call('GET', KEYS[k])
+  if not epoch then
+    epoch = candidate
+    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('DEL', history)
+  end
+  local out = {epoch, behind, lost}
+  local live = {}
+  local prefix = epoch .. ' '
+  local tab = '\t' .. epoch .. '\t' .. channel .. '\t'
+  for i = a + 6, last, 3 do
+    local k = tonumber(ARGV[i + 2])
+    local stored = false
+    if k > 0 then
+      stored = redis.call('GET', KEYS[k])
+      if stored then
+        if string.sub(stored, 1, #prefix) == prefix then
+          stored = string.sub(stored, #prefix + 1)
+        elseif string.sub(stored, 1, 1) ~= '{' then
+          stored = false
+        end
+      end
+    end
+    local seq, frame
     if stored then
-      if string.sub(stored, 1, #prefix) == prefix then
-        stored = string.sub(stored, #prefix + 1)
-      elseif string.sub(stored, 1, 1) ~= '{' then
-        stored = false
-      end
+      seq, frame = tonumber(string.match(stored, ',"seq":(%d+),')), stored
+      out[#out + 1] = seq
+      out[#out + 1] = stored
+    else
+      seq = redis.call('HINCRBY', meta, 'seq', 1)
+      frame = ARGV[i] .. seq .. ARGV[i + 1]
+      redis.call('LPUSH', history, frame)
+      if k > 0 then redis.call('SET', KEYS[k], prefix .. frame, 'EX', dedupe) end
+      out[#out + 1] = seq
+      out[#out + 1] = ''
     end
+    live[#live + 1] = seq .. tab .. frame .. '\n'
   end
-  if stored then
-    out[#out + 1] = tonumber(string.match(stored, ',"seq":(%d+),'))
-    out[#out + 1] = stored
+  redis.call('LTRIM', history, 0, tonumber(ARGV[a + 2]) - 1)
+  if ARGV[a + 3] ~= '0' then redis.call('EXPIRE', history, ARGV[a + 3]) end
+  -- The meta hash of a channel that was empty until now carries the short empty-channel TTL:
+  -- from its first message on it lives for the meta TTL (or forever).
+  if metaTTL ~= '0' then redis.call('EXPIRE', meta, metaTTL) else redis.call('PERSIST', meta) end
+  -- Every node serving a subscriber of the channel hears of it (duplicates too: a crash may
+  -- have come between storing and this publish), in the same atomic step as the store.
+  redis.call('PUBLISH', topics .. channel, table.concat(live))
+  return out, last + 1
+end
+
+local replies = {}
+local a = 5
+while a <= #ARGV do
+  local ok, out, nextA = pcall(store, a)
+  if ok then
+    replies[#replies + 1] = out
+    a = nextA
   else
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    local frame = ARGV[i] .. seq .. ARGV[i + 1]
-    redis.call('LPUSH', KEYS[2], frame)
-    if k > 0 then redis.call('SET', KEYS[k], prefix .. frame, 'EX', tonumber(ARGV[2])) end
-    out[#out + 1] = seq
-    out[#out + 1] = ''
+    -- This channel's keys are refused (a key of the wrong type): the others are still stored.
+    replies[#replies + 1] = redis.error_reply(type(out) == 'table' and tostring(out.err) or tostring(out))
+    a = a + 6 + 3 * tonumber(ARGV[a + 5])
   end
 end
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
-if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
--- The meta hash of a channel that was empty until now carries the short empty-channel TTL:
--- from its first message on it lives for the meta TTL (or forever).
-if ARGV[5] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[5]) else redis.call('PERSIST', KEYS[1]) end
-return out
+return replies

@@ -1,0 +1,55 @@
+import HeraldCore
+import HeraldRuntime
+import HeraldRedis
+
+/// One channel's part of a `sequence` call: its messages in order, each with the publisher's
+/// id when it gave one (de-duplicated by it).
+struct StoreGroup {
+    var channel: String
+    var envelopes: [MessageEnvelope] = []
+    var publisherIDs: [String?] = []
+}
+
+extension Scripts {
+    /// The `sequence` call that stores `groups` (each channel once), with this node's
+    /// watermarks of each channel (`marks`, parallel to `groups`). A channel's namespace may set
+    /// its own history size and TTL.
+    static func sequenceCall(_ groups: [StoreGroup], marks: [[ChannelWatermarks.Mark]],
+                             config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
+        var keys: [[UInt8]] = []
+        var args = [String(config.dedupeSeconds), randomHex(bytes: 6), String(config.historyMetaTTLSeconds),
+                    config.liveTopicPrefix].map { Array($0.utf8) }
+        let none = Array("0".utf8)
+        keys.reserveCapacity(2 * groups.count)
+        args.reserveCapacity(args.count + groups.reduce(0) { $0 + 6 + 3 * $1.envelopes.count })
+        for (group, mark) in zip(groups, marks) {
+            let namespace = config.namespace(of: group.channel)
+            keys.append(Array(config.metaKey(group.channel).utf8))
+            keys.append(Array(config.historyKey(group.channel).utf8))
+            args.append(Array(group.channel.utf8))
+            args.append(Array(String(keys.count - 1).utf8))
+            args.append(Array(String(namespace?.historySize ?? config.historySize).utf8))
+            args.append(Array(String(namespace?.historyTTLSeconds ?? config.historyTTLSeconds).utf8))
+            args.append(Array(Watermarks.argument(mark).utf8))
+            args.append(Array(String(group.envelopes.count).utf8))
+            for (envelope, publisherID) in zip(group.envelopes, group.publisherIDs) {
+                args.append(envelope.head)
+                args.append(envelope.tail)
+                if let publisherID {
+                    keys.append(Array(config.idKey(group.channel, publisherID).utf8))
+                    args.append(Array(String(keys.count).utf8))
+                } else {
+                    args.append(none)
+                }
+            }
+        }
+        return (keys, args)
+    }
+
+    /// The `sequence` reply split per channel (parallel to the call's groups); nil when Redis
+    /// answered something else (an error for the whole call).
+    static func sequenceReplies(_ reply: RedisReply, groups: Int) -> [RedisReply]? {
+        guard case let .array(items) = reply, items.count == groups else { return nil }
+        return items
+    }
+}
