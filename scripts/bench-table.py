@@ -94,6 +94,7 @@ def targets():
               f"{f(w.get('messages_per_write'), 1)} msgs/write, window {f(w.get('window_ms'))} ms "
               f"| {'p50 ' + f(n['latency_ms']['p50'], 1) + ', p99 ' + f(n['latency_ms']['p99'], 1) + ' ms; ' + correctness(n) if n else '–'} "
               f"| {verdict(p99 <= 150 and h['lost'] == 0, f'p99 {f(p99, 1)} ms, lost {lost}')} |")
+    many_targets()
     s = load("herald-sequencer")
     if s:
         r = s["sequenced_per_sec"]
@@ -103,6 +104,38 @@ def targets():
         what = f"median of {len(drains)} drains of {each} messages: " + ", ".join(f(x) for x in drains) if len(drains) > 1 else f"{f(s['published'])} messages"
         print(f"| sequencer alone: RabbitMQ → Redis, acked after store ({what}) | ≥ 50,000 msg/s | {f(r)} msg/s "
               f"| n/a; RabbitMQ alone (a consumer that only acks): {f(b)} msg/s | {verdict(r >= 50000, f'{f(r)} msg/s')} |")
+
+
+def many_targets():
+    """Issue 31: many channels of one client each, Herald (AMQP and HTTP) against Nchan (HTTP)."""
+    n = best_clean(load("nchan-many-http"))
+    nrate = n["rate"] if n else None
+    for key, target, ok in (("many-amqp", "≥ Nchan and ≥ 6,000 msg/s (3× 2,000)", lambda r: r >= (nrate or 0) and r >= 6000),
+                            ("many-http", "≥ 2× Nchan", lambda r: nrate is not None and r >= 2 * nrate)):
+        h = load("herald-" + key)
+        if not h:
+            continue
+        b = best_clean(h)
+        rate = b["rate"] if b else 0
+        how = "through RabbitMQ (persistent, confirms)" if key == "many-amqp" else "over HTTP (8 pipelined keep-alive connections)"
+        ratio = f"{f(rate / nrate, 2)}× Nchan" if nrate else "Nchan –"
+        print(f"| {f(h['clients'])} clients, each on its own channel, publishing {how}: highest clean rate (0 lost, p99 < 100 ms, "
+              f"publisher on schedule) | {target} | {f(rate)} msg/s | {f(nrate)} msg/s (HTTP) | {verdict(ok(rate), f'{f(rate)} msg/s, {ratio}')} |")
+
+
+def many_cpu():
+    """Per step of the many-channels runs: CPU µs per message of the server, RabbitMQ and Redis."""
+    rows = []
+    for who in ("herald-many-amqp", "herald-many-http", "nchan-many-http"):
+        r = load(who)
+        for x in (r or {}).get("steps", []):
+            c = x.get("cpu_us_per_message") or {}
+            rows.append(f"| {who} | {f(x['rate'])} | {f(x['p99_ms'], 1)} | {x['lost']} | {f(x.get('publisher_lag_ms'))} "
+                        f"| {f(c.get('server'), 1)} | {f(c.get('rabbitmq'), 1)} | {f(c.get('redis'), 1)} | {'clean' if x['clean'] else '✗'} |")
+    if rows:
+        print("| run | msg/s | p99 ms | lost | publisher lag ms | server µs/msg | RabbitMQ µs/msg | Redis µs/msg | |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(rows))
 
 
 def ws_threads():
@@ -144,6 +177,8 @@ if "--ws-threads" in sys.argv:
     ws_threads()
     sys.exit(0)
 targets()
+print()
+many_cpu()
 print()
 def writes(x):
     w = x.get("server_writes")

@@ -8,6 +8,12 @@ public enum ClientEngine: String, CaseIterable, Sendable {
 
 public enum Scenario: String, CaseIterable, Sendable {
     case latency, throughput, connections, storm, sequencer
+    /// The throughput preset's rising rate over many channels with a few subscribers each (by
+    /// default every client on its own channel), publishes round-robin over the channels.
+    case manyChannels = "many-channels"
+
+    /// Presets that raise the rate step by step until a step is not clean.
+    var risesRate: Bool { self == .throughput || self == .manyChannels }
 }
 
 public struct BenchOptions: Sendable {
@@ -43,6 +49,10 @@ public struct BenchOptions: Sendable {
     public var eventStream = false
     /// Subscribe with presence (`&presence=true`): count the member-list frames each client gets.
     public var presence = false
+    /// HTTP publishing: keep-alive connections, requests pipelined on each.
+    public var publishConnections = 8
+    /// Other processes whose CPU each step reports (RabbitMQ, Redis), by name.
+    public var watchPIDs: [(name: String, pid: Int32)] = []
     public init() {}
 }
 

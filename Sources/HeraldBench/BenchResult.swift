@@ -6,6 +6,15 @@ public struct StepResult: Sendable {
     public var clean: Bool
     /// From the server's /metrics (Herald with --metrics-url).
     var server: ServerMetrics.Interval?
+    /// How far the publisher fell behind its schedule during the step (on schedule: ≤ 100 ms).
+    public var publisherLagMillis = 0.0
+    /// CPU of the server (`server`) and of every watched process during the step, % of one core.
+    public var cpuPercent: [(name: String, percent: Double)] = []
+
+    /// CPU µs per published message of each measured process.
+    public var cpuMicrosPerMessage: [(name: String, micros: Double)] {
+        cpuPercent.map { ($0.name, $0.percent / 100 * 1e6 / max(rate, 1)) }
+    }
 }
 
 public struct TimelinePoint: Sendable {
@@ -61,3 +70,12 @@ public struct BenchResult: Sendable {
 }
 
 /// Runs one scenario end to end: clients on their own thread, the publisher on this one.
+
+extension StepResult {
+    /// ", CPU server 52% (52 µs/msg), rabbitmq 80% (80 µs/msg)", or "" when nothing was measured.
+    var cpuSummary: String {
+        guard !cpuPercent.isEmpty else { return "" }
+        return ", CPU " + zip(cpuPercent, cpuMicrosPerMessage).map { "\($0.0.name) \(fmt($0.0.percent, 0))% (\(fmt($0.1.micros, 1)) µs/msg)" }
+            .joined(separator: ", ")
+    }
+}

@@ -17,18 +17,33 @@ public final class LoadPublisher {
     let route: Route
     let channels: [String]
     let size: Int
+    /// HTTP: keep-alive connections, each with requests pipelined; a channel always goes through
+    /// the same one, so its messages keep their order.
+    let connections: Int
+    /// HTTP: requests in flight per connection before the publisher waits for answers.
+    static let maxInFlight = 256
     /// The next number per channel (1-based, continues across calls).
     public private(set) var next: [UInt64]
     public private(set) var failures = 0
     private var amqp: AMQPConnection?
-    private var http: HTTPClient?
+    private var http: [HTTPClient] = []
+    /// How far the publisher fell behind its schedule (messages due but not yet sent, as time),
+    /// at most, since `resetLag`.
+    public private(set) var maxLagMillis = 0.0
 
-    public init(route: Route, channels: [String], size: Int) {
+    /// AMQP: publish with delivery mode 2 (RabbitMQ writes them to disk before confirming).
+    let persistent: Bool
+
+    public init(route: Route, channels: [String], size: Int, connections: Int = 8, persistent: Bool = false) {
+        self.persistent = persistent
         self.route = route
         self.channels = channels
         self.size = size
+        self.connections = max(1, connections)
         self.next = Array(repeating: 1, count: channels.count)
     }
+
+    public func resetLag() { maxLagMillis = 0 }
 
     /// Messages published so far, per channel.
     public var published: [UInt64] { next.map { $0 - 1 } }
@@ -42,8 +57,10 @@ public final class LoadPublisher {
             try c.confirmSelect()
             amqp = c
         case let .http(url, _):
-            guard let client = HTTPClient(url: url) else { throw BenchError("--publish-url must be http://host:port/…{channel}") }
-            http = client
+            http = try (0..<connections).map { _ in
+                guard let client = HTTPClient(url: url) else { throw BenchError("--publish-url must be http://host:port/…{channel}") }
+                return client
+            }
         }
     }
 
@@ -74,15 +91,17 @@ public final class LoadPublisher {
             var due = UInt64(Double(now - start) / 1_000_000 * rate) + 1
             if let total { due = min(due, UInt64(total)) }
             if let total, sent >= UInt64(total) { break }
+            if due > sent + 1 { maxLagMillis = max(maxLagMillis, Double(due - sent - 1) / rate * 1000) }
             while sent < due {
                 try publishOne(channel)
                 channel = (channel + 1) % channels.count
                 sent += 1
                 unconfirmed += 1
-                if unconfirmed >= 200 { try confirm(); unconfirmed = 0 }
+                if unconfirmed >= 200 { try confirm(wait: false); unconfirmed = 0 }
             }
+            try collectAnswers(waitMillis: 0)
             if now - lastTick >= 100_000 {
-                if unconfirmed > 0 { try confirm(); unconfirmed = 0 }
+                if unconfirmed > 0 { try confirm(wait: false); unconfirmed = 0 }
                 tick()
                 lastTick = now
             }
@@ -98,7 +117,7 @@ public final class LoadPublisher {
             _ = try amqp!.publish(exchange: exchange, routingKey: channels[channel], body: body,
                               properties: AMQPProperties(contentType: "application/json",
                                                          messageID: "bench-\(channels[channel])-\(next[channel])",
-                                                         persistent: false))
+                                                         persistent: persistent))
         case let .http(url, apiKey):
             // http://host:port/path → /path, with the channel filled in.
             let path = String(url.dropFirst("http://".count).drop { $0 != "/" })
@@ -106,21 +125,50 @@ public final class LoadPublisher {
             var headers = [("Content-Type", "application/json"),
                            ("Idempotency-Key", "bench-\(channels[channel])-\(next[channel])")]
             if let apiKey { headers.append(("X-API-Key", apiKey)) }
-            let response = try http!.post(path: path, body: body, headers: headers)
-            if response.status >= 300 { failures += 1 }
+            let client = http[channel % http.count]
+            while client.pending >= Self.maxInFlight { collect(client, waitMillis: 10_000) }
+            do {
+                try client.pipelinePOST(path: path, body: body, headers: headers)
+            } catch {
+                failures += 1
+            }
         }
         next[channel] += 1
     }
 
-    private func confirm() throws {
-        guard let amqp else { return }
-        let refused = try amqp.waitForConfirms(timeoutMillis: 10_000)
-        failures += refused.count
+    /// AMQP: waits for the publisher confirms; HTTP: with `wait`, for every answer in flight.
+    private func confirm(wait: Bool = true) throws {
+        if let amqp { failures += try amqp.waitForConfirms(timeoutMillis: 10_000).count }
+        if wait {
+            for client in http { while client.pending > 0 { collect(client, waitMillis: 10_000) } }
+        }
+    }
+
+    /// Takes in the HTTP answers that have arrived.
+    private func collectAnswers(waitMillis: Int32) throws {
+        for client in http where client.pending > 0 { collect(client, waitMillis: waitMillis) }
+    }
+
+    /// One connection's answers: any but 2xx counts as a failure, and so does every request a
+    /// connection that failed or closed took with it.
+    private func collect(_ client: HTTPClient, waitMillis: Int32) {
+        let before = client.pending
+        do {
+            let answers = try client.collect(timeoutMillis: waitMillis)
+            failures += answers.count { $0.status >= 300 }
+            if client.pending == 0 && answers.count < before { failures += before - answers.count }
+            if answers.isEmpty && waitMillis > 0 && client.pending == before {
+                failures += before
+                client.disconnect()
+            }
+        } catch {
+            failures += before
+        }
     }
 
     public func close() {
         amqp?.close()
-        http?.disconnect()
+        for client in http { client.disconnect() }
     }
 }
 

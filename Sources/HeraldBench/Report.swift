@@ -47,11 +47,15 @@ extension BenchResult {
             ("memory_per_connection_kb", num(memoryPerConnectionKB)),
             ("server_writes", server?.json ?? "null"),
         ]
-        if options.scenario == .throughput {
+        if options.scenario.risesRate {
             f.append(("highest_clean_rate", num(bestCleanStep?.rate)))
             f.append(("highest_clean_deliveries_per_sec", num(bestCleanStep?.deliveriesPerSecond)))
             f.append(("steps", "[" + steps.map {
-                "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean),\"server_writes\":\($0.server?.json ?? "null")}"
+                "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean),"
+                    + "\"publisher_lag_ms\":\(fmt($0.publisherLagMillis, 1)),"
+                    + "\"cpu_percent\":{\($0.cpuPercent.map { "\"\($0.name)\":\(fmt($0.percent, 1))" }.joined(separator: ","))},"
+                    + "\"cpu_us_per_message\":{\($0.cpuMicrosPerMessage.map { "\"\($0.name)\":\(fmt($0.micros, 1))" }.joined(separator: ","))},"
+                    + "\"server_writes\":\($0.server?.json ?? "null")}"
             }.joined(separator: ",") + "]"))
         }
         if options.scenario == .storm {
@@ -96,10 +100,10 @@ extension BenchResult {
         }
         if !steps.isEmpty {
             for s in steps {
-                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  \(s.clean ? "clean" : "NOT clean")\(s.server.map { "  " + $0.summary } ?? "")")
+                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  publisher lag \(fmt(s.publisherLagMillis, 0)) ms\(s.cpuSummary)  \(s.clean ? "clean" : "NOT clean")\(s.server.map { "  " + $0.summary } ?? "")")
             }
             if let best = bestCleanStep {
-                lines.append("  highest clean   \(fmt(best.rate, 0)) msg/s = \(fmt(best.deliveriesPerSecond, 0)) deliveries/s (p99 ≤ \(fmt(options.p99BoundMillis, 0)) ms, 0 lost)")
+                lines.append("  highest clean   \(fmt(best.rate, 0)) msg/s = \(fmt(best.deliveriesPerSecond, 0)) deliveries/s (p99 ≤ \(fmt(options.p99BoundMillis, 0)) ms, 0 lost, publisher on schedule)")
             } else {
                 lines.append("  highest clean   none (the first step already lost messages or missed the p99 bound)")
             }

@@ -35,7 +35,8 @@ public final class BenchRunner {
         }
         fleet = Fleet(kind: options.kind, urls: urls, channels: channels, clientCount: options.clients,
                       engine: options.engine, readRoundMicros: options.readRoundMicros)
-        publisher = LoadPublisher(route: options.route, channels: channels, size: options.size)
+        publisher = LoadPublisher(route: options.route, channels: channels, size: options.size,
+                                  connections: options.publishConnections, persistent: options.scenario == .manyChannels)
         result = BenchResult(options: options)
         serverMetrics = options.scenario == .sequencer ? nil : options.metricsURL.flatMap(ServerMetrics.init(url:))
     }
@@ -70,7 +71,7 @@ public final class BenchRunner {
             try connectAll()
             if options.presence { awaitMemberLists() }
             try publishMeasured(rate: options.rate, seconds: options.duration)
-        case .throughput:
+        case .throughput, .manyChannels:
             try connectAll()
             try risingRate()
         case .connections:
@@ -164,6 +165,9 @@ public final class BenchRunner {
         result.deliverySeconds += Double(monotonicMicros() - t0) / 1e6
     }
 
+    /// A step is clean only if the publisher kept its schedule within this.
+    static let onScheduleMillis = 100.0
+
     private func risingRate() throws {
         var rate = options.rate
         var lostBefore: UInt64 = 0
@@ -173,6 +177,9 @@ public final class BenchRunner {
             let before = deliveriesSeen
             let closesBefore = snapshot().closes
             var stepLatency = Histogram()
+            publisher.resetLag()
+            let watched = [("server", options.serverPID)] + options.watchPIDs.map { ($0.name, Optional($0.pid)) }
+            let cpuBefore = watched.map { ProcStats.read(pid: $0.1) }
             let server = try measuringServer {
                 try publisher.run(rate: rate, seconds: options.stepSeconds, tick: {
                     if let taken = self.tick() { stepLatency.merge(taken.window) }
@@ -187,13 +194,20 @@ public final class BenchRunner {
             lostBefore = tally.lost
             let p99 = Double(stepLatency.value(atPercentile: 99)) / 1000
             let closed = snapshot().closes - closesBefore
-            let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis
-            let step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean,
-                                  server: server)
+            let lag = publisher.maxLagMillis
+            let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis && lag <= Self.onScheduleMillis
+            var step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean,
+                                  server: server, publisherLagMillis: lag)
+            for ((name, pid), before) in zip(watched, cpuBefore) where pid != nil {
+                if let before, let after = ProcStats.read(pid: pid) {
+                    step.cpuPercent.append((name, (after.cpuSeconds - before.cpuSeconds) / seconds * 100))
+                }
+            }
             result.steps.append(step)
             result.deliveries += delivered
             result.deliverySeconds += seconds
-            progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "")\(server.map { ", " + $0.summary } ?? "") → \(clean ? "clean" : "NOT clean")")
+            progress("step \(fmt(rate, 0)) msg/s: \(fmt(step.deliveriesPerSecond, 0)) deliveries/s, p99 \(fmt(p99, 1)) ms, lost \(lost)\(closed > 0 ? ", \(closed) closed" : "")"
+                     + "\(lag > Self.onScheduleMillis ? ", publisher \(fmt(lag, 0)) ms behind" : "")\(step.cpuSummary)\(server.map { ", " + $0.summary } ?? "") → \(clean ? "clean" : "NOT clean")")
             if !clean { break }
             rate *= 1.5
         }

@@ -9,6 +9,8 @@ struct Bench: ParsableCommand {
         abstract: "Load-test fan-out: many WebSocket clients, a paced publisher, latency and correctness.",
         discussion: """
         Presets: latency (fixed load), throughput (rising rate until loss or p99 over --p99-bound), \
+        many-channels (throughput over many channels of a few clients each: by default every client on \
+        its own channel, 10 s steps from 1,000 msg/s, p99 bound 100 ms, persistent AMQP publishes), \
         connections (idle clients; memory per connection with --server-pid), storm (history for clients \
         joining at once, then every client drops and resumes), sequencer (RabbitMQ → Redis alone: the \
         server is paused with SIGSTOP while --count messages queue, then timed as it drains them). Every message carries its send time and a \
@@ -17,23 +19,25 @@ struct Bench: ParsableCommand {
         Every option also reads HERALD_<OPTION> (HERALD_AMQP_URL, HERALD_EXCHANGE, ...); the command line wins.
         """)
 
-    @Argument(help: "latency, throughput, connections, storm or sequencer.") var scenario: String = "latency"
+    @Argument(help: "latency, throughput, many-channels, connections, storm or sequencer.") var scenario: String = "latency"
     @Option(help: "WebSocket URL of a node (repeat for a cluster). Herald: ws://host:port/ws. Peer: with {channel}.") var url: [String] = ["ws://127.0.0.1:8080/ws"]
     @Flag(help: "Drive a peer server (Nchan): numbers and send times are read from the message body.") var peer = false
     @Option(help: "Client connections.") var clients = 1_000
-    @Option(help: "Channels the clients are spread over.") var channels = 1
+    @Option(help: "Channels the clients are spread over (default 1; many-channels: one per client).") var channels: Int?
     @Option(help: "Connections opened per second (default: all at once).") var ramp: Int?
-    @Option(help: "Messages per second (the starting rate for throughput).") var rate = 100.0
+    @Option(help: "Messages per second (the starting rate for throughput; default 100, many-channels 1000).") var rate: Double?
     @Option(help: "Highest rate the throughput preset tries.") var maxRate = 5_000.0
     @Option(help: "Message body size in bytes.") var size = 100
     @Option(help: "Seconds of publishing (latency; live phase of storm).") var duration = 10.0
-    @Option(help: "Seconds per step of the throughput preset.") var stepSeconds = 4.0
-    @Option(help: "p99 bound in ms for a clean throughput step.") var p99Bound = 50.0
+    @Option(help: "Seconds per step of the throughput presets (default 4; many-channels 10).") var stepSeconds: Double?
+    @Option(help: "p99 bound in ms for a clean throughput step (default 50; many-channels 100). A clean step also lost nothing and kept the publisher within 100 ms of its schedule.") var p99Bound: Double?
     @Option(help: "Messages of history per channel before the storm.") var history = 100
     @Option(help: "RabbitMQ URL the publisher uses.") var amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
     @Option(help: "Exchange the publisher sends to.") var exchange = "herald"
     @Option(help: "Publish over HTTP instead of AMQP: http://host:port/api/publish/{channel} (Nchan: its publisher location).") var publishURL: String?
     @Option(help: "API key for --publish-url.") var apiKey: String?
+    @Option(help: "HTTP publishing: keep-alive connections, requests pipelined on each (a channel always on the same one).") var publishConnections = 8
+    @Option(help: "NAME=PID of another process whose CPU each throughput step reports (RabbitMQ's beam.smp, redis-server); repeat.") var watchPid: [String] = []
     @Option(help: "PID of the server, for its CPU and resident memory.") var serverPID: Int32?
     @Option(help: "Channel name prefix.") var channelPrefix = "bench"
     @Option(help: "Herald: websocket, or sse (each client a Server-Sent Events stream on the node's /sse; epoll engine).") var transport = "websocket"
@@ -48,10 +52,16 @@ struct Bench: ParsableCommand {
     @Option(help: "epoll engine: read in rounds at most every this many µs, so the clients' wake-ups do not tax the server's sends on a shared machine; adds at most this to a latency. 0: wake for every ready socket.") var readRoundUs = 500
 
     func validate() throws {
-        guard Scenario(rawValue: scenario) != nil else { throw ValidationError("scenario must be latency, throughput, connections, storm or sequencer") }
+        guard let preset = Scenario(rawValue: scenario) else { throw ValidationError("scenario must be latency, throughput, many-channels, connections, storm or sequencer") }
+        let channels = channels ?? (preset == .manyChannels ? clients : 1)
         guard clients >= 1, channels >= 1, channels <= clients else { throw ValidationError("need clients >= channels >= 1") }
+        guard publishConnections >= 1 else { throw ValidationError("--publish-connections must be at least 1") }
+        for w in watchPid {
+            let parts = w.split(separator: "=")
+            guard parts.count == 2, Int32(parts[1]) != nil else { throw ValidationError("--watch-pid takes NAME=PID, not \(w)") }
+        }
         guard drains >= 1 else { throw ValidationError("--drains must be at least 1") }
-        guard rate > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
+        guard (rate ?? 1) > 0, size >= 40 else { throw ValidationError("--rate must be > 0 and --size at least 40 bytes") }
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
         guard transport == "websocket" || transport == "sse" else { throw ValidationError("--transport must be websocket or sse") }
@@ -65,17 +75,23 @@ struct Bench: ParsableCommand {
     func run() throws {
         var o = BenchOptions()
         o.scenario = Scenario(rawValue: scenario)!
+        let many = o.scenario == .manyChannels
         o.kind = peer ? .peer : .herald
         o.urls = url
         o.clients = clients
-        o.channels = channels
+        o.channels = channels ?? (many ? clients : 1)
         o.ramp = ramp
-        o.rate = rate
+        o.rate = rate ?? (many ? 1_000 : 100)
         o.maxRate = maxRate
         o.size = size
         o.duration = duration
-        o.stepSeconds = stepSeconds
-        o.p99BoundMillis = p99Bound
+        o.stepSeconds = stepSeconds ?? (many ? 10 : 4)
+        o.p99BoundMillis = p99Bound ?? (many ? 100 : 50)
+        o.publishConnections = publishConnections
+        o.watchPIDs = watchPid.map { w in
+            let parts = w.split(separator: "=")
+            return (String(parts[0]), Int32(parts[1])!)
+        }
         o.history = history
         o.route = publishURL.map { .http(url: $0, apiKey: apiKey) } ?? .amqp(url: amqpURL, exchange: exchange)
         o.serverPID = serverPID

@@ -3,8 +3,9 @@ import CSocket
 import Glibc
 #endif
 
-/// A small blocking HTTP/1.1 client with keep-alive, for publishing from `herald bench` to
-/// Herald's or a peer's HTTP endpoint. One connection; one request at a time.
+/// A small HTTP/1.1 client with keep-alive, for publishing from `herald bench` to Herald's or a
+/// peer's HTTP endpoint. One connection: one request at a time (`post`), or pipelined
+/// (`pipelinePOST`, then `collect` the answers, which come in order).
 public final class HTTPClient {
     public struct Response: Sendable {
         public let status: Int
@@ -41,11 +42,52 @@ public final class HTTPClient {
         try request(method: "POST", path: path, body: body, headers: headers)
     }
 
-    private func request(method: String, path: String, body: [UInt8], headers: [(String, String)]) throws(ClientError) -> Response {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Length: \(body.count)\r\n"
+    /// Requests written whose answers have not been collected.
+    public private(set) var pending = 0
+
+    /// Writes a POST without waiting for its answer (HTTP/1.1 pipelining).
+    public func pipelinePOST(path: String, body: [UInt8], headers: [(String, String)] = []) throws(ClientError) {
+        do {
+            try ensureConnected()
+            try send(Self.encode(method: "POST", path: path, host: "\(host):\(port)", body: body, headers: headers))
+            pending += 1
+        } catch {
+            disconnect()
+            throw error
+        }
+    }
+
+    /// The answers that have arrived, in order, waiting up to `timeoutMillis` for the first one
+    /// while any is pending. A connection that closes with answers pending throws.
+    public func collect(timeoutMillis: Int32) throws(ClientError) -> [Response] {
+        var out: [Response] = []
+        do {
+            while pending > 0 {
+                if let r = try takeResponse() {
+                    out.append(r)
+                    pending -= 1
+                    continue
+                }
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, out.isEmpty ? timeoutMillis : 0) <= 0 { break }
+                try fill()
+            }
+        } catch {
+            disconnect()
+            throw error
+        }
+        return out
+    }
+
+    static func encode(method: String, path: String, host: String, body: [UInt8], headers: [(String, String)]) -> [UInt8] {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Length: \(body.count)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         head += "\r\n"
-        let request = Array(head.utf8) + body
+        return Array(head.utf8) + body
+    }
+
+    private func request(method: String, path: String, body: [UInt8], headers: [(String, String)]) throws(ClientError) -> Response {
+        let request = Self.encode(method: method, path: path, host: "\(host):\(port)", body: body, headers: headers)
         // A keep-alive connection the server closed meanwhile fails on first use: retry once.
         for attempt in 0..<2 {
             do {
@@ -64,6 +106,7 @@ public final class HTTPClient {
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
         buffer.removeAll()
+        pending = 0
     }
 
     private func ensureConnected() throws(ClientError) {
@@ -113,18 +156,16 @@ public final class HTTPClient {
     }
 
     private func readResponse() throws(ClientError) -> Response {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        var headerEnd: Int?
-        while headerEnd == nil {
-            if buffer.count >= 4 {
-                for i in 0...(buffer.count - 4) where buffer[i] == 13 && Array(buffer[i..<i + 4]) == separator {
-                    headerEnd = i
-                    break
-                }
-            }
-            if headerEnd == nil { try fill() }
+        while true {
+            if let r = try takeResponse() { return r }
+            try fill()
         }
-        let head = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
+    }
+
+    /// The first whole response in the buffer, taken out of it; nil while it is incomplete.
+    private func takeResponse() throws(ClientError) -> Response? {
+        guard let headerEnd = Self.headerEnd(buffer) else { return nil }
+        let head = String(decoding: buffer[0..<headerEnd], as: UTF8.self)
         let lines = head.split(separator: "\r\n")
         let statusParts = lines.first?.split(separator: " ") ?? []
         guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw ClientError("bad HTTP status line") }
@@ -135,12 +176,20 @@ public final class HTTPClient {
             if lower.hasPrefix("content-length:") { length = Int(lower.dropFirst(15).trimmingSpaces) ?? 0 }
             if lower.hasPrefix("connection:") && lower.contains("close") { close = true }
         }
-        let start = headerEnd! + 4
-        while buffer.count < start + length { try fill() }
+        let start = headerEnd + 4
+        guard buffer.count >= start + length else { return nil }
         let body = Array(buffer[start..<start + length])
         buffer.removeFirst(start + length)
         if close { disconnect() }
         return Response(status: status, body: body)
+    }
+
+    private static func headerEnd(_ buffer: [UInt8]) -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        for i in 0...(buffer.count - 4) where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 {
+            return i
+        }
+        return nil
     }
 }
 

@@ -127,13 +127,17 @@ final class HTTPRoutes {
         }
     }
 
-    /// A publish for `token` was confirmed (or not).
-    func answerPublish(token: UInt64, id: String, ok: Bool, message: String) {
+    /// A publish for `token` was stored (or not): 202 with its seq, or the error with the id to
+    /// publish again with.
+    func answerPublish(token: UInt64, answer: Publisher.Answer) {
         guard let request = waiting.removeValue(forKey: token) else { return }
-        if ok {
-            request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id))}")
-        } else {
-            request.respond(status: 503, json: HTTPResponse.errorJSON("broker_unavailable", message))
+        switch answer {
+        case let .stored(id, channel, epoch, seq, duplicate):
+            request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id)),\"channel\":\(JSON.quoted(channel)),\"epoch\":\(JSON.quoted(epoch)),\"seq\":\(seq)\(duplicate ? ",\"duplicate\":true" : "")}")
+        case let .failed(status, code, message, id):
+            var body = HTTPResponse.errorJSON(code, message)
+            body.removeLast()
+            request.respond(status: status, json: body + ",\"id\":\(JSON.quoted(id))}")
         }
     }
 
@@ -200,8 +204,9 @@ final class HTTPRoutes {
                 return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
             }
         }
-        let id = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 } ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
-        publisher.requests.post(Publisher.Request(hub: hub, token: wait(request), channel: channel, id: id, body: request.body, contentType: contentType))
+        let key = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 }
+        publisher.requests.post(Publisher.Request(hub: hub, token: wait(request), channel: channel, id: key ?? "\(config.nodeID)-\(randomHex(bytes: 8))",
+                                                  idFromPublisher: key != nil, body: request.body, contentType: contentType))
     }
 
     private func history(_ request: HTTPRequest, channel: String) {

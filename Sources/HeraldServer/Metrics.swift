@@ -281,7 +281,6 @@ final class ChannelActivity: Sendable {
 /// What each thread last saw of its dependency. `/healthz` names what is down.
 public final class Health: Sendable {
     let sequencerAMQP = Atomic<Bool>(false)
-    let publisherAMQP = Atomic<Bool>(false)
     let sequencerRedis = Atomic<Bool>(false)
     let readerRedis = Atomic<Bool>(false)
     let liveRedis = Atomic<Bool>(false)
@@ -293,7 +292,7 @@ public final class Health: Sendable {
     public init() {}
 
     var amqpUp: Bool {
-        sequencerAMQP.load(ordering: .relaxed) && publisherAMQP.load(ordering: .relaxed)
+        sequencerAMQP.load(ordering: .relaxed)
     }
     var redisUp: Bool {
         sequencerRedis.load(ordering: .relaxed) && readerRedis.load(ordering: .relaxed) && liveRedis.load(ordering: .relaxed)

@@ -1,11 +1,16 @@
-import HeraldAMQP
 import HeraldRuntime
 import HeraldCore
+import HeraldRedis
 import Logging
 
-/// Publishes `POST /api/publish` bodies to the exchange with publisher confirms.
+/// Stores `POST /api/publish` bodies directly in Redis with the `sequence` script (which gives
+/// each its seq and publishes it live in the same atomic step), without a trip through RabbitMQ:
+/// the requests that arrive together are stored in one call, each channel's in the order they
+/// came, and each is answered once Redis has it (and, with `--redis-wait-replicas`, once enough
+/// replicas hold it). Several nodes may publish to one channel at once: the script is the arbiter
+/// of seqs. An `Idempotency-Key` is the message's id, de-duplicated by the same script.
 ///
-/// - Important: owns AMQP connection 3; runs on its own thread (`herald-publish`), which is the
+/// - Important: owns Redis connection 4; runs on its own thread (`herald-publish`), which is the
 ///   only one that touches its state (hence `@unchecked Sendable`).
 final class Publisher: Worker, @unchecked Sendable {
     struct Request: Sendable {
@@ -13,47 +18,125 @@ final class Publisher: Worker, @unchecked Sendable {
         let hub: Int
         let token: UInt64
         let channel: String
+        /// The message id: the `Idempotency-Key`, or one made up by the node.
         let id: String
+        /// Whether `id` came from the publisher (then it is de-duplicated).
+        let idFromPublisher: Bool
         let body: [UInt8]
         let contentType: String?
     }
 
-    let requests = Mailbox<Request>()
-    private lazy var link = makeAMQPLink("RabbitMQ (HTTP publisher)",
-                                     healthy: { [health] in health.publisherAMQP.store($0, ordering: .relaxed) }) { connection throws(AMQPError) in
-        try connection.confirmSelect()
+    /// The answer to one publish.
+    enum Answer: Sendable {
+        case stored(id: String, channel: String, epoch: String, seq: UInt64, duplicate: Bool)
+        case failed(status: Int, code: String, message: String, id: String)
     }
+
+    let requests = Mailbox<Request>()
+    private lazy var link = makeRedisLink("Redis (HTTP publisher)")
+    private var sha: String?
+    /// How long a publish waits for `--redis-wait-replicas` before it is answered 503.
+    static let replicaWaitMillis = 5_000
 
     func run() {
         while !stop.isSet {
-            // Never waits for RabbitMQ: requests that come while it is down are answered 503 at once.
-            let amqp = link.get(wait: false)
             let batch = requests.take(timeoutMillis: 200)
-            guard let amqp else {
-                for r in batch { hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
+            guard !batch.isEmpty else { continue }
+            // Never waits for Redis: requests that come while it is down are answered 503 at once.
+            guard let redis = link.get(wait: false) else {
+                answer(batch) { .failed(status: 503, code: "redis_unavailable", message: "Redis is unavailable; try again", id: $0.id) }
                 continue
             }
-            // Keep heartbeats serviced while idle.
-            if batch.isEmpty {
-                do { _ = try amqp.nextEvent(timeoutMillis: 0) } catch { link.drop(error, "HTTP publishes get 503 until it is back") }
-                continue
-            }
-            do {
-                for r in batch {
-                    try amqp.publish(exchange: config.exchange, routingKey: r.channel, body: r.body,
-                                     properties: AMQPProperties(contentType: r.contentType, messageID: r.id, persistent: true))
-                }
-                let refused = try amqp.waitForConfirms(timeoutMillis: 5_000)
-                let ok = refused.isEmpty
-                for r in batch {
-                    hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: ok, message: ok ? "" : "RabbitMQ refused the message"))
-                }
-                if ok { metrics.httpPublishes.add(batch.count) }
-            } catch {
-                for r in batch { hubs.post(to: r.hub, .published(token: r.token, id: r.id, ok: false, message: "broker unavailable")) }
-                link.drop(error, "HTTP publishes get 503 until it is back")
-            }
+            store(batch, on: redis)
         }
         link.close { $0.close() }
+    }
+
+    private func store(_ batch: [Request], on redis: RedisConnection) {
+        let now = wallMillis()
+        var groups: [StoreGroup] = []
+        var members: [[Request]] = [] // parallel to groups
+        var index: [String: Int] = [:]
+        for r in batch {
+            let envelope: MessageEnvelope
+            do {
+                envelope = try MessageEnvelope(channel: r.channel, id: r.id, timeMillis: now, body: r.body, contentType: r.contentType)
+            } catch {
+                answer([r]) { .failed(status: 400, code: "bad_json", message: "body is not valid JSON: \(error.message)", id: $0.id) }
+                continue
+            }
+            let g = index[r.channel] ?? {
+                groups.append(StoreGroup(channel: r.channel))
+                members.append([])
+                index[r.channel] = groups.count - 1
+                return groups.count - 1
+            }()
+            groups[g].envelopes.append(envelope)
+            groups[g].publisherIDs.append(r.idFromPublisher ? r.id : nil)
+            members[g].append(r)
+        }
+        guard !groups.isEmpty else { return }
+        let call = Scripts.sequenceCall(groups, marks: watermarks.marks(groups.map(\.channel)), config: config)
+        let replies: [RedisReply]
+        do {
+            let reply = try Scripts.sequence.run(on: redis, sha: &sha, calls: [call])[0]
+            replies = Scripts.sequenceReplies(reply, groups: groups.count) ?? Array(repeating: reply, count: groups.count)
+        } catch {
+            sha = nil
+            link.drop(error, "HTTP publishes get 503 until it is back")
+            answer(batch) { .failed(status: 503, code: "redis_unavailable", message: "Redis is unavailable; try again", id: $0.id) }
+            return
+        }
+        let replicated = config.redisWaitReplicas == 0 || waitForReplicas(redis)
+        var sequenced: [SequencedMessage] = []
+        for (g, reply) in replies.enumerated() {
+            let group = groups[g]
+            guard let answer = Scripts.sequenced(reply, count: group.envelopes.count) else {
+                logger.error("sequence script failed for an HTTP publish", metadata: ["channel": "\(group.channel)", "reply": "\(reply)"])
+                self.answer(members[g]) { .failed(status: 500, code: "store_failed", message: "Redis refused to store it: \(reply)", id: $0.id) }
+                continue
+            }
+            if let held = answer.behind {
+                metrics.epochResets.add(1)
+                logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
+                             metadata: ["channel": "\(group.channel)", "redis_seq": "\(held)", "old_epoch": "\(answer.lostEpoch)",
+                                        "new_epoch": "\(answer.epoch)"])
+            }
+            var duplicates = 0
+            for (i, (m, r)) in zip(answer.messages, members[g]).enumerated() {
+                if m.stored != nil { duplicates += 1 }
+                sequenced.append(SequencedMessage(channel: group.channel, epoch: answer.epoch, seq: m.seq,
+                                                  frame: m.stored ?? group.envelopes[i].frame(seq: m.seq)))
+                hubs.post(to: r.hub, .published(token: r.token, answer: replicated
+                    ? .stored(id: r.id, channel: group.channel, epoch: answer.epoch, seq: m.seq, duplicate: m.stored != nil)
+                    : .failed(status: 503, code: "not_replicated",
+                              message: "stored, but fewer than --redis-wait-replicas replicas confirmed it within \(Self.replicaWaitMillis) ms; publish again with Idempotency-Key: \(r.id)",
+                              id: r.id)))
+            }
+            metrics.messagesIn.add(group.envelopes.count - duplicates)
+            metrics.duplicates.add(duplicates)
+            metrics.httpPublishes.add(group.envelopes.count)
+            metrics.channelActivity.add(group.channel, group.envelopes.count - duplicates)
+        }
+        watermarks.record(sequenced)
+    }
+
+    /// With `--redis-wait-replicas N`: true once N replicas hold what was stored (Redis `WAIT`),
+    /// false when they do not within `replicaWaitMillis` or the connection fails.
+    private func waitForReplicas(_ redis: RedisConnection) -> Bool {
+        do {
+            let acked = try redis.command(["WAIT", String(config.redisWaitReplicas), String(Self.replicaWaitMillis)]).integer ?? 0
+            if acked >= Int64(config.redisWaitReplicas) { return true }
+            metrics.redisReplicaWaits.add()
+            return false
+        } catch {
+            sha = nil
+            link.drop(error, "HTTP publishes get 503 until it is back")
+            return false
+        }
+    }
+
+    private func answer(_ requests: [Request], _ make: (Request) -> Answer) {
+        for r in requests { hubs.post(to: r.hub, .published(token: r.token, answer: make(r))) }
     }
 }

@@ -222,8 +222,11 @@ def test_pipelined_gets_and_a_mix_are_answered_in_order(herald_factory, exchange
     assert [a[0] for a in answers] == [200, 200, 202, 200, 200, 404]
     assert [m["data"] for m in json.loads(answers[0][2])] == ["m1"]
     assert json.loads(answers[1][2])["members"] == []
-    assert json.loads(answers[2][2]) == {"id": "m2"}
+    published = json.loads(answers[2][2])
+    assert published == {"id": "m2", "channel": "mix", "epoch": published["epoch"], "seq": 2}
     assert json.loads(answers[3][2])["status"] == "ok"
+    # A publish is answered once stored: the history read pipelined after it has it.
+    assert [m["data"] for m in json.loads(answers[4][2])] == ["m2"]
     assert json.loads(answers[5][2])["error"] == "not_found"
     # HEAD: the GET's headers, no body; the next answer follows at once.
     s.sendall(b"HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n" + get("/livez"))
