@@ -80,8 +80,8 @@ public struct SequencerPipeline {
     /// parsed answer (nil when Redis refused or answered something else), `frames(seq)` the
     /// frame of the i-th message as a new one.
     public static func stored(channel: String, sequenced: (epoch: String, messages: [(seq: UInt64, stored: [UInt8]?)])?,
-                              reply: String, newFrame: (Int, UInt64) -> [UInt8]) -> Stored {
-        guard let sequenced else { return .deadLetter(reason: "Redis refused to store it: \(reply)") }
+                              reply: @autoclosure () -> String, newFrame: (Int, UInt64) -> [UInt8]) -> Stored {
+        guard let sequenced else { return .deadLetter(reason: "Redis refused to store it: " + reply()) }
         var out: [SequencedMessage] = []
         var duplicates = 0
         out.reserveCapacity(sequenced.messages.count)

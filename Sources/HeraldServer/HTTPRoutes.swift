@@ -69,7 +69,8 @@ final class HTTPRoutes {
             guard request.method == "POST" else {
                 return Self.methodNotAllowed(request, allow: "POST")
             }
-            return publish(request, channel: String(path.dropFirst("/api/publish/".count)))
+            // The HTTP front hands these to the publisher directly; one that came this way goes there too.
+            return publisher.take(request)
         }
         if path.hasPrefix("/api/history/") {
             guard request.method == "GET" else {
@@ -127,20 +128,6 @@ final class HTTPRoutes {
         }
     }
 
-    /// A publish for `token` was stored (or not): 202 with its seq, or the error with the id to
-    /// publish again with.
-    func answerPublish(token: UInt64, answer: Publisher.Answer) {
-        guard let request = waiting.removeValue(forKey: token) else { return }
-        switch answer {
-        case let .stored(id, channel, epoch, seq, duplicate):
-            request.respond(status: 202, json: "{\"id\":\(JSON.quoted(id)),\"channel\":\(JSON.quoted(channel)),\"epoch\":\(JSON.quoted(epoch)),\"seq\":\(seq)\(duplicate ? ",\"duplicate\":true" : "")}")
-        case let .failed(status, code, message, id):
-            var body = HTTPResponse.errorJSON(code, message)
-            body.removeLast()
-            request.respond(status: status, json: body + ",\"id\":\(JSON.quoted(id))}")
-        }
-    }
-
     /// Liveness: this process serves requests. Never tied to RabbitMQ or Redis, so an
     /// orchestrator does not restart every node during an outage Herald rides out.
     static func livez(_ request: HTTPRequest, config: HeraldConfig) {
@@ -188,25 +175,6 @@ final class HTTPRoutes {
         metrics.httpAuthRefused.add()
         request.respond(status: status, json: HTTPResponse.errorJSON(code, message))
         return true
-    }
-
-    private func publish(_ request: HTTPRequest, channel: String) {
-        if refuse(request, HTTPAccess.publish(request.credentials, channel: channel, config: config)) { return }
-        if let problem = ChannelName.problem(channel) {
-            return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_channel", problem))
-        }
-        if request.body.count > config.maxMessageBytes {
-            return request.respond(status: 413, json: HTTPResponse.errorJSON("too_large", "body is larger than \(config.maxMessageBytes) bytes"))
-        }
-        let contentType = request.header("content-type")
-        if let ct = contentType, MessageEnvelope.isJSONContentType(ct) {
-            do { _ = try JSON.minify(request.body) } catch {
-                return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_json", "body is not valid JSON: \(error.message) at byte \(error.offset)"))
-            }
-        }
-        let key = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 }
-        publisher.requests.post(Publisher.Request(hub: hub, token: wait(request), channel: channel, id: key ?? "\(config.nodeID)-\(randomHex(bytes: 8))",
-                                                  idFromPublisher: key != nil, body: request.body, contentType: contentType))
     }
 
     private func history(_ request: HTTPRequest, channel: String) {

@@ -122,7 +122,6 @@ final class Hub: WebSocketServerDelegate {
             case let .broken(channel): round.append(.broken(channel: channel))
             case let .history(channel, requests, snapshot): round.append(.history(channel: channel, requests: requests, snapshot: snapshot))
             case let .httpHistory(token, result, since, limit): routes.answerHistory(token: token, result: result, since: since, limit: limit)
-            case let .published(token, answer): routes.answerPublish(token: token, answer: answer)
             case let .httpPresence(token, result): routes.answerPresence(token: token, result: result)
             }
         }

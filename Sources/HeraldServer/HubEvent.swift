@@ -17,8 +17,6 @@ enum HubEvent: Sendable {
     case httpHistory(token: UInt64, result: Result<HistorySnapshot, RedisError>, since: UInt64, limit: Int)
     /// An HTTP presence read (token of the waiting request): the member objects.
     case httpPresence(token: UInt64, result: Result<[[UInt8]], RedisError>)
-    /// An HTTP publish was stored (or not).
-    case published(token: UInt64, answer: Publisher.Answer)
 }
 
 /// What every worker thread is given: configuration, where its dependencies are, where to report,

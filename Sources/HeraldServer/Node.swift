@@ -77,16 +77,10 @@ public final class Node {
         front.requestTimeoutSeconds = config.handshakeTimeoutSeconds
         front.idleTimeoutSeconds = config.httpIdleTimeoutSeconds
         front.eventStreamPath = options.eventStreamPath
+        front.trustedProxies = config.trustedProxies
         var adminFront = front
         adminFront.isAdmin = true
         adminFront.eventStreamPath = nil
-        let acceptor: Acceptor
-        do {
-            acceptor = try Acceptor(host: config.host, port: config.port,
-                                    inlets: loops.map { loop in Acceptor.Inlet(wake: { loop.wakeUp() }) }, options: front)
-        } catch {
-            throw StartupError(description: error.description)
-        }
         let admission = Admission(maxConnections: config.maxConnections, maxPerAddress: config.maxConnectionsPerAddress)
 
         let workerStop = StopFlag()
@@ -99,6 +93,15 @@ public final class Node {
         let live = worker(LiveSubscriber.self)
         live.historyReader = reader
         let publisher = worker(Publisher.self)
+        // HTTP publishes go from the front straight to the publisher, which checks and answers them.
+        front.diversions = [Acceptor.Diversion(method: "POST", pathPrefix: "/api/publish/") { publisher.take($0) }]
+        let acceptor: Acceptor
+        do {
+            acceptor = try Acceptor(host: config.host, port: config.port,
+                                    inlets: loops.map { loop in Acceptor.Inlet(wake: { loop.wakeUp() }) }, options: front)
+        } catch {
+            throw StartupError(description: error.description)
+        }
         let presence = config.anyPresence ? worker(PresenceWorker.self) : nil
         let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
         let registry = worker(NodeRegistry.self)

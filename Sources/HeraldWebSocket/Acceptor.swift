@@ -29,7 +29,25 @@ public final class Acceptor: Sendable {
         public var eventStreamPath: String? = "/sse"
         /// The admin listener: no upgrades, no streams; its requests are marked `isAdmin`.
         public var isAdmin = false
+        /// Proxies whose `X-Forwarded-For` names a request's client.
+        public var trustedProxies: [AddressRange] = []
+        /// Requests taken by another thread straight from the front, without a service thread
+        /// (`POST /api/publish/…` goes to the node's publisher, which answers it).
+        public var diversions: [Diversion] = []
         public init() {}
+    }
+
+    /// Requests of one method under one path prefix, handed to `take` on the front thread; the
+    /// taker answers them (from any thread) with `HTTPRequest.respond`.
+    public struct Diversion: Sendable {
+        public let method: String
+        public let pathPrefix: String
+        public let take: @Sendable (HTTPRequest) -> Void
+        public init(method: String, pathPrefix: String, take: @escaping @Sendable (HTTPRequest) -> Void) {
+            self.method = method
+            self.pathPrefix = pathPrefix
+            self.take = take
+        }
     }
 
     /// One service thread's share: sockets to adopt and requests to answer.
@@ -64,11 +82,32 @@ public final class Acceptor: Sendable {
     struct Request: Sendable {
         let front: Acceptor
         let connection: UInt64
+        /// Its place among the connection's requests: answers are written in this order.
+        let ticket: UInt64
         let head: HTTPRequestHead
         let body: [UInt8]
         let peer: String
         /// The answer ends the connection (`connection: close`).
         let closeAfter: Bool
+
+        /// The request as the routes see it; its answer goes back to the front.
+        func httpRequest(admin: Bool, trustedProxies: [AddressRange]) -> HTTPRequest {
+            let isHead = head.method == "HEAD"
+            let closeAfter = closeAfter
+            let front = front, connection = connection, ticket = ticket
+            var headers: [String: String] = [:]
+            for field in head.fields {
+                headers[field.name] = headers[field.name].map { $0 + ", " + field.value } ?? field.value
+            }
+            let client = trustedProxies.isEmpty ? peer
+                : ClientAddress.resolve(peer: peer, forwardedFor: headers["x-forwarded-for"], trusted: trustedProxies)
+            // HEAD is GET without the body (RFC 9110 9.3.2): the routes see GET, the answer drops the body.
+            return HTTPRequest(method: isHead ? "GET" : head.method, path: head.path,
+                               query: head.query.map { ($0.name, $0.value) }, peer: client, headers: headers,
+                               body: body, isHead: isHead, isAdmin: admin) { response in
+                front.reply(connection, ticket, response.serialized(head: isHead, close: closeAfter))
+            }
+        }
     }
 
     let fd: Int32
@@ -78,7 +117,7 @@ public final class Acceptor: Sendable {
     private let thread = Mutex<OSThread?>(nil)
     static let tickMillis: Int32 = 100
     /// Answers from the service threads, for the front thread to write.
-    private let replies = Mutex<[(UInt64, [UInt8])]>([])
+    private let replies = Mutex<[(UInt64, UInt64, [UInt8])]>([])
     private let wakeFD: Int32
 
     /// The accept thread's name.
@@ -116,13 +155,18 @@ public final class Acceptor: Sendable {
         }
     }
 
-    /// Writes an answer on the connection its request came from. Any thread.
-    func reply(_ connection: UInt64, _ bytes: [UInt8]) {
-        replies.withLock { $0.append((connection, bytes)) }
-        herald_eventfd_signal(wakeFD)
+    /// Writes an answer on the connection its request came from. Any thread. Only the first
+    /// answer the front has not taken yet wakes it (it drains the eventfd before taking them
+    /// all), so a burst of answers costs one wake-up.
+    func reply(_ connection: UInt64, _ ticket: UInt64, _ bytes: [UInt8]) {
+        let first = replies.withLock { r in
+            r.append((connection, ticket, bytes))
+            return r.count == 1
+        }
+        if first { herald_eventfd_signal(wakeFD) }
     }
 
-    func takeReplies() -> [(UInt64, [UInt8])] {
+    func takeReplies() -> [(UInt64, UInt64, [UInt8])] {
         replies.withLock { r in
             defer { r.removeAll(keepingCapacity: true) }
             return r

@@ -13,8 +13,18 @@ final class HTTPFront {
         var reader: HTTPRequestReader
         var out: [UInt8] = []
         var sent = 0
-        /// A request is with a service thread; nothing more is read until its answer.
-        var inFlight = false
+        /// Requests whose answers have not been written yet (with a service thread, with the
+        /// thread a diversion took them to, or answered early and held for their turn).
+        var inFlight = 0
+        /// Tickets number the requests in the order read; answers go out in that order.
+        var issued: UInt64 = 0
+        var nextAnswer: UInt64 = 0
+        var early: [UInt64: [UInt8]] = [:]
+        /// The request a service thread has: nothing more is read until its answer (only
+        /// diverted requests are read ahead of their answers, up to `maxAhead`).
+        var waitingFor: UInt64?
+        /// The request whose answer ends the connection.
+        var closeAfter: UInt64?
         /// The peer sent its end of file: answer what it sent, then close.
         var peerDone = false
         /// The bytes for libwebsockets, once every earlier answer is written.
@@ -65,6 +75,9 @@ final class HTTPFront {
     /// A client pipelining far ahead of its answers is not read further until they catch up.
     private let maxUnread: Int
     static let lingerMicros: UInt64 = 2_000_000
+    /// Diverted requests (HTTP publishes) of one connection taken before their answers: a
+    /// pipelining publisher's requests are stored together, and answered in order.
+    static let maxAhead = 64
 
     init(acceptor: Acceptor, listener: Int32, wakeFD: Int32) {
         self.acceptor = acceptor
@@ -167,47 +180,83 @@ final class HTTPFront {
         process(c)
     }
 
-    /// Reads requests while none is waiting for its answer: each is refused here, handed to
-    /// libwebsockets, or posted to a service thread.
+    /// Reads requests while it may: each is refused here, handed to libwebsockets, taken by a
+    /// diversion or posted to a service thread. Only diverted requests are read ahead of their
+    /// answers; one for a service thread stops the reading until it is answered.
     private func process(_ c: Connection) {
-        while !c.inFlight && !c.closing && c.handOff == nil, let event = c.reader.next() {
+        while c.waitingFor == nil && c.inFlight < Self.maxAhead && c.closeAfter == nil && !c.closing && c.handOff == nil,
+              let event = c.reader.next() {
             switch event {
             case let .refused(refusal):
-                queue(c, HTTPResponse.error(refusal.status, refusal.code, refusal.message).serialized(close: true))
-                c.closing = true
+                let ticket = issue(c)
+                c.closeAfter = ticket
+                ready(c, ticket, HTTPResponse.error(refusal.status, refusal.code, refusal.message).serialized(close: true))
             case let .request(head, body):
                 c.answeredAny = true
                 let stream = options.eventStreamPath.map { head.method == "GET" && head.path == $0 } ?? false
                 if head.isWebSocketUpgrade && options.isAdmin {
+                    let closes = c.reader.closesAfterAnswer
                     c.reader.answered()
-                    queue(c, HTTPResponse.error(404, "not_found", "the admin listener takes no WebSocket upgrades")
-                        .serialized(close: c.reader.isClosed))
+                    let ticket = issue(c)
+                    if closes { c.closeAfter = ticket }
+                    ready(c, ticket, HTTPResponse.error(404, "not_found", "the admin listener takes no WebSocket upgrades").serialized(close: closes))
                 } else if head.isWebSocketUpgrade || stream {
                     c.handOff = c.reader.takeHandOff()
                 } else {
-                    c.inFlight = true
-                    acceptor.inlets[c.inlet].post(.request(Acceptor.Request(
-                        front: acceptor, connection: c.id, head: head, body: body, peer: c.peer, closeAfter: c.reader.closesAfterAnswer)))
-                    toWake.insert(c.inlet)
+                    let closes = c.reader.closesAfterAnswer
+                    let ticket = issue(c)
+                    let request = Acceptor.Request(front: acceptor, connection: c.id, ticket: ticket, head: head, body: body, peer: c.peer,
+                                                   closeAfter: closes)
+                    if let diversion = options.diversions.first(where: { $0.method == head.method && head.path.hasPrefix($0.pathPrefix) }) {
+                        c.reader.answered()
+                        if closes { c.closeAfter = ticket }
+                        diversion.take(request.httpRequest(admin: options.isAdmin, trustedProxies: options.trustedProxies))
+                    } else {
+                        c.waitingFor = ticket
+                        acceptor.inlets[c.inlet].post(.request(request))
+                        toWake.insert(c.inlet)
+                    }
                 }
             }
         }
         flush(c)
     }
 
+    private func issue(_ c: Connection) -> UInt64 {
+        c.inFlight += 1
+        defer { c.issued += 1 }
+        return c.issued
+    }
+
+    /// An answer for request `ticket`: written once every earlier one is.
+    private func ready(_ c: Connection, _ ticket: UInt64, _ bytes: [UInt8]) {
+        c.early[ticket] = bytes
+        while let next = c.early.removeValue(forKey: c.nextAnswer) {
+            c.inFlight -= 1
+            if c.waitingFor == c.nextAnswer {
+                c.waitingFor = nil
+                c.reader.answered()
+                if c.reader.isClosed { c.closing = true }
+            }
+            if c.closeAfter == c.nextAnswer { c.closing = true }
+            c.nextAnswer += 1
+            queue(c, next)
+        }
+    }
+
     // MARK: Answering
 
-    /// Answers the service threads wrote: each goes out on its connection, and the next request is read.
+    /// Answers other threads wrote: each goes out on its connection in its turn, and more
+    /// requests are read.
     private func answer() {
         herald_eventfd_drain(wakeFD)
-        for (id, bytes) in acceptor.takeReplies() {
-            guard let c = connections[id], c.inFlight else { continue }
-            c.inFlight = false
-            c.reader.answered()
-            if c.reader.isClosed { c.closing = true }
-            queue(c, bytes)
-            process(c)
+        var touched: [Connection] = []
+        for (id, ticket, bytes) in acceptor.takeReplies() {
+            guard let c = connections[id], ticket >= c.nextAnswer, ticket < c.issued else { continue }
+            ready(c, ticket, bytes)
+            if touched.last !== c { touched.append(c) }
         }
+        for c in touched where connections[c.id] != nil { process(c) }
     }
 
     private func queue(_ c: Connection, _ bytes: [UInt8]) {
@@ -228,7 +277,7 @@ final class HTTPFront {
         if c.sent == c.out.count {
             c.out.removeAll(keepingCapacity: true)
             c.sent = 0
-            if let bytes = c.handOff { return handOff(c, bytes) }
+            if let bytes = c.handOff, c.inFlight == 0 { return handOff(c, bytes) }
             if c.closing && !c.lingering {
                 // Shut down and read until the peer closes, so the answer is not destroyed by a
                 // reset over bytes it still sends (a body refused unread).
@@ -236,7 +285,7 @@ final class HTTPFront {
                 c.lingering = true
                 c.deadline = monotonicMicros() + Self.lingerMicros
                 c.deadlineKind = .linger
-            } else if c.peerDone && !c.inFlight && !c.lingering {
+            } else if c.peerDone && c.inFlight == 0 && !c.lingering {
                 return drop(c)
             }
         }
@@ -269,7 +318,7 @@ final class HTTPFront {
         switch c.deadlineKind {
         case .linger:
             return
-        case _ where c.inFlight:
+        case _ where c.inFlight > 0:
             c.deadlineKind = .none
         case _ where c.sent < c.out.count:
             // An answer the client does not read.

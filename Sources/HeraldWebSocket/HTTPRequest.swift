@@ -3,10 +3,11 @@ import HeraldCore
 import Glibc
 #endif
 
-/// One HTTP request and its answer, on the service thread. A HEAD request is seen as GET
+/// One HTTP request and its answer, on the service thread (or on the thread it was diverted to:
+/// it belongs to one thread at a time, hence `@unchecked Sendable`). A HEAD request is seen as GET
 /// (`isHead`): its answer's headers go out, its body does not. Answered at most once: a second
 /// `respond` is ignored, so a request can never be answered (or acted on) twice.
-public final class HTTPRequest {
+public final class HTTPRequest: @unchecked Sendable {
     public let method: String
     public let path: String
     public let query: [(String, String)]

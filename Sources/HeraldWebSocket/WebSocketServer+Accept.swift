@@ -39,22 +39,7 @@ extension WebSocketServer {
 
     /// A request the front read whole: to the delegate, its answer back to the front.
     private func serveFrontRequest(_ r: Acceptor.Request, admin: Bool) {
-        let isHead = r.head.method == "HEAD"
-        let closeAfter = r.closeAfter
-        let front = r.front, connection = r.connection
-        var headers: [String: String] = [:]
-        for field in r.head.fields {
-            headers[field.name] = headers[field.name].map { $0 + ", " + field.value } ?? field.value
-        }
-        let peer = options.trustedProxies.isEmpty ? r.peer
-            : ClientAddress.resolve(peer: r.peer, forwardedFor: headers["x-forwarded-for"], trusted: options.trustedProxies)
-        // HEAD is GET without the body (RFC 9110 9.3.2): the routes see GET, the answer drops the body.
-        let request = HTTPRequest(method: isHead ? "GET" : r.head.method, path: r.head.path,
-                                  query: r.head.query.map { ($0.name, $0.value) }, peer: peer, headers: headers,
-                                  body: r.body, isHead: isHead, isAdmin: admin) { response in
-            front.reply(connection, response.serialized(head: isHead, close: closeAfter))
-        }
-        delegate?.httpRequest(request)
+        delegate?.httpRequest(r.httpRequest(admin: admin, trustedProxies: options.trustedProxies))
     }
 
     /// Tells the acceptors whether this thread waits for handshakes (they then wake it each tick).
