@@ -25,6 +25,9 @@ final class HTTPFront {
         var waitingFor: UInt64?
         /// The request whose answer ends the connection.
         var closeAfter: UInt64?
+        /// A request for a service thread read while earlier ones were still unanswered: it is
+        /// posted once they are, so it sees what they did (a history read after publishes).
+        var deferred: Acceptor.Request?
         /// The peer sent its end of file: answer what it sent, then close.
         var peerDone = false
         /// The bytes for libwebsockets, once every earlier answer is written.
@@ -213,8 +216,7 @@ final class HTTPFront {
                         diversion.take(request.httpRequest(admin: options.isAdmin, trustedProxies: options.trustedProxies))
                     } else {
                         c.waitingFor = ticket
-                        acceptor.inlets[c.inlet].post(.request(request))
-                        toWake.insert(c.inlet)
+                        if c.inFlight == 1 { post(c, request) } else { c.deferred = request }
                     }
                 }
             }
@@ -242,6 +244,15 @@ final class HTTPFront {
             c.nextAnswer += 1
             queue(c, next)
         }
+        if let d = c.deferred, d.ticket == c.nextAnswer {
+            c.deferred = nil
+            post(c, d)
+        }
+    }
+
+    private func post(_ c: Connection, _ request: Acceptor.Request) {
+        acceptor.inlets[c.inlet].post(.request(request))
+        toWake.insert(c.inlet)
     }
 
     // MARK: Answering

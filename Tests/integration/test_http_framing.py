@@ -372,3 +372,26 @@ def test_bad_http_bounds_are_refused_at_start(flag, value):
     from conftest import HERALD_BIN
     out = subprocess.run([HERALD_BIN, "serve", flag, value], capture_output=True, text=True, timeout=20)
     assert out.returncode != 0 and flag in out.stderr, out.stderr
+
+
+def test_pipelined_publishes_are_taken_ahead_and_answered_in_the_order_sent(herald_factory, exchange):
+    """Publishes are read ahead of their answers (the publisher stores them together) and a
+    batch is stored channel by channel, yet each answer comes in its request's place; a history
+    read pipelined after them waits for them and sees every one."""
+    h = node(herald_factory)
+    s = connect(h)
+    channels = ["pa", "pb", "pc"]
+    requests = [(channels[i % 3], f"m{i}") for i in range(300)]
+    s.sendall(b"".join(post(ch, body.encode(), f"k{i}") for i, (ch, body) in enumerate(requests))
+              + get("/api/history/pa?limit=2000") + post("pb", b"last", "k-last"))
+    answers = Reader(s).responses(len(requests) + 2, timeout=60)
+    assert [a[0] for a in answers] == [202] * len(requests) + [200, 202]
+    published = [json.loads(a[2]) for a in answers[:len(requests)]]
+    assert [(p["channel"], p["id"]) for p in published] == [(ch, f"k{i}") for i, (ch, _) in enumerate(requests)], \
+        "each answer in its request's place"
+    for ch in channels:
+        assert [p["seq"] for p in published if p["channel"] == ch] == list(range(1, 101)), f"{ch}: seqs in the order sent"
+    assert [m["data"] for m in json.loads(answers[-2][2])] == [body for ch, body in requests if ch == "pa"], \
+        "the history read saw every publish sent before it"
+    assert json.loads(answers[-1][2])["seq"] == 101
+    s.close()
