@@ -158,3 +158,21 @@ def test_the_bench_reaches_an_ipv6_address(herald_factory, exchange):
                   "--rate", 20, "--duration", 1, "--transport", transport)
         assert r["connected"] == 20 and r["connect_failures"] == 0, (transport, r)
         assert r["deliveries"] == r["published"] * 10 and (r["lost"], r["duplicated"]) == (0, 0), (transport, r)
+
+
+@pytest.mark.parametrize("route", ["amqp", "http"])
+def test_many_channels_preset_puts_each_client_on_its_own_channel_and_reports_cpu_per_message(herald, exchange, redis_server, route):
+    extra = ["--publish-url", f"http://127.0.0.1:{herald.port}/api/publish/{{channel}}", "--publish-connections", 4] if route == "http" else []
+    r = bench("many-channels", "--url", herald.ws_url(), "--exchange", exchange, "--clients", 300, "--rate", 200,
+              "--max-rate", 300, "--step-seconds", 1.5, "--server-pid", herald.proc.pid,
+              "--watch-pid", f"redis={redis_server.proc.pid}", *extra)
+    assert r["scenario"] == "many-channels" and r["channels"] == 300, "one channel per client unless --channels says otherwise"
+    assert r["connected"] == 300 and (r["lost"], r["duplicated"], r["out_of_order"]) == (0, 0, 0)
+    assert r["publish_failures"] == 0
+    assert [s["rate"] for s in r["steps"]] == [200.0, 300.0]
+    for s in r["steps"]:
+        assert s["clean"] and s["lost"] == 0 and 0 <= s["publisher_lag_ms"] <= 100
+        assert set(s["cpu_percent"]) == {"server", "redis"} and set(s["cpu_us_per_message"]) == {"server", "redis"}
+        assert s["cpu_us_per_message"]["server"] > 0
+    assert r["deliveries"] == r["published"], "each message reaches the one client of its channel"
+    assert r["highest_clean_rate"] == 300.0
