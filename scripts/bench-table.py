@@ -117,7 +117,7 @@ def many_targets():
             continue
         b = best_clean(h)
         rate = b["rate"] if b else 0
-        how = "through RabbitMQ (persistent, confirms)" if key == "many-amqp" else "over HTTP (8 pipelined keep-alive connections)"
+        how = "through RabbitMQ (persistent, confirms)" if key == "many-amqp" else "over HTTP (64 pipelined keep-alive connections)"
         ratio = f"{f(rate / nrate, 2)}× Nchan" if nrate else "Nchan –"
         print(f"| {f(h['clients'])} clients, each on its own channel, publishing {how}: highest clean rate (0 lost, p99 < 100 ms, "
               f"publisher on schedule) | {target} | {f(rate)} msg/s | {f(nrate)} msg/s (HTTP) | {verdict(ok(rate), f'{f(rate)} msg/s, {ratio}')} |")

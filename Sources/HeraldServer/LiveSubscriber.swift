@@ -55,6 +55,8 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     private var nextExpiry: UInt64 = 0
     /// Channels confirmed again after a lost connection, waiting to be compared with Redis.
     private var catchingUp: [String] = []
+    /// Monotonic ms before which no catch-up is tried (the repair connection is not back yet).
+    private var nextCatchUp: UInt64 = 0
     private lazy var prefix = Array(config.liveTopicPrefix.utf8)
 
     func run() {
@@ -85,7 +87,8 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
                 }
                 try carryOut(step, on: redis)
                 step = LiveInterest.Step()
-                for reply in try redis.receiveAvailable(timeoutMillis: catchingUp.isEmpty ? 200 : 0, wake: wake) {
+                let catchUpDue = !catchingUp.isEmpty && monotonicMillis() >= nextCatchUp
+                for reply in try redis.receiveAvailable(timeoutMillis: catchUpDue ? 0 : catchingUp.isEmpty ? 200 : 50, wake: wake) {
                     lastHeard = monotonicMillis()
                     received(reply, into: &out, step: &step)
                 }
@@ -221,8 +224,12 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     /// round trip), and what was sequenced while the node was not listening is handed on.
     private func catchUpSome() {
         guard !catchingUp.isEmpty else { return }
+        guard monotonicMillis() >= nextCatchUp else { return }
         let channels = Array(catchingUp.prefix(500))
-        guard let snapshots = readSnapshots(channels) else { return } // retried next round
+        guard let snapshots = readSnapshots(channels) else {
+            nextCatchUp = monotonicMillis() + 100 // retried once the repair connection is back
+            return
+        }
         catchingUp.removeFirst(channels.count)
         var out: [SequencedMessage] = []
         var repaired = 0
