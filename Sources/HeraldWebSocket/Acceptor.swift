@@ -56,6 +56,8 @@ public final class Acceptor: Sendable {
         /// Handshakes this service thread is waiting for: while there are any, the accept
         /// thread wakes it every `tickMillis` so their deadlines are checked without other events.
         let pendingHandshakes = Atomic<Int>(0)
+        /// The service thread keeps keep-alive deadlines: it is woken every tick too.
+        let wantsTicks = Atomic<Bool>(false)
         /// Connections closed before they sent a whole request (timed out, or the peer left).
         let incomplete = Atomic<Int>(0)
         let wake: @Sendable () -> Void

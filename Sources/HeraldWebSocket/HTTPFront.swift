@@ -121,7 +121,8 @@ final class HTTPFront {
                     listenerPaused = false
                     _ = herald_epoll_set(epoll, 1, listener, herald_epollin, 0)
                 }
-                for (i, inlet) in acceptor.inlets.enumerated() where inlet.pendingHandshakes.load(ordering: .relaxed) > 0 { toWake.insert(i) }
+                for (i, inlet) in acceptor.inlets.enumerated()
+                where inlet.pendingHandshakes.load(ordering: .relaxed) > 0 || inlet.wantsTicks.load(ordering: .relaxed) { toWake.insert(i) }
             }
             for i in toWake { acceptor.inlets[i].wake() }
             toWake.removeAll(keepingCapacity: true)

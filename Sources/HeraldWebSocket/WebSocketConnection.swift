@@ -23,6 +23,8 @@ public final class WebSocketConnection {
     /// stream refused while opening, such as for a bad token, gets an HTTP error instead).
     var streamStarted = false
     var heartbeatDue = false
+    /// A keep-alive ping waits for the next writable call.
+    var pingDue = false
     /// The allowed Origin a stream came from, echoed in its CORS header.
     var streamOrigin: String?
     /// When the peer last sent anything (a message or a pong), monotonic ms.

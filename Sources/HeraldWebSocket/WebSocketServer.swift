@@ -65,6 +65,11 @@ public final class WebSocketServer: @unchecked Sendable {
     public var adminInlet: Acceptor.Inlet?
     var adminConnections: Set<OpaquePointer> = []
     var handshakes = DeadlineQueue<OpaquePointer>()
+    /// Keep-alive (`WebSocketServer+KeepAlive`): when each connection is due a ping, and when
+    /// each pinged one must have answered.
+    var quiet = DeadlineQueue<UInt64>()
+    var unanswered = DeadlineQueue<UInt64>()
+    var nextKeepAliveSweep: UInt64 = 0
     private var idlePolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     /// Answers to the requests libwebsockets was handed (see `+HTTP`), waiting for a writable callback.
     var httpAnswers: [OpaquePointer: HTTPResponse] = [:]
@@ -145,15 +150,12 @@ public final class WebSocketServer: @unchecked Sendable {
         // still bound a keep-alive HTTP connection's next request.
         info.timeout_secs = UInt32(max(1, options.handshakeTimeoutSeconds))
         info.timeout_secs_ah_idle = UInt32(max(1, options.handshakeTimeoutSeconds))
-        if options.pingIntervalSeconds > 0 {
-            // lws pings a connection quiet for `ping` seconds and hangs up at `hangup`.
-            let policy = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
-            policy.initialize(to: lws_retry_bo_t())
-            policy.pointee.secs_since_valid_ping = options.pingIntervalSeconds
-            policy.pointee.secs_since_valid_hangup = options.pingIntervalSeconds + options.pongTimeoutSeconds
-            idlePolicy = policy
-            info.retry_and_idle_policy = UnsafePointer(policy)
-        }
+        // Herald pings (`WebSocketServer+KeepAlive`): lws's own validity timers are off (a
+        // hang-up time of 0), or it would fall back to its default of a ping every 300 s.
+        let policy = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
+        policy.initialize(to: lws_retry_bo_t())
+        idlePolicy = policy
+        info.retry_and_idle_policy = UnsafePointer(policy)
         let alpn = strdup("http/1.1")!
         cStrings.append(alpn)
         info.alpn = UnsafePointer(alpn)
@@ -198,6 +200,7 @@ public final class WebSocketServer: @unchecked Sendable {
             sweepStreams()
             adoptAccepted()
             expireHandshakes()
+            sweepKeepAlive()
             delegate?.wokenUp()
             return 0
 
@@ -251,16 +254,17 @@ public final class WebSocketServer: @unchecked Sendable {
             nextID += idStride
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection
+            heard(connection)
             endpoint.handler.webSocketOpened(connection, query: LWSRequest.queryPairs(wsi))
             return 0
 
         case LWS_CALLBACK_RECEIVE_PONG:
-            WebSocketConnection.from(user)?.lastHeard = monotonicMillis()
+            if let connection = WebSocketConnection.from(user) { heard(connection) }
             return 0
 
         case LWS_CALLBACK_RECEIVE:
             guard let wsi, let connection = WebSocketConnection.from(user) else { return -1 }
-            connection.lastHeard = monotonicMillis()
+            heard(connection)
             let messageEnds = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
             if connection.closeCode != nil {
                 if connection.incomingTooLarge && messageEnds { connection.requestWritable() }
@@ -300,6 +304,12 @@ public final class WebSocketServer: @unchecked Sendable {
                 }
                 return -1
             }
+            if connection.pingDue {
+                // The keep-alive ping first; data waits for the next writable call if lws could
+                // not send all of it.
+                if !ping(connection) { return -1 }
+                if lws_partial_buffered(wsi) != 0 { connection.requestWritable(); return 0 }
+            }
             connection.handler.webSocketWritable(connection)
             return 0
 
@@ -320,6 +330,7 @@ public final class WebSocketServer: @unchecked Sendable {
             user.storeBytes(of: nil, as: UnsafeMutableRawPointer?.self)
             let connection = Unmanaged<WebSocketConnection>.fromOpaque(raw).takeRetainedValue()
             connections.removeValue(forKey: connection.id)
+            forgetKeepAlive(connection)
             let quietFor = monotonicMillis() - connection.lastHeard
             if connection.closeCode == nil, options.pingIntervalSeconds > 0,
                quietFor >= Int64(options.pingIntervalSeconds + options.pongTimeoutSeconds) * 1000 - 1000 {
