@@ -41,9 +41,20 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
         wake.signal()
     }
 
-    private lazy var pubsub = makeRedisLink("Redis (live PUB/SUB)", healthy: { [health] in health.liveRedis.store($0, ordering: .relaxed) })
-    /// For repairs only: it never waits, so a repair while Redis is down fails at once and the
-    /// channel's subscribers resume.
+    private lazy var pubsub: Reconnecting<RedisConnection> = {
+        let link = makeRedisLink("Redis (live PUB/SUB)", healthy: { [health] in health.liveRedis.store($0, ordering: .relaxed) })
+        // Every message stored while this connection is down is missed here (and must come from
+        // history): once another connection of this node reaches Redis again, do not wait out
+        // the rest of the backoff.
+        let sentinelRetry = link.retryNow
+        link.retryNow = { [health] in
+            sentinelRetry?() == true || health.readerRedis.load(ordering: .relaxed) || health.sequencerRedis.load(ordering: .relaxed)
+        }
+        return link
+    }()
+    /// For repairs and catch-ups only. They happen while the PUB/SUB connection is up, so Redis
+    /// is too: a repair waits for this connection (its backoff after an outage) rather than
+    /// give up on the channel's subscribers.
     private lazy var redisLink = makeRedisLink("Redis (live repairs)")
     private var sha: String?
     private var interest = LiveInterest(lingerMillis: lingerMillis)
@@ -253,15 +264,19 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
                     metadata: ["channels": "\(channels.count)", "repaired": "\(repaired)", "left": "\(catchingUp.count)"])
     }
 
+    /// The channels' snapshots; nil when Redis could not be read twice in a row (the second
+    /// time on a new connection: the one kept from before an outage may be dead).
     private func readSnapshots(_ channels: [String]) -> [String: HistorySnapshot]? {
-        guard let redis = redisLink.get(wait: false) else { return nil }
-        do {
-            return try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
-        } catch {
-            sha = nil
-            redisLink.drop(error, "the live gap is not repaired")
-            return nil
+        for attempt in 0..<2 {
+            guard let redis = redisLink.get() else { return nil } // stopping, or Redis unreachable
+            do {
+                return try Scripts.readSnapshots(channels, config: config, on: redis, sha: &sha)
+            } catch {
+                sha = nil
+                redisLink.drop(error, attempt == 0 ? "reading again on a new connection" : "the live gap is not repaired")
+            }
         }
+        return nil
     }
 
     /// A PING each second; a connection that has said nothing for `silenceMillis` is given up.

@@ -58,6 +58,13 @@ final class Sequencer: Worker, @unchecked Sendable {
         while !stop.isSet {
             guard let amqp = amqpLink.get() else { continue }
             guard redisLink.get() != nil else { continue }
+            // This node's live connection is down (Redis was restarted, or cut it off): what is
+            // stored now reaches its clients only through history, so wait for it (a moment:
+            // it reconnects as soon as Redis answers) rather than run past the history size.
+            if !health.liveRedis.load(ordering: .relaxed) {
+                stop.sleep(millis: 20)
+                continue
+            }
             do {
                 try probeIfDue(amqp)
                 try ackConfirmed(amqp)
