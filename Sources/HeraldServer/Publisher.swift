@@ -41,7 +41,7 @@ final class Publisher: Worker, @unchecked Sendable {
     private lazy var link = makeRedisLink("Redis (HTTP publisher)")
     private var sha: String?
     /// How long a publish waits for `--redis-wait-replicas` before it is answered 503.
-    static let replicaWaitMillis = 5_000
+    static let replicaWaitMillis = 1_000 // under the Redis connection's 2 s read timeout
 
     func run() {
         while !stop.isSet {
@@ -143,7 +143,8 @@ final class Publisher: Worker, @unchecked Sendable {
                 Self.respond(r.http, replicated
                     ? .stored(id: r.id, channel: group.channel, epoch: answer.epoch, seq: m.seq, duplicate: m.stored != nil)
                     : .failed(status: 503, code: "not_replicated",
-                              message: "stored, but fewer than --redis-wait-replicas replicas confirmed it within \(Self.replicaWaitMillis) ms; publish again with Idempotency-Key: \(r.id)",
+                              message: "stored, but fewer than --redis-wait-replicas replicas confirmed it within \(Self.replicaWaitMillis) ms; "
+                                  + (r.idFromPublisher ? "publish again with Idempotency-Key: \(r.id)" : "send an Idempotency-Key to retry without a second copy"),
                               id: r.id))
             }
             metrics.messagesIn.add(group.envelopes.count - duplicates)

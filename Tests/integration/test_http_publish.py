@@ -109,3 +109,17 @@ def test_a_publish_redis_could_not_take_is_retried_with_its_id_and_stored_once(h
     post.close()
     with urllib.request.urlopen(f"http://127.0.0.1:{herald.port}/api/history/retry", timeout=10) as r:
         assert [(m["seq"], m["data"]) for m in json.loads(r.read())] == [(1, "before"), (2, "during")]
+
+
+def test_a_publish_fewer_replicas_hold_is_answered_503_not_replicated_and_a_keyed_retry_stores_nothing(herald_factory, redis_server):
+    """--redis-wait-replicas 1 with no replica: the master stores the publish, but it is answered
+    503 not_replicated (after WAIT's 1 s); a retry with the same Idempotency-Key is no second copy."""
+    h = herald_factory(extra=["--redis-wait-replicas", "1"]).start()
+    post = poster(h)
+    status, body = post("held", b"only on the master", key="k1")
+    assert (status, body["error"], body["id"]) == (503, "not_replicated", "k1")
+    assert "--redis-wait-replicas" in body["message"] and "Idempotency-Key: k1" in body["message"]
+    status, again = post("held", b"only on the master", key="k1")
+    assert (status, again["error"], again["id"]) == (503, "not_replicated", "k1")
+    assert len(redis_server.client().lrange("herald:history:held", 0, -1)) == 1, "the retry stored nothing new"
+    post.close()
