@@ -129,12 +129,7 @@ final class Publisher: Worker, @unchecked Sendable {
                 self.answer(members[g]) { .failed(status: 500, code: "store_failed", message: "Redis refused to store it: \(reply)", id: $0.id) }
                 continue
             }
-            if let held = answer.behind {
-                metrics.epochResets.add(1)
-                logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
-                             metadata: ["channel": "\(group.channel)", "redis_seq": "\(held)", "old_epoch": "\(answer.lostEpoch)",
-                                        "new_epoch": "\(answer.epoch)"])
-            }
+            reportIfBehind(group.channel, answer)
             var duplicates = 0
             for (i, (m, r)) in zip(answer.messages, members[g]).enumerated() {
                 if m.stored != nil { duplicates += 1 }

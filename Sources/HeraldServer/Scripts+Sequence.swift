@@ -53,3 +53,18 @@ extension Scripts {
         return items
     }
 }
+
+extension Worker {
+    /// When the `sequence` script found Redis holding fewer messages of `channel` than this node
+    /// had seen handed out (it lost writes) and started the channel over in a new epoch rather
+    /// than count the same seqs again: counted and logged. Subscribers see the new epoch and
+    /// resume (`recovered: false`).
+    func reportIfBehind(_ channel: String, _ answer: Scripts.Sequenced) {
+        guard let held = answer.behind else { return }
+        let mark = watermarks.marks([channel])[0].first { $0.epoch == answer.lostEpoch }
+        metrics.epochResets.add(1)
+        logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
+                     metadata: ["channel": "\(channel)", "redis_seq": "\(held)", "seen_seq": "\(mark?.seq ?? 0)",
+                                "old_epoch": "\(answer.lostEpoch)", "new_epoch": "\(answer.epoch)"])
+    }
+}

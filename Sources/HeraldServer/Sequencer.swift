@@ -234,7 +234,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 ?? Array(repeating: replies[0], count: batch.groups.count)
             for (g, (group, reply)) in zip(batch.groups, perChannel).enumerated() {
                 let answer = Scripts.sequenced(reply, count: group.envelopes.count)
-                if let answer, let held = answer.behind { redisWasBehind(group.channel, held: held, lostEpoch: answer.lostEpoch, newEpoch: answer.epoch) }
+                if let answer { reportIfBehind(group.channel, answer) }
                 let outcome = SequencerPipeline.stored(channel: group.channel,
                                                        sequenced: answer.map { ($0.epoch, $0.messages) },
                                                        reply: "\(reply)", newFrame: { group.envelopes[$0].frame(seq: $1) })
@@ -333,17 +333,6 @@ final class Sequencer: Worker, @unchecked Sendable {
             replies = again
         }
         return nil
-    }
-
-    /// Redis held fewer messages of `channel` than this node had seen handed out: it lost
-    /// writes, and the script started the channel over in `newEpoch` rather than count the
-    /// same seqs again. Subscribers see the new epoch and resume (`recovered: false`).
-    private func redisWasBehind(_ channel: String, held: UInt64, lostEpoch: String, newEpoch: String) {
-        let mark = watermarks.marks([channel])[0].first { $0.epoch == lostEpoch }
-        metrics.epochResets.add(1)
-        logger.error("Redis lost writes: it was behind what this node had seen handed out; the channel starts a new epoch",
-                     metadata: ["channel": "\(channel)", "redis_seq": "\(held)", "seen_seq": "\(mark?.seq ?? 0)",
-                                "old_epoch": "\(lostEpoch)", "new_epoch": "\(newEpoch)"])
     }
 
     /// A Redis write failed: the batch is held and stored again on the next connection.

@@ -395,3 +395,20 @@ def test_pipelined_publishes_are_taken_ahead_and_answered_in_the_order_sent(hera
         "the history read saw every publish sent before it"
     assert json.loads(answers[-1][2])["seq"] == 101
     s.close()
+
+
+def test_bad_framing_behind_pipelined_publishes_is_answered_after_them_and_nothing_after_it_is_read(herald_factory, exchange):
+    """Publishes read ahead, then a request whose framing cannot be trusted: the publishes are
+    answered in order, then the refusal closes the connection, and what followed it is not acted on."""
+    h = node(herald_factory)
+    s = connect(h)
+    s.sendall(post("bf", b"one", "b1") + post("bf", b"two", "b2")
+              + b"POST /api/publish/bf HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc"
+              + post("bf", b"never", "b3"))
+    r = Reader(s)
+    answers = r.responses(3)
+    assert [a[0] for a in answers] == [202, 202, 400]
+    assert [json.loads(a[2])["seq"] for a in answers[:2]] == [1, 2]
+    assert json.loads(answers[2][2])["error"] == "bad_framing" and answers[2][1]["connection"] == "close"
+    assert r.closed()
+    assert [m["data"] for m in history(h, "bf")] == ["one", "two"]
