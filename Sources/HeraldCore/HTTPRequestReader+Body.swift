@@ -72,7 +72,10 @@ extension HTTPRequestReader {
             case let .size(body):
                 guard let line = try takeLine(max: 1024, tooLong: "a chunk size line is over 1024 bytes") else { state = .chunked(head, chunked); return nil }
                 let hex = line.prefix(while: { $0 != 0x3B && $0 != 0x20 && $0 != 0x09 })
-                guard !hex.isEmpty, hex.count <= 15, let size = Int(String(decoding: hex, as: UTF8.self), radix: 16) else {
+                // Hex digits only: `Int(_:radix:)` would also take a sign, and "-3" is no size.
+                guard !hex.isEmpty, hex.count <= 15,
+                      hex.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66) }),
+                      let size = Int(String(decoding: hex, as: UTF8.self), radix: 16) else {
                     throw HTTPRefusal(400, "bad_framing", "a chunk size is not hexadecimal")
                 }
                 if body.count + size > limits.maxBodyBytes {

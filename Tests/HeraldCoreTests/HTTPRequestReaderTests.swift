@@ -103,6 +103,11 @@ func refusal(_ events: [HTTPReadEvent]) -> HTTPRefusal? {
         #expect(refusal(readAll([tooBig]))?.status == 413)
         let long = Array("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n".utf8)
         #expect(refusal(readAll([long]))?.code == "bad_framing")
+        // A signed size (found by the fuzzer: "-3" was read as minus three, then trapped).
+        for size in ["-3", "+3", " 3", "0x3"] {
+            let signed = Array("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(size)\r\nabc\r\n0\r\n\r\n".utf8)
+            #expect(refusal(readAll([signed]))?.code == "bad_framing", "size \(size)")
+        }
     }
 
     @Test func keepAliveFollowsTheVersionAndConnectionHeader() {
