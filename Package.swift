@@ -37,13 +37,16 @@ let package = Package(
         .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CSocket", "HeraldServiceLoop", "HeraldCore", "HeraldRuntime"]),
         // The load generator's clients: an epoll WebSocket client, an lws client pool, an HTTP client.
         .target(name: "HeraldLoadClients", dependencies: ["CSocket", "CWebSockets", "HeraldServiceLoop", "HeraldRuntime"]),
-        // HMAC-SHA256 for tokens, from libcrypto (HeraldCore takes it as a function).
-        .target(name: "HeraldCrypto", dependencies: ["COpenSSL"]),
+        // Token signatures from libcrypto: HMAC, RSA, ECDSA, Ed25519 (HeraldCore takes them as functions).
+        .target(name: "HeraldCrypto", dependencies: ["COpenSSL", "HeraldCore"]),
+
+        // Herald's calls out over HTTP(S): a JWKS, the connect proxy. Sockets and libssl.
+        .target(name: "HeraldOutbound", dependencies: ["CSocket", "COpenSSL", "HeraldCore", "HeraldRuntime"]),
 
         // Wiring: threads, HTTP routes, metrics, shutdown. Its Redis scripts are Lua/*.lua,
         // embedded at build time by the LuaScripts plugin.
         .target(name: "HeraldServer", dependencies: [
-            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldRuntime",
+            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldOutbound", "HeraldRuntime",
             .product(name: "Logging", package: "swift-log"),
         ], plugins: ["LuaScripts"]),
         .executableTarget(name: "LuaEmbed"),

@@ -2,7 +2,7 @@
 set -euo pipefail
 
 APT_PACKAGES="libwebsockets-dev libev-dev libhiredis-dev librabbitmq-dev libssl-dev rabbitmq-server redis-server chromium chromium-driver nodejs node-typescript node-ws systemd golang-go golang-github-rabbitmq-amqp091-go-dev nginx curl"
-PY_PACKAGES="pika websockets redis pytest pytest-xdist selenium kosoku PyJWT schemathesis"
+PY_PACKAGES="pika websockets redis pytest pytest-xdist selenium kosoku PyJWT cryptography schemathesis"
 
 log() { printf '\033[1m[herald]\033[0m %s\n' "$*" >&2; }
 
@@ -20,7 +20,7 @@ ensure_apt_packages() {
     fi
 }
 
-PY_IMPORTS="import pika, websockets, redis, pytest, xdist, selenium, kosoku, jwt, schemathesis"
+PY_IMPORTS="import pika, websockets, redis, pytest, xdist, selenium, kosoku, jwt, cryptography, schemathesis"
 
 ensure_python_packages() {
     if ! python3 -c "$PY_IMPORTS" 2>/dev/null; then

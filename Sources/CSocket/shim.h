@@ -167,4 +167,18 @@ static inline int herald_tcp_connect_to(const void *address, int len) {
     }
     return fd;
 }
+/* Herald's outbound HTTP client: wait for one socket (POLLIN 1, POLLOUT 4); revents, 0 on
+ * timeout, -errno on error; and a connect's outcome (0 or the errno it failed with). */
+static inline int herald_poll_one(int fd, short events, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+    int n = poll(&p, 1, timeout_ms);
+    return n < 0 ? -errno : (n == 0 ? 0 : (p.revents ? p.revents : events));
+}
+static inline int herald_connect_error(int fd) {
+    int e = 0;
+    socklen_t l = sizeof e;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0) return errno;
+    return e;
+}
+static inline const char *herald_strerror(int e) { return strerror(e); }
 #endif

@@ -41,7 +41,16 @@ struct Serve: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (HERALD_LOG_LEVEL)") var logLevel = "info"
     @Option(help: "Log lines as text, or json: one object a line with node, channel, conn, code and the rest as fields. (HERALD_LOG_FORMAT)") var logFormat = "text"
     @Option(help: "Secret for HS256 connection tokens (?token= or {\"op\":\"auth\"}); use the environment, not the command line. (HERALD_TOKEN_SECRET)") var tokenSecret: String?
-    @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without --token-secret, none with it. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
+    @Option(help: "An identity provider's public key or certificate (PEM) that verifies RS256/384/512, PS256, ES256/384 or EdDSA tokens; the key decides the algorithm. Repeat for several. (HERALD_TOKEN_PUBLIC_KEY_FILE, comma-separated)") var tokenPublicKeyFile: [String] = []
+    @Option(help: "A JSON Web Key Set file (RFC 7517) whose keys verify tokens by kid. (HERALD_JWKS_FILE)") var jwksFile: String?
+    @Option(help: "A JSON Web Key Set URL (http or https, e.g. https://idp.example.com/.well-known/jwks.json): fetched at start, every --jwks-refresh seconds and when a token names an unknown kid (at most once per 10 s per kid); the last good set is used while it is down. (HERALD_JWKS_URL)") var jwksUrl: String?
+    @Option(help: "Seconds a JWKS fetch may take. (HERALD_JWKS_TIMEOUT)") var jwksTimeout = 5
+    @Option(help: "Seconds between scheduled fetches of --jwks-url. (HERALD_JWKS_REFRESH)") var jwksRefresh = 3_600
+    @Option(help: "Tokens must carry this iss. Default: not checked. (HERALD_TOKEN_ISSUER)") var tokenIssuer: String?
+    @Option(help: "Tokens must name this in aud (a string or a list). Default: not checked. (HERALD_TOKEN_AUDIENCE)") var tokenAudience: String?
+    @Option(help: "Seconds of clock skew allowed on exp and nbf. (HERALD_TOKEN_LEEWAY)") var tokenLeeway = 5
+    @Option(help: "The claim holding a token's channel patterns, e.g. https://example.com/channels for an IdP's namespaced custom claim. (HERALD_TOKEN_CHANNELS_CLAIM)") var tokenChannelsClaim = TokenRules.defaultChannelsClaim
+    @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without token keys, none with them. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
     @Option(help: "Channel patterns with presence (room:* or a name); repeat. Their subscribers are members, listed to subscribers that ask with \"presence\": true and at GET /api/presence/{channel}. Default: none. (HERALD_PRESENCE_CHANNELS, comma-separated)") var presenceChannels: [String] = []
     @Option(help: "Milliseconds a node's presence lease lasts without renewal: a node that dies has its members removed by the others this long after its last renewal. (HERALD_PRESENCE_LEASE_MS)") var presenceLeaseMs = 5_000
     @Option(help: "A node announces its members' joins and leaves at most once per this many ms, merged. (HERALD_PRESENCE_TICK_MS)") var presenceTickMs = 100
@@ -111,6 +120,12 @@ struct Serve: ParsableCommand {
             throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
         }
         if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
+        guard (0...3600).contains(tokenLeeway) else { throw ValidationError("--token-leeway must be 0 to 3600 seconds") }
+        guard (1...60).contains(jwksTimeout), jwksRefresh >= 10 else { throw ValidationError("--jwks-timeout must be 1 to 60 seconds and --jwks-refresh at least 10") }
+        if let jwksUrl, !(jwksUrl.hasPrefix("https://") || jwksUrl.hasPrefix("http://")) {
+            throw ValidationError("--jwks-url \(jwksUrl): expected an http:// or https:// URL")
+        }
+        guard !tokenChannelsClaim.isEmpty else { throw ValidationError("--token-channels-claim must not be empty") }
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
             throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
         }
@@ -164,6 +179,13 @@ struct Serve: ParsableCommand {
         config.eventLoop = eventLoop
         config.wsThreads = wsThreads ?? min(Self.maxDefaultWSThreads, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         config.tokenSecret = tokenSecret
+        config.tokenPublicKeyFiles = splitList(tokenPublicKeyFile)
+        config.jwksFile = jwksFile
+        config.jwksURL = jwksUrl
+        config.jwksTimeoutSeconds = jwksTimeout
+        config.jwksRefreshSeconds = jwksRefresh
+        config.tokenRules = TokenRules(issuer: tokenIssuer, audience: tokenAudience, leewaySeconds: UInt64(tokenLeeway),
+                                       channelsClaim: tokenChannelsClaim)
         config.testEchoPath = testEchoPath
         config.maxSubscriptionsPerConnection = maxSubscriptions
         config.maxClientOpsPerSecond = maxClientOps

@@ -12,7 +12,7 @@ public struct ClientSession {
         public var opsPerSecond: Double
         public var opsBurst: Double
         public var anonymousPatterns: [String]
-        /// nil: tokens are not enabled (no `--token-secret`).
+        /// nil: tokens are not enabled (no token keys).
         public var verifier: TokenVerifier?
         public var maxControlBytes: Int
         /// Channels with presence (`--presence-channels`).
@@ -67,7 +67,7 @@ public struct ClientSession {
         case expires(at: UInt64)
         /// The token has already expired: close with 4002 now.
         case expired
-        /// Close the connection (4001 for a refused token).
+        /// Close the connection (4001 for a refused token, 4004 for a key not known yet).
         case close(code: UInt16, reason: String, label: String)
         case tally(Tally)
     }
@@ -138,6 +138,8 @@ public struct ClientSession {
         return actions
     }
 
+    private var leeway: UInt64 { policy.verifier?.rules.leewaySeconds ?? 0 }
+
     /// Whether this connection may read `channel`: its token's channels, or the anonymous ones.
     public func mayRead(_ channel: String) -> Bool {
         if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
@@ -152,7 +154,7 @@ public struct ClientSession {
     /// with a `forbidden` error and an `unsubscribed` frame.
     private mutating func authenticate(_ token: String, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
         let result = policy.verifier.map { $0.verify(token, nowSeconds: wallSeconds) }
-            ?? .failure(TokenError(.disabled, "tokens are not enabled on this server (no --token-secret)"))
+            ?? .failure(TokenError(.disabled, "tokens are not enabled on this server (no token keys)"))
         switch result {
         case let .success(new):
             let renewal = claims != nil
@@ -167,11 +169,16 @@ public struct ClientSession {
                     unsubscribe(channel, into: &actions)
                 }
             }
-            actions.append(.expires(at: new.exp))
+            // The clock skew allowed at verification holds while connected too: a token accepted
+            // within the leeway is not closed at once.
+            actions.append(.expires(at: new.exp + leeway))
             return true
         case let .failure(error):
             actions.append(.tally(.authFailure(error.reason)))
-            actions.append(.close(code: 4001, reason: String("invalid token: \(error)".prefix(120)), label: error.reason.rawValue))
+            // A kid no key has yet may be a key the IdP just rotated in: its set is being fetched
+            // again, so the client is told to retry (4004) rather than to give up (4001).
+            let code: UInt16 = error.retryable ? 4004 : 4001
+            actions.append(.close(code: code, reason: String("invalid token: \(error)".prefix(120)), label: error.reason.rawValue))
             return false
         }
     }
@@ -179,7 +186,7 @@ public struct ClientSession {
     /// True when the subscription goes ahead.
     @discardableResult
     private mutating func subscribe(_ channel: String, resume: ResumePosition?, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
-        if let claims, claims.exp <= wallSeconds {
+        if let claims, claims.exp + leeway <= wallSeconds {
             // Expired since it was accepted: closed with 4002 at once.
             actions.append(.expired)
             return false

@@ -57,8 +57,18 @@ public struct HeraldConfig: Sendable {
     public var eventLoop = "epoll"
     /// WebSocket service threads (`--ws-threads`).
     public var wsThreads = 1
-    /// HS256 secret for connection tokens; nil: no tokens, every channel is readable.
+    /// HS256 secret for connection tokens; with no token keys at all, every channel is readable.
     public var tokenSecret: String?
+    /// PEM public keys (or certificates) of an identity provider (`--token-public-key-file`).
+    public var tokenPublicKeyFiles: [String] = []
+    /// A JWKS document on disk (`--jwks-file`), and one fetched over HTTP(S) (`--jwks-url`).
+    public var jwksFile: String?
+    public var jwksURL: String?
+    /// Seconds a JWKS fetch may take, and between scheduled refreshes of the URL.
+    public var jwksTimeoutSeconds = 5
+    public var jwksRefreshSeconds = 3_600
+    /// `iss`, `aud`, clock skew and the claim holding channel patterns.
+    public var tokenRules = TokenRules(leewaySeconds: 5)
     /// Channel patterns readable without a token; nil: all without a secret, none with one.
     public var anonymousChannels: [String]?
     /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`); empty: any.
@@ -145,7 +155,9 @@ public struct HeraldConfig: Sendable {
     public var testEchoPath: String?
 
     /// What a connection without a token may read.
-    public var anonymousPatterns: [String] { anonymousChannels ?? (tokenSecret == nil ? ["*"] : []) }
+    public var anonymousPatterns: [String] { anonymousChannels ?? (tokensEnabled ? [] : ["*"]) }
+    /// Some key can verify tokens: a secret, PEM keys, a JWKS file or URL.
+    public var tokensEnabled: Bool { tokenSecret != nil || !tokenPublicKeyFiles.isEmpty || jwksFile != nil || jwksURL != nil }
     public static let queueTypes = ["classic", "quorum"]
 
     public init() {}

@@ -84,7 +84,7 @@ public enum HTTPAccess: Equatable, Sendable {
         if config.isAPIKey(bearer) { return .allowed }
         if config.isPublishKey(bearer) { return publishKeyReads }
         guard let verifier else {
-            return .refused(status: 401, code: "unauthorized", message: "tokens are not enabled on this server (no --token-secret)")
+            return .refused(status: 401, code: "unauthorized", message: "tokens are not enabled on this server (no token keys)")
         }
         switch verifier.verify(bearer, nowSeconds: nowSeconds) {
         case let .failure(error):
@@ -101,7 +101,7 @@ extension HeraldConfig {
     /// Whether some channel needs a token to read: a token secret, or anonymous channels narrower
     /// than every channel.
     public var readingIsProtected: Bool {
-        tokenSecret != nil || !anonymousPatterns.contains("*") || namespaces.contains { $0.anonymous == false }
+        tokensEnabled || !anonymousPatterns.contains("*") || namespaces.contains { $0.anonymous == false }
     }
 
     /// Whether `key` is one of the configured API keys (compared in constant time).

@@ -6,12 +6,15 @@ public struct TokenClaims: Equatable, Sendable {
     public var channels: [String]
     /// The `info` claim (a JSON object, compact): shown to other members of presence channels.
     public var info: [UInt8]?
+    /// When it was issued (`iat`), if it says: a revocation refuses tokens issued before it.
+    public var iat: UInt64?
 
-    public init(sub: String, exp: UInt64, channels: [String], info: [UInt8]? = nil) {
+    public init(sub: String, exp: UInt64, channels: [String], info: [UInt8]? = nil, iat: UInt64? = nil) {
         self.sub = sub
         self.exp = exp
         self.channels = channels
         self.info = info
+        self.iat = iat
     }
 
     /// The largest `info` claim accepted: it travels with every presence frame of the member.
@@ -45,18 +48,28 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Reason: String, Sendable, CaseIterable {
         /// Not three base64url parts, or a part that is not strict base64url or not JSON.
         case malformed
-        /// `alg` is not `HS256` (`none` included).
+        /// `alg` is not one Herald verifies (`none` included).
         case badAlgorithm = "bad_alg"
+        /// No key of the server allows the token's `alg` (an HS256 token against RSA keys).
+        case algorithmMismatch = "alg_mismatch"
+        /// The token names a `kid` no key has (a JWKS URL is asked again, at most every 10 s).
+        case unknownKey = "unknown_kid"
         case badSignature = "bad_signature"
         case expired
         case notYetValid = "not_yet_valid"
+        /// `iss` is not `--token-issuer`.
+        case badIssuer = "bad_issuer"
+        /// `aud` does not name `--token-audience`.
+        case badAudience = "bad_audience"
         /// A required claim is missing or has the wrong type.
         case badClaims = "bad_claims"
-        /// A token was presented to a server without `--token-secret`.
+        /// A token was presented to a server with no token keys.
         case disabled
     }
     public let reason: Reason
     public let description: String
+    /// Trying again soon may succeed (a kid while the key set is being fetched again).
+    public var retryable = false
     public init(_ reason: Reason, _ description: String) {
         self.reason = reason
         self.description = description
@@ -66,86 +79,6 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
 /// HMAC-SHA256 of `message` under `key`. HeraldCore has no crypto of its own: the server passes
 /// a vetted implementation in (libcrypto, through HeraldCrypto).
 public typealias HMACSHA256 = @Sendable (_ key: [UInt8], _ message: [UInt8]) -> [UInt8]
-
-public struct TokenVerifier: Sendable {
-    private let key: [UInt8]
-    private let hmac: HMACSHA256
-
-    public init(secret: String, hmac: @escaping HMACSHA256) {
-        key = Array(secret.utf8)
-        self.hmac = hmac
-    }
-
-    /// The claims of a valid, unexpired token signed with this secret, or why not.
-    public func verify(_ token: String, nowSeconds: UInt64) -> Result<TokenClaims, TokenError> {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3 else { return .failure(TokenError(.malformed, "not a JWT (three dot-separated parts)")) }
-        guard let headerBytes = Base64URL.decode(parts[0]), let payloadBytes = Base64URL.decode(parts[1]),
-              let signature = Base64URL.decode(parts[2]) else {
-            return .failure(TokenError(.malformed, "bad base64url"))
-        }
-        guard let header = try? JSON.parse(headerBytes), case .object = header else {
-            return .failure(TokenError(.malformed, "header is not a JSON object"))
-        }
-        guard header["alg"]?.stringValue == "HS256" else {
-            return .failure(TokenError(.badAlgorithm, "only alg HS256 is accepted"))
-        }
-        let signed = Array(parts[0].utf8) + [UInt8(ascii: ".")] + Array(parts[1].utf8)
-        guard signature.count == 32, constantTimeEquals(hmac(key, signed), signature) else {
-            return .failure(TokenError(.badSignature, "bad signature"))
-        }
-        guard let payload = try? JSON.parse(payloadBytes), case .object = payload else {
-            return .failure(TokenError(.malformed, "payload is not a JSON object"))
-        }
-        guard let exp = payload["exp"]?.unsignedValue else { return .failure(TokenError(.badClaims, "exp is required")) }
-        guard exp > nowSeconds else { return .failure(TokenError(.expired, "token expired")) }
-        if let nbf = payload["nbf"] {
-            guard let notBefore = nbf.unsignedValue else { return .failure(TokenError(.badClaims, "nbf must be a number of seconds")) }
-            if notBefore > nowSeconds { return .failure(TokenError(.notYetValid, "token not valid yet (nbf)")) }
-        }
-        let sub = payload["sub"]?.stringValue ?? ""
-        var channels: [String] = []
-        if let list = payload["channels"] {
-            guard case let .array(items) = list else { return .failure(TokenError(.badClaims, "channels must be a list of strings")) }
-            for item in items {
-                guard let s = item.stringValue, ChannelPattern.problem(s) == nil else {
-                    return .failure(TokenError(.badClaims, "bad channel pattern in token"))
-                }
-                channels.append(s)
-            }
-        }
-        var info: [UInt8]?
-        if let value = payload["info"] {
-            guard case .object = value else { return .failure(TokenError(.badClaims, "info must be a JSON object")) }
-            var bytes: [UInt8] = []
-            JSON.encode(value, to: &bytes)
-            guard bytes.count <= TokenClaims.maxInfoBytes else {
-                return .failure(TokenError(.badClaims, "info is larger than \(TokenClaims.maxInfoBytes) bytes"))
-            }
-            info = bytes
-        }
-        return .success(TokenClaims(sub: sub, exp: exp, channels: channels, info: info))
-    }
-
-    /// A signed token (for `herald token` and tests).
-    public func sign(_ claims: TokenClaims, notBefore: UInt64? = nil) -> String {
-        let header = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
-        var payload = Array(#"{"sub":"#.utf8)
-        JSON.appendString(claims.sub.utf8, to: &payload)
-        payload += Array(",\"exp\":\(claims.exp),".utf8)
-        if let notBefore { payload += Array("\"nbf\":\(notBefore),".utf8) }
-        payload += Array("\"channels\":[".utf8)
-        for (i, c) in claims.channels.enumerated() {
-            if i > 0 { payload.append(UInt8(ascii: ",")) }
-            JSON.appendString(c.utf8, to: &payload)
-        }
-        payload += Array("]".utf8)
-        if let info = claims.info { payload += Array(",\"info\":".utf8) + info }
-        payload += Array("}".utf8)
-        let body = header + "." + Base64URL.encode(payload)
-        return body + "." + Base64URL.encode(hmac(key, Array(body.utf8)))
-    }
-}
 
 public enum Base64URL {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)

@@ -1,6 +1,5 @@
 import HeraldCore
 import HeraldRuntime
-import HeraldCrypto
 import HeraldWebSocket
 import Logging
 
@@ -38,7 +37,7 @@ final class Hub: WebSocketServerDelegate {
     private var nextWindowCheck: UInt64 = 0
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
-    init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox,
+    init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox, verifier: TokenVerifier?,
          reader: HistoryReader, live: LiveSubscriber, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?, registry: NodeRegistry) {
         self.config = config
         self.metrics = metrics
@@ -50,7 +49,6 @@ final class Hub: WebSocketServerDelegate {
         self.live = live
         self.presence = presence
         self.lifecycle = lifecycle
-        let verifier = config.tokenSecret.map { TokenVerifier(secret: $0, hmac: LibCrypto.hmacSHA256) }
         routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
         admin = AdminRoutes(config: config, metrics: metrics, health: health, registry: registry)
         fanOut = FanOut(settings: FanOut.Settings(

@@ -35,7 +35,7 @@ public final class Metrics: Sendable {
     let channelActivity = ChannelActivity()
     /// Closed connections (WebSocket and SSE) by close code: the codes Herald sends and the
     /// usual peer codes, anything else as "other".
-    static let closeCodes: [UInt16] = [1000, 1001, 1006, 1009, 4001, 4002, 4008]
+    static let closeCodes: [UInt16] = [1000, 1001, 1006, 1009, 4001, 4002, 4004, 4008]
     let closesByCode: [UInt16: Counter] = Dictionary(uniqueKeysWithValues: Metrics.closeCodes.map { ($0, Counter()) })
     let otherCloses = Counter()
     /// Presence: this node's members, the changes it announced, the changes it sequenced (as
@@ -56,6 +56,7 @@ public final class Metrics: Sendable {
     let authFailuresByReason: [TokenError.Reason: Counter] =
         Dictionary(uniqueKeysWithValues: TokenError.Reason.allCases.map { ($0, Counter()) })
     let httpAuthRefused = Counter()
+    let jwks = JWKSMetrics()
     let tokenExpiredCloses = Counter()
     let forbidden = Counter()
     let originRefused = Counter()
@@ -182,12 +183,16 @@ public final class Metrics: Sendable {
         line("lifecycle_dropped_total", "counter", "Lifecycle events dropped unpublished because too many waited for RabbitMQ.", g(lifecycleDropped))
         line("slow_consumer_closes_total", "counter", "Clients closed with 4008 (too far behind).", g(slowConsumerCloses))
         line("oversize_closes_total", "counter", "Clients closed with 1009 (frame over the limit).", g(oversizeCloses))
-        line("auth_failures_total", "counter", "Connections closed with 4001 (missing, bad or expired token).", g(authFailures))
-        out += "# HELP herald_auth_failures_by_reason_total Connections closed with 4001, by why the token was refused.\n"
+        line("auth_failures_total", "counter", "Connections closed with 4001 (missing, bad or expired token) or 4004 (a kid no key has yet).", g(authFailures))
+        out += "# HELP herald_auth_failures_by_reason_total Connections closed with 4001 or 4004, by why the token was refused.\n"
         out += "# TYPE herald_auth_failures_by_reason_total counter\n"
         for reason in TokenError.Reason.allCases {
             out += "herald_auth_failures_by_reason_total{reason=\"\(reason.rawValue)\"} \(g(authFailuresByReason[reason]!))\n"
         }
+        line("jwks_fetches_total", "counter", "Fetches of --jwks-url (at start, on schedule, and for unknown kids).", g(jwks.fetches))
+        line("jwks_fetch_failures_total", "counter", "Fetches of --jwks-url that failed (unreachable, timeout, not 200, no usable key).", g(jwks.failures))
+        line("jwks_keys", "gauge", "Keys of the last good --jwks-url set.", jwks.keys.load(ordering: .relaxed))
+        line("jwks_stale", "gauge", "1 while the last fetch of --jwks-url failed and tokens are checked against the last good set.", jwks.stale.load(ordering: .relaxed))
         line("http_auth_refused_total", "counter", "HTTP API requests refused with 401 or 403 (missing, wrong or insufficient credentials).", g(httpAuthRefused))
         line("token_expired_closes_total", "counter", "Connections closed with 4002: their token expired while they were open.", g(tokenExpiredCloses))
         line("forbidden_total", "counter", "Subscriptions refused with forbidden (outside the token's channels).", g(forbidden))

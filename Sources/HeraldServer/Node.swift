@@ -1,6 +1,7 @@
 import HeraldAMQP
 import HeraldRuntime
 import HeraldCore
+import HeraldOutbound
 import HeraldRedis
 import HeraldServiceLoop
 import HeraldWebSocket
@@ -46,6 +47,18 @@ public final class Node {
         if let conflict = NodeIdentity.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel), stop: StopFlag()) {
             throw StartupError(description: conflict)
         }
+
+        // Token keys: files are read now, so a bad one stops the start with its reason.
+        var tokenKeys: ServerTokenKeys?
+        if config.tokensEnabled {
+            var url: OutboundURL?
+            if let text = config.jwksURL {
+                guard let parsed = OutboundURL(text) else { throw StartupError(description: "--jwks-url \(text): expected http:// or https:// URL") }
+                url = parsed
+            }
+            tokenKeys = ServerTokenKeys(fixed: try ServerTokenKeys.fixedKeys(config), url: url, metrics: metrics.jwks)
+        }
+        let verifier = tokenKeys.map { TokenVerifier(keys: $0, rules: config.tokenRules) }
 
         // Signals are taken by the main thread only; block them before any thread starts.
         var signals = sigset_t()
@@ -122,7 +135,7 @@ public final class Node {
         var hubList: [Hub] = []
         defer { withExtendedLifetime(hubList) {} }
         for i in 0..<threadCount {
-            let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i],
+            let hub = Hub(config: config, metrics: metrics, health: health, logger: logger, index: i, inbox: hubs.all[i], verifier: verifier,
                           reader: reader, live: live, publisher: publisher, presence: presence, lifecycle: lifecycle, registry: registry)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
@@ -170,7 +183,9 @@ public final class Node {
 
         let sequencer = worker(Sequencer.self)
         let watcher = worker(SentinelWatcher.self)
-        let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }]) + [
+        let fetcher = tokenKeys.flatMap { keys in keys.url.map { JWKSFetcher(keys: keys, url: $0, config: config, logger: logger, stop: workerStop) } }
+        let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }])
+          + (fetcher.map { f in [OSThread(name: "herald-jwks") { f.run() }] } ?? []) + [
             OSThread(name: "herald-live") { live.run() },
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },
@@ -217,7 +232,7 @@ extension Node {
             logger.warning("HTTP publishing is refused (401): reading is protected but no --api-key is set; set --api-key to publish over HTTP",
                            metadata: ["read": "\(readers)"])
         } else {
-            logger.warning("OPEN: no --token-secret and no --api-key, so anyone who reaches this port reads every channel and publishes over HTTP; fine for a demo, not for production",
+            logger.warning("OPEN: no token keys (--token-secret, --jwks-url, ...) and no --api-key, so anyone who reaches this port reads every channel and publishes over HTTP; fine for a demo, not for production",
                            metadata: ["host": "\(config.host)", "port": "\(config.port)"])
         }
     }

@@ -177,6 +177,7 @@ extension WebSocketServer {
         switch code {
         case 4001: (401, "invalid_token")
         case 4002: (401, "token_expired")
+        case 4004: (503, "token_key_unknown")
         case 1001: (503, "shutting_down")
         default: (400, "bad_request")
         }

@@ -546,7 +546,7 @@ import HeraldCrypto
     }
 }
 
-extension Result where Success == TokenClaims, Failure == TokenError {
+extension Result where Failure == TokenError {
     /// Why the token was refused, or nil when it was accepted.
     var reason: TokenError.Reason? {
         if case let .failure(e) = self { return e.reason }

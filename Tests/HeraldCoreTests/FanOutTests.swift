@@ -37,7 +37,7 @@ func drain(_ session: inout ClientSession) -> [String] {
         #expect(actions == [.tally(.authFailure(.expired)), .close(code: 4001, reason: "invalid token: token expired", label: "expired")])
         var open = ClientSession(policy: policy(tokens: false))
         #expect(open.handle(op(#"{"op":"auth","token":"a.b.c"}"#), monotonicMillis: 0, wallSeconds: 0).last
-                == .close(code: 4001, reason: "invalid token: tokens are not enabled on this server (no --token-secret)", label: "disabled"))
+                == .close(code: 4001, reason: "invalid token: tokens are not enabled on this server (no token keys)", label: "disabled"))
     }
 
     @Test func channelsOutsideTheTokenAndTheAnonymousOnesAreForbidden() {

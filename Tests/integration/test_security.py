@@ -47,7 +47,9 @@ def closed_with(client, code):
 
 @pytest.fixture
 def secured(herald_factory):
-    return herald_factory(extra=["--token-secret", SECRET]).start()
+    # No clock-skew leeway here: these tests time exp and nbf to the second (test_tokens_idp
+    # covers --token-leeway).
+    return herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0"]).start()
 
 
 def test_a_valid_token_reads_its_channels_and_only_those(secured, exchange):
@@ -88,7 +90,7 @@ def _claims(**extra):
 # Each token is built inside the test (the clock is read when the test runs, not when pytest
 # collects the file), and each is refused for its own reason, which the metric label names.
 BAD_TOKENS = {
-    "expired": (lambda: jwt(_claims(exp=int(time.time()) - 5)), "expired"),
+    "expired": (lambda: jwt(_claims(exp=int(time.time()) - 60)), "expired"),
     "wrong secret": (lambda: jwt(_claims(), secret="another-secret-0123456"), "bad_signature"),
     "alg none": (lambda: b64(b'{"alg":"none","typ":"JWT"}') + "." + b64(json.dumps(_claims()).encode()) + ".", "bad_alg"),
     "alg none signed": (lambda: jwt(_claims(), header={"alg": "none"}), "bad_alg"),
@@ -171,7 +173,7 @@ def test_a_fresh_token_before_expiry_keeps_the_connection_and_narrows_what_it_re
 
 
 def test_anonymous_channels_are_readable_without_a_token(herald_factory):
-    h = herald_factory(extra=["--token-secret", SECRET, "--anonymous-channels", "public:*"]).start()
+    h = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--anonymous-channels", "public:*"]).start()
     c = Client(h.ws_url("channel=public:lobby&channel=private"))
     frames = [c.recv(), c.recv()]
     assert {f["type"] for f in frames} == {"subscribed", "error"}
@@ -218,7 +220,7 @@ def test_history_and_presence_answer_cors_for_listed_origins_only(herald_factory
     its preflight, and the headers on every answer (an error too, so the page can read it).
     A foreign origin's preflight is 403; publishing offers no CORS (its key stays in backends)."""
     app = "https://app.example.com"
-    h = herald_factory(extra=["--token-secret", SECRET, "--allowed-origin", app, "--presence-channels", "room:*"]).start()
+    h = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--allowed-origin", app, "--presence-channels", "room:*"]).start()
     for path in ("/api/history/private:1", "/api/presence/room:1"):
         status, headers, body = cors_request(h.port, "OPTIONS", path, [("Origin", app), ("Access-Control-Request-Method", "GET"),
                                                                 ("Access-Control-Request-Headers", "authorization")])
@@ -391,7 +393,7 @@ def http(method, url, body=None, headers=None):
 
 
 def test_history_api_follows_the_rule_of_subscribing(herald_factory, exchange):
-    h = herald_factory(extra=["--token-secret", SECRET, "--anonymous-channels", "public:*", "--api-key", "k-123"]).start()
+    h = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--anonymous-channels", "public:*", "--api-key", "k-123"]).start()
     publish(exchange, "chat:1", [b"secret"])
     publish(exchange, "public:1", [b"open"])
     wait_until(lambda: h.metrics()["herald_messages_in_total"] == 2, 10, what="sequencing")
@@ -418,21 +420,21 @@ def test_history_api_follows_the_rule_of_subscribing(herald_factory, exchange):
 
 
 def test_http_publish_needs_an_api_key_whenever_reading_is_protected(herald_factory):
-    h = herald_factory(extra=["--token-secret", SECRET]).start()
+    h = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0"]).start()
     status, body, _ = http("POST", f"http://127.0.0.1:{h.port}/api/publish/chat:private", b"injected")
     assert (status, body["error"]) == (401, "unauthorized"), body
     assert "needs an API key" in body["message"]
     assert "HTTP publishing is refused (401)" in h.log()
     assert h.metrics()["herald_messages_in_total"] == 0
 
-    keyed = herald_factory(extra=["--token-secret", SECRET, "--api-key", "k-1"]).start()
+    keyed = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--api-key", "k-1"]).start()
     url = f"http://127.0.0.1:{keyed.port}/api/publish/chat:private"
     assert http("POST", url, b"x")[0] == 401
     assert http("POST", url, b"x", headers={"X-API-Key": "k-1"})[0] == 202
 
 
 def test_the_open_demo_says_it_is_open(herald):
-    assert "OPEN: no --token-secret and no --api-key" in herald.log()
+    assert "OPEN: no token keys (--token-secret, --jwks-url, ...) and no --api-key" in herald.log()
     assert http("POST", f"http://127.0.0.1:{herald.port}/api/publish/demo", b"x")[0] == 202
 
 

@@ -127,7 +127,7 @@ def test_subscribe_replay_and_live_are_exact_events_with_every_position(herald, 
 
 
 def test_bad_channel_token_and_origin_get_their_answers(herald_factory):
-    h = herald_factory(extra=("--token-secret", SECRET, "--anonymous-channels", "open:*",
+    h = herald_factory(extra=("--token-secret", SECRET, "--token-leeway", "0", "--anonymous-channels", "open:*",
                               "--allowed-origin", "https://app.example")).start()
     origin = [("Origin", "https://app.example")]
 
@@ -159,7 +159,7 @@ def test_bad_channel_token_and_origin_get_their_answers(herald_factory):
 
 
 def test_an_expiring_token_ends_the_stream_with_4002_and_heartbeats_keep_it_alive(herald_factory):
-    h = herald_factory(extra=("--token-secret", SECRET, "--ping-interval", "1")).start()
+    h = herald_factory(extra=("--token-secret", SECRET, "--token-leeway", "0", "--ping-interval", "1")).start()
     token = jwt({"sub": "ann", "channels": ["*"], "exp": int(time.time()) + 3})
     s = Stream(h, f"channel=x:1&token={token}")
     try:

@@ -382,7 +382,7 @@ def test_a_page_on_a_listed_origin_reads_history_from_another_node_with_a_token(
     blocks the read (the preflight is answered 403)."""
     from test_security import SECRET, jwt
     page = herald_factory().start()  # serves the page: its origin is the one listed
-    api = herald_factory(extra=["--token-secret", SECRET, "--allowed-origin", f"http://127.0.0.1:{page.port}"]).start()
+    api = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--allowed-origin", f"http://127.0.0.1:{page.port}"]).start()
     publish(exchange, "private:1", [b'{"n":1}', b'{"n":2}'], content_type="application/json")
     wait_until(lambda: len(json.loads(api_history(api, "private:1"))) == 2, what="both stored")
     token = jwt({"sub": "ann", "channels": ["private:*"], "exp": int(time.time()) + 3600})
