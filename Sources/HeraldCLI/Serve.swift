@@ -50,6 +50,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Tokens must name this in aud (a string or a list). Default: not checked. (HERALD_TOKEN_AUDIENCE)") var tokenAudience: String?
     @Option(help: "Seconds of clock skew allowed on exp and nbf. (HERALD_TOKEN_LEEWAY)") var tokenLeeway = 5
     @Option(help: "The claim holding a token's channel patterns, e.g. https://example.com/channels for an IdP's namespaced custom claim. (HERALD_TOKEN_CHANNELS_CLAIM)") var tokenChannelsClaim = TokenRules.defaultChannelsClaim
+    @Option(help: "Seconds a revocation (POST /api/disconnect with \"revoke\": true) lasts unless it names revoke_until: tokens of the user issued before it are refused this long. Set it to at least your longest token lifetime. (HERALD_REVOKE_SECONDS)") var revokeSeconds = 86_400
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without token keys, none with them. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
     @Option(help: "Channel patterns with presence (room:* or a name); repeat. Their subscribers are members, listed to subscribers that ask with \"presence\": true and at GET /api/presence/{channel}. Default: none. (HERALD_PRESENCE_CHANNELS, comma-separated)") var presenceChannels: [String] = []
     @Option(help: "Milliseconds a node's presence lease lasts without renewal: a node that dies has its members removed by the others this long after its last renewal. (HERALD_PRESENCE_LEASE_MS)") var presenceLeaseMs = 5_000
@@ -125,6 +126,7 @@ struct Serve: ParsableCommand {
         if let jwksUrl, !(jwksUrl.hasPrefix("https://") || jwksUrl.hasPrefix("http://")) {
             throw ValidationError("--jwks-url \(jwksUrl): expected an http:// or https:// URL")
         }
+        guard revokeSeconds >= 1 else { throw ValidationError("--revoke-seconds must be at least 1") }
         guard !tokenChannelsClaim.isEmpty else { throw ValidationError("--token-channels-claim must not be empty") }
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
             throw ValidationError("--trusted-proxies \(p): not an IP address or CIDR range (10.0.0.0/8, fd00::/8)")
@@ -180,6 +182,7 @@ struct Serve: ParsableCommand {
         config.wsThreads = wsThreads ?? min(Self.maxDefaultWSThreads, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         config.tokenSecret = tokenSecret
         config.tokenPublicKeyFiles = splitList(tokenPublicKeyFile)
+        config.revokeSeconds = revokeSeconds
         config.jwksFile = jwksFile
         config.jwksURL = jwksUrl
         config.jwksTimeoutSeconds = jwksTimeout

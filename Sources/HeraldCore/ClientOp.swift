@@ -146,9 +146,14 @@ public enum ServerFrame {
         return out
     }
 
-    public static func unsubscribed(channel: String) -> [UInt8] {
+    /// `reason` is absent when the client asked; `server` when the server API ended it.
+    public static func unsubscribed(channel: String, reason: String? = nil) -> [UInt8] {
         var out = Array(#"{"type":"unsubscribed","channel":"#.utf8)
         JSON.appendString(channel.utf8, to: &out)
+        if let reason {
+            out.append(contentsOf: #","reason":"#.utf8)
+            JSON.appendString(reason.utf8, to: &out)
+        }
         out.append(UInt8(ascii: "}"))
         return out
     }

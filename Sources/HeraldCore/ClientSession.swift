@@ -54,6 +54,12 @@ public struct ClientSession {
         case opened(query: [(String, String)])
         /// A complete client message.
         case received([UInt8], binary: Bool)
+        /// The server API subscribes the connection (`POST /api/subscribe`): as if it had asked,
+        /// and readable whatever its token says.
+        case serverSubscribe(channel: String)
+        /// The server API ends a subscription (`POST /api/unsubscribe`): `unsubscribed` with
+        /// `"reason": "server"`.
+        case serverUnsubscribe(channel: String)
     }
 
     public enum Action: Equatable {
@@ -77,6 +83,8 @@ public struct ClientSession {
     /// What the connection's token allows (nil: anonymous).
     public private(set) var claims: TokenClaims?
     private var ops: RateLimiter
+    /// Channels the server API subscribed this connection to: readable without the token.
+    private var granted: Set<String> = []
     private var lastRateLimitNotice: Int64 = Int64.min / 2
 
     public init(policy: Policy) {
@@ -99,6 +107,12 @@ public struct ClientSession {
                 guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions), request.presence else { continue }
                 subscribePresence(channel, resume: nil, into: &actions)
             }
+        case let .serverSubscribe(channel):
+            granted.insert(channel)
+            if outbox.subscriptions[channel] == nil { subscribe(channel, resume: nil, wallSeconds: wallSeconds, into: &actions) }
+        case let .serverUnsubscribe(channel):
+            granted.remove(channel)
+            if outbox.subscriptions[channel] != nil { unsubscribe(channel, reason: "server", into: &actions) }
         case let .received(message, binary):
             guard ops.allow(nowMillis: now) else {
                 // Dropped; told at most once a second so a flood does not become a flood of errors.
@@ -144,6 +158,7 @@ public struct ClientSession {
     public func mayRead(_ channel: String) -> Bool {
         if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
         if let claims, claims.allows(channel) { return true }
+        if granted.contains(channel) { return true }
         return policy.isAnonymous(channel)
     }
 
@@ -224,7 +239,7 @@ public struct ClientSession {
 
     /// Ends a subscription (if there is one) and answers `unsubscribed`; its presence stream, if
     /// it had one, ends with it.
-    private mutating func unsubscribe(_ channel: String, into actions: inout [Action]) {
+    private mutating func unsubscribe(_ channel: String, reason: String? = nil, into actions: inout [Action]) {
         if outbox.unsubscribe(channel: channel) {
             actions.append(.unsubscribed(channel: channel))
         }
@@ -232,7 +247,7 @@ public struct ClientSession {
         if outbox.unsubscribe(channel: stream) {
             actions.append(.unsubscribed(channel: stream))
         }
-        outbox.enqueue(ServerFrame.unsubscribed(channel: channel))
+        outbox.enqueue(ServerFrame.unsubscribed(channel: channel, reason: reason))
         actions.append(.sendSoon)
     }
 
@@ -256,4 +271,6 @@ public enum Tally: Equatable, Sendable {
     case replay(messages: Int)
     case slowConsumerClose
     case tokenExpiredClose
+    /// A connection closed by the server API (`disconnect`).
+    case serverDisconnect
 }

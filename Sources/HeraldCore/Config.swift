@@ -69,6 +69,8 @@ public struct HeraldConfig: Sendable {
     public var jwksRefreshSeconds = 3_600
     /// `iss`, `aud`, clock skew and the claim holding channel patterns.
     public var tokenRules = TokenRules(leewaySeconds: 5)
+    /// How long a `revoke` lasts unless it says (`--revoke-seconds`): the bound of revocation.
+    public var revokeSeconds = 86_400
     /// Channel patterns readable without a token; nil: all without a secret, none with one.
     public var anonymousChannels: [String]?
     /// Origins allowed to open a WebSocket (exact `scheme://host[:port]`); empty: any.
@@ -124,6 +126,12 @@ public struct HeraldConfig: Sendable {
     /// Each node publishes a snapshot of its connections this often.
     public var lifecycleSnapshotMillis = 30_000
     public var eventsExchange: String { exchange + ".events" }
+    /// The server API over AMQP: a durable topic exchange, routing key = command name.
+    public var controlExchange: String { exchange + ".control" }
+    /// Broadcasts from the control exchange wait here for one node to store them.
+    public var controlBroadcastQueue: String { exchange + ".control.broadcast" }
+    /// Users whose tokens issued before a revocation are refused: field user, value "before until".
+    public var revokedKey: String { "\(redisPrefix):revoked" }
     public var lifecycleLeasesKey: String { "\(redisPrefix):lifecycle-nodes" }
     /// A node instance's connections (`lifecycleClientsPrefix` + instance: client → entry).
     public var lifecycleClientsPrefix: String { "\(redisPrefix):lifecycle-clients:" }

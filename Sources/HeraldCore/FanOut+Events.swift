@@ -15,6 +15,8 @@ extension FanOut {
         case history(channel: String, requests: [UInt64], snapshot: HistorySnapshot)
         /// The timer asked for with `Action.schedule` fired.
         case timer
+        /// A server API command for the connections of this thread (`broadcast` is not one).
+        case control(ServerCommand)
     }
 
     public enum Action: Equatable {

@@ -141,6 +141,34 @@ public struct FanOut {
             }
         case .timer:
             timerFired(now: now, into: &actions)
+        case let .control(command):
+            serverCommand(command, now: now, into: &actions)
+        }
+    }
+
+    /// The connections a server command names: a user's (the token's `sub`) or one client id.
+    func connections(of target: ServerCommand.Target) -> [ConnectionID] {
+        let open = sessions.keys.filter { !closing.contains($0) }
+        switch target {
+        case let .user(user): return open.filter { sessions[$0]!.claims?.sub == user }.sorted()
+        case let .client(client): return open.filter { clientID($0) == client }
+        }
+    }
+
+    private mutating func serverCommand(_ command: ServerCommand, now: Now, into actions: inout [Action]) {
+        switch command {
+        case let .disconnect(target, reconnect, reason, _, _):
+            for id in connections(of: target) {
+                actions.append(.tally(.serverDisconnect))
+                close(id, code: reconnect ? ServerCommand.closeReconnect : ServerCommand.closeNoReconnect, reason: reason,
+                      label: "server_disconnect", grace: 5, into: &actions)
+            }
+        case let .subscribe(target, channel):
+            for id in connections(of: target) { session(id, .serverSubscribe(channel: channel), now: now, into: &actions) }
+        case let .unsubscribe(target, channel):
+            for id in connections(of: target) { session(id, .serverUnsubscribe(channel: channel), now: now, into: &actions) }
+        case .broadcast:
+            break
         }
     }
 

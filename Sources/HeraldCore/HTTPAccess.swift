@@ -65,6 +65,21 @@ public enum HTTPAccess: Equatable, Sendable {
         return config.isAPIKey(key) ? .allowed : .refused(status: 401, code: "unauthorized", message: "wrong API key")
     }
 
+    /// The server API (`/api/disconnect`, `/api/subscribe`, `/api/unsubscribe`, `/api/broadcast`,
+    /// `/api/channels`, `/api/info`) acts on every user and node: it needs one of `--api-key`,
+    /// never a namespace's publish key, and is never open (no key configured: 401).
+    public static func serverAPI(_ credentials: Credentials, config: HeraldConfig) -> HTTPAccess {
+        guard !config.apiKeys.isEmpty else {
+            return .refused(status: 401, code: "unauthorized", message: "the server API needs an API key and this server has none (--api-key)")
+        }
+        guard let key = credentials.apiKey ?? credentials.bearer else {
+            return .refused(status: 401, code: "unauthorized", message: "missing API key (X-API-Key or Authorization: Bearer)")
+        }
+        if config.isAPIKey(key) { return .allowed }
+        return config.isPublishKey(key) ? .refused(status: 403, code: "forbidden", message: "a namespace's publish key does not open the server API")
+                                        : .refused(status: 401, code: "unauthorized", message: "wrong API key")
+    }
+
     /// A namespace publish key grants publishing to its namespace only: a backend that feeds a
     /// channel is not given what its readers read. Known, so 403 rather than 401.
     static let publishKeyReads = HTTPAccess.refused(status: 403, code: "forbidden",

@@ -63,6 +63,8 @@ public struct TokenError: Error, Equatable, Sendable, CustomStringConvertible {
         case badAudience = "bad_audience"
         /// A required claim is missing or has the wrong type.
         case badClaims = "bad_claims"
+        /// The user's tokens issued before a revocation (`POST /api/disconnect` with `revoke`).
+        case revoked
         /// A token was presented to a server with no token keys.
         case disabled
     }

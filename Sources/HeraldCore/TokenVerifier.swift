@@ -25,6 +25,8 @@ public struct TokenRules: Sendable, Equatable {
 public struct TokenVerifier: Sendable {
     public let store: any TokenKeyStore
     public let rules: TokenRules
+    /// Users whose older tokens are refused (the server API's `revoke`), if the server keeps any.
+    public var revocations: (any TokenRevocations)?
     /// The shared secret, when built from one, so `sign` can mint HS256 tokens.
     private let signingSecret: (key: [UInt8], hmac: HMACSHA256)?
 
@@ -121,6 +123,9 @@ public struct TokenVerifier: Sendable {
         if let value = payload["sub"] {
             guard let s = value.stringValue else { return .failure(TokenError(.badClaims, "sub must be a string")) }
             sub = s
+        }
+        if let before = revocations?.revokedBefore(user: sub, nowSeconds: nowSeconds), (iat ?? 0) < before {
+            return .failure(TokenError(.revoked, "tokens of this user issued before \(before) are revoked"))
         }
         var channels: [String] = []
         if let list = payload[rules.channelsClaim] {

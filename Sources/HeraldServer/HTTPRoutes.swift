@@ -65,6 +65,10 @@ final class HTTPRoutes {
             }
             if request.method == "OPTIONS" { return Self.preflight(request, origin: origin, allowed: !request.commonHeaders.isEmpty) }
         }
+        if ["/api/disconnect", "/api/subscribe", "/api/unsubscribe", "/api/broadcast"].contains(path) {
+            // POSTs are handed to the control worker and the publisher by the HTTP front.
+            return Self.methodNotAllowed(request, allow: "POST")
+        }
         if path.hasPrefix("/api/publish/") {
             guard request.method == "POST" else {
                 return Self.methodNotAllowed(request, allow: "POST")

@@ -121,6 +121,7 @@ final class Hub: WebSocketServerDelegate {
             case let .history(channel, requests, snapshot): round.append(.history(channel: channel, requests: requests, snapshot: snapshot))
             case let .httpHistory(token, result, since, limit): routes.answerHistory(token: token, result: result, since: since, limit: limit)
             case let .httpPresence(token, result): routes.answerPresence(token: token, result: result)
+            case let .control(command): round.append(.control(command))
             }
         }
         if !round.isEmpty { carryOut(fanOut.handle(round, now: now())) }

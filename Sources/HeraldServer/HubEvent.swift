@@ -17,6 +17,8 @@ enum HubEvent: Sendable {
     case httpHistory(token: UInt64, result: Result<HistorySnapshot, RedisError>, since: UInt64, limit: Int)
     /// An HTTP presence read (token of the waiting request): the member objects.
     case httpPresence(token: UInt64, result: Result<[[UInt8]], RedisError>)
+    /// A server API command (from `<exchange>.control`) for this thread's connections.
+    case control(ServerCommand)
 }
 
 /// What every worker thread is given: configuration, where its dependencies are, where to report,

@@ -35,7 +35,7 @@ public final class Metrics: Sendable {
     let channelActivity = ChannelActivity()
     /// Closed connections (WebSocket and SSE) by close code: the codes Herald sends and the
     /// usual peer codes, anything else as "other".
-    static let closeCodes: [UInt16] = [1000, 1001, 1006, 1009, 4001, 4002, 4004, 4008]
+    static let closeCodes: [UInt16] = [1000, 1001, 1006, 1009, 4001, 4002, 4003, 4004, 4005, 4008]
     let closesByCode: [UInt16: Counter] = Dictionary(uniqueKeysWithValues: Metrics.closeCodes.map { ($0, Counter()) })
     let otherCloses = Counter()
     /// Presence: this node's members, the changes it announced, the changes it sequenced (as
@@ -57,6 +57,12 @@ public final class Metrics: Sendable {
         Dictionary(uniqueKeysWithValues: TokenError.Reason.allCases.map { ($0, Counter()) })
     let httpAuthRefused = Counter()
     let jwks = JWKSMetrics()
+    /// The server API: connections it closed, commands this node applied and refused, and
+    /// users whose older tokens are refused.
+    let serverDisconnects = Counter()
+    let controlCommands: [String: Counter] = Dictionary(uniqueKeysWithValues: ServerCommand.names.map { ($0, Counter()) })
+    let controlRefused = Counter()
+    let revokedUsers = Atomic<Int>(0)
     let tokenExpiredCloses = Counter()
     let forbidden = Counter()
     let originRefused = Counter()
@@ -116,6 +122,7 @@ public final class Metrics: Sendable {
         case let .replay(n): replays.add(); replayedMessages.add(n)
         case .slowConsumerClose: slowConsumerCloses.add()
         case .tokenExpiredClose: tokenExpiredCloses.add()
+        case .serverDisconnect: serverDisconnects.add()
         }
     }
 
@@ -189,6 +196,12 @@ public final class Metrics: Sendable {
         for reason in TokenError.Reason.allCases {
             out += "herald_auth_failures_by_reason_total{reason=\"\(reason.rawValue)\"} \(g(authFailuresByReason[reason]!))\n"
         }
+        line("server_disconnects_total", "counter", "Connections closed by the server API's disconnect (4003, or 4005 with reconnect).", g(serverDisconnects))
+        out += "# HELP herald_control_commands_total Server API commands this node applied (from <exchange>.control), by name.\n"
+        out += "# TYPE herald_control_commands_total counter\n"
+        for name in ServerCommand.names { out += "herald_control_commands_total{command=\"\(name)\"} \(g(controlCommands[name]!))\n" }
+        line("control_refused_total", "counter", "Server API commands refused as malformed (HTTP 400, or AMQP messages dropped with a log line).", g(controlRefused))
+        line("revoked_users", "gauge", "Users whose tokens issued before a revocation are refused.", revokedUsers.load(ordering: .relaxed))
         line("jwks_fetches_total", "counter", "Fetches of --jwks-url (at start, on schedule, and for unknown kids).", g(jwks.fetches))
         line("jwks_fetch_failures_total", "counter", "Fetches of --jwks-url that failed (unreachable, timeout, not 200, no usable key).", g(jwks.failures))
         line("jwks_keys", "gauge", "Keys of the last good --jwks-url set.", jwks.keys.load(ordering: .relaxed))

@@ -58,7 +58,7 @@ public final class Node {
             }
             tokenKeys = ServerTokenKeys(fixed: try ServerTokenKeys.fixedKeys(config), url: url, metrics: metrics.jwks)
         }
-        let verifier = tokenKeys.map { TokenVerifier(keys: $0, rules: config.tokenRules) }
+        var verifier = tokenKeys.map { TokenVerifier(keys: $0, rules: config.tokenRules) }
 
         // Signals are taken by the main thread only; block them before any thread starts.
         var signals = sigset_t()
@@ -106,8 +106,16 @@ public final class Node {
         let live = worker(LiveSubscriber.self)
         live.historyReader = reader
         let publisher = worker(Publisher.self)
-        // HTTP publishes go from the front straight to the publisher, which checks and answers them.
-        front.diversions = [Acceptor.Diversion(method: "POST", pathPrefix: "/api/publish/") { publisher.take($0) }]
+        let control = worker(ControlWorker.self)
+        control.publisher = publisher
+        verifier?.revocations = control.revocations
+        // HTTP publishes and server API commands go from the front straight to the worker that
+        // checks and answers them.
+        front.diversions = [Acceptor.Diversion(method: "POST", pathPrefix: "/api/publish/") { publisher.take($0) },
+                            Acceptor.Diversion(method: "POST", pathPrefix: "/api/broadcast") { publisher.takeBroadcast($0) }]
+            + ["disconnect", "subscribe", "unsubscribe"].map { name in
+                Acceptor.Diversion(method: "POST", pathPrefix: "/api/" + name) { control.take($0) }
+            }
         let acceptor: Acceptor
         do {
             acceptor = try Acceptor(host: config.host, port: config.port,
@@ -189,6 +197,7 @@ public final class Node {
             OSThread(name: "herald-live") { live.run() },
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },
+            OSThread(name: "herald-control") { control.run() },
             OSThread(name: "herald-seq") { sequencer.run() },
             OSThread(name: "herald-registry") { registry.run() },
         ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])

@@ -16,9 +16,11 @@ import Logging
 /// - Important: owns Redis connection 4; runs on its own thread (`herald-publish`), which is the
 ///   only one that touches its state (hence `@unchecked Sendable`).
 final class Publisher: Worker, @unchecked Sendable {
-    /// A publish that passed its checks.
+    /// A publish that passed its checks; one of the `parts` of `reply`.
     struct Request {
-        let http: HTTPRequest
+        let reply: Reply
+        let part: Int
+        let body: [UInt8]
         let channel: String
         /// The message id: the `Idempotency-Key`, or one made up by the node.
         let id: String
@@ -33,10 +35,41 @@ final class Publisher: Worker, @unchecked Sendable {
         case failed(status: Int, code: String, message: String, id: String)
     }
 
-    private let inbox = Mailbox<HTTPRequest>()
+    /// Collects the answers of a job's publishes (one, or one per channel of a broadcast) and
+    /// hands them over together once each has one. Used on the publisher thread only.
+    final class Reply: @unchecked Sendable {
+        private var answers: [Answer?]
+        private let finish: ([Answer]) -> Void
+        init(parts: Int, finish: @escaping ([Answer]) -> Void) {
+            answers = Array(repeating: nil, count: parts)
+            self.finish = finish
+        }
+        func record(_ part: Int, _ answer: Answer) {
+            guard answers[part] == nil else { return }
+            answers[part] = answer
+            if answers.allSatisfy({ $0 != nil }) { finish(answers.map { $0! }) }
+        }
+    }
+
+    enum Job: Sendable {
+        /// `POST /api/publish/{channel}`.
+        case publish(HTTPRequest)
+        /// `POST /api/broadcast`.
+        case broadcast(HTTPRequest)
+        /// A `broadcast` from `<exchange>.control`: `done` gets each channel's answer.
+        case controlBroadcast(channels: [String], data: [UInt8], id: String?, done: @Sendable ([Answer]) -> Void)
+    }
+
+    private let inbox = Mailbox<Job>()
 
     /// A `POST /api/publish/{channel}` to check, store and answer. Any thread.
-    func take(_ request: HTTPRequest) { inbox.post(request) }
+    func take(_ request: HTTPRequest) { inbox.post(.publish(request)) }
+    /// A `POST /api/broadcast`. Any thread.
+    func takeBroadcast(_ request: HTTPRequest) { inbox.post(.broadcast(request)) }
+    /// A broadcast from the control exchange. Any thread.
+    func broadcast(channels: [String], data: [UInt8], id: String?, done: @escaping @Sendable ([Answer]) -> Void) {
+        inbox.post(.controlBroadcast(channels: channels, data: data, id: id, done: done))
+    }
 
     private lazy var link = makeRedisLink("Redis (HTTP publisher)")
     private var sha: String?
@@ -45,7 +78,7 @@ final class Publisher: Worker, @unchecked Sendable {
 
     func run() {
         while !stop.isSet {
-            let batch = inbox.take(timeoutMillis: 200).compactMap(checked)
+            let batch = inbox.take(timeoutMillis: 200).flatMap(checked)
             guard !batch.isEmpty else { continue }
             // Never waits for Redis: requests that come while it is down are answered 503 at once.
             guard let redis = link.get(wait: false) else {
@@ -57,8 +90,53 @@ final class Publisher: Worker, @unchecked Sendable {
         link.close { $0.close() }
     }
 
+    /// A job's publishes; none when it was refused (and answered).
+    private func checked(_ job: Job) -> [Request] {
+        switch job {
+        case let .publish(request): return checkedPublish(request).map { [$0] } ?? []
+        case let .broadcast(request): return checkedBroadcast(request)
+        case let .controlBroadcast(channels, data, id, done):
+            return broadcastParts(channels: channels, data: data, id: id, reply: Reply(parts: channels.count, finish: done))
+        }
+    }
+
+    /// One publish per channel, with the broadcast's id (de-duplicated per channel) or a new one.
+    private func broadcastParts(channels: [String], data: [UInt8], id: String?, reply: Reply) -> [Request] {
+        let messageID = id ?? "\(config.nodeID)-\(randomHex(bytes: 8))"
+        return channels.enumerated().map { i, channel in
+            Request(reply: reply, part: i, body: data, channel: channel, id: messageID, idFromPublisher: id != nil, contentType: "application/json")
+        }
+    }
+
+    private func checkedBroadcast(_ request: HTTPRequest) -> [Request] {
+        if case let .refused(status, code, message) = HTTPAccess.serverAPI(request.credentials, config: config) {
+            metrics.httpAuthRefused.add()
+            request.respond(status: status, json: HTTPResponse.errorJSON(code, message))
+            return []
+        }
+        guard request.path == "/api/broadcast" else {
+            request.respond(status: 404, json: HTTPResponse.errorJSON("not_found", "no such endpoint"))
+            return []
+        }
+        switch ServerCommand.parse(name: "broadcast", body: request.body, nowSeconds: wallMillis() / 1000, revokeSeconds: 0) {
+        case let .success(.broadcast(channels, data, id)):
+            guard data.count <= config.maxMessageBytes else {
+                request.respond(status: 413, json: HTTPResponse.errorJSON("too_large", "data is larger than \(config.maxMessageBytes) bytes"))
+                return []
+            }
+            let reply = Reply(parts: channels.count) { answers in Self.respondBroadcast(request, answers, channels: channels) }
+            return broadcastParts(channels: channels, data: data, id: id, reply: reply)
+        case let .failure(problem):
+            metrics.controlRefused.add()
+            request.respond(status: 400, json: HTTPResponse.errorJSON(problem.code, problem.description))
+            return []
+        default:
+            return []
+        }
+    }
+
     /// The request as a publish, or nil when it was refused (and answered).
-    private func checked(_ request: HTTPRequest) -> Request? {
+    private func checkedPublish(_ request: HTTPRequest) -> Request? {
         let channel = String(request.path.dropFirst("/api/publish/".count))
         if case let .refused(status, code, message) = HTTPAccess.publish(request.credentials, channel: channel, config: config) {
             metrics.httpAuthRefused.add()
@@ -81,7 +159,8 @@ final class Publisher: Worker, @unchecked Sendable {
             }
         }
         let key = request.header("idempotency-key").flatMap { $0.isEmpty ? nil : $0 }
-        return Request(http: request, channel: channel, id: key ?? "\(config.nodeID)-\(randomHex(bytes: 8))",
+        let reply = Reply(parts: 1) { Self.respond(request, $0[0]) }
+        return Request(reply: reply, part: 0, body: request.body, channel: channel, id: key ?? "\(config.nodeID)-\(randomHex(bytes: 8))",
                        idFromPublisher: key != nil, contentType: contentType)
     }
 
@@ -93,7 +172,7 @@ final class Publisher: Worker, @unchecked Sendable {
         for r in batch {
             let envelope: MessageEnvelope
             do {
-                envelope = try MessageEnvelope(channel: r.channel, id: r.id, timeMillis: now, body: r.http.body, contentType: r.contentType)
+                envelope = try MessageEnvelope(channel: r.channel, id: r.id, timeMillis: now, body: r.body, contentType: r.contentType)
             } catch {
                 answer([r]) { .failed(status: 400, code: "bad_json", message: "body is not valid JSON: \(error.message)", id: $0.id) }
                 continue
@@ -135,7 +214,7 @@ final class Publisher: Worker, @unchecked Sendable {
                 if m.stored != nil { duplicates += 1 }
                 sequenced.append(SequencedMessage(channel: group.channel, epoch: answer.epoch, seq: m.seq,
                                                   frame: m.stored ?? group.envelopes[i].frame(seq: m.seq)))
-                Self.respond(r.http, replicated
+                r.reply.record(r.part, replicated
                     ? .stored(id: r.id, channel: group.channel, epoch: answer.epoch, seq: m.seq, duplicate: m.stored != nil)
                     : .failed(status: 503, code: "not_replicated",
                               message: "stored, but fewer than --redis-wait-replicas replicas confirmed it within \(Self.replicaWaitMillis) ms; "
@@ -166,7 +245,34 @@ final class Publisher: Worker, @unchecked Sendable {
     }
 
     private func answer(_ requests: [Request], _ make: (Request) -> Answer) {
-        for r in requests { Self.respond(r.http, make(r)) }
+        for r in requests { r.reply.record(r.part, make(r)) }
+    }
+
+    /// 202 with each channel's seq when every channel stored it, else the first failure's status
+    /// with every channel's outcome (publish again with the same id: stored ones are not repeated).
+    static func respondBroadcast(_ request: HTTPRequest, _ answers: [Answer], channels: [String]) {
+        var results: [String] = []
+        var failure: (status: Int, code: String, message: String)?
+        var id = ""
+        for answer in answers {
+            switch answer {
+            case let .stored(i, channel, epoch, seq, duplicate):
+                id = i
+                results.append("{\"channel\":\(JSON.quoted(channel)),\"epoch\":\(JSON.quoted(epoch)),\"seq\":\(seq)\(duplicate ? ",\"duplicate\":true" : "")}")
+            case let .failed(status, code, message, i):
+                id = i
+                failure = failure ?? (status, code, message)
+                results.append("{\"channel\":\(JSON.quoted(channels[results.count])),\"error\":\(JSON.quoted(code))}")
+            }
+        }
+        let list = "\"id\":\(JSON.quoted(id)),\"results\":[\(results.joined(separator: ","))]"
+        if let failure {
+            var body = HTTPResponse.errorJSON(failure.code, failure.message)
+            body.removeLast()
+            request.respond(status: failure.status, json: body + "," + list + "}")
+        } else {
+            request.respond(status: 202, json: "{" + list + "}")
+        }
     }
 
     /// 202 with the message's seq, or the error with the id to publish again with.

@@ -387,9 +387,9 @@ def exchange():
     yield name
     try:
         conn, ch = amqp_channel()
-        for q in (f"{name}.history", f"{name}.dead"):
+        for q in (f"{name}.history", f"{name}.dead", f"{name}.control.broadcast"):
             ch.queue_delete(q)
-        for e in (name, f"{name}.live", f"{name}.events"):
+        for e in (name, f"{name}.live", f"{name}.events", f"{name}.control"):
             ch.exchange_delete(e)
         conn.close()
     except Exception:

@@ -1,0 +1,74 @@
+import HeraldCrypto
+import Testing
+@testable import HeraldCore
+
+/// The server API's commands: parsed strictly, and applied by `ClientSession` and `FanOut`.
+@Suite struct ServerCommandTests {
+    func parse(_ name: String, _ body: String, now: UInt64 = 1_000) -> Result<ServerCommand, ServerCommand.Problem> {
+        ServerCommand.parse(name: name, body: Array(body.utf8), nowSeconds: now, revokeSeconds: 600)
+    }
+
+    @Test func commandsParseAndBadOnesSayWhy() throws {
+        #expect(try parse("disconnect", #"{"user":"ann"}"#).get()
+                == .disconnect(.user("ann"), reconnect: false, reason: "disconnected by the server", revokeBefore: nil, revokeUntil: nil))
+        #expect(try parse("disconnect", #"{"user":"ann","revoke":true,"reconnect":true}"#).get()
+                == .disconnect(.user("ann"), reconnect: true, reason: "disconnected by the server", revokeBefore: 1_000, revokeUntil: 1_600))
+        #expect(try parse("disconnect", #"{"user":"ann","revoke":true,"revoke_before":900,"revoke_until":5000}"#).get()
+                == .disconnect(.user("ann"), reconnect: false, reason: "disconnected by the server", revokeBefore: 900, revokeUntil: 5_000))
+        #expect(try parse("subscribe", #"{"client":"c1","channel":"a:1"}"#).get() == .subscribe(.client("c1"), channel: "a:1"))
+        #expect(try parse("broadcast", #"{"channels":["a","b","a"],"data":{"x": 1},"id":"i"}"#).get()
+                == .broadcast(channels: ["a", "b"], data: Array(#"{"x":1}"#.utf8), id: "i"))
+        func code(_ r: Result<ServerCommand, ServerCommand.Problem>) -> String? { if case let .failure(p) = r { p.code } else { nil } }
+        #expect(code(parse("explode", "{}")) == "unknown_command")
+        #expect(code(parse("disconnect", "[1]")) == "bad_json")
+        #expect(code(parse("disconnect", #"{"user":"a","client":"b"}"#)) == "bad_request")
+        #expect(code(parse("disconnect", #"{"user":""}"#)) == "bad_request")
+        #expect(code(parse("disconnect", #"{"client":"c","revoke":true}"#)) == "bad_request")
+        #expect(code(parse("disconnect", #"{"user":"a","revoke":"yes"}"#)) == "bad_request")
+        #expect(code(parse("disconnect", #"{"user":"a","revoke":true,"revoke_until":999}"#)) == "bad_request")
+        #expect(code(parse("unsubscribe", #"{"user":"a","channel":"bad name"}"#)) == "bad_channel")
+        #expect(code(parse("broadcast", #"{"channels":["a"]}"#)) == "bad_request")
+        #expect(code(parse("broadcast", #"{"channels":["a"],"data":1,"id":""}"#)) == "bad_request")
+    }
+
+    func fanOut() -> FanOut {
+        FanOut(settings: FanOut.Settings(session: policy(anonymous: []), clientBacklog: 100, maxRingCapacity: 100,
+                                         coalesceMicros: 0, keepAliveMicros: 1_000_000))
+    }
+
+    let now = FanOut.Now(monotonicMicros: 1_000_000, wallMillis: 1_000_000)
+
+    @Test func disconnectClosesTheUsersConnectionsOnly() {
+        var f = fanOut()
+        for (id, sub) in [(1, "ann"), (2, "bob"), (3, "ann")] {
+            let token = signer.sign(TokenClaims(sub: sub, exp: 2_000, channels: ["a"]))
+            _ = f.handle(.opened(UInt64(id), query: [("token", token)]), now: now)
+        }
+        let actions = f.handle(.control(.disconnect(.user("ann"), reconnect: false, reason: "bye", revokeBefore: nil, revokeUntil: nil)), now: now)
+        #expect(actions.filter { if case .close = $0 { true } else { false } } == [
+            .close(1, code: 4003, reason: "bye", label: "server_disconnect", graceSeconds: 5),
+            .close(3, code: 4003, reason: "bye", label: "server_disconnect", graceSeconds: 5)])
+        let again = f.handle(.control(.disconnect(.user("bob"), reconnect: true, reason: "later", revokeBefore: nil, revokeUntil: nil)), now: now)
+        #expect(again.contains(.close(2, code: 4005, reason: "later", label: "server_disconnect", graceSeconds: 5)))
+    }
+
+    @Test func aServerSubscriptionIsReadableUntilTheServerEndsIt() {
+        var f = fanOut()
+        let token = signer.sign(TokenClaims(sub: "ann", exp: 2_000, channels: ["a"]))
+        _ = f.handle(.opened(1, query: [("token", token)]), now: now)
+        #expect(!f.sessions[1]!.mayRead("vip"))
+        let actions = f.handle(.control(.subscribe(.user("ann"), channel: "vip")), now: now)
+        #expect(actions.contains { if case .readHistory(channel: "vip", _) = $0 { true } else { false } })
+        #expect(f.subscribers(of: "vip") == [1] && f.sessions[1]!.mayRead("vip"))
+        // A renewed token that does not name it keeps it: the server granted it.
+        _ = f.handle(.received(1, Array(#"{"op":"auth","token":"\#(signer.sign(TokenClaims(sub: "ann", exp: 3_000, channels: ["a"])))"}"#.utf8), binary: false), now: now)
+        #expect(f.subscribers(of: "vip") == [1])
+        let ended = f.handle(.control(.unsubscribe(.user("ann"), channel: "vip")), now: now)
+        #expect(ended.contains(.unwatch(channel: "vip")))
+        #expect(f.subscribers(of: "vip").isEmpty && !f.sessions[1]!.mayRead("vip"))
+        guard case let .frames(frames, _) = f.writeNext(1) else { Issue.record("nothing to write"); return }
+        #expect(frames.map { String(decoding: $0, as: UTF8.self) }.last == #"{"type":"unsubscribed","channel":"vip","reason":"server"}"#)
+        // Another user's command does not touch ann.
+        #expect(f.handle(.control(.subscribe(.user("bob"), channel: "vip")), now: now).isEmpty)
+    }
+}
