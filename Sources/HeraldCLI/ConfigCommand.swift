@@ -168,7 +168,9 @@ enum ConfigReport {
         # Namespaces: options that differ by kind of channel. A channel belongs to its most specific
         # matching pattern (an exact name, then the longest prefix*; "*" is the default); what a
         # namespace leaves out follows the settings above. Settings: history-size, history-ttl,
-        # anonymous, presence, client-backlog, http-publish, publish-keys (or publish-keys-file).
+        # anonymous, presence, client-backlog, http-publish, publish-keys (or publish-keys-file),
+        # subscribe-token (required or optional: subscribes carry a subscription token), user-channel
+        # ("notify:{sub}": readable by the connection whose token's sub fills {sub}).
         #namespaces:
         #  - name: chat
         #    pattern: "chat:*"
@@ -181,6 +183,12 @@ enum ConfigReport {
         #    anonymous: false
         #    client-backlog: 100
         #    publish-keys: ["prices-feed-key"]
+        #  - name: private
+        #    pattern: "private:*"
+        #    subscribe-token: required
+        #  - name: notify
+        #    pattern: "notify:*"
+        #    user-channel: "notify:{sub}"
 
         """
         return out

@@ -183,6 +183,12 @@ struct ConfigFile {
                 case "client-backlog": namespace.clientBacklog = try integer(1...Int.max)
                 case "http-publish": namespace.httpPublish = try flag()
                 case "publish-keys": namespace.publishKeys = try list()
+                case "subscribe-token":
+                    guard let rule = ChannelNamespace.SubscribeTokenRule(rawValue: try text()) else {
+                        throw fail(line, "subscribe-token must be required or optional")
+                    }
+                    namespace.subscribeToken = rule
+                case "user-channel": namespace.userChannel = try text()
                 case "publish-keys-file":
                     let path = try text()
                     do {

@@ -129,4 +129,20 @@ public enum AdminOverview {
         if case let .number(text)? = value { return Double(text) ?? 0 }
         return 0
     }
+
+    /// `GET /api/info`: each node's id, state, version, address and load, from the heartbeats.
+    public static func info(nodes: [Node], servedBy: String, nowMillis: UInt64) -> JSONValue {
+        let keep = ["version", "instance", "listen", "started_ms", "ws_threads", "connections", "subscriptions", "sequencer", "amqp", "redis"]
+        return .object([
+            ("served_by", .string(servedBy)),
+            ("nodes", .array(nodes.map { node in
+                let age = nowMillis > node.lastSeenMillis ? nowMillis - node.lastSeenMillis : 0
+                let alive = node.beat != nil && age <= lostAfterMillis
+                var members: [(String, JSONValue)] = [("id", .string(node.id)), ("state", .string(alive ? "up" : "lost")),
+                                                      ("last_seen_ms", .number(String(node.lastSeenMillis)))]
+                for key in keep { if let value = node.beat?[key] { members.append((key, value)) } }
+                return .object(members)
+            })),
+        ])
+    }
 }

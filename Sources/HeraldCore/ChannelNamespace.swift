@@ -23,6 +23,19 @@ public struct ChannelNamespace: Equatable, Sendable {
     public var httpPublish: Bool?
     /// The API keys that may publish to these channels over HTTP (instead of every `--api-key`).
     public var publishKeys: [String]?
+    /// Subscribing needs a subscription token (`required`), or may carry one (`optional`).
+    public var subscribeToken: SubscribeTokenRule?
+    /// `notify:{sub}`: the channel whose name has the connection token's `sub` in place of
+    /// `{sub}` is readable by that connection alone, with no channel in the token.
+    public var userChannel: String?
+
+    public enum SubscribeTokenRule: String, Equatable, Sendable { case required, optional }
+
+    /// Whether `channel` is the user channel of `sub`.
+    public func isUserChannel(_ channel: String, of sub: String) -> Bool {
+        guard let template = userChannel, !sub.isEmpty, let range = template.firstRange(of: "{sub}") else { return false }
+        return template[..<range.lowerBound] + sub + template[range.upperBound...] == channel
+    }
 
     public init(name: String, patterns: [String]) {
         self.name = name
@@ -31,7 +44,7 @@ public struct ChannelNamespace: Equatable, Sendable {
 
     /// The settings a namespace may set, as the config file spells them.
     public static let settingNames = ["history-size", "history-ttl", "anonymous", "presence", "client-backlog",
-                                      "http-publish", "publish-keys"]
+                                      "http-publish", "publish-keys", "subscribe-token", "user-channel"]
 
     /// The most specific namespace with a pattern matching `channel`, or nil.
     public static func of(_ channel: String, in namespaces: [ChannelNamespace]) -> ChannelNamespace? {
@@ -70,6 +83,14 @@ public struct ChannelNamespace: Equatable, Sendable {
                 }
             }
             if let n = namespace.clientBacklog, n < 1 { return "namespace \(namespace.name): client-backlog must be at least 1" }
+            if let template = namespace.userChannel {
+                let parts = template.components("{sub}")
+                guard parts.count == 2 else { return "namespace \(namespace.name): user-channel must hold {sub} once (notify:{sub})" }
+                let sample = parts[0] + "u" + parts[1]
+                guard ChannelName.isValid(sample), namespace.patterns.contains(where: { ChannelPattern.matches($0, sample) }) else {
+                    return "namespace \(namespace.name): user-channel \(template) must name channels of its own patterns"
+                }
+            }
             if let keys = namespace.publishKeys, keys.contains(where: \.isEmpty) {
                 return "namespace \(namespace.name): publish-keys must not be empty strings"
             }
@@ -99,4 +120,18 @@ extension HeraldConfig {
     public var largestClientBacklog: Int { namespaces.compactMap(\.clientBacklog).reduce(clientBacklog, max) }
     /// Whether some channel may have presence (the presence worker runs only then).
     public var anyPresence: Bool { !presencePatterns.isEmpty || namespaces.contains { $0.presence == true } }
+}
+
+extension String {
+    /// The parts between the occurrences of `separator`.
+    func components(_ separator: String) -> [String] {
+        var out: [String] = []
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: separator) {
+            out.append(String(rest[..<r.lowerBound]))
+            rest = rest[r.upperBound...]
+        }
+        out.append(String(rest))
+        return out
+    }
 }

@@ -19,6 +19,19 @@ public enum ClientOp: Equatable, Sendable {
     case presence(channel: String)
     /// `{"op": "auth", "token": "..."}`: present a connection token after connecting.
     case auth(token: String)
+    /// A subscribe carrying a subscription token (`"token"`), for namespaces with `subscribe-token`.
+    case subscribeWithToken(TokenSubscribe)
+    /// `{"op": "refresh", "channel": ..., "token": ...}`: a fresh subscription token before the old one expires.
+    case refresh(channel: String, token: String)
+}
+
+/// A subscribe op with its subscription token.
+public struct TokenSubscribe: Equatable, Sendable {
+    public var channel: String
+    public var resume: ResumePosition?
+    public var presence: Bool
+    public var presenceResume: ResumePosition?
+    public var token: String
 }
 
 /// An error frame to send back; the connection stays open (PROTOCOL.md, "What the server sends" 4).
@@ -32,6 +45,10 @@ public struct ClientError: Error, Equatable, Sendable {
         case presenceUnavailable = "presence_unavailable"
         /// A per-connection limit: subscriptions, or client frames per second.
         case tooManySubscriptions = "too_many_subscriptions", rateLimited = "rate_limited"
+        /// The channel's namespace has `subscribe-token: required` and the subscribe had no `"token"`.
+        case subscriptionTokenRequired = "subscription_token_required"
+        /// A subscription token that was refused (the message names why: expired, another user's...).
+        case badSubscriptionToken = "bad_subscription_token"
     }
     public let code: Code
     public let message: String
@@ -89,6 +106,14 @@ public enum ClientOpParser {
                 return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op))
             }
             return .success(.auth(token: token))
+        case "refresh":
+            guard let channel = value["channel"]?.stringValue, ChannelName.problem(channel) == nil else {
+                return .failure(ClientError(.badChannel, "\"channel\" must be a valid channel name", op: op))
+            }
+            guard let token = value["token"]?.stringValue, !token.isEmpty, token.utf8.count <= 4096 else {
+                return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op, channel: channel))
+            }
+            return .success(.refresh(channel: channel, token: token))
         case "subscribe", "unsubscribe", "presence":
             guard let channel = value["channel"]?.stringValue else {
                 return .failure(ClientError(.badRequest, "\"channel\" must be a string", op: op))
@@ -102,6 +127,26 @@ public enum ClientOpParser {
             switch position(value, since: "since", epoch: "epoch", op: op, channel: channel) {
             case let .success(r): resume = r
             case let .failure(e): return .failure(e)
+            }
+            if let t = value["token"], t != .null {
+                guard let token = t.stringValue, !token.isEmpty, token.utf8.count <= 4096 else {
+                    return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op, channel: channel))
+                }
+                var presenceResume: ResumePosition?
+                let presence: Bool
+                switch value["presence"] {
+                case nil, .null?, .bool(false)?: presence = false
+                case .bool(true)?:
+                    presence = true
+                    switch position(value, since: "presence_since", epoch: "presence_epoch", op: op, channel: channel) {
+                    case let .success(p): presenceResume = p
+                    case let .failure(e): return .failure(e)
+                    }
+                default:
+                    return .failure(ClientError(.badRequest, "\"presence\" must be true or false", op: op, channel: channel))
+                }
+                return .success(.subscribeWithToken(TokenSubscribe(channel: channel, resume: resume, presence: presence,
+                                                                   presenceResume: presenceResume, token: token)))
             }
             switch value["presence"] {
             case nil, .null?, .bool(false)?:
@@ -136,6 +181,13 @@ public enum ServerFrame {
             JSON.appendString(channel.utf8, to: &out)
         }
         out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    public static func refreshed(channel: String, exp: UInt64) -> [UInt8] {
+        var out = Array(#"{"type":"refreshed","channel":"#.utf8)
+        JSON.appendString(channel.utf8, to: &out)
+        out += Array(",\"exp\":\(exp)}".utf8)
         return out
     }
 

@@ -60,6 +60,8 @@ public struct ClientSession {
         /// The server API ends a subscription (`POST /api/unsubscribe`): `unsubscribed` with
         /// `"reason": "server"`.
         case serverUnsubscribe(channel: String)
+        /// The subscription token of `channel` has expired (the server's timer).
+        case subscriptionExpired(channel: String)
     }
 
     public enum Action: Equatable {
@@ -71,6 +73,8 @@ public struct ClientSession {
         case unsubscribed(channel: String)
         /// The token is valid until `exp` (wall-clock seconds): close with 4002 then.
         case expires(at: UInt64)
+        /// The subscription token of `channel` is valid until `at`: send `.subscriptionExpired` then.
+        case subscriptionExpires(channel: String, at: UInt64)
         /// The token has already expired: close with 4002 now.
         case expired
         /// Close the connection (4001 for a refused token, 4004 for a key not known yet).
@@ -85,6 +89,8 @@ public struct ClientSession {
     private var ops: RateLimiter
     /// Channels the server API subscribed this connection to: readable without the token.
     private var granted: Set<String> = []
+    /// Channels readable through a subscription token, until when (wall-clock seconds, leeway included).
+    private var tokenGranted: [String: UInt64] = [:]
     private var lastRateLimitNotice: Int64 = Int64.min / 2
 
     public init(policy: Policy) {
@@ -113,6 +119,10 @@ public struct ClientSession {
         case let .serverUnsubscribe(channel):
             granted.remove(channel)
             if outbox.subscriptions[channel] != nil { unsubscribe(channel, reason: "server", into: &actions) }
+        case let .subscriptionExpired(channel):
+            guard let until = tokenGranted[channel], until <= wallSeconds else { break }
+            tokenGranted[channel] = nil
+            if outbox.subscriptions[channel] != nil { unsubscribe(channel, reason: "token_expired", into: &actions) }
         case let .received(message, binary):
             guard ops.allow(nowMillis: now) else {
                 // Dropped; told at most once a second so a flood does not become a flood of errors.
@@ -132,6 +142,20 @@ public struct ClientSession {
                 _ = authenticate(token, wallSeconds: wallSeconds, into: &actions)
             case let .success(.subscribe(channel, resume)):
                 subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions)
+            case let .success(.subscribeWithToken(request)):
+                guard admit(request.channel, token: request.token, op: "subscribe", wallSeconds: wallSeconds, into: &actions),
+                      subscribe(request.channel, resume: request.resume, wallSeconds: wallSeconds, into: &actions),
+                      request.presence else { break }
+                subscribePresence(request.channel, resume: request.presenceResume, into: &actions)
+            case let .success(.refresh(channel, token)):
+                guard outbox.subscriptions[channel] != nil else {
+                    send(ClientError(.badRequest, "not subscribed to this channel", op: "refresh", channel: channel), into: &actions)
+                    break
+                }
+                if admit(channel, token: token, op: "refresh", wallSeconds: wallSeconds, into: &actions) {
+                    outbox.enqueue(ServerFrame.refreshed(channel: channel, exp: tokenGranted[channel]! - leeway))
+                    actions.append(.sendSoon)
+                }
             case let .success(.subscribeWithPresence(channel, resume, presenceResume)):
                 guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions) else { break }
                 subscribePresence(channel, resume: presenceResume, into: &actions)
@@ -158,7 +182,8 @@ public struct ClientSession {
     public func mayRead(_ channel: String) -> Bool {
         if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
         if let claims, claims.allows(channel) { return true }
-        if granted.contains(channel) { return true }
+        if granted.contains(channel) || tokenGranted[channel] != nil { return true }
+        if let sub = claims?.sub, policy.namespace(of: channel)?.isUserChannel(channel, of: sub) == true { return true }
         return policy.isAnonymous(channel)
     }
 
@@ -198,6 +223,25 @@ public struct ClientSession {
         }
     }
 
+    /// Checks a subscription token for `channel`; when good, the channel is readable until it
+    /// expires (the caller subscribes). A bad one is an error frame; the connection stays.
+    private mutating func admit(_ channel: String, token: String, op: String, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
+        let result = policy.verifier.map { $0.verifySubscription(token, channel: channel, sub: claims?.sub ?? "", nowSeconds: wallSeconds) }
+            ?? .failure(TokenError(.disabled, "tokens are not enabled on this server (no token keys)"))
+        switch result {
+        case let .success(subscription):
+            let until = subscription.exp + leeway
+            tokenGranted[channel] = until
+            actions.append(.subscriptionExpires(channel: channel, at: until))
+            return true
+        case let .failure(error):
+            actions.append(.tally(.subscriptionTokenRefused))
+            send(ClientError(.badSubscriptionToken, "subscription token refused (\(error.reason.rawValue)): \(error.description)", op: op, channel: channel),
+                 into: &actions)
+            return false
+        }
+    }
+
     /// True when the subscription goes ahead.
     @discardableResult
     private mutating func subscribe(_ channel: String, resume: ResumePosition?, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
@@ -212,6 +256,11 @@ public struct ClientSession {
             actions.append(.tally(.subscriptionLimit))
             send(ClientError(.tooManySubscriptions, "at most \(policy.maxSubscriptions) subscriptions per connection",
                                     op: "subscribe", channel: channel), into: &actions)
+            return false
+        }
+        if policy.namespace(of: channel)?.subscribeToken == .required, tokenGranted[channel] == nil, !granted.contains(channel) {
+            send(ClientError(.subscriptionTokenRequired, "this channel needs a subscription token: subscribe with \"token\"",
+                             op: "subscribe", channel: channel), into: &actions)
             return false
         }
         guard mayRead(channel) else {
@@ -240,6 +289,7 @@ public struct ClientSession {
     /// Ends a subscription (if there is one) and answers `unsubscribed`; its presence stream, if
     /// it had one, ends with it.
     private mutating func unsubscribe(_ channel: String, reason: String? = nil, into actions: inout [Action]) {
+        tokenGranted[channel] = nil
         if outbox.unsubscribe(channel: channel) {
             actions.append(.unsubscribed(channel: channel))
         }
@@ -273,4 +323,6 @@ public enum Tally: Equatable, Sendable {
     case tokenExpiredClose
     /// A connection closed by the server API (`disconnect`).
     case serverDisconnect
+    /// A subscription token was refused (`bad_subscription_token`).
+    case subscriptionTokenRefused
 }

@@ -158,6 +158,8 @@ public struct HeraldConfig: Sendable {
     /// object that expires) and when each last beat (`nodesKey`, a sorted set).
     public var nodesKey: String { "\(redisPrefix):nodes" }
     public func nodeKey(_ node: String) -> String { "\(redisPrefix):node:\(node)" }
+    /// A node's subscribers per channel (a hash), for `GET /api/channels`.
+    public func nodeChannelsKey(_ node: String) -> String { "\(redisPrefix):node:\(node):channels" }
 
     /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
     public var testEchoPath: String?

@@ -60,7 +60,7 @@ public struct FanOut {
 
     public var settings: Settings
     public private(set) var sessions: [ConnectionID: ClientSession] = [:]
-    private var closing: Set<ConnectionID> = []
+    var closing: Set<ConnectionID> = []
     /// Connections whose `connected` lifecycle input has been reported.
     private var announced: Set<ConnectionID> = []
     private var rings: [String: ChannelRing] = [:]
@@ -74,6 +74,11 @@ public struct FanOut {
     private var keepAliveDue: UInt64?
     /// The newest seq of each channel whose sequencing time was reported.
     private var reportedSeq: [String: UInt64] = [:]
+    /// Subscription-token deadlines (FanOut+Control): a key per (connection, channel).
+    var subscriptionDeadlines = ExpiryQueue()
+    var subscriptionKeys: [UInt64: (connection: ConnectionID, channel: String)] = [:]
+    var subscriptionKeyOf: [ConnectionID: [String: UInt64]] = [:]
+    var nextSubscriptionKey: UInt64 = 1
 
     public init(settings: Settings) { self.settings = settings }
 
@@ -83,6 +88,12 @@ public struct FanOut {
 
     public func ring(_ channel: String) -> ChannelRing? { rings[channel] }
     public func subscribers(of channel: String) -> Set<ConnectionID> { subscribers[channel] ?? [] }
+    /// Subscribers per channel (presence streams left out), for the cluster's channel list.
+    public func subscriberCounts() -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for (channel, ids) in subscribers where PresenceStream.channel(of: channel) == nil { counts[channel] = ids.count }
+        return counts
+    }
 
     public mutating func handle(_ event: Event, now: Now) -> [Action] {
         handle(CollectionOfOne(event), now: now)
@@ -146,35 +157,9 @@ public struct FanOut {
         }
     }
 
-    /// The connections a server command names: a user's (the token's `sub`) or one client id.
-    func connections(of target: ServerCommand.Target) -> [ConnectionID] {
-        let open = sessions.keys.filter { !closing.contains($0) }
-        switch target {
-        case let .user(user): return open.filter { sessions[$0]!.claims?.sub == user }.sorted()
-        case let .client(client): return open.filter { clientID($0) == client }
-        }
-    }
-
-    private mutating func serverCommand(_ command: ServerCommand, now: Now, into actions: inout [Action]) {
-        switch command {
-        case let .disconnect(target, reconnect, reason, _, _):
-            for id in connections(of: target) {
-                actions.append(.tally(.serverDisconnect))
-                close(id, code: reconnect ? ServerCommand.closeReconnect : ServerCommand.closeNoReconnect, reason: reason,
-                      label: "server_disconnect", grace: 5, into: &actions)
-            }
-        case let .subscribe(target, channel):
-            for id in connections(of: target) { session(id, .serverSubscribe(channel: channel), now: now, into: &actions) }
-        case let .unsubscribe(target, channel):
-            for id in connections(of: target) { session(id, .serverUnsubscribe(channel: channel), now: now, into: &actions) }
-        case .broadcast:
-            break
-        }
-    }
-
     // MARK: Sessions
 
-    private mutating func session(_ id: ConnectionID, _ event: ClientSession.Event, now: Now, into actions: inout [Action]) {
+    mutating func session(_ id: ConnectionID, _ event: ClientSession.Event, now: Now, into actions: inout [Action]) {
         guard let result = sessions[id]?.handle(event, monotonicMillis: now.monotonicMillis, wallSeconds: now.wallSeconds) else { return }
         for action in result {
             switch action {
@@ -211,6 +196,8 @@ public struct FanOut {
             case let .expires(at):
                 expiries.track(id, expiresAt: at)
                 schedule(now.monotonicMicros(atWallSeconds: at), into: &actions)
+            case let .subscriptionExpires(channel, at):
+                trackSubscription(id, channel, until: at, now: now, into: &actions)
             case .expired:
                 closeExpired(now: now, into: &actions)
             case let .close(code, reason, label):
@@ -224,6 +211,7 @@ public struct FanOut {
     private mutating func forget(_ id: ConnectionID, code: UInt16, into actions: inout [Action]) {
         closing.remove(id)
         expiries.forget(id)
+        forgetSubscriptions(of: id)
         guard let session = sessions.removeValue(forKey: id) else { return }
         let channels = Array(session.subscriptions)
         for channel in channels { leave(id, channel, into: &actions) }
@@ -251,7 +239,7 @@ public struct FanOut {
         }
     }
 
-    private mutating func close(_ id: ConnectionID, code: UInt16, reason: String, label: String, grace: Int,
+    mutating func close(_ id: ConnectionID, code: UInt16, reason: String, label: String, grace: Int,
                                 into actions: inout [Action]) {
         guard sessions[id] != nil, closing.insert(id).inserted else { return }
         actions.append(.close(id, code: code, reason: reason, label: label, graceSeconds: grace))
@@ -381,7 +369,7 @@ public struct FanOut {
 
     // MARK: The timer
 
-    private mutating func schedule(_ due: UInt64, into actions: inout [Action]) {
+    mutating func schedule(_ due: UInt64, into actions: inout [Action]) {
         if timerDue.map({ due < $0 }) ?? true {
             timerDue = due
             actions.append(.schedule(atMicros: due))
@@ -406,5 +394,6 @@ public struct FanOut {
                 schedule(now.monotonicMicros(atWallSeconds: next), into: &actions)
             }
         }
+        endExpiredSubscriptions(now: now, into: &actions)
     }
 }

@@ -8,6 +8,8 @@ public struct TokenClaims: Equatable, Sendable {
     public var info: [UInt8]?
     /// When it was issued (`iat`), if it says: a revocation refuses tokens issued before it.
     public var iat: UInt64?
+    /// A subscription token's `channel` claim (a name or a pattern), if it has one.
+    public var channel: String?
 
     public init(sub: String, exp: UInt64, channels: [String], info: [UInt8]? = nil, iat: UInt64? = nil) {
         self.sub = sub

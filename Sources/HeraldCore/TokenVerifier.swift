@@ -137,6 +137,13 @@ public struct TokenVerifier: Sendable {
                 channels.append(s)
             }
         }
+        var channelClaim: String?
+        if let value = payload["channel"] {
+            guard let c = value.stringValue, ChannelPattern.problem(c) == nil else {
+                return .failure(TokenError(.badClaims, "channel must be a channel name or pattern"))
+            }
+            channelClaim = c
+        }
         var info: [UInt8]?
         if let value = payload["info"] {
             guard case .object = value else { return .failure(TokenError(.badClaims, "info must be a JSON object")) }
@@ -147,7 +154,24 @@ public struct TokenVerifier: Sendable {
             }
             info = bytes
         }
-        return .success(TokenClaims(sub: sub, exp: exp, channels: channels, info: info, iat: iat))
+        var claims = TokenClaims(sub: sub, exp: exp, channels: channels, info: info, iat: iat)
+        claims.channel = channelClaim
+        return .success(claims)
+    }
+
+    /// A subscription token for `channel` on a connection of `sub` (anonymous: ""): valid, the
+    /// same `sub`, and naming the channel in its `channel` claim or its channel patterns.
+    public func verifySubscription(_ token: String, channel: String, sub: String, nowSeconds: UInt64) -> Result<TokenClaims, TokenError> {
+        verify(token, nowSeconds: nowSeconds).flatMap { claims in
+            guard claims.sub == sub else {
+                return .failure(TokenError(.badClaims, "the token's sub is not the connection's"))
+            }
+            let named = claims.channel.map { ChannelPattern.matches($0, channel) } ?? false
+            guard named || claims.allows(channel) else {
+                return .failure(TokenError(.badClaims, "the token does not name this channel"))
+            }
+            return .success(claims)
+        }
     }
 
     /// An HS256 token under the shared secret this verifier was built with (tests and
@@ -192,6 +216,7 @@ public enum JWS {
         if let iat = extra.issuedAt ?? claims.iat { payload += Array("\"iat\":\(iat),".utf8) }
         if let issuer = extra.issuer { payload += Array(#""iss":"#.utf8); JSON.appendString(issuer.utf8, to: &payload); payload.append(UInt8(ascii: ",")) }
         if let audience = extra.audience { payload += Array(#""aud":"#.utf8); JSON.appendString(audience.utf8, to: &payload); payload.append(UInt8(ascii: ",")) }
+        if let channel = claims.channel { payload += Array(#""channel":"#.utf8); JSON.appendString(channel.utf8, to: &payload); payload.append(UInt8(ascii: ",")) }
         JSON.appendString(extra.channelsClaim.utf8, to: &payload)
         payload += Array(":[".utf8)
         for (i, c) in claims.channels.enumerated() {

@@ -23,7 +23,11 @@ final class HTTPRoutes {
     private var nextToken: UInt64 = 1
     private var presenceChannel: [UInt64: String] = [:]
 
-    init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher, hub: Int) {
+    let registry: NodeRegistry
+
+    init(config: HeraldConfig, metrics: Metrics, health: Health, verifier: TokenVerifier?, reader: HistoryReader, publisher: Publisher,
+         registry: NodeRegistry, hub: Int) {
+        self.registry = registry
         self.config = config
         self.metrics = metrics
         self.health = health
@@ -64,6 +68,10 @@ final class HTTPRoutes {
                                          ("access-control-expose-headers", "x-herald-epoch, x-herald-seq")]
             }
             if request.method == "OPTIONS" { return Self.preflight(request, origin: origin, allowed: !request.commonHeaders.isEmpty) }
+        }
+        if path == "/api/channels" || path == "/api/info" {
+            guard request.method == "GET" else { return Self.methodNotAllowed(request, allow: "GET, HEAD") }
+            return registry.take(request)
         }
         if ["/api/disconnect", "/api/subscribe", "/api/unsubscribe", "/api/broadcast"].contains(path) {
             // POSTs are handed to the control worker and the publisher by the HTTP front.

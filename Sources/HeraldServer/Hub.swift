@@ -49,7 +49,8 @@ final class Hub: WebSocketServerDelegate {
         self.live = live
         self.presence = presence
         self.lifecycle = lifecycle
-        routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher, hub: index)
+        routes = HTTPRoutes(config: config, metrics: metrics, health: health, verifier: verifier, reader: reader, publisher: publisher,
+                            registry: registry, hub: index)
         admin = AdminRoutes(config: config, metrics: metrics, health: health, registry: registry)
         fanOut = FanOut(settings: FanOut.Settings(
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
@@ -122,6 +123,7 @@ final class Hub: WebSocketServerDelegate {
             case let .httpHistory(token, result, since, limit): routes.answerHistory(token: token, result: result, since: since, limit: limit)
             case let .httpPresence(token, result): routes.answerPresence(token: token, result: result)
             case let .control(command): round.append(.control(command))
+            case let .reportChannels(box): box.post(fanOut.subscriberCounts())
             }
         }
         if !round.isEmpty { carryOut(fanOut.handle(round, now: now())) }

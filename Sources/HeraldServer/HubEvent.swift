@@ -19,6 +19,8 @@ enum HubEvent: Sendable {
     case httpPresence(token: UInt64, result: Result<[[UInt8]], RedisError>)
     /// A server API command (from `<exchange>.control`) for this thread's connections.
     case control(ServerCommand)
+    /// The node registry asks for this thread's subscribers per channel.
+    case reportChannels(Mailbox<[String: Int]>)
 }
 
 /// What every worker thread is given: configuration, where its dependencies are, where to report,

@@ -60,6 +60,7 @@ public final class Metrics: Sendable {
     /// The server API: connections it closed, commands this node applied and refused, and
     /// users whose older tokens are refused.
     let serverDisconnects = Counter()
+    let subscriptionTokensRefused = Counter()
     let controlCommands: [String: Counter] = Dictionary(uniqueKeysWithValues: ServerCommand.names.map { ($0, Counter()) })
     let controlRefused = Counter()
     let revokedUsers = Atomic<Int>(0)
@@ -123,6 +124,7 @@ public final class Metrics: Sendable {
         case .slowConsumerClose: slowConsumerCloses.add()
         case .tokenExpiredClose: tokenExpiredCloses.add()
         case .serverDisconnect: serverDisconnects.add()
+        case .subscriptionTokenRefused: subscriptionTokensRefused.add()
         }
     }
 
@@ -196,6 +198,7 @@ public final class Metrics: Sendable {
         for reason in TokenError.Reason.allCases {
             out += "herald_auth_failures_by_reason_total{reason=\"\(reason.rawValue)\"} \(g(authFailuresByReason[reason]!))\n"
         }
+        line("subscription_tokens_refused_total", "counter", "Subscribes and refreshes refused with bad_subscription_token.", g(subscriptionTokensRefused))
         line("server_disconnects_total", "counter", "Connections closed by the server API's disconnect (4003, or 4005 with reconnect).", g(serverDisconnects))
         out += "# HELP herald_control_commands_total Server API commands this node applied (from <exchange>.control), by name.\n"
         out += "# TYPE herald_control_commands_total counter\n"

@@ -2,6 +2,7 @@ import HeraldAMQP
 import HeraldCore
 import HeraldRedis
 import HeraldRuntime
+import HeraldWebSocket
 import Logging
 import Synchronization
 
@@ -23,16 +24,31 @@ final class NodeRegistry: Worker, @unchecked Sendable {
     static let forgetAfterMillis: UInt64 = 300_000
     private let startedMillis = wallMillis()
     private var previous: (atMillis: UInt64, messagesIn: Int, deliveries: Int)?
+    /// `GET /api/channels` and `GET /api/info`, answered between rounds.
+    private let requests = Mailbox<HTTPRequest>()
+    /// The WebSocket threads' subscribers per channel, asked for each round.
+    private let channelReports = Mailbox<[String: Int]>()
+    /// What this node last wrote to its channel hash.
+    private var writtenChannels: [String: Int]?
+    /// The nodes of the latest round.
+    private var latestNodes: [AdminOverview.Node] = []
+
+    /// A server API read (`/api/channels`, `/api/info`). Any thread.
+    func take(_ request: HTTPRequest) { requests.post(request) }
 
     func run() {
         while !stop.isSet {
             round()
-            stop.sleep(millis: Self.intervalMillis)
+            let next = monotonicMillis() + UInt64(Self.intervalMillis)
+            while !stop.isSet, monotonicMillis() < next {
+                for request in requests.take(timeoutMillis: Int(min(200, next - monotonicMillis()))) { answer(request) }
+            }
         }
         // A node that stops leaves the registry at once, rather than showing as lost.
         if let redis = redisLink.get(wait: false) {
             _ = try? redis.pipeline([["ZREM", config.nodesKey, config.nodeID].map { Array($0.utf8) },
-                                     ["DEL", config.nodeKey(config.nodeID)].map { Array($0.utf8) }])
+                                     ["DEL", config.nodeKey(config.nodeID)].map { Array($0.utf8) },
+                                     ["DEL", config.nodeChannelsKey(config.nodeID)].map { Array($0.utf8) }])
         }
         redisLink.close { $0.close() }
         amqpLink.close { $0.close() }
@@ -73,10 +89,90 @@ final class NodeRegistry: Worker, @unchecked Sendable {
                     nodes.append(.init(id: id, lastSeenMillis: at, beat: value.bytes.flatMap { try? JSON.parse($0) }))
                 }
             }
+            latestNodes = nodes
+            try writeChannels(redis)
             publish(AdminOverview.render(servedBy: config.nodeID, nowMillis: now, nodes: nodes,
                                          redis: redisStatus(redis, info: replies[4].text ?? ""), rabbitmq: rabbitmq))
         } catch {
             redisLink.drop(error, "the node registry waits until it is back")
+        }
+    }
+
+    /// Stores this node's subscribers per channel (`<prefix>:node:<id>:channels`, expiring with
+    /// the heartbeat) when they changed, and asks the WebSocket threads for the next round's.
+    private func writeChannels(_ redis: RedisConnection) throws {
+        let reports = channelReports.drain()
+        for hub in hubs.all { hub.post(.reportChannels(channelReports)) }
+        let key = config.nodeChannelsKey(config.nodeID)
+        let ttl = String(AdminOverview.lostAfterMillis)
+        guard reports.count == hubs.all.count else {
+            _ = try redis.command(["PEXPIRE", key, ttl])
+            return
+        }
+        var merged: [String: Int] = [:]
+        for report in reports { merged.merge(report, uniquingKeysWith: +) }
+        guard merged != writtenChannels else {
+            _ = try redis.command(["PEXPIRE", key, ttl])
+            return
+        }
+        var commands: [[String]] = [["MULTI"], ["DEL", key]]
+        let entries = merged.sorted { $0.key < $1.key }
+        var i = 0
+        while i < entries.count {
+            let chunk = entries[i..<min(i + 1_000, entries.count)]
+            commands.append(["HSET", key] + chunk.flatMap { [$0.key, String($0.value)] })
+            i += 1_000
+        }
+        commands += [["PEXPIRE", key, ttl], ["EXEC"]]
+        let replies = try redis.pipeline(commands.map { $0.map { Array($0.utf8) } })
+        if case let .error(message)? = replies.last { throw RedisError("node registry: \(message)") }
+        writtenChannels = merged
+    }
+
+    private func answer(_ request: HTTPRequest) {
+        if case let .refused(status, code, message) = HTTPAccess.serverAPI(request.credentials, config: config) {
+            metrics.httpAuthRefused.add()
+            return request.respond(status: status, json: HTTPResponse.errorJSON(code, message))
+        }
+        if request.path == "/api/info" {
+            var out: [UInt8] = []
+            JSON.encode(AdminOverview.info(nodes: latestNodes, servedBy: config.nodeID, nowMillis: wallMillis()), to: &out)
+            return request.respond(status: 200, contentType: "application/json", body: out, headers: [("cache-control", "no-store")])
+        }
+        let pattern = request.query.first { $0.0 == "pattern" }?.1 ?? "*"
+        if let problem = ChannelPattern.problem(pattern) {
+            return request.respond(status: 400, json: HTTPResponse.errorJSON("bad_pattern", "pattern \(pattern): \(problem)"))
+        }
+        guard let redis = redisLink.get(wait: false) else {
+            return request.respond(status: 503, json: HTTPResponse.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
+        }
+        let now = wallMillis()
+        let live = latestNodes.filter { $0.beat != nil && now - min(now, $0.lastSeenMillis) <= AdminOverview.lostAfterMillis }
+        do {
+            let replies = live.isEmpty ? [] : try redis.pipeline(live.map { ["HGETALL", config.nodeChannelsKey($0.id)].map { Array($0.utf8) } })
+            var totals: [String: Int] = [:]
+            for reply in replies {
+                guard case let .array(items) = reply else { continue }
+                var i = 0
+                while i + 1 < items.count {
+                    if let channel = items[i].text, let n = items[i + 1].text.flatMap({ Int($0) }),
+                       ChannelPattern.matches(pattern, channel) {
+                        totals[channel, default: 0] += n
+                    }
+                    i += 2
+                }
+            }
+            var out: [UInt8] = []
+            JSON.encode(.object([
+                ("channels", .array(totals.sorted { $0.key < $1.key }.map {
+                    .object([("channel", .string($0.key)), ("subscribers", .number(String($0.value)))])
+                })),
+                ("nodes", .number(String(live.count))),
+            ]), to: &out)
+            request.respond(status: 200, contentType: "application/json", body: out, headers: [("cache-control", "no-store")])
+        } catch {
+            redisLink.drop(error, "the node registry waits until it is back")
+            request.respond(status: 503, json: HTTPResponse.errorJSON("redis_unavailable", "Redis is unavailable; try again"))
         }
     }
 

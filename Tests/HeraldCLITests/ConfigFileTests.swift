@@ -85,7 +85,7 @@ import Testing
         ("namespaces:\n  - pattern: \"a:*\"\n    history-size: 0", "herald.yaml:3: history-size must be a whole number from 1 up"),
         ("namespaces:\n  - pattern: \"a:*\"\n    anonymous: sometimes", "herald.yaml:3: anonymous must be true or false"),
         ("namespaces:\n  - pattern: \"a*b\"", "herald.yaml:2: pattern a*b: \"*\" may only end a pattern"),
-        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, publish-keys-file)"),
+        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, subscribe-token, user-channel, publish-keys-file)"),
     ])
     func aBadFileIsRefusedWithItsLineAndReason(_ yaml: String, _ expected: String) {
         #expect(problem(yaml) == expected)
@@ -141,7 +141,7 @@ import Testing
         }.joined(separator: "\n")
         let file = try parse(uncommented)
         #expect(file.settings.count == options.filter { $0.defaultValue != nil || !$0.takesValue || $0.repeating }.count)
-        #expect(file.namespaces.map(\.name) == ["chat", "prices"])
+        #expect(file.namespaces.map(\.name) == ["chat", "prices", "private", "notify"])
         // And serve accepts what it says.
         _ = try Herald.parseAsRoot(file.arguments(["serve"]))
     }

@@ -72,3 +72,67 @@ import Testing
         #expect(f.handle(.control(.subscribe(.user("bob"), channel: "vip")), now: now).isEmpty)
     }
 }
+
+/// Subscription tokens and user channels, through the state machines.
+@Suite struct SubscriptionTokenTests {
+    let now = FanOut.Now(monotonicMicros: 1_000_000, wallMillis: 1_000_000)  // wall: 1000 s
+
+    func fanOut() -> FanOut {
+        var p = policy(anonymous: [])
+        var priv = ChannelNamespace(name: "private", patterns: ["private:*"])
+        priv.subscribeToken = .required
+        var notify = ChannelNamespace(name: "notify", patterns: ["notify:*"])
+        notify.userChannel = "notify:{sub}"
+        p.namespaces = [priv, notify]
+        return FanOut(settings: FanOut.Settings(session: p, clientBacklog: 100, maxRingCapacity: 100, coalesceMicros: 0, keepAliveMicros: 1_000_000))
+    }
+
+    func frames(_ f: inout FanOut, _ id: UInt64) -> [String] {
+        guard case let .frames(frames, _) = f.writeNext(id) else { return [] }
+        return frames.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func send(_ f: inout FanOut, _ id: UInt64, _ json: String, at: FanOut.Now? = nil) -> [FanOut.Action] {
+        f.handle(.received(id, Array(json.utf8), binary: false), now: at ?? now)
+    }
+
+    func subscriptionToken(sub: String, channel: String, exp: UInt64) -> String {
+        var claims = TokenClaims(sub: sub, exp: exp, channels: [])
+        claims.channel = channel
+        return JWS.compact(claims, algorithm: .hs256) { LibCrypto.hmacSHA256(Array(secret.utf8), $0) }
+    }
+
+    @Test func aRequiredTokenIsCheckedAndItsExpiryEndsOnlyTheSubscription() {
+        var f = fanOut()
+        _ = f.handle(.opened(1, query: [("token", signer.sign(TokenClaims(sub: "ann", exp: 5_000, channels: ["*"])))]), now: now)
+        _ = frames(&f, 1)
+        // The connection token covers everything, but this namespace wants a subscription token.
+        _ = send(&f, 1, #"{"op":"subscribe","channel":"private:1"}"#)
+        #expect(frames(&f, 1).last?.contains(#""code":"subscription_token_required""#) == true)
+        _ = send(&f, 1, #"{"op":"subscribe","channel":"private:1","token":"\#(subscriptionToken(sub: "bob", channel: "private:1", exp: 1_100))"}"#)
+        #expect(frames(&f, 1).last?.contains(#""code":"bad_subscription_token""#) == true)
+        _ = send(&f, 1, #"{"op":"subscribe","channel":"private:1","token":"\#(subscriptionToken(sub: "ann", channel: "private:2", exp: 1_100))"}"#)
+        #expect(frames(&f, 1).last?.contains("does not name this channel") == true)
+        _ = send(&f, 1, #"{"op":"subscribe","channel":"private:1","token":"\#(subscriptionToken(sub: "ann", channel: "private:*", exp: 1_100))"}"#)
+        #expect(f.subscribers(of: "private:1") == [1])
+        // A refresh before expiry moves it on; the old deadline no longer ends it.
+        _ = send(&f, 1, #"{"op":"refresh","channel":"private:1","token":"\#(subscriptionToken(sub: "ann", channel: "private:1", exp: 1_200))"}"#)
+        #expect(frames(&f, 1).contains(#"{"type":"refreshed","channel":"private:1","exp":1200}"#))
+        _ = f.handle(.timer, now: FanOut.Now(monotonicMicros: 101_000_000, wallMillis: 1_100_000))
+        #expect(f.subscribers(of: "private:1") == [1])
+        _ = f.handle(.timer, now: FanOut.Now(monotonicMicros: 201_000_000, wallMillis: 1_200_000))
+        #expect(f.subscribers(of: "private:1").isEmpty)
+        #expect(frames(&f, 1).contains(#"{"type":"unsubscribed","channel":"private:1","reason":"token_expired"}"#))
+        #expect(f.sessions[1] != nil)  // the connection stays
+    }
+
+    @Test func aUserChannelIsReadableByItsUserAlone() {
+        var f = fanOut()
+        _ = f.handle(.opened(1, query: [("token", signer.sign(TokenClaims(sub: "ann", exp: 5_000, channels: [])))]), now: now)
+        _ = f.handle(.opened(2, query: [("token", signer.sign(TokenClaims(sub: "bob", exp: 5_000, channels: [])))]), now: now)
+        _ = f.handle(.opened(3, query: []), now: now)
+        #expect(f.sessions[1]!.mayRead("notify:ann") && !f.sessions[1]!.mayRead("notify:bob"))
+        #expect(!f.sessions[2]!.mayRead("notify:ann") && f.sessions[2]!.mayRead("notify:bob"))
+        #expect(!f.sessions[3]!.mayRead("notify:") && !f.sessions[1]!.mayRead("notify:annx"))
+    }
+}

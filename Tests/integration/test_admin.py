@@ -172,7 +172,7 @@ def test_close_codes_are_counted_by_code(herald_factory):
                         what="the close codes counted")
     assert closes['code="1009"'] == 1
     assert closes['code="4001"'] == 0 and closes['code="other"'] == 0
-    assert set(closes) == {f'code="{c}"' for c in ("1000", "1001", "1006", "1009", "4001", "4002", "4008", "other")}
+    assert set(closes) == {f'code="{c}"' for c in ("1000", "1001", "1006", "1009", "4001", "4002", "4003", "4004", "4005", "4008", "other")}
     status, _, body = get(h.admin_port, "/metrics", TOKEN)
     text = body.decode()
     assert "# TYPE herald_delivery_latency_seconds histogram" in text

@@ -15,7 +15,9 @@ SPEC = os.path.join(ROOT, "docs", "openapi.yaml")
 
 # What docs/openapi.yaml lists, path -> methods (HEAD comes with every GET).
 ROUTES = {"/api/publish/news": "POST", "/api/history/news": "GET, HEAD", "/api/presence/room:1": "GET, HEAD",
-          "/livez": "GET, HEAD", "/readyz": "GET, HEAD", "/healthz": "GET, HEAD", "/metrics": "GET, HEAD"}
+          "/livez": "GET, HEAD", "/readyz": "GET, HEAD", "/healthz": "GET, HEAD", "/metrics": "GET, HEAD",
+          "/api/disconnect": "POST", "/api/subscribe": "POST", "/api/unsubscribe": "POST", "/api/broadcast": "POST",
+          "/api/channels": "GET, HEAD", "/api/info": "GET, HEAD"}
 
 
 def request(port, method, path, body=None):

@@ -252,3 +252,37 @@ def test_refusals(nodes, exchange):
     assert headers["x-herald-error"].startswith("bad_request:")
     assert json.loads(body) == {"user": "ann"}
     conn.close()
+
+
+def get(node, path, key=KEY):
+    request = urllib.request.Request(f"http://127.0.0.1:{node.port}{path}", headers={"X-API-Key": key} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_channels_and_info_cover_every_node(nodes):
+    n1, n2 = nodes
+    clients = [connect(n1, token("ann", channels=("*",)), "channel=room:1"), connect(n1, token("bob", channels=("*",)), "channel=room:1"),
+               connect(n2, token("cat", channels=("*",)), "channel=room:1"), connect(n2, token("cat", channels=("*",)), "channel=room:2"),
+               connect(n2, token("dan", channels=("*",)), "channel=other")]
+    for c in clients:
+        assert c.recv()["type"] == "subscribed"
+    want = {"channels": [{"channel": "room:1", "subscribers": 3}, {"channel": "room:2", "subscribers": 1}], "nodes": 2}
+    wait_until(lambda: get(n1, "/api/channels?pattern=room:*") == (200, want), 10, what="both nodes' channels")
+    assert get(n2, "/api/channels?pattern=room:*") == (200, want)
+    status, everything = get(n2, "/api/channels")
+    assert status == 200 and [c["channel"] for c in everything["channels"]] == ["other", "room:1", "room:2"]
+    # A channel whose last subscriber left is no longer listed.
+    clients[3].close()
+    wait_until(lambda: get(n1, "/api/channels?pattern=room:2")[1]["channels"] == [], 10, what="room:2 to empty")
+    status, info = get(n1, "/api/info")
+    assert status == 200 and info["served_by"] == "n1"
+    by_id = {n["id"]: n for n in info["nodes"]}
+    assert set(by_id) == {"n1", "n2"}
+    assert all(n["state"] == "up" and n["version"] for n in by_id.values())
+    assert (by_id["n1"]["connections"], by_id["n2"]["connections"]) == (2, 2)
+    assert get(n1, "/api/channels?pattern=bad*pattern")[0] == 400
+    assert get(n1, "/api/info", key=None)[0] == 401
