@@ -189,6 +189,7 @@ struct ConfigFile {
                     }
                     namespace.subscribeToken = rule
                 case "user-channel": namespace.userChannel = try text()
+                case "subscribe-proxy-url": namespace.subscribeProxyURL = try text()
                 case "publish-keys-file":
                     let path = try text()
                     do {

@@ -50,6 +50,10 @@ struct Serve: ParsableCommand {
     @Option(help: "Tokens must name this in aud (a string or a list). Default: not checked. (HERALD_TOKEN_AUDIENCE)") var tokenAudience: String?
     @Option(help: "Seconds of clock skew allowed on exp and nbf. (HERALD_TOKEN_LEEWAY)") var tokenLeeway = 5
     @Option(help: "The claim holding a token's channel patterns, e.g. https://example.com/channels for an IdP's namespaced custom claim. (HERALD_TOKEN_CHANNELS_CLAIM)") var tokenChannelsClaim = TokenRules.defaultChannelsClaim
+    @Option(help: "Ask the application at each WebSocket upgrade and SSE request who the client is: Herald POSTs {transport, remote_addr, path, query, cookies, headers} and takes {user, channels, expire_at, info} from a 200; 401/403 refuses the upgrade; down or slow refuses it with 503 (clients retry). (HERALD_CONNECT_PROXY_URL)") var connectProxyUrl: String?
+    @Option(help: "Seconds the connect proxy may take to answer. (HERALD_CONNECT_PROXY_TIMEOUT)") var connectProxyTimeout = 5
+    @Option(help: "Request headers forwarded to the connect proxy (cookies always go, parsed); repeat. Default: authorization, origin, user-agent. (HERALD_CONNECT_PROXY_HEADER, comma-separated)") var connectProxyHeader: [String] = []
+    @Option(help: "Calls to the connect proxy at once (its connection pool); more wait, and past 1024 waiting an upgrade is refused with 503. (HERALD_CONNECT_PROXY_CONCURRENCY)") var connectProxyConcurrency = 8
     @Option(help: "Seconds a revocation (POST /api/disconnect with \"revoke\": true) lasts unless it names revoke_until: tokens of the user issued before it are refused this long. Set it to at least your longest token lifetime. (HERALD_REVOKE_SECONDS)") var revokeSeconds = 86_400
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without token keys, none with them. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
     @Option(help: "Channel patterns with presence (room:* or a name); repeat. Their subscribers are members, listed to subscribers that ask with \"presence\": true and at GET /api/presence/{channel}. Default: none. (HERALD_PRESENCE_CHANNELS, comma-separated)") var presenceChannels: [String] = []
@@ -126,6 +130,12 @@ struct Serve: ParsableCommand {
         if let jwksUrl, !(jwksUrl.hasPrefix("https://") || jwksUrl.hasPrefix("http://")) {
             throw ValidationError("--jwks-url \(jwksUrl): expected an http:// or https:// URL")
         }
+        if let connectProxyUrl, !(connectProxyUrl.hasPrefix("https://") || connectProxyUrl.hasPrefix("http://")) {
+            throw ValidationError("--connect-proxy-url \(connectProxyUrl): expected an http:// or https:// URL")
+        }
+        guard (1...60).contains(connectProxyTimeout), (1...256).contains(connectProxyConcurrency) else {
+            throw ValidationError("--connect-proxy-timeout must be 1 to 60 seconds and --connect-proxy-concurrency 1 to 256")
+        }
         guard revokeSeconds >= 1 else { throw ValidationError("--revoke-seconds must be at least 1") }
         guard !tokenChannelsClaim.isEmpty else { throw ValidationError("--token-channels-claim must not be empty") }
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
@@ -183,6 +193,10 @@ struct Serve: ParsableCommand {
         config.tokenSecret = tokenSecret
         config.tokenPublicKeyFiles = splitList(tokenPublicKeyFile)
         config.revokeSeconds = revokeSeconds
+        config.connectProxyURL = connectProxyUrl
+        config.connectProxyTimeoutSeconds = connectProxyTimeout
+        if !connectProxyHeader.isEmpty { config.connectProxyHeaders = splitList(connectProxyHeader).map { $0.lowercased() } }
+        config.connectProxyConcurrency = connectProxyConcurrency
         config.jwksFile = jwksFile
         config.jwksURL = jwksUrl
         config.jwksTimeoutSeconds = jwksTimeout

@@ -28,6 +28,9 @@ public struct ChannelNamespace: Equatable, Sendable {
     /// `notify:{sub}`: the channel whose name has the connection token's `sub` in place of
     /// `{sub}` is readable by that connection alone, with no channel in the token.
     public var userChannel: String?
+    /// Subscribing asks the application (`POST` there with the user, client and channel): 200
+    /// allows it, 401/403 refuses it.
+    public var subscribeProxyURL: String?
 
     public enum SubscribeTokenRule: String, Equatable, Sendable { case required, optional }
 
@@ -44,7 +47,7 @@ public struct ChannelNamespace: Equatable, Sendable {
 
     /// The settings a namespace may set, as the config file spells them.
     public static let settingNames = ["history-size", "history-ttl", "anonymous", "presence", "client-backlog",
-                                      "http-publish", "publish-keys", "subscribe-token", "user-channel"]
+                                      "http-publish", "publish-keys", "subscribe-token", "user-channel", "subscribe-proxy-url"]
 
     /// The most specific namespace with a pattern matching `channel`, or nil.
     public static func of(_ channel: String, in namespaces: [ChannelNamespace]) -> ChannelNamespace? {
@@ -90,6 +93,9 @@ public struct ChannelNamespace: Equatable, Sendable {
                 guard ChannelName.isValid(sample), namespace.patterns.contains(where: { ChannelPattern.matches($0, sample) }) else {
                     return "namespace \(namespace.name): user-channel \(template) must name channels of its own patterns"
                 }
+            }
+            if let url = namespace.subscribeProxyURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                return "namespace \(namespace.name): subscribe-proxy-url must be an http:// or https:// URL"
             }
             if let keys = namespace.publishKeys, keys.contains(where: \.isEmpty) {
                 return "namespace \(namespace.name): publish-keys must not be empty strings"

@@ -49,6 +49,8 @@ public struct ClientError: Error, Equatable, Sendable {
         case subscriptionTokenRequired = "subscription_token_required"
         /// A subscription token that was refused (the message names why: expired, another user's...).
         case badSubscriptionToken = "bad_subscription_token"
+        /// The namespace's subscribe proxy could not be asked (down, slow, a bad answer): retry.
+        case subscribeProxyUnavailable = "subscribe_proxy_unavailable"
     }
     public let code: Code
     public let message: String

@@ -50,8 +50,8 @@ public struct ClientSession {
     }
 
     public enum Event {
-        /// The upgrade completed; the URL's query pairs.
-        case opened(query: [(String, String)])
+        /// The upgrade completed; the URL's query pairs, and who the connect proxy said it is.
+        case opened(query: [(String, String)], identity: TokenClaims? = nil)
         /// A complete client message.
         case received([UInt8], binary: Bool)
         /// The server API subscribes the connection (`POST /api/subscribe`): as if it had asked,
@@ -62,6 +62,8 @@ public struct ClientSession {
         case serverUnsubscribe(channel: String)
         /// The subscription token of `channel` has expired (the server's timer).
         case subscriptionExpired(channel: String)
+        /// The namespace's subscribe proxy answered: allowed, refused, or nil (it could not be asked).
+        case subscribeProxyAnswered(channel: String, allowed: Bool?)
     }
 
     public enum Action: Equatable {
@@ -75,6 +77,8 @@ public struct ClientSession {
         case expires(at: UInt64)
         /// The subscription token of `channel` is valid until `at`: send `.subscriptionExpired` then.
         case subscriptionExpires(channel: String, at: UInt64)
+        /// Ask the channel namespace's subscribe proxy; answer with `.subscribeProxyAnswered`.
+        case askSubscribeProxy(channel: String, url: String)
         /// The token has already expired: close with 4002 now.
         case expired
         /// Close the connection (4001 for a refused token, 4004 for a key not known yet).
@@ -91,6 +95,9 @@ public struct ClientSession {
     private var granted: Set<String> = []
     /// Channels readable through a subscription token, until when (wall-clock seconds, leeway included).
     private var tokenGranted: [String: UInt64] = [:]
+    /// Channels the subscribe proxy allowed, and the subscribes waiting for its answer.
+    private var proxyAllowed: Set<String> = []
+    private var proxyPending: [String: (resume: ResumePosition?, presence: Bool, presenceResume: ResumePosition?)] = [:]
     private var lastRateLimitNotice: Int64 = Int64.min / 2
 
     public init(policy: Policy) {
@@ -105,7 +112,8 @@ public struct ClientSession {
     public mutating func handle(_ event: Event, monotonicMillis now: Int64, wallSeconds: UInt64) -> [Action] {
         var actions: [Action] = []
         switch event {
-        case let .opened(query):
+        case let .opened(query, identity):
+            if let identity { adopt(identity, into: &actions) }
             let request = ConnectRequest.parse(pairs: query)
             if let token = request.token, !authenticate(token, wallSeconds: wallSeconds, into: &actions) { return actions }
             for error in request.errors { send(error, into: &actions) }
@@ -119,6 +127,19 @@ public struct ClientSession {
         case let .serverUnsubscribe(channel):
             granted.remove(channel)
             if outbox.subscriptions[channel] != nil { unsubscribe(channel, reason: "server", into: &actions) }
+        case let .subscribeProxyAnswered(channel, allowed):
+            guard let asked = proxyPending.removeValue(forKey: channel) else { break }
+            switch allowed {
+            case true?:
+                proxyAllowed.insert(channel)
+                guard subscribe(channel, resume: asked.resume, wallSeconds: wallSeconds, into: &actions), asked.presence else { break }
+                subscribePresence(channel, resume: asked.presenceResume, into: &actions)
+            case false?:
+                actions.append(.tally(.forbidden))
+                send(ClientError(.forbidden, "the application refused this subscription (subscribe proxy)", op: "subscribe", channel: channel), into: &actions)
+            case nil:
+                send(ClientError(.subscribeProxyUnavailable, "the subscribe proxy could not be asked; retry", op: "subscribe", channel: channel), into: &actions)
+            }
         case let .subscriptionExpired(channel):
             guard let until = tokenGranted[channel], until <= wallSeconds else { break }
             tokenGranted[channel] = nil
@@ -157,7 +178,10 @@ public struct ClientSession {
                     actions.append(.sendSoon)
                 }
             case let .success(.subscribeWithPresence(channel, resume, presenceResume)):
-                guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions) else { break }
+                guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions) else {
+                    if proxyPending[channel] != nil { proxyPending[channel] = (resume, true, presenceResume) }
+                    break
+                }
                 subscribePresence(channel, resume: presenceResume, into: &actions)
             case let .success(.presence(channel)):
                 let stream = PresenceStream.name(of: channel)
@@ -182,7 +206,7 @@ public struct ClientSession {
     public func mayRead(_ channel: String) -> Bool {
         if let watched = PresenceStream.channel(of: channel) { return mayRead(watched) }
         if let claims, claims.allows(channel) { return true }
-        if granted.contains(channel) || tokenGranted[channel] != nil { return true }
+        if granted.contains(channel) || tokenGranted[channel] != nil || proxyAllowed.contains(channel) { return true }
         if let sub = claims?.sub, policy.namespace(of: channel)?.isUserChannel(channel, of: sub) == true { return true }
         return policy.isAnonymous(channel)
     }
@@ -223,6 +247,14 @@ public struct ClientSession {
         }
     }
 
+    /// The connect proxy's answer: the connection is its user, as if it had presented a token.
+    private mutating func adopt(_ identity: TokenClaims, into actions: inout [Action]) {
+        claims = identity
+        outbox.enqueue(ServerFrame.authenticated(sub: identity.sub, exp: identity.exp))
+        actions.append(.sendSoon)
+        if identity.exp != ConnectIdentity.noExpiry { actions.append(.expires(at: identity.exp)) }
+    }
+
     /// Checks a subscription token for `channel`; when good, the channel is readable until it
     /// expires (the caller subscribes). A bad one is an error frame; the connection stays.
     private mutating func admit(_ channel: String, token: String, op: String, wallSeconds: UInt64, into actions: inout [Action]) -> Bool {
@@ -258,6 +290,13 @@ public struct ClientSession {
                                     op: "subscribe", channel: channel), into: &actions)
             return false
         }
+        if let url = policy.namespace(of: channel)?.subscribeProxyURL, !proxyAllowed.contains(channel), !granted.contains(channel),
+           tokenGranted[channel] == nil {
+            // The application decides; the subscribe goes on when it answers.
+            if proxyPending[channel] == nil { actions.append(.askSubscribeProxy(channel: channel, url: url)) }
+            proxyPending[channel] = (resume, false, nil)
+            return false
+        }
         if policy.namespace(of: channel)?.subscribeToken == .required, tokenGranted[channel] == nil, !granted.contains(channel) {
             send(ClientError(.subscriptionTokenRequired, "this channel needs a subscription token: subscribe with \"token\"",
                              op: "subscribe", channel: channel), into: &actions)
@@ -290,6 +329,8 @@ public struct ClientSession {
     /// it had one, ends with it.
     private mutating func unsubscribe(_ channel: String, reason: String? = nil, into actions: inout [Action]) {
         tokenGranted[channel] = nil
+        proxyAllowed.remove(channel)
+        proxyPending[channel] = nil
         if outbox.unsubscribe(channel: channel) {
             actions.append(.unsubscribed(channel: channel))
         }

@@ -69,6 +69,12 @@ public struct HeraldConfig: Sendable {
     public var jwksRefreshSeconds = 3_600
     /// `iss`, `aud`, clock skew and the claim holding channel patterns.
     public var tokenRules = TokenRules(leewaySeconds: 5)
+    /// `--connect-proxy-url`: asked at each upgrade who the connection is; with its timeout,
+    /// the headers forwarded to it and the most calls at once (its connection pool).
+    public var connectProxyURL: String?
+    public var connectProxyTimeoutSeconds = 5
+    public var connectProxyHeaders = ["authorization", "origin", "user-agent"]
+    public var connectProxyConcurrency = 8
     /// How long a `revoke` lasts unless it says (`--revoke-seconds`): the bound of revocation.
     public var revokeSeconds = 86_400
     /// Channel patterns readable without a token; nil: all without a secret, none with one.

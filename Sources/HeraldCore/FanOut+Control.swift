@@ -27,6 +27,13 @@ extension FanOut {
     }
 
 
+    /// A subscriber too far behind must resume (4008).
+    mutating func closeSlow(_ id: ConnectionID, reason: String, into actions: inout [Action]) {
+        guard sessions[id] != nil, !closing.contains(id) else { return }
+        actions.append(.tally(.slowConsumerClose))
+        close(id, code: 4008, reason: reason, label: "resume", grace: 10, into: &actions)
+    }
+
     /// The subscription token of `channel` on `id` is good until `until` (wall seconds).
     mutating func trackSubscription(_ id: ConnectionID, _ channel: String, until: UInt64, now: Now, into actions: inout [Action]) {
         let key = subscriptionKeyOf[id]?[channel] ?? {

@@ -1,7 +1,7 @@
 /// What `FanOut.handle` is told (events) and what it asks its caller to do (actions).
 extension FanOut {
     public enum Event {
-        case opened(ConnectionID, query: [(String, String)])
+        case opened(ConnectionID, query: [(String, String)], identity: TokenClaims? = nil)
         case received(ConnectionID, [UInt8], binary: Bool)
         /// The connection may be written: from its writable callback, or at once when nothing is
         /// left unsent for it (the caller decides which, see `Action.writeSoon`).
@@ -17,6 +17,8 @@ extension FanOut {
         case timer
         /// A server API command for the connections of this thread (`broadcast` is not one).
         case control(ServerCommand)
+        /// A subscribe proxy's answer for a connection's subscribe (nil: it could not be asked).
+        case subscribeProxyAnswered(ConnectionID, channel: String, allowed: Bool?)
     }
 
     public enum Action: Equatable {
@@ -46,5 +48,8 @@ extension FanOut {
         /// With `settings.lifecycle`: a connection was accepted, authenticated, subscribed,
         /// unsubscribed or is gone; tell the node's lifecycle worker.
         case lifecycle(LifecycleInput)
+        /// Ask `url` whether the connection (its user, client id and info) may subscribe to
+        /// `channel`; feed the answer back as `.subscribeProxyAnswered`.
+        case askSubscribeProxy(ConnectionID, channel: String, url: String, user: String?, client: String, info: [UInt8]?)
     }
 }

@@ -119,9 +119,9 @@ public struct FanOut {
 
     private mutating func apply(_ event: Event, now: Now, round: inout Round, into actions: inout [Action]) {
         switch event {
-        case let .opened(id, query):
+        case let .opened(id, query, identity):
             sessions[id] = ClientSession(policy: settings.session)
-            session(id, .opened(query: query), now: now, into: &actions)
+            session(id, .opened(query: query, identity: identity), now: now, into: &actions)
             announce(id, into: &actions)
         case let .received(id, message, binary):
             guard sessions[id] != nil, !closing.contains(id) else { return }
@@ -154,6 +154,9 @@ public struct FanOut {
             timerFired(now: now, into: &actions)
         case let .control(command):
             serverCommand(command, now: now, into: &actions)
+        case let .subscribeProxyAnswered(id, channel, allowed):
+            guard sessions[id] != nil, !closing.contains(id) else { return }
+            session(id, .subscribeProxyAnswered(channel: channel, allowed: allowed), now: now, into: &actions)
         }
     }
 
@@ -198,6 +201,9 @@ public struct FanOut {
                 schedule(now.monotonicMicros(atWallSeconds: at), into: &actions)
             case let .subscriptionExpires(channel, at):
                 trackSubscription(id, channel, until: at, now: now, into: &actions)
+            case let .askSubscribeProxy(channel, url):
+                let claims = sessions[id]!.claims
+                actions.append(.askSubscribeProxy(id, channel: channel, url: url, user: claims?.sub, client: clientID(id), info: claims?.info))
             case .expired:
                 closeExpired(now: now, into: &actions)
             case let .close(code, reason, label):
@@ -245,12 +251,6 @@ public struct FanOut {
         actions.append(.close(id, code: code, reason: reason, label: label, graceSeconds: grace))
     }
 
-    private mutating func closeSlow(_ id: ConnectionID, reason: String, into actions: inout [Action]) {
-        guard sessions[id] != nil, !closing.contains(id) else { return }
-        actions.append(.tally(.slowConsumerClose))
-        close(id, code: 4008, reason: reason, label: "resume", grace: 10, into: &actions)
-    }
-
     /// Connections whose token has expired are closed with 4002: they may reconnect with a fresh
     /// token and resume where they were.
     private mutating func closeExpired(now: Now, into actions: inout [Action]) {
@@ -263,7 +263,6 @@ public struct FanOut {
 
     // MARK: Writing
 
-    /// The connection's next batch, asking for another writable call while more remains.
     /// What a writable connection sends next, without building an action list: the hot path
     /// (`.writable` through `handle` gives the same answer as actions).
     public enum Write {

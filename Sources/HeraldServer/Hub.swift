@@ -37,6 +37,9 @@ final class Hub: WebSocketServerDelegate {
     private var nextWindowCheck: UInt64 = 0
     private var connections: [FanOut.ConnectionID: WebSocketConnection] = [:]
 
+    /// Asks the application (connect and subscribe proxies), if the config names one.
+    var proxy: ConnectProxy?
+
     init(config: HeraldConfig, metrics: Metrics, health: Health, logger: Logger, index: Int, inbox: HubInbox, verifier: TokenVerifier?,
          reader: HistoryReader, live: LiveSubscriber, publisher: Publisher, presence: PresenceWorker?, lifecycle: LifecycleWorker?, registry: NodeRegistry) {
         self.config = config
@@ -75,7 +78,9 @@ final class Hub: WebSocketServerDelegate {
         metrics.connectionsTotal.add()
         gauges.connections.add()
         connections[connection.id] = connection
-        handle(.opened(connection.id, query: query))
+        // Admitted by the connect proxy: its answer, as the front carried it, is the identity.
+        let identity = connection.attachment.flatMap { try? ConnectIdentity.parse($0, nowSeconds: 0).get() }
+        handle(.opened(connection.id, query: query, identity: identity))
     }
 
     func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool) {
@@ -124,6 +129,8 @@ final class Hub: WebSocketServerDelegate {
             case let .httpPresence(token, result): routes.answerPresence(token: token, result: result)
             case let .control(command): round.append(.control(command))
             case let .reportChannels(box): box.post(fanOut.subscriberCounts())
+            case let .subscribeProxyAnswer(connection, channel, allowed):
+                round.append(.subscribeProxyAnswered(connection, channel: channel, allowed: allowed))
             }
         }
         if !round.isEmpty { carryOut(fanOut.handle(round, now: now())) }
@@ -227,6 +234,12 @@ final class Hub: WebSocketServerDelegate {
                 presence?.events.post(event)
             case let .lifecycle(input):
                 lifecycle?.inputs.post(input)
+            case let .askSubscribeProxy(id, channel, url, user, client, info):
+                guard let proxy else {
+                    handle(.subscribeProxyAnswered(id, channel: channel, allowed: nil))
+                    continue
+                }
+                proxy.askSubscribe(url: url, hub: index, connection: id, channel: channel, user: user, client: client, info: info)
             }
         }
     }

@@ -21,6 +21,8 @@ enum HubEvent: Sendable {
     case control(ServerCommand)
     /// The node registry asks for this thread's subscribers per channel.
     case reportChannels(Mailbox<[String: Int]>)
+    /// A subscribe proxy answered (nil: it could not be asked).
+    case subscribeProxyAnswer(connection: UInt64, channel: String, allowed: Bool?)
 }
 
 /// What every worker thread is given: configuration, where its dependencies are, where to report,

@@ -60,6 +60,10 @@ public final class Metrics: Sendable {
     /// The server API: connections it closed, commands this node applied and refused, and
     /// users whose older tokens are refused.
     let serverDisconnects = Counter()
+    enum ProxyResult: String, CaseIterable { case ok, refused, error }
+    let connectProxy: [ProxyResult: Counter] = Dictionary(uniqueKeysWithValues: ProxyResult.allCases.map { ($0, Counter()) })
+    let subscribeProxy: [ProxyResult: Counter] = Dictionary(uniqueKeysWithValues: ProxyResult.allCases.map { ($0, Counter()) })
+    func countConnectProxy(_ result: ProxyResult) { connectProxy[result]?.add() }
     let subscriptionTokensRefused = Counter()
     let controlCommands: [String: Counter] = Dictionary(uniqueKeysWithValues: ServerCommand.names.map { ($0, Counter()) })
     let controlRefused = Counter()
@@ -199,6 +203,11 @@ public final class Metrics: Sendable {
             out += "herald_auth_failures_by_reason_total{reason=\"\(reason.rawValue)\"} \(g(authFailuresByReason[reason]!))\n"
         }
         line("subscription_tokens_refused_total", "counter", "Subscribes and refreshes refused with bad_subscription_token.", g(subscriptionTokensRefused))
+        for (family, counters, help) in [("connect_proxy_requests_total", connectProxy, "Upgrades asked of --connect-proxy-url, by outcome (error: down, timeout, bad answer: 503)."),
+                                         ("subscribe_proxy_requests_total", subscribeProxy, "Subscribes asked of a namespace's subscribe-proxy-url, by outcome.")] {
+            out += "# HELP herald_\(family) \(help)\n# TYPE herald_\(family) counter\n"
+            for result in ProxyResult.allCases { out += "herald_\(family){result=\"\(result.rawValue)\"} \(g(counters[result]!))\n" }
+        }
         line("server_disconnects_total", "counter", "Connections closed by the server API's disconnect (4003, or 4005 with reconnect).", g(serverDisconnects))
         out += "# HELP herald_control_commands_total Server API commands this node applied (from <exchange>.control), by name.\n"
         out += "# TYPE herald_control_commands_total counter\n"

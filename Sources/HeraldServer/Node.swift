@@ -116,6 +116,18 @@ public final class Node {
             + ["disconnect", "subscribe", "unsubscribe"].map { name in
                 Acceptor.Diversion(method: "POST", pathPrefix: "/api/" + name) { control.take($0) }
             }
+        // With a connect proxy, every upgrade is asked about first.
+        var proxy: ConnectProxy?
+        if config.connectProxyURL != nil || config.namespaces.contains(where: { $0.subscribeProxyURL != nil }) {
+            var url: OutboundURL?
+            if let text = config.connectProxyURL {
+                guard let parsed = OutboundURL(text) else { throw StartupError(description: "--connect-proxy-url \(text): expected an http:// or https:// URL") }
+                url = parsed
+            }
+            let p = ConnectProxy(url: url, hubs: hubs, config: config, metrics: metrics, logger: logger)
+            if url != nil { front.screen = { p.screen($0) } }
+            proxy = p
+        }
         let acceptor: Acceptor
         do {
             acceptor = try Acceptor(host: config.host, port: config.port,
@@ -151,6 +163,7 @@ public final class Node {
                 server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
             }
             hub.server = server
+            hub.proxy = proxy
             if i == 0 { server.adminInlet = adminAcceptor?.inlets[0] }
             hubList.append(hub)
             servers.append(server)
@@ -193,7 +206,8 @@ public final class Node {
         let watcher = worker(SentinelWatcher.self)
         let fetcher = tokenKeys.flatMap { keys in keys.url.map { JWKSFetcher(keys: keys, url: $0, config: config, logger: logger, stop: workerStop) } }
         let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }])
-          + (fetcher.map { f in [OSThread(name: "herald-jwks") { f.run() }] } ?? []) + [
+          + (fetcher.map { f in [OSThread(name: "herald-jwks") { f.run() }] } ?? [])
+          + (proxy.map { p in (0..<config.connectProxyConcurrency).map { i in OSThread(name: "herald-proxy-\(i)") { p.run(stop: workerStop) } } } ?? []) + [
             OSThread(name: "herald-live") { live.run() },
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },

@@ -34,7 +34,23 @@ public final class Acceptor: Sendable {
         /// Requests taken by another thread straight from the front, without a service thread
         /// (`POST /api/publish/…` goes to the node's publisher, which answers it).
         public var diversions: [Diversion] = []
+        /// With a connect proxy: each WebSocket upgrade and stream request is handed here first;
+        /// the taker answers it (a refusal, which ends the connection) or admits it with an
+        /// attachment the service thread gives the connection (`WebSocketConnection.attachment`).
+        public var screen: (@Sendable (Screening) -> Void)?
         public init() {}
+    }
+
+    /// An upgrade (or stream) request waiting for a verdict: `request.respond` refuses it,
+    /// `admit` hands it on to libwebsockets. Either, once, from any thread.
+    public struct Screening: Sendable {
+        public let request: HTTPRequest
+        public let isStream: Bool
+        let front: Acceptor
+        let connection: UInt64
+        let ticket: UInt64
+
+        public func admit(attachment: [UInt8]) { front.admit(connection, ticket, attachment) }
     }
 
     /// Requests of one method under one path prefix, handed to `take` on the front thread; the
@@ -76,8 +92,9 @@ public final class Acceptor: Sendable {
     }
 
     enum Arrival: Sendable {
-        /// A socket for libwebsockets, and the bytes already read from it (an upgrade or stream request).
-        case socket(Int32, [UInt8])
+        /// A socket for libwebsockets, the bytes already read from it (an upgrade or stream
+        /// request), and what a screening attached to it.
+        case socket(Int32, [UInt8], attachment: [UInt8]?)
         case request(Request)
     }
 
@@ -168,6 +185,21 @@ public final class Acceptor: Sendable {
         if first { herald_eventfd_signal(wakeFD) }
     }
 
+    /// Admissions of screened upgrades, for the front thread.
+    private let admissions = Mutex<[(UInt64, UInt64, [UInt8])]>([])
+
+    func admit(_ connection: UInt64, _ ticket: UInt64, _ attachment: [UInt8]) {
+        admissions.withLock { $0.append((connection, ticket, attachment)) }
+        herald_eventfd_signal(wakeFD)
+    }
+
+    func takeAdmissions() -> [(UInt64, UInt64, [UInt8])] {
+        admissions.withLock { a in
+            defer { a.removeAll(keepingCapacity: true) }
+            return a
+        }
+    }
+
     func takeReplies() -> [(UInt64, UInt64, [UInt8])] {
         replies.withLock { r in
             defer { r.removeAll(keepingCapacity: true) }
@@ -187,7 +219,7 @@ public final class Acceptor: Sendable {
     /// and after the service threads have ended.
     public func close() {
         for inlet in inlets {
-            for case let .socket(s, _) in inlet.take() { _ = herald_close(s) }
+            for case let .socket(s, _, _) in inlet.take() { _ = herald_close(s) }
         }
         _ = herald_close(fd)
         _ = herald_close(wakeFD)

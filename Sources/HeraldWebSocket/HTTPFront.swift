@@ -32,6 +32,10 @@ final class HTTPFront {
         var peerDone = false
         /// The bytes for libwebsockets, once every earlier answer is written.
         var handOff: [UInt8]?
+        /// What a screening attached (connect proxy), handed on with the socket.
+        var attachment: [UInt8]?
+        /// An upgrade waiting for the screening's verdict: its bytes, and its ticket.
+        var screened: (bytes: [UInt8], ticket: UInt64)?
         /// The last answer ends the connection: after it is written, shut down and linger.
         var closing = false
         var lingering = false
@@ -188,7 +192,7 @@ final class HTTPFront {
     /// diversion or posted to a service thread. Only diverted requests are read ahead of their
     /// answers; one for a service thread stops the reading until it is answered.
     private func process(_ c: Connection) {
-        while c.waitingFor == nil && c.inFlight < Self.maxAhead && c.closeAfter == nil && !c.closing && c.handOff == nil,
+        while c.waitingFor == nil && c.inFlight < Self.maxAhead && c.closeAfter == nil && !c.closing && c.handOff == nil && c.screened == nil,
               let event = c.reader.next() {
             switch event {
             case let .refused(refusal):
@@ -205,7 +209,19 @@ final class HTTPFront {
                     if closes { c.closeAfter = ticket }
                     ready(c, ticket, HTTPResponse.error(404, "not_found", "the admin listener takes no WebSocket upgrades").serialized(close: closes))
                 } else if head.isWebSocketUpgrade || stream {
-                    c.handOff = c.reader.takeHandOff()
+                    guard let screen = options.screen else {
+                        c.handOff = c.reader.takeHandOff()
+                        continue
+                    }
+                    // Asked first (connect proxy): a refusal is its answer and ends the connection.
+                    let bytes = c.reader.takeHandOff()
+                    let ticket = issue(c)
+                    c.closeAfter = ticket
+                    c.screened = (bytes, ticket)
+                    let request = Acceptor.Request(front: acceptor, connection: c.id, ticket: ticket, head: head, body: [], peer: c.peer,
+                                                   closeAfter: true)
+                    screen(Acceptor.Screening(request: request.httpRequest(admin: false, trustedProxies: options.trustedProxies),
+                                              isStream: stream, front: acceptor, connection: c.id, ticket: ticket))
                 } else {
                     let closes = c.reader.closesAfterAnswer
                     let ticket = issue(c)
@@ -265,7 +281,18 @@ final class HTTPFront {
         var touched: [Connection] = []
         for (id, ticket, bytes) in acceptor.takeReplies() {
             guard let c = connections[id], ticket >= c.nextAnswer, ticket < c.issued else { continue }
+            if c.screened?.ticket == ticket { c.screened = nil }
             ready(c, ticket, bytes)
+            if touched.last !== c { touched.append(c) }
+        }
+        for (id, ticket, attachment) in acceptor.takeAdmissions() {
+            guard let c = connections[id], let screened = c.screened, screened.ticket == ticket else { continue }
+            // Admitted: no answer of its own; the socket goes on once earlier answers are out.
+            c.screened = nil
+            c.closeAfter = nil
+            c.handOff = screened.bytes
+            c.attachment = attachment
+            ready(c, ticket, [])
             if touched.last !== c { touched.append(c) }
         }
         for c in touched where connections[c.id] != nil { process(c) }
@@ -308,7 +335,7 @@ final class HTTPFront {
     private func handOff(_ c: Connection, _ bytes: [UInt8]) {
         _ = herald_epoll_delete(epoll, c.fd)
         connections.removeValue(forKey: c.id)
-        acceptor.inlets[c.inlet].post(.socket(c.fd, bytes))
+        acceptor.inlets[c.inlet].post(.socket(c.fd, bytes, attachment: c.attachment))
         toWake.insert(c.inlet)
     }
 

@@ -13,7 +13,7 @@ public final class HTTPRequest: @unchecked Sendable {
     public let query: [(String, String)]
     public let peer: String
     public let body: [UInt8]
-    let headers: [String: String]
+    public let headers: [String: String]
     /// A HEAD request: answered with the GET answer's status and headers, without its body.
     public let isHead: Bool
     /// Whether it came to the admin listener (`--admin-listen`) rather than the public port.

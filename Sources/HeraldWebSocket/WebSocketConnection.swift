@@ -27,6 +27,9 @@ public final class WebSocketConnection {
     var pingDue = false
     /// The allowed Origin a stream came from, echoed in its CORS header.
     var streamOrigin: String?
+    /// What the front's screening attached when it admitted the connection (the connect
+    /// proxy's answer), or nil.
+    public internal(set) var attachment: [UInt8]?
     /// When the peer last sent anything (a message or a pong), monotonic ms.
     var lastHeard = monotonicMillis()
     /// The endpoint's handler, which hears every event of this connection, and its size limit.

@@ -19,12 +19,16 @@ extension WebSocketServer {
             let deadline = monotonicMicros() + UInt64(max(1, options.handshakeTimeoutSeconds)) * 1_000_000
             for arrival in arrivals {
                 switch arrival {
-                case let .socket(fd, bytes):
+                case let .socket(fd, bytes, attachment):
                     // lws reads `bytes` (the whole request) before the socket. On failure it
                     // closes the socket itself.
+                    // lws may reach ESTABLISHED inside the adopt call: the attachment is taken by
+                    // the wsi it instantiates (SERVER_NEW_CLIENT_INSTANTIATED) before that.
+                    adopting = attachment
                     let adopted = bytes.withUnsafeBytes { raw in
                         lws_adopt_socket_readbuf(ctx, fd, raw.baseAddress?.assumingMemoryBound(to: CChar.self), raw.count)
                     }
+                    adopting = nil
                     guard let wsi = adopted else { continue }
                     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0)
                     // Already past its request unless lws is still waiting for it.

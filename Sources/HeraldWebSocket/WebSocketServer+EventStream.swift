@@ -45,6 +45,7 @@ extension WebSocketServer {
         guard let endpoint = endpoint(options.path) else { return -1 }
         let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: address, handler: endpoint.handler, maxMessageBytes: 0)
         connection.server = self
+        connection.attachment = attachments.removeValue(forKey: wsi)
         connection.eventStream = EventStreamEncoder(resume: asked.resumePositions)
         connection.streamOrigin = origin.flatMap { options.allowedOrigins.contains($0) ? $0 : nil }
         nextID += idStride

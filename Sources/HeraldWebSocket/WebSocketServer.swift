@@ -55,6 +55,10 @@ public final class WebSocketServer: @unchecked Sendable {
     /// Upgrades holding a place in `admission`, by the address it was counted for; given back
     /// when the connection is destroyed.
     var admitted: [OpaquePointer: String] = [:]
+    /// What the front's screening (connect proxy) attached to adopted sockets, until they open.
+    var attachments: [OpaquePointer: [UInt8]] = [:]
+    /// The attachment of the socket being adopted right now.
+    var adopting: [UInt8]?
     let admission: Admission
     var awaitingRequest: Set<OpaquePointer> = []
     /// This thread's share of the accepted sockets (see `Acceptor`), and the handshake
@@ -186,12 +190,13 @@ public final class WebSocketServer: @unchecked Sendable {
         // Connections that never complete a request: accepted, then gone before their headers.
         case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
             if let wsi { awaitingRequest.insert(wsi) }
+            if let wsi, let attachment = adopting { attachments[wsi] = attachment }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
             if let wsi { awaitingRequest.remove(wsi); handshakeDone(wsi) }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_WSI_DESTROY:
-            if let wsi { handshakeDone(wsi); adminConnections.remove(wsi) }
+            if let wsi { handshakeDone(wsi); adminConnections.remove(wsi); attachments[wsi] = nil }
             if let wsi, let address = admitted.removeValue(forKey: wsi) { admission.release(address) }
             if let wsi, awaitingRequest.remove(wsi) != nil { delegate?.webSocketIncompleteHandshake() }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
@@ -251,6 +256,7 @@ public final class WebSocketServer: @unchecked Sendable {
             let connection = WebSocketConnection(id: nextID, wsi: wsi, peer: clientAddress(wsi),
                                                  handler: endpoint.handler, maxMessageBytes: endpoint.maxMessageBytes)
             connection.server = self
+            connection.attachment = attachments.removeValue(forKey: wsi)
             nextID += idStride
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection

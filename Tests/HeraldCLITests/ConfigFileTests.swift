@@ -85,7 +85,7 @@ import Testing
         ("namespaces:\n  - pattern: \"a:*\"\n    history-size: 0", "herald.yaml:3: history-size must be a whole number from 1 up"),
         ("namespaces:\n  - pattern: \"a:*\"\n    anonymous: sometimes", "herald.yaml:3: anonymous must be true or false"),
         ("namespaces:\n  - pattern: \"a*b\"", "herald.yaml:2: pattern a*b: \"*\" may only end a pattern"),
-        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, subscribe-token, user-channel, publish-keys-file)"),
+        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, subscribe-token, user-channel, subscribe-proxy-url, publish-keys-file)"),
     ])
     func aBadFileIsRefusedWithItsLineAndReason(_ yaml: String, _ expected: String) {
         #expect(problem(yaml) == expected)
