@@ -65,7 +65,7 @@ export interface StateChange<S> {
 }
 
 export interface Disconnected {
-  code: number;
+  code: CloseCode;
   reason: string;
   willReconnect: boolean;
   delay: number | null;
@@ -90,6 +90,12 @@ export interface ClientOptions {
   storageNamespace?: string;
   /** A token, or a function returning one (or a promise of one), called before every connect. */
   token?: string | (() => string | null | Promise<string | null>);
+  /**
+   * A subscription token for a channel (PROTOCOL.md, "Subscription tokens"), asked before each
+   * subscribe, again before it expires (sent as a refresh) and after the server ends the
+   * subscription with reason "token_expired". A subscribe's own `getToken` wins.
+   */
+  getSubscriptionToken?: (channel: string) => string | null | Promise<string | null>;
   transports?: Transport[];
   sseURL?: string;
   WebSocket?: unknown;
@@ -99,12 +105,23 @@ export interface ClientOptions {
   now?: () => number;
 }
 
+/**
+ * Close codes the server sends: 4001 token refused, 4002 token expired, 4003 disconnected by the
+ * server (do not reconnect), 4004 token key not known yet (retry), 4005 disconnected by the
+ * server (reconnect), 4008 resume. The client stops after 4001 and 4003 only.
+ */
+export type CloseCode = 4001 | 4002 | 4003 | 4004 | 4005 | 4008 | number;
+
 interface ClientEvents {
   state: StateChange<ClientState>;
   connecting: Record<string, never>;
   connected: Record<string, never>;
   disconnected: Disconnected;
   error: HeraldError;
+  /** The server subscribed this connection to a channel (the server API): attach handlers here. */
+  serverSubscribed: { channel: string; subscription: Subscription };
+  /** A server-made subscription ended: by the server API ("server") or with the connection ("disconnected"). */
+  serverUnsubscribed: { channel: string; reason: string };
 }
 
 interface SubscriptionEvents {
@@ -121,7 +138,7 @@ interface SubscriptionEvents {
 /** Handlers given to `subscribe`, and `presence: true` to follow the member list. */
 export type SubscribeHandlers = {
   [E in keyof SubscriptionEvents]?: (...args: SubscriptionEvents[E]) => void;
-} & { presence?: boolean };
+} & { presence?: boolean; getToken?: (channel: string) => string | null | Promise<string | null> };
 
 export declare class Subscription {
   readonly channel: string;
@@ -136,6 +153,8 @@ export declare class Subscription {
   readonly presencePosition: Position | null;
   /** Messages received twice and dropped (a redelivery after a reconnect). */
   readonly duplicates: number;
+  /** Made by the server (the server API) for this connection, not by `subscribe`. */
+  readonly server: boolean;
   unsubscribe(): void;
   /** Adds a listener; returns a function that removes it. */
   on<E extends keyof SubscriptionEvents>(event: E, listener: (...args: SubscriptionEvents[E]) => void): () => void;

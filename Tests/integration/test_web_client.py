@@ -408,3 +408,51 @@ def api_history(h, channel):
     req = urllib.request.Request(f"http://127.0.0.1:{h.port}/api/history/{channel}", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=5) as r:
         return r.read()
+
+
+def test_the_server_api_reaches_the_browser_client(herald_factory, exchange, browser):
+    """A server-side subscription reaches a handler the page attached on "serverSubscribed", and
+    a disconnect with the no-reconnect code (4003) stops the client for good."""
+    from test_security import SECRET, jwt
+    key = "browser-api-key-0123456789"
+    h = herald_factory(extra=["--token-secret", SECRET, "--token-leeway", "0", "--api-key", key]).start()
+    token = jwt({"sub": "ann", "channels": ["own:*"], "exp": int(time.time()) + 3600})
+    browser.get(f"http://127.0.0.1:{h.port}/herald.js")  # a page of this origin that opens no connection itself
+    browser.execute_async_script("""
+        const [url, token, done] = arguments;
+        import('/herald.js').then(({ HeraldClient }) => {
+          const log = window.apiLog = {server: [], messages: [], disconnected: [], ended: []};
+          const client = window.apiClient = new HeraldClient(url, {token, backoff: {initial: 100, max: 200}});
+          client.on('serverSubscribed', ({channel, subscription}) => {
+            log.server.push(channel);
+            subscription.on('message', (m) => log.messages.push([m.channel, m.seq, m.data]));
+          });
+          client.on('serverUnsubscribed', (e) => log.ended.push(e));
+          client.on('disconnected', (d) => log.disconnected.push(d));
+          client.on('connected', () => done(true));
+          client.connect();
+        });""", f"ws://127.0.0.1:{h.port}/ws", token)
+    log = lambda: browser.execute_script("return window.apiLog")
+
+    def api(name, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{h.port}/api/{name}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"X-API-Key": key, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 202
+
+    publish(exchange, "vip:ann", [b"first"])
+    api("subscribe", {"user": "ann", "channel": "vip:ann"})
+    wait_until(lambda: log()["messages"] == [["vip:ann", 1, "first"]], 10, what="the replayed message in the handler")
+    publish(exchange, "vip:ann", [b"second"])
+    wait_until(lambda: len(log()["messages"]) == 2, 10, what="the live message")
+    assert log()["server"] == ["vip:ann"] and log()["messages"][1] == ["vip:ann", 2, "second"]
+    api("disconnect", {"user": "ann"})
+    wait_until(lambda: log()["disconnected"], 10, what="the disconnect")
+    assert log()["disconnected"] == [{"code": 4003, "reason": "disconnected by the server", "willReconnect": False, "delay": None}]
+    assert log()["ended"] == [{"channel": "vip:ann", "reason": "disconnected"}]
+    # With a 100 ms backoff a reconnect would come within a second: none comes.
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        assert h.metrics()["herald_connections_total"] == 1
+        assert browser.execute_script("return window.apiClient.state") == "disconnected"
+        time.sleep(0.2)

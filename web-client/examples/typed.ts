@@ -20,3 +20,14 @@ client.connect();
 const who: string[] = [...sub.members.values()].map((m) => m.client);
 const where: number | undefined = sub.position?.seq;
 console.log(client.transport, client.state, who, where, stop);
+
+// The server API: subscriptions the server makes, and subscription tokens.
+const withTokens = new HeraldClient("/ws", {
+  getSubscriptionToken: async (channel: string) => (await fetch(`/subscription-token?channel=${channel}`)).text(),
+});
+withTokens.on("serverSubscribed", ({ channel, subscription }) => {
+  subscription.on("message", (m) => console.log(channel, m.seq, subscription.server));
+});
+withTokens.on("serverUnsubscribed", ({ channel, reason }) => console.log(channel, reason));
+withTokens.subscribe("private:1", { getToken: () => "token-from-the-app" });
+withTokens.on("disconnected", (d) => { if (d.code === 4003) console.log("kicked: not coming back"); });

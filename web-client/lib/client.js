@@ -12,10 +12,15 @@ import { PositionStore } from "./positions.js";
 import { Subscription } from "./subscription.js";
 import { checkChannel, parseFrames, subscribeOp, unsubscribeOp } from "./frames.js";
 import { EventStreamSocket, eventStreamURL } from "./eventstream.js";
+import { refreshDelay, tokenExp } from "./tokens.js";
 
 const TRANSPORTS = new Set(["websocket", "sse"]);
 
-/** Close codes after which retrying cannot help (4001: token refused). */
+/**
+ * Close codes after which retrying cannot help: 4001 (token refused), 4003 (disconnected by the
+ * server, which asks the client not to come back). 4005 (disconnected by the server, may come
+ * back) and 4004 (token key not known yet) reconnect after the backoff.
+ */
 const TERMINAL_CLOSE_CODES = new Set([4001, 4003]);
 /** The server asks the client to resume with `since` (it fell behind, or a gap). */
 const RESUME_NOW = 4008;
@@ -52,6 +57,8 @@ export class HeraldClient extends Emitter {
   #fastResumeUsed = false; // one immediate resume after 4008 per stable connection
   #subs = new Map();
   #revoked = new Set(); // channels a fresh token no longer covers, until the server's unsubscribed
+  #serverSubs = new Map(); // subscriptions the server made for this connection (server API)
+  #subscriptionToken; // options.getSubscriptionToken
   #token;
   #now;
   #EventSource;
@@ -73,6 +80,10 @@ export class HeraldClient extends Emitter {
    *                              promise of one), called before every connect so it can be refreshed.
    *                              A function is also called before the token expires (at 80% of its
    *                              lifetime), and its answer sent on the open connection.
+   * @param options.getSubscriptionToken  (channel) => token (or a promise of one): a subscription
+   *                              token for every subscribe (a subscribe's own `getToken` wins),
+   *                              asked again before it expires and after the server ends a
+   *                              subscription with reason "token_expired"
    * @param options.now           the clock, ms since the Unix epoch (default Date.now)
    * @param options.transports    the transports to try, in order: ["websocket"] (default), or
    *                              ["websocket", "sse"] to fall back to Server-Sent Events when a
@@ -93,6 +104,7 @@ export class HeraldClient extends Emitter {
     this.#minUptime = options.minUptime ?? 5000;
     this.#connectTimeout = options.connectTimeout ?? 10000;
     this.#token = options.token ?? null;
+    this.#subscriptionToken = options.getSubscriptionToken ?? null;
     this.#now = options.now ?? (() => Date.now());
     this.#transports = options.transports ?? ["websocket"];
     if (!Array.isArray(this.#transports) || this.#transports.length === 0 || !this.#transports.every((t) => TRANSPORTS.has(t))) {
@@ -138,26 +150,64 @@ export class HeraldClient extends Emitter {
   /**
    * Subscribes to a channel, resuming from the stored position when there is one.
    * @param handlers optional {message, subscribed, gap, error, state, subscribing, unsubscribed};
-   *   with `presence: true` also the member list (`sub.members`) and {members, join, leave}.
+   *   with `presence: true` also the member list (`sub.members`) and {members, join, leave};
+   *   `getToken: (channel) => token` for a channel that needs a subscription token.
    */
   subscribe(channel, handlers = {}) {
     checkChannel(channel);
-    const { presence = false, ...events } = handlers;
+    const { presence = false, getToken = null, ...events } = handlers;
     let sub = this.#subs.get(channel);
     if (!sub) {
       sub = new Subscription(this, channel, this.#positions.load(channel), presence === true);
       this.#subs.set(channel, sub);
     }
+    sub.getToken = getToken ?? sub.getToken ?? this.#subscriptionToken;
     for (const [event, fn] of Object.entries(events)) sub.on(event, fn);
     if (sub.state === "unsubscribed") {
       sub._subscribing();
-      if (this.state === "connected") this.#send(this.#subscribeOp(sub));
+      if (this.state === "connected") this.#sendSubscribe(sub);
     }
     return sub;
   }
 
-  #subscribeOp(sub) {
-    return subscribeOp(sub.channel, sub.position, sub.presence, sub.presencePosition);
+  /** Sends the subscribe op, with a fresh subscription token when the subscription has a source. */
+  async #sendSubscribe(sub) {
+    if (typeof sub.getToken !== "function") {
+      this.#send(subscribeOp(sub.channel, sub.position, sub.presence, sub.presencePosition));
+      return;
+    }
+    const ws = this.#ws;
+    const token = await this.#subscriptionTokenFor(sub);
+    if (!token || this.#ws !== ws || this.state !== "connected" || this.#subs.get(sub.channel) !== sub) return;
+    this.#send(subscribeOp(sub.channel, sub.position, sub.presence, sub.presencePosition, token));
+    this.#scheduleSubscriptionRefresh(sub, token);
+  }
+
+  async #subscriptionTokenFor(sub) {
+    try {
+      return await sub.getToken(sub.channel);
+    } catch (err) {
+      const error = { code: "token_failed", channel: sub.channel, message: String(err?.message ?? err) };
+      this.emit("error", error);
+      sub.emit("error", error);
+      return null;
+    }
+  }
+
+  /** Before a subscription token expires, a fresh one is sent with {"op": "refresh"}. */
+  #scheduleSubscriptionRefresh(sub, token) {
+    if (sub._refreshTimer != null) this.#timers.clearTimeout(sub._refreshTimer);
+    sub._refreshTimer = null;
+    const delay = refreshDelay(tokenExp(token), this.#now());
+    if (delay === null) return;
+    const ws = this.#ws;
+    sub._refreshTimer = this.#timers.setTimeout(async () => {
+      sub._refreshTimer = null;
+      const fresh = await this.#subscriptionTokenFor(sub);
+      if (!fresh || this.#ws !== ws || this.#subs.get(sub.channel) !== sub) return;
+      this.#send(JSON.stringify({ op: "refresh", channel: sub.channel, token: fresh }));
+      this.#scheduleSubscriptionRefresh(sub, fresh);
+    }, delay);
   }
 
   /** The subscription of a channel, if any. */
@@ -171,7 +221,14 @@ export class HeraldClient extends Emitter {
 
   /** Ends a subscription for good: it is forgotten, with its stored position. */
   #end(sub, tellServer) {
+    if (this.#serverSubs.get(sub.channel) === sub) {
+      this.#serverSubs.delete(sub.channel);
+      if (tellServer && this.state === "connected") this.#send(unsubscribeOp(sub.channel));
+      sub._setState("unsubscribed");
+      return;
+    }
     if (this.#subs.get(sub.channel) !== sub) return;
+    if (sub._refreshTimer != null) this.#timers.clearTimeout(sub._refreshTimer);
     this.#subs.delete(sub.channel);
     this.#positions.forget(sub.channel);
     if (tellServer && this.state === "connected") this.#send(unsubscribeOp(sub.channel));
@@ -230,7 +287,7 @@ export class HeraldClient extends Emitter {
     });
     for (const sub of this.#subs.values()) {
       sub._subscribing();
-      this.#send(this.#subscribeOp(sub));
+      this.#sendSubscribe(sub);
     }
   }
 
@@ -245,9 +302,9 @@ export class HeraldClient extends Emitter {
 
   /** Before the token expires, a token function is asked for a fresh one, sent on this connection. */
   #scheduleRefresh(exp) {
-    if (typeof this.#token !== "function" || typeof exp !== "number") return;
+    const delay = refreshDelay(exp, this.#now(), REFRESH_AT);
+    if (typeof this.#token !== "function" || delay === null) return;
     const ws = this.#ws;
-    const delay = Math.max(1000, (exp * 1000 - this.#now()) * REFRESH_AT);
     this.#after("refresh", delay, async () => {
       const token = await this.#fetchToken();
       if (token && this.#ws === ws && this.state === "connected") this.#send(JSON.stringify({ op: "auth", token }));
@@ -263,7 +320,8 @@ export class HeraldClient extends Emitter {
     for (const line of invalid) this.emit("error", { code: "bad_frame", message: `unparsable server frame: ${line.slice(0, 200)}` });
     const touched = new Set();
     for (const frame of frames) {
-      const sub = typeof frame.channel === "string" ? this.#subs.get(frame.channel) : undefined;
+      let sub = typeof frame.channel === "string" ? this.#subs.get(frame.channel) ?? this.#serverSubs.get(frame.channel) : undefined;
+      if (!sub && frame.type === "subscribed" && typeof frame.channel === "string") sub = this.#serverSubscribed(frame.channel);
       switch (frame.type) {
         case "message": {
           if (!sub) break;
@@ -292,8 +350,17 @@ export class HeraldClient extends Emitter {
         case "unsubscribed":
           // Asked for by unsubscribe() (already gone from #subs), or ended by the server because
           // a fresh token no longer covers the channel (announced by a forbidden error for op
-          // "auth"): then the subscription ends here and is not resubscribed on reconnect.
-          if (sub && this.#revoked.delete(sub.channel)) this.#end(sub, false);
+          // "auth"), or by the server API ("reason": "server"): then the subscription ends here
+          // and is not resubscribed on reconnect. A subscription token that ran out is replaced
+          // when the subscription has a source of them, and the feed resumes where it was.
+          if (!sub) break;
+          if (frame.reason === "token_expired" && typeof sub.getToken === "function" && this.#subs.get(sub.channel) === sub) {
+            this.#resubscribe(sub);
+          } else if (this.#revoked.delete(sub.channel) || frame.reason === "server" || frame.reason === "token_expired") {
+            const server = this.#serverSubs.get(sub.channel) === sub;
+            this.#end(sub, false);
+            if (server) this.emit("serverUnsubscribed", { channel: sub.channel, reason: frame.reason ?? "server" });
+          }
           break;
         case "authenticated":
           this.#scheduleRefresh(frame.exp);
@@ -310,7 +377,21 @@ export class HeraldClient extends Emitter {
   /** A live seq jumped: ask again from our position; the replay fills the hole or reports it. */
   #resubscribe(sub) {
     sub._subscribing();
-    this.#send(this.#subscribeOp(sub));
+    this.#sendSubscribe(sub);
+  }
+
+  /**
+   * The server subscribed this connection to a channel it did not ask for (the server API):
+   * a Subscription for it, announced with "serverSubscribed" ({channel, subscription}) so the
+   * page can attach handlers before its first messages. It lasts for this connection.
+   */
+  #serverSubscribed(channel) {
+    const sub = new Subscription(this, channel, null, false);
+    sub.server = true;
+    this.#serverSubs.set(channel, sub);
+    sub._subscribing();
+    this.emit("serverSubscribed", { channel, subscription: sub });
+    return sub;
   }
 
   #onClose(ws, code, reason) {
@@ -321,6 +402,12 @@ export class HeraldClient extends Emitter {
     this.#cancel("uptime");
     this.#cancel("refresh");
     this.#revoked.clear();
+    // Server-made subscriptions belonged to that connection.
+    for (const [channel, sub] of this.#serverSubs) {
+      this.#serverSubs.delete(channel);
+      sub._setState("unsubscribed");
+      this.emit("serverUnsubscribed", { channel, reason: "disconnected" });
+    }
     // A transport that could not even open (a proxy refusing the upgrade): the next one is
     // tried, and kept while it works.
     if (!this.#opened && this.#transports.length > 1) this.#transport = (this.#transport + 1) % this.#transports.length;

@@ -30,9 +30,13 @@ export function parseFrames(text) {
   return { frames, invalid };
 }
 
-/** A subscribe op; `presence`: also follow the members, from `presencePosition` when known. */
-export function subscribeOp(channel, position, presence = false, presencePosition = null) {
+/**
+ * A subscribe op; `presence`: also follow the members, from `presencePosition` when known;
+ * `token`: a subscription token (PROTOCOL.md, "Subscription tokens").
+ */
+export function subscribeOp(channel, position, presence = false, presencePosition = null, token = null) {
   const op = { op: "subscribe", channel };
+  if (token) op.token = token;
   if (position) {
     op.since = position.seq;
     op.epoch = position.epoch;

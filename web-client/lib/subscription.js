@@ -40,6 +40,11 @@ export class Subscription extends Emitter {
     this.state = "unsubscribed";
     /** Messages dropped because their seq was already delivered. */
     this.duplicates = 0;
+    /** Made by the server (the server API), not by subscribe(): it lasts for one connection. */
+    this.server = false;
+    /** (channel) => subscription token, for channels that need one. */
+    this.getToken = null;
+    this._refreshTimer = null;
   }
 
   unsubscribe() {

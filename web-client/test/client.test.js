@@ -500,3 +500,93 @@ test("presence: a hole in the changes asks again from the last one applied; a ne
   ws.receive(change("leave", 10, "c.1"));
   assert.deepEqual([...sub.members.keys()], ["a.1"]);
 });
+
+test("the server API's 4003 stops the client; 4005 reconnects after the backoff", () => {
+  const { client, timers } = setup();
+  const events = [];
+  client.on("disconnected", (d) => events.push(d));
+  client.connect();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.drop(4005, "maintenance");
+  assert.deepEqual(events, [{ code: 4005, reason: "maintenance", willReconnect: true, delay: 250 }]);
+  timers.advance(250);
+  assert.equal(FakeWebSocket.instances.length, 2);
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.drop(4003, "disconnected by the server");
+  timers.advance(60000);
+  assert.equal(FakeWebSocket.instances.length, 2);
+  assert.equal(client.state, "disconnected");
+  assert.deepEqual(events.at(-1), { code: 4003, reason: "disconnected by the server", willReconnect: false, delay: null });
+});
+
+test("a server-side subscription is announced, delivers to its handlers, and ends with the connection", () => {
+  const { client, timers } = setup();
+  const seen = [];
+  const ended = [];
+  client.on("serverSubscribed", ({ channel, subscription }) => {
+    assert.equal(subscription.server, true);
+    subscription.on("message", (m) => seen.push([channel, m.seq, m.data]));
+  });
+  client.on("serverUnsubscribed", (e) => ended.push(e));
+  client.connect();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.receive({ type: "subscribed", channel: "vip:1", epoch: "e1", seq: 2, replay: 2 }, msg("vip:1", 1), msg("vip:1", 2));
+  FakeWebSocket.last.receive(msg("vip:1", 3), msg("vip:1", 3));
+  assert.deepEqual(seen.map((s) => s[1]), [1, 2, 3]);
+  // The server ends it: announced, and nothing is resubscribed on the next connection.
+  FakeWebSocket.last.receive({ type: "unsubscribed", channel: "vip:1", reason: "server" });
+  assert.deepEqual(ended, [{ channel: "vip:1", reason: "server" }]);
+  FakeWebSocket.last.receive({ type: "subscribed", channel: "vip:2", epoch: "e1", seq: 0, replay: 0 });
+  FakeWebSocket.last.drop(1006);
+  assert.deepEqual(ended.at(-1), { channel: "vip:2", reason: "disconnected" });
+  timers.advance(250);
+  FakeWebSocket.last.open();
+  assert.deepEqual(FakeWebSocket.last.sent, []);
+});
+
+test("unsubscribed by the server API ends an app subscription for good", () => {
+  const { client, timers } = setup();
+  const { sub, log } = record(client, "news");
+  client.connect();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.receive({ type: "subscribed", channel: "news", epoch: "e1", seq: 0, replay: 0 });
+  FakeWebSocket.last.receive({ type: "unsubscribed", channel: "news", reason: "server" });
+  assert.equal(sub.state, "unsubscribed");
+  assert.equal(log.states.at(-1), "unsubscribed");
+  FakeWebSocket.last.drop(1006);
+  timers.advance(250);
+  FakeWebSocket.last.open();
+  assert.deepEqual(FakeWebSocket.last.sent, []);
+});
+
+function jwt(payload) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  return `${b64({ alg: "HS256" })}.${b64(payload)}.sig`;
+}
+
+test("subscription tokens: fetched for the subscribe, refreshed before expiry, replaced after token_expired", async () => {
+  const start = 1_764_000_000_000;
+  const asked = [];
+  let n = 0;
+  const { client, timers } = setup({ now: () => start + timers.now });
+  const { log } = record(client, "private:1");
+  client.subscribe("private:1", {
+    getToken: async (channel) => { asked.push(channel); n += 1; return jwt({ sub: "u", exp: start / 1000 + 100, n }); },
+  });
+  client.connect();
+  FakeWebSocket.last.open();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent, [{ op: "subscribe", channel: "private:1", token: jwt({ sub: "u", exp: start / 1000 + 100, n: 1 }) }]);
+  FakeWebSocket.last.receive({ type: "subscribed", channel: "private:1", epoch: "e1", seq: 1, replay: 1 }, msg("private:1", 1));
+  // At 80 % of its life a fresh one goes out as a refresh op on the open connection.
+  timers.advance(80_000);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent.at(-1), { op: "refresh", channel: "private:1", token: jwt({ sub: "u", exp: start / 1000 + 100, n: 2 }) });
+  // The server ended it anyway: subscribe again with a fresh token, from the position held.
+  FakeWebSocket.last.receive({ type: "unsubscribed", channel: "private:1", reason: "token_expired" });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(FakeWebSocket.last.sent.at(-1),
+                   { op: "subscribe", channel: "private:1", since: 1, epoch: "e1", token: jwt({ sub: "u", exp: start / 1000 + 100, n: 3 }) });
+  assert.deepEqual(asked, ["private:1", "private:1", "private:1"]);
+  assert.deepEqual(log.seqs, [1]);
+});
