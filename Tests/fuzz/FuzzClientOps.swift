@@ -74,7 +74,47 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     // The strict decoder: whatever it accepts, encoding gives back the same text.
     if let decoded = Base64URL.decode(text) { precondition(Base64URL.encode(decoded) == text, "two spellings of one byte string") }
     fuzzHTTP(bytes)
+    fuzzIdentity(bytes, text)
     return 0
+}
+
+// MARK: Identity and control (issue 32)
+
+func fuzzIdentity(_ bytes: [UInt8], _ text: String) {
+    // A JWKS from any URL: parsed without a crash; every key it keeps has a DER key and a kind.
+    if case let .success(set) = JWKSet.parse(bytes) {
+        for key in set.keys { precondition(!key.subjectPublicKeyInfo.isEmpty && key.subjectPublicKeyInfo[0] == 0x30) }
+    }
+    // Any token against keys of every kind (whose checks accept anything): the algorithm rule
+    // alone decides, and a token is never accepted under a key kind its alg does not belong to.
+    let kinds: [KeyKind] = [.rsa, .ecP256, .ecP384, .ed25519]
+    let verifier = TokenVerifier(keys: StaticTokenKeys(kinds.map { TokenKey(kid: nil, kind: $0) { _, _, _ in true } }))
+    if case .success = verifier.verify(text, nowSeconds: 1) {
+        let header = text.split(separator: ".").first.flatMap { Base64URL.decode($0) }.flatMap { try? JSON.parse($0) }
+        let alg = header?["alg"]?.stringValue.flatMap(JWSAlgorithm.init(rawValue:))
+        precondition(alg != nil && alg != .hs256, "a token was accepted with an algorithm no key takes")
+    }
+    // ECDSA signatures: whatever converts to DER converts back.
+    for width in [32, 48] where bytes.count == 2 * width {
+        precondition(DER.rawECDSASignature(der: DER.ecdsaSignature(raw: bytes, width: width)!, width: width) == bytes)
+    }
+    _ = DER.rawECDSASignature(der: bytes, width: 32)
+    // An answer from the IdP or a proxy, split anywhere: the same outcome as whole.
+    var whole = HTTPResponseParser(maxBodyBytes: 256)
+    let once = whole.feed(bytes, ended: true)
+    var split = HTTPResponseParser(maxBodyBytes: 256)
+    var outcome = HTTPResponseParser.Outcome.incomplete
+    let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+    outcome = split.feed(bytes[..<cut])
+    if outcome == .incomplete { outcome = split.feed(bytes[cut...], ended: true) }
+    if case .complete = once { precondition(outcome == once, "a response read in two pieces differs") }
+    // The connect proxy's answer and server commands: parsed or refused, never a crash; what a
+    // connect answer yields carries back through the attachment unchanged.
+    if case let .success(identity) = ConnectIdentity.parse(bytes, nowSeconds: 1) {
+        let back = try? ConnectIdentity.parse(ConnectIdentity.attachment(identity), nowSeconds: 1).get()
+        precondition(back == identity, "a connect identity does not survive its attachment")
+    }
+    for name in ServerCommand.names { _ = ServerCommand.parse(name: name, body: bytes, nowSeconds: 1, revokeSeconds: 60) }
 }
 
 // MARK: HTTP/1.1 framing (issue 36)
