@@ -1,12 +1,38 @@
 /// The server API's commands and subscription-token deadlines, for `FanOut`.
 extension FanOut {
+    struct ControlState {
+        /// Subscription-token deadlines: a key per (connection, channel).
+        var deadlines = ExpiryQueue()
+        var keys: [UInt64: (connection: ConnectionID, channel: String)] = [:]
+        var keyOf: [ConnectionID: [String: UInt64]] = [:]
+        var nextKey: UInt64 = 1
+        /// Connections by user (the token's `sub`).
+        var users: [String: Set<ConnectionID>] = [:]
+        var userOf: [ConnectionID: String] = [:]
+    }
+
     /// The connections a server command names: a user's (the token's `sub`) or one client id.
     func connections(of target: ServerCommand.Target) -> [ConnectionID] {
-        let open = sessions.keys.filter { !closing.contains($0) }
         switch target {
-        case let .user(user): return open.filter { sessions[$0]!.claims?.sub == user }.sorted()
-        case let .client(client): return open.filter { clientID($0) == client }
+        case let .user(user):
+            return (control.users[user] ?? []).filter { sessions[$0] != nil && !closing.contains($0) }.sorted()
+        case let .client(client):
+            guard let id = PresenceMember.connection(of: client, instance: settings.instance), sessions[id] != nil, !closing.contains(id) else { return [] }
+            return [id]
         }
+    }
+
+    /// Keeps `users` in step with the connection's token (call after anything that may change it).
+    mutating func indexUser(_ id: ConnectionID) {
+        let current = sessions[id]?.claims?.sub
+        let before = control.userOf[id]
+        guard current != before else { return }
+        if let before {
+            control.users[before]?.remove(id)
+            if control.users[before]?.isEmpty == true { control.users[before] = nil }
+        }
+        control.userOf[id] = current
+        if let current { control.users[current, default: []].insert(id) }
     }
 
     mutating func serverCommand(_ command: ServerCommand, now: Now, into actions: inout [Action]) {
@@ -36,33 +62,33 @@ extension FanOut {
 
     /// The subscription token of `channel` on `id` is good until `until` (wall seconds).
     mutating func trackSubscription(_ id: ConnectionID, _ channel: String, until: UInt64, now: Now, into actions: inout [Action]) {
-        let key = subscriptionKeyOf[id]?[channel] ?? {
-            let k = nextSubscriptionKey
-            nextSubscriptionKey += 1
-            subscriptionKeys[k] = (id, channel)
-            subscriptionKeyOf[id, default: [:]][channel] = k
+        let key = control.keyOf[id]?[channel] ?? {
+            let k = control.nextKey
+            control.nextKey += 1
+            control.keys[k] = (id, channel)
+            control.keyOf[id, default: [:]][channel] = k
             return k
         }()
-        subscriptionDeadlines.track(key, expiresAt: until)
+        control.deadlines.track(key, expiresAt: until)
         schedule(now.monotonicMicros(atWallSeconds: until), into: &actions)
     }
 
     mutating func forgetSubscriptions(of id: ConnectionID) {
-        guard let keys = subscriptionKeyOf.removeValue(forKey: id) else { return }
+        guard let keys = control.keyOf.removeValue(forKey: id) else { return }
         for key in keys.values {
-            subscriptionDeadlines.forget(key)
-            subscriptionKeys[key] = nil
+            control.deadlines.forget(key)
+            control.keys[key] = nil
         }
     }
 
     /// Subscriptions whose token ran out end (`unsubscribed`, reason `token_expired`); the
     /// connection stays.
     mutating func endExpiredSubscriptions(now: Now, into actions: inout [Action]) {
-        for key in subscriptionDeadlines.expired(nowSeconds: now.wallSeconds) {
-            guard let (id, channel) = subscriptionKeys.removeValue(forKey: key) else { continue }
-            subscriptionKeyOf[id]?[channel] = nil
+        for key in control.deadlines.expired(nowSeconds: now.wallSeconds) {
+            guard let (id, channel) = control.keys.removeValue(forKey: key) else { continue }
+            control.keyOf[id]?[channel] = nil
             session(id, .subscriptionExpired(channel: channel), now: now, into: &actions)
         }
-        if let next = subscriptionDeadlines.next { schedule(now.monotonicMicros(atWallSeconds: next), into: &actions) }
+        if let next = control.deadlines.next { schedule(now.monotonicMicros(atWallSeconds: next), into: &actions) }
     }
 }

@@ -74,11 +74,8 @@ public struct FanOut {
     private var keepAliveDue: UInt64?
     /// The newest seq of each channel whose sequencing time was reported.
     private var reportedSeq: [String: UInt64] = [:]
-    /// Subscription-token deadlines (FanOut+Control): a key per (connection, channel).
-    var subscriptionDeadlines = ExpiryQueue()
-    var subscriptionKeys: [UInt64: (connection: ConnectionID, channel: String)] = [:]
-    var subscriptionKeyOf: [ConnectionID: [String: UInt64]] = [:]
-    var nextSubscriptionKey: UInt64 = 1
+    /// Subscription-token deadlines and connections by user (FanOut+Control).
+    var control = ControlState()
 
     public init(settings: Settings) { self.settings = settings }
 
@@ -122,11 +119,13 @@ public struct FanOut {
         case let .opened(id, query, identity):
             sessions[id] = ClientSession(policy: settings.session)
             session(id, .opened(query: query, identity: identity), now: now, into: &actions)
+            indexUser(id)
             announce(id, into: &actions)
         case let .received(id, message, binary):
             guard sessions[id] != nil, !closing.contains(id) else { return }
             let userBefore = sessions[id]!.claims?.sub
             session(id, .received(message, binary: binary), now: now, into: &actions)
+            indexUser(id)
             if settings.lifecycle, announced.contains(id), let session = sessions[id], session.claims?.sub != userBefore {
                 actions.append(.lifecycle(.authenticated(client: clientID(id), user: session.claims?.sub)))
             }
@@ -219,6 +218,7 @@ public struct FanOut {
         expiries.forget(id)
         forgetSubscriptions(of: id)
         guard let session = sessions.removeValue(forKey: id) else { return }
+        indexUser(id)
         let channels = Array(session.subscriptions)
         for channel in channels { leave(id, channel, into: &actions) }
         let counted = channels.count { PresenceStream.channel(of: $0) == nil }

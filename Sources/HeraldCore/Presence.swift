@@ -40,6 +40,12 @@ public struct PresenceMember: Equatable, Sendable {
     /// The client id of connection `id` on the node instance `instance`.
     public static func clientID(instance: String, connection: UInt64) -> String { "\(instance).\(connection)" }
 
+    /// The connection a client id names on node instance `instance`, or nil (another node's, or not an id).
+    public static func connection(of client: String, instance: String) -> UInt64? {
+        guard let dot = client.lastIndex(of: "."), client[..<dot] == instance else { return nil }
+        return UInt64(client[client.index(after: dot)...])
+    }
+
     /// The node instance a client id belongs to.
     public static func instance(ofClient client: String) -> Substring? {
         client.firstIndex(of: ".").map { client[..<$0] }

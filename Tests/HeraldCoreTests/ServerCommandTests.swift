@@ -52,6 +52,21 @@ import Testing
         #expect(again.contains(.close(2, code: 4005, reason: "later", label: "server_disconnect", graceSeconds: 5)))
     }
 
+    @Test func targetsFollowTheConnectionsCurrentTokenAndClientIDs() {
+        var f = fanOut()
+        f.settings.instance = "i1"
+        _ = f.handle(.opened(1, query: [("token", signer.sign(TokenClaims(sub: "ann", exp: 2_000, channels: ["a"])))]), now: now)
+        _ = f.handle(.opened(2, query: []), now: now)
+        // Connection 1 presents bob's token: it is bob's now, not ann's.
+        _ = f.handle(.received(1, Array(#"{"op":"auth","token":"\#(signer.sign(TokenClaims(sub: "bob", exp: 2_000, channels: ["a"])))"}"#.utf8),
+                               binary: false), now: now)
+        #expect(f.connections(of: .user("ann")).isEmpty && f.connections(of: .user("bob")) == [1])
+        #expect(f.connections(of: .client("i1.2")) == [2])
+        #expect(f.connections(of: .client("i2.2")).isEmpty && f.connections(of: .client("i1.9")).isEmpty && f.connections(of: .client("junk")).isEmpty)
+        _ = f.handle(.closed(1), now: now)
+        #expect(f.connections(of: .user("bob")).isEmpty && f.control.users.isEmpty)
+    }
+
     @Test func aServerSubscriptionIsReadableUntilTheServerEndsIt() {
         var f = fanOut()
         let token = signer.sign(TokenClaims(sub: "ann", exp: 2_000, channels: ["a"]))
