@@ -20,6 +20,7 @@ let package = Package(
                        providers: [.apt(["librabbitmq-dev"])]),
         .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLibev", providers: [.apt(["libev-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Sockets and epoll for the load generator's clients: headers only, no library.
         .systemLibrary(name: "CSocket"),
 
@@ -40,6 +41,8 @@ let package = Package(
         // Token signatures from libcrypto: HMAC, RSA, ECDSA, Ed25519 (HeraldCore takes them as functions).
         .target(name: "HeraldCrypto", dependencies: ["COpenSSL", "HeraldCore"]),
 
+        // permessage-deflate's codec (RFC 7692) over zlib: pieces compressed once, inflation capped.
+        .target(name: "HeraldDeflate", dependencies: ["CZlib"]),
         // Herald's calls out over HTTP(S): a JWKS, the connect proxy. Sockets and libssl.
         .target(name: "HeraldOutbound", dependencies: ["CSocket", "COpenSSL", "HeraldCore", "HeraldRuntime"]),
 
@@ -67,6 +70,7 @@ let package = Package(
         .testTarget(name: "HeraldCoreTests", dependencies: ["HeraldCore", "HeraldCrypto"]),
         .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench", "HeraldLoadClients"]),
         .testTarget(name: "HeraldCLITests", dependencies: ["HeraldCLI"]),
+        .testTarget(name: "HeraldDeflateTests", dependencies: ["HeraldDeflate"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,7 @@
 # Shared by scripts/run and scripts/test: install what is missing, start what is not running.
 set -euo pipefail
 
-APT_PACKAGES="libwebsockets-dev libev-dev libhiredis-dev librabbitmq-dev libssl-dev rabbitmq-server redis-server chromium chromium-driver nodejs node-typescript node-ws systemd golang-go golang-github-rabbitmq-amqp091-go-dev nginx curl"
+APT_PACKAGES="libwebsockets-dev libev-dev libhiredis-dev librabbitmq-dev libssl-dev zlib1g-dev rabbitmq-server redis-server chromium chromium-driver nodejs node-typescript node-ws systemd golang-go golang-github-rabbitmq-amqp091-go-dev nginx curl"
 PY_PACKAGES="pika websockets redis pytest pytest-xdist selenium kosoku PyJWT cryptography schemathesis"
 
 log() { printf '\033[1m[herald]\033[0m %s\n' "$*" >&2; }

@@ -1,4 +1,4 @@
-// libFuzzer target for hostile input: the client-op parser, the connect-URL parser, the JSON
+// libFuzzer target for hostile input: the permessage-deflate codec, the client-op parser, the connect-URL parser, the JSON
 // parser/minifier/encoder, the envelope encoder, presence changes, tokens, X-Forwarded-For and HTTP/1.1
 // request framing (random splits and concatenations of valid and invalid requests), with HeraldCore compiled in.
 // Built and run by scripts/fuzz (swiftc -sanitize=fuzzer,address); any crash, trap or sanitizer
@@ -75,7 +75,24 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if let decoded = Base64URL.decode(text) { precondition(Base64URL.encode(decoded) == text, "two spellings of one byte string") }
     fuzzHTTP(bytes)
     fuzzIdentity(bytes, text)
+    fuzzDeflate(bytes)
     return 0
+}
+
+// MARK: permessage-deflate (issue 33)
+
+nonisolated(unsafe) let fuzzDeflater = Deflater()!  // libFuzzer calls from one thread
+nonisolated(unsafe) let fuzzInflater = Inflater()!
+
+/// Any bytes as a compressed message from a client: refused or inflated within the cap, never a
+/// crash; and any bytes compressed as a piece inflate back to themselves.
+func fuzzDeflate(_ bytes: [UInt8]) {
+    switch fuzzInflater.inflate(bytes, cap: 4_096) {
+    case let .success(text): precondition(text.count <= 4_096, "inflated past the cap")
+    case .failure: break
+    }
+    let piece = fuzzDeflater.piece(bytes)
+    precondition((try? fuzzInflater.inflate(Deflater.messageBody([piece]), cap: 1 << 20).get()) == bytes, "a piece does not inflate to its text")
 }
 
 // MARK: Identity and control (issue 32)
