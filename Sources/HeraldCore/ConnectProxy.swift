@@ -67,12 +67,18 @@ public enum ConnectIdentity {
     public static func attachment(_ claims: TokenClaims) -> [UInt8] {
         var fields: [(String, JSONValue)] = [("user", .string(claims.sub)), ("channels", .array(claims.channels.map { .string($0) }))]
         if claims.exp != noExpiry { fields.append(("expire_at", .number(String(claims.exp)))) }
+        if let info = claims.info.flatMap({ try? JSON.parse($0) }) { fields.append(("info", info)) }
         var out: [UInt8] = []
         JSON.encode(.object(fields), to: &out)
-        if let info = claims.info {
-            out.removeLast()
-            out += Array(",\"info\":".utf8) + info + [UInt8(ascii: "}")]
-        }
+        return out
+    }
+
+    /// The body POSTed to a subscribe proxy: `{"user", "client", "channel"[, "info"]}`.
+    public static func subscribeBody(user: String?, client: String, channel: String, info: [UInt8]?) -> [UInt8] {
+        var fields: [(String, JSONValue)] = [("user", user.map { .string($0) } ?? .null), ("client", .string(client)), ("channel", .string(channel))]
+        if let info = info.flatMap({ try? JSON.parse($0) }) { fields.append(("info", info)) }
+        var out: [UInt8] = []
+        JSON.encode(.object(fields), to: &out)
         return out
     }
 }

@@ -36,8 +36,12 @@ final class ConnectProxy: Sendable {
     private let jobs = Mailbox<Job>()
     private let waiting = Atomic<Int>(0)
 
-    init(url: OutboundURL?, hubs: HubInboxes, config: HeraldConfig, metrics: Metrics, logger: Logger) {
+    /// Each namespace's `subscribe-proxy-url`, parsed once.
+    let subscribeURLs: [String: OutboundURL]
+
+    init(url: OutboundURL?, subscribeURLs: [String: OutboundURL], hubs: HubInboxes, config: HeraldConfig, metrics: Metrics, logger: Logger) {
         self.url = url
+        self.subscribeURLs = subscribeURLs
         self.hubs = hubs
         self.config = config
         self.metrics = metrics
@@ -45,9 +49,15 @@ final class ConnectProxy: Sendable {
     }
 
     /// From the front thread: an upgrade to ask about.
+    /// Takes a place in the queue; false when it is full.
+    private func reserve() -> Bool {
+        if waiting.add(1, ordering: .relaxed).newValue <= Self.maxWaiting { return true }
+        waiting.subtract(1, ordering: .relaxed)
+        return false
+    }
+
     func screen(_ screening: Acceptor.Screening) {
-        guard waiting.add(1, ordering: .relaxed).newValue <= Self.maxWaiting else {
-            waiting.subtract(1, ordering: .relaxed)
+        guard reserve() else {
             metrics.countConnectProxy(.error)
             return screening.request.respond(status: 503, json: HTTPResponse.errorJSON("connect_proxy_unavailable",
                                                                                         "too many connections wait for the connect proxy; retry"))
@@ -73,17 +83,11 @@ final class ConnectProxy: Sendable {
 
     /// From a WebSocket thread: may this connection subscribe? The answer goes back to `hub`.
     func askSubscribe(url text: String, hub: Int, connection: UInt64, channel: String, user: String?, client: String, info: [UInt8]?) {
-        guard let url = OutboundURL(text), waiting.add(1, ordering: .relaxed).newValue <= Self.maxWaiting else {
-            if OutboundURL(text) != nil { waiting.subtract(1, ordering: .relaxed) }
+        guard let url = subscribeURLs[text], reserve() else {
             metrics.subscribeProxy[.error]?.add()
             return hubs.post(to: hub, .subscribeProxyAnswer(connection: connection, channel: channel, allowed: nil))
         }
-        var body: [UInt8] = []
-        JSON.encode(.object([("user", user.map { .string($0) } ?? .null), ("client", .string(client)), ("channel", .string(channel))]), to: &body)
-        if let info {
-            body.removeLast()
-            body += Array(",\"info\":".utf8) + info + [UInt8(ascii: "}")]
-        }
+        let body = ConnectIdentity.subscribeBody(user: user, client: client, channel: channel, info: info)
         jobs.post(.subscribe(url: url, body: body, hub: hub, connection: connection, channel: channel))
     }
 

@@ -124,7 +124,15 @@ public final class Node {
                 guard let parsed = OutboundURL(text) else { throw StartupError(description: "--connect-proxy-url \(text): expected an http:// or https:// URL") }
                 url = parsed
             }
-            let p = ConnectProxy(url: url, hubs: hubs, config: config, metrics: metrics, logger: logger)
+            var subscribeURLs: [String: OutboundURL] = [:]
+            for namespace in config.namespaces {
+                guard let text = namespace.subscribeProxyURL else { continue }
+                guard let parsed = OutboundURL(text) else {
+                    throw StartupError(description: "namespace \(namespace.name): subscribe-proxy-url \(text) is not a usable http:// or https:// URL")
+                }
+                subscribeURLs[text] = parsed
+            }
+            let p = ConnectProxy(url: url, subscribeURLs: subscribeURLs, hubs: hubs, config: config, metrics: metrics, logger: logger)
             if url != nil { front.screen = { p.screen($0) } }
             proxy = p
         }

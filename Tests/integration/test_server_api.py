@@ -286,3 +286,37 @@ def test_channels_and_info_cover_every_node(nodes):
     assert (by_id["n1"]["connections"], by_id["n2"]["connections"]) == (2, 2)
     assert get(n1, "/api/channels?pattern=bad*pattern")[0] == 400
     assert get(n1, "/api/info", key=None)[0] == 401
+
+
+def test_pipelined_server_api_requests_sent_a_byte_at_a_time_are_answered_once_each_in_order(nodes):
+    import socket
+    n1, _ = nodes
+    def request(path, body):
+        data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        return (f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+    stream = (request("/api/disconnect", b'{"user": ')                       # bad JSON
+              + request("/api/subscribe", {"user": "ann", "channel": "p:1"})
+              + request("/api/broadcast", {"channels": ["p:1", "p:2"], "data": 1, "id": "pipe-1"})
+              + request("/api/unsubscribe", {"user": "ann", "channel": "p:1", "client": "x"}))   # two targets
+    s = socket.create_connection(("127.0.0.1", n1.port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(stream)):
+        s.sendall(stream[i:i + 1])
+    answers, buffer = [], b""
+    while len(answers) < 4:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed after {len(answers)} answers"
+        buffer += chunk
+        while b"\r\n\r\n" in buffer:
+            head, rest = buffer.split(b"\r\n\r\n", 1)
+            length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+            if len(rest) < length:
+                break
+            answers.append((int(head.split(b" ")[1]), json.loads(rest[:length])))
+            buffer = rest[length:]
+    s.close()
+    assert [(status, body.get("error", body.get("command", "broadcast"))) for status, body in answers] == [
+        (400, "bad_json"), (202, "subscribe"), (202, "broadcast"), (400, "bad_request")]
+    assert [r["seq"] for r in answers[2][1]["results"]] == [1, 1]
+    assert buffer == b""
