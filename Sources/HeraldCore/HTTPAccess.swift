@@ -135,11 +135,11 @@ extension HeraldConfig {
 }
 
 extension String {
-    /// The string without leading and trailing spaces.
+    /// The string without leading and trailing spaces and tabs (HTTP's optional whitespace).
     public func trimmingSpaces() -> String {
         var s = Substring(self)
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
         return String(s)
     }
 }

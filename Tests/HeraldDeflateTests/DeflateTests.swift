@@ -71,3 +71,68 @@ import Testing
         #expect(Deflater(windowBits: 16) == nil && Deflater(windowBits: 8) == nil)
     }
 }
+
+/// The batches Herald writes: shared pieces, pieces made per connection, stored blocks for small
+/// frames and the newlines between them, all in one message body.
+@Suite struct BatchBodyTests {
+    let t = DeflateTests()
+
+    func inflate(_ body: [UInt8]) throws -> [UInt8] {
+        let inflater = try #require(Inflater(windowBits: 15))
+        return try inflater.inflate(body, cap: 4 << 20).get()
+    }
+
+    @Test func aMixedBatchInflatesToTheFramesJoinedByNewlines() throws {
+        let shared = try #require(Deflater())
+        let connection = try #require(Deflater())
+        let frames = [t.json(10, seed: 1), t.json(2_000, seed: 2), t.json(300_000, seed: 3), t.json(100, seed: 4),
+                      t.noise(5_000, seed: 5), t.json(70_000, seed: 6), t.json(1, seed: 7)]
+        // Some frames come with the node's shared piece, the others are compressed or stored here.
+        let pieces: [[UInt8]?] = [nil, shared.piece(frames[1]), nil, nil, nil, shared.piece(frames[5]), nil]
+        let body = try #require(connection.batchBody(frames, pieces: pieces, minBytes: 128))
+        #expect(try inflate(body) == Array(frames.joined(separator: [0x0A])))
+        #expect(body.count < frames.reduce(0) { $0 + $1.count } / 3)
+    }
+
+    @Test func smallFramesAloneGoOutPlainAndCostNothing() throws {
+        let d = try #require(Deflater())
+        #expect(d.batchBody([t.json(10, seed: 1), t.json(100, seed: 2)], pieces: [], minBytes: 128) == nil)
+        // Incompressible data is not sent compressed either.
+        #expect(d.batchBody([t.noise(4_000, seed: 3)], pieces: [nil], minBytes: 128) == nil)
+    }
+
+    @Test func aSmallFrameBesideALargeOneCostsAFewBytes() throws {
+        let d = try #require(Deflater())
+        let small = t.json(10, seed: 1), large = t.json(4_000, seed: 2)
+        let alone = try #require(d.batchBody([large], pieces: [nil], minBytes: 128))
+        let both = try #require(d.batchBody([large, small], pieces: [nil, nil], minBytes: 128))
+        #expect(try inflate(both) == large + [0x0A] + small)
+        // The small frame and its newline go stored: their bytes, a 5-byte block header, and
+        // the byte that ends the body as a sync flush does.
+        #expect(both.count - alone.count <= small.count + 1 + 5 + 1 + 4)
+    }
+
+    @Test func storedRunsSplitAt65535Bytes() throws {
+        let d = try #require(Deflater())
+        // Many frames just under the threshold: one stored run far longer than a stored block holds.
+        let frames = (0..<1_000).map { t.json(127, seed: UInt64($0)) } + [t.json(1_000, seed: 9)]
+        let body = try #require(d.batchBody(frames, pieces: [], minBytes: 128))
+        #expect(try inflate(body) == Array(frames.joined(separator: [0x0A])))
+    }
+
+    @Test func aSharedPieceFromAWiderWindowIsUsedOnlyWhereItFits() throws {
+        let shared = try #require(Deflater(windowBits: 15))
+        let narrow = try #require(Deflater(windowBits: 10))
+        let fits = t.json(1_000, seed: 1), wide = t.json(50_000, seed: 2)
+        let body = try #require(narrow.batchBody([fits, wide], pieces: [shared.piece(fits), shared.piece(wide)], minBytes: 128))
+        // A client that asked for a 10-bit window must be able to inflate it with one.
+        let inflater = try #require(Inflater(windowBits: 10))
+        #expect(try inflater.inflate(body, cap: 1 << 20).get() == fits + [0x0A] + wide)
+    }
+
+    @Test func minBytesZeroCompressesEverything() throws {
+        let d = try #require(Deflater())
+        let body = try #require(d.compressedBody(Array("hi".utf8), minBytes: 0))
+        #expect(try inflate(body) == Array("hi".utf8))
+    }
+}

@@ -93,6 +93,18 @@ func fuzzDeflate(_ bytes: [UInt8]) {
     }
     let piece = fuzzDeflater.piece(bytes)
     precondition((try? fuzzInflater.inflate(Deflater.messageBody([piece]), cap: 1 << 20).get()) == bytes, "a piece does not inflate to its text")
+    // The bytes as a batch: frames split at newlines, some with a shared piece, the rest
+    // compressed or stored by the batch; whatever goes out compressed inflates to the batch.
+    let frames = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+    let pieces = frames.enumerated().map { i, f in i % 2 == 0 ? fuzzDeflater.piece(f) : nil }
+    let minBytes = bytes.first.map { Int($0) } ?? 0
+    if let body = fuzzDeflater.batchBody(frames, pieces: pieces, minBytes: minBytes) {
+        precondition((try? fuzzInflater.inflate(body, cap: 1 << 20).get()) == bytes, "a batch does not inflate to its frames")
+    }
+    // Any offer: what is accepted answers with an offer that is accepted the same way.
+    if let text = String(validating: bytes, as: UTF8.self), let accepted = PerMessageDeflate.negotiate(text) {
+        precondition(PerMessageDeflate.negotiate(accepted.response) == accepted, "an answer is not an acceptable offer")
+    }
 }
 
 // MARK: Identity and control (issue 32)
