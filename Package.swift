@@ -35,9 +35,9 @@ let package = Package(
         // One lws context and its service loop (libev's epoll or lws's poll), for server and clients.
         .target(name: "HeraldServiceLoop", dependencies: ["CWebSockets", "CLibev", "HeraldRuntime"]),
         // The WebSocket and HTTP server, and nothing else.
-        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CSocket", "HeraldServiceLoop", "HeraldCore", "HeraldRuntime"]),
+        .target(name: "HeraldWebSocket", dependencies: ["CWebSockets", "CSocket", "HeraldServiceLoop", "HeraldCore", "HeraldDeflate", "HeraldRuntime"]),
         // The load generator's clients: an epoll WebSocket client, an lws client pool, an HTTP client.
-        .target(name: "HeraldLoadClients", dependencies: ["CSocket", "CWebSockets", "HeraldServiceLoop", "HeraldRuntime"]),
+        .target(name: "HeraldLoadClients", dependencies: ["CSocket", "CWebSockets", "HeraldServiceLoop", "HeraldDeflate", "HeraldRuntime"]),
         // Token signatures from libcrypto: HMAC, RSA, ECDSA, Ed25519 (HeraldCore takes them as functions).
         .target(name: "HeraldCrypto", dependencies: ["COpenSSL", "HeraldCore"]),
 
@@ -49,7 +49,7 @@ let package = Package(
         // Wiring: threads, HTTP routes, metrics, shutdown. Its Redis scripts are Lua/*.lua,
         // embedded at build time by the LuaScripts plugin.
         .target(name: "HeraldServer", dependencies: [
-            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldOutbound", "HeraldRuntime",
+            "HeraldCore", "HeraldRedis", "HeraldAMQP", "HeraldWebSocket", "HeraldServiceLoop", "HeraldCrypto", "HeraldOutbound", "HeraldDeflate", "HeraldRuntime",
             .product(name: "Logging", package: "swift-log"),
         ], plugins: ["LuaScripts"]),
         .executableTarget(name: "LuaEmbed"),

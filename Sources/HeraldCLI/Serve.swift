@@ -73,6 +73,8 @@ struct Serve: ParsableCommand {
     @OptionGroup var http: HTTPOptions
     @Option(help: "Ping a quiet connection after this many seconds; 0: never. (HERALD_PING_INTERVAL)") var pingInterval = 25
     @Option(help: "Hang up when no pong came back this many seconds after a ping. (HERALD_PONG_TIMEOUT)") var pongTimeout = 10
+    @Option(help: "Compress WebSocket messages with permessage-deflate (RFC 7692) for clients that offer it (browsers do): each message is compressed once per node and the same bytes go to every such client; false: never negotiate it. (HERALD_PERMESSAGE_DEFLATE)") var permessageDeflate = true
+    @Option(help: "Messages, and frames inside a coalesced batch, below this many bytes go out uncompressed: compressing them gains little and costs CPU. (HERALD_COMPRESSION_MIN_BYTES)") var compressionMinBytes = HeraldConfig.defaultCompressionMinBytes
     @Option(help: "Serve /metrics, /readyz, /livez and the admin page on this HOST:PORT (keep it internal, e.g. 127.0.0.1:9090). Default: no admin listener. (HERALD_ADMIN_LISTEN)") var adminListen: String?
     @Option(help: "Bearer token the admin page's data and the admin listener's /metrics need (Authorization: Bearer TOKEN); /livez and /readyz stay open for probes. Use HERALD_ADMIN_TOKEN or admin-token-file. (HERALD_ADMIN_TOKEN)") var adminToken: String?
     @Flag(help: "Serve /metrics on --admin-listen only: the public port answers 404 for it. (HERALD_ADMIN_ONLY_METRICS)") var adminOnlyMetrics = false
@@ -121,7 +123,7 @@ struct Serve: ParsableCommand {
         }
         guard maxSubscriptions >= 1, maxClientOps > 0, maxConnectionsPerIp >= 0, handshakeTimeout >= 1,
 
-              (0...3600).contains(pingInterval), (1...3600).contains(pongTimeout) else {
+              (0...3600).contains(pingInterval), (1...3600).contains(pongTimeout), compressionMinBytes >= 0 else {
             throw ValidationError("limits must be positive (--ping-interval 0 turns pings off)")
         }
         if let tokenSecret, tokenSecret.utf8.count < 16 { throw ValidationError("--token-secret must be at least 16 bytes") }
@@ -212,6 +214,8 @@ struct Serve: ParsableCommand {
         http.apply(to: &config)
         config.pingIntervalSeconds = pingInterval
         config.pongTimeoutSeconds = pongTimeout
+        config.permessageDeflate = permessageDeflate
+        config.compressionMinBytes = compressionMinBytes
         config.anonymousChannels = anonymousChannels.isEmpty ? nil : splitList(anonymousChannels)
         config.allowedOrigins = splitList(allowedOrigin)
         config.presencePatterns = splitList(presenceChannels)

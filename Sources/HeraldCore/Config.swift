@@ -102,6 +102,11 @@ public struct HeraldConfig: Sendable {
     public var httpLimits = HTTPLimits()
     public var pingIntervalSeconds = 25
     public var pongTimeoutSeconds = 10
+    /// Negotiate permessage-deflate (RFC 7692) with WebSocket clients that offer it.
+    public var permessageDeflate = true
+    /// Frames below this many bytes are not compressed (measured: see BENCHMARKS.md).
+    public var compressionMinBytes = HeraldConfig.defaultCompressionMinBytes
+    public static let defaultCompressionMinBytes = 128
 
     /// Channel patterns whose subscribers are members of the channel's presence (empty: none).
     public var presencePatterns: [String] = []

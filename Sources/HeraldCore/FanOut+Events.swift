@@ -1,7 +1,9 @@
 /// What `FanOut.handle` is told (events) and what it asks its caller to do (actions).
 extension FanOut {
     public enum Event {
-        case opened(ConnectionID, query: [(String, String)], identity: TokenClaims? = nil)
+        /// `compresses`: the connection negotiated permessage-deflate (its writes then carry
+        /// each frame's shared compressed piece).
+        case opened(ConnectionID, query: [(String, String)], identity: TokenClaims? = nil, compresses: Bool = false)
         case received(ConnectionID, [UInt8], binary: Bool)
         /// The connection may be written: from its writable callback, or at once when nothing is
         /// left unsent for it (the caller decides which, see `Action.writeSoon`).
@@ -22,8 +24,9 @@ extension FanOut {
     }
 
     public enum Action: Equatable {
-        /// Send these frames (one WebSocket message); `more`: ask for another writable call.
-        case write(ConnectionID, frames: [[UInt8]], more: Bool)
+        /// Send these frames (one WebSocket message); `pieces`: their shared compressed pieces
+        /// (for a connection that compresses, else empty); `more`: ask for another writable call.
+        case write(ConnectionID, frames: [[UInt8]], pieces: [[UInt8]?], more: Bool)
         /// Write as soon as possible: at once if nothing is unsent for the connection (then feed
         /// back `.writable`), else ask for a writable callback.
         case writeSoon(ConnectionID)

@@ -76,6 +76,8 @@ public struct FanOut {
     private var reportedSeq: [String: UInt64] = [:]
     /// Subscription-token deadlines and connections by user (FanOut+Control).
     var control = ControlState()
+    /// Connections that negotiated permessage-deflate: their writes carry the shared pieces.
+    private var compressing: Set<ConnectionID> = []
 
     public init(settings: Settings) { self.settings = settings }
 
@@ -116,8 +118,9 @@ public struct FanOut {
 
     private mutating func apply(_ event: Event, now: Now, round: inout Round, into actions: inout [Action]) {
         switch event {
-        case let .opened(id, query, identity):
+        case let .opened(id, query, identity, compresses):
             sessions[id] = ClientSession(policy: settings.session)
+            if compresses { compressing.insert(id) }
             session(id, .opened(query: query, identity: identity), now: now, into: &actions)
             indexUser(id)
             announce(id, into: &actions)
@@ -215,6 +218,7 @@ public struct FanOut {
 
     private mutating func forget(_ id: ConnectionID, code: UInt16, into actions: inout [Action]) {
         closing.remove(id)
+        compressing.remove(id)
         expiries.forget(id)
         forgetSubscriptions(of: id)
         guard let session = sessions.removeValue(forKey: id) else { return }
@@ -267,7 +271,9 @@ public struct FanOut {
     /// (`.writable` through `handle` gives the same answer as actions).
     public enum Write {
         case nothing
-        case frames([[UInt8]], more: Bool)
+        /// `pieces`: each frame's shared compressed piece, for a connection that compresses
+        /// (empty for one that does not).
+        case frames([[UInt8]], pieces: [[UInt8]?], more: Bool)
         /// The connection must resume instead (4008): carry these out.
         case actions([Action])
     }
@@ -275,23 +281,24 @@ public struct FanOut {
     public mutating func writeNext(_ id: ConnectionID) -> Write {
         var actions: [Action] = []
         write(id, into: &actions)
-        guard actions.count == 1, case let .write(_, frames, more) = actions[0] else {
+        guard actions.count == 1, case let .write(_, frames, pieces, more) = actions[0] else {
             return actions.isEmpty ? .nothing : .actions(actions)
         }
-        return .frames(frames, more: more)
+        return .frames(frames, pieces: pieces, more: more)
     }
 
     private mutating func write(_ id: ConnectionID, into actions: inout [Action]) {
         guard !closing.contains(id), sessions[id] != nil else { return }
         let rings = self.rings
+        var pieces: [[UInt8]?]? = compressing.contains(id) ? [] : nil
         let batch = sessions[id]!.outbox.nextBatch(maxFrames: settings.maxBatchFrames, maxBytes: settings.maxBatchBytes,
-                                                   ring: { rings[$0] })
+                                                   pieces: &pieces, ring: { rings[$0] })
         switch batch {
         case .nothing:
             return
         case let .frames(frames):
             let full = frames.count >= settings.maxBatchFrames || frames.reduce(0, { $0 + $1.count }) >= settings.maxBatchBytes
-            actions.append(.write(id, frames: frames, more: full || sessions[id]!.outbox.hasControl))
+            actions.append(.write(id, frames: frames, pieces: pieces ?? [], more: full || sessions[id]!.outbox.hasControl))
         case let .resume(reason):
             closeSlow(id, reason: reason, into: &actions)
         }
@@ -307,7 +314,7 @@ public struct FanOut {
             let size = (round.burst[m.channel] ?? 0) + 1
             round.burst[m.channel] = size
             ring.reserve(min(settings.backlog(of: m.channel) + size, settings.maxRingCapacity))
-            switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame) {
+            switch ring.append(seq: m.seq, epoch: m.epoch, frame: m.frame, piece: m.piece) {
             case .appended:
                 if round.touchedSet.insert(m.channel).inserted { round.touched.append(m.channel) }
             case .stale:

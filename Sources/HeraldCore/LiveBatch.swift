@@ -4,6 +4,9 @@ public struct SequencedMessage: Equatable, Sendable {
     public let epoch: String
     public let seq: UInt64
     public let frame: [UInt8]
+    /// `frame` as one independent permessage-deflate piece, made once by the node that received
+    /// it (when any of its clients negotiated compression) and shared by all of them.
+    public var piece: [UInt8]?
 
     public init(channel: String, epoch: String, seq: UInt64, frame: [UInt8]) {
         self.channel = channel

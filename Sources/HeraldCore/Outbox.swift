@@ -122,6 +122,14 @@ public struct Outbox {
     /// Collects what to send next, up to the limits, as one batch.
     public mutating func nextBatch(maxFrames: Int, maxBytes: Int,
                                    ring: (String) -> ChannelRing?) -> Batch {
+        var none: [[UInt8]?]?
+        return nextBatch(maxFrames: maxFrames, maxBytes: maxBytes, pieces: &none, ring: ring)
+    }
+
+    /// The same, and where `pieces` is not nil, each frame's shared compressed piece beside it
+    /// (nil for control frames and frames the node did not compress).
+    public mutating func nextBatch(maxFrames: Int, maxBytes: Int, pieces: inout [[UInt8]?]?,
+                                   ring: (String) -> ChannelRing?) -> Batch {
         if overflowed { return .resume(reason: "too far behind") }
         var frames = [[UInt8]]()
         var bytes = 0
@@ -132,6 +140,7 @@ public struct Outbox {
             controlBytes -= f.count
             bytes += f.count + 1
             frames.append(f)
+            pieces?.append(nil)
         }
         if controlHead == control.count {
             control.removeAll(keepingCapacity: control.capacity <= 64)
@@ -156,6 +165,7 @@ public struct Outbox {
                     switch r.lookup(position.next) {
                     case .frame(let f):
                         frames.append(f)
+                        pieces?.append(r.piece(position.next))
                         bytes += f.count + 1
                         position.next += 1
                     case .notYet:

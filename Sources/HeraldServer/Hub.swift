@@ -77,10 +77,11 @@ final class Hub: WebSocketServerDelegate {
         metrics.connections.add()
         metrics.connectionsTotal.add()
         gauges.connections.add()
+        if connection.deflate != nil { metrics.deflateConnections.add() }
         connections[connection.id] = connection
         // Admitted by the connect proxy: its answer, as the front carried it, is the identity.
         let identity = connection.attachment.flatMap { try? ConnectIdentity.parse($0, nowSeconds: 0).get() }
-        handle(.opened(connection.id, query: query, identity: identity))
+        handle(.opened(connection.id, query: query, identity: identity, compresses: connection.deflate != nil))
     }
 
     func webSocketReceived(_ connection: WebSocketConnection, message: [UInt8], binary: Bool) {
@@ -96,8 +97,8 @@ final class Hub: WebSocketServerDelegate {
         switch fanOut.writeNext(connection.id) {
         case .nothing:
             return
-        case let .frames(frames, more):
-            guard connection.isOpen, connection.write(frames: frames) else { return }
+        case let .frames(frames, pieces, more):
+            guard connection.isOpen, connection.write(frames: frames, pieces: pieces) else { return }
             metrics.writes.add()
             metrics.deliveries.add(frames.count)
             if more { connection.requestWritable() }
@@ -109,6 +110,7 @@ final class Hub: WebSocketServerDelegate {
     func webSocketClosed(_ connection: WebSocketConnection) {
         metrics.connections.add(-1)
         gauges.connections.add(-1)
+        if connection.deflate != nil { metrics.deflateConnections.add(-1) }
         connections[connection.id] = nil
         metrics.countClose(code: connection.closedWith)
         handle(.closed(connection.id, code: connection.closedWith))
@@ -198,8 +200,8 @@ final class Hub: WebSocketServerDelegate {
     private func carryOut(_ actions: [FanOut.Action]) {
         for action in actions {
             switch action {
-            case let .write(id, frames, more):
-                guard let connection = connections[id], connection.isOpen, connection.write(frames: frames) else { continue }
+            case let .write(id, frames, pieces, more):
+                guard let connection = connections[id], connection.isOpen, connection.write(frames: frames, pieces: pieces) else { continue }
                 metrics.writes.add()
                 metrics.deliveries.add(frames.count)
                 if more { connection.requestWritable() }

@@ -1,5 +1,6 @@
 import HeraldCore
 import HeraldRuntime
+import HeraldWebSocket
 import Synchronization
 
 /// A counter or gauge any thread may update.
@@ -50,6 +51,11 @@ public final class Metrics: Sendable {
     let lifecycleDropped = Counter()
     let slowConsumerCloses = Counter()
     let oversizeCloses = Counter()
+    /// permessage-deflate: bytes written by encoding, connections that negotiated it, and the
+    /// live messages compressed once for the whole node.
+    let wireBytes = WireBytes()
+    let deflateConnections = Counter()
+    let sharedPieces = Counter()
     let authFailures = Counter()
     /// The same refusals by `TokenError.Reason`, so an operator (and a test) can tell an expired
     /// token from a forged one.
@@ -196,6 +202,14 @@ public final class Metrics: Sendable {
         line("lifecycle_dropped_total", "counter", "Lifecycle events dropped unpublished because too many waited for RabbitMQ.", g(lifecycleDropped))
         line("slow_consumer_closes_total", "counter", "Clients closed with 4008 (too far behind).", g(slowConsumerCloses))
         line("oversize_closes_total", "counter", "Clients closed with 1009 (frame over the limit).", g(oversizeCloses))
+        out += "# HELP herald_ws_bytes_total WebSocket message payload bytes written, by encoding: plain, or deflate (compressed, as sent).\n"
+        out += "# TYPE herald_ws_bytes_total counter\n"
+        out += "herald_ws_bytes_total{encoding=\"plain\"} \(wireBytes.plain.load(ordering: .relaxed))\n"
+        out += "herald_ws_bytes_total{encoding=\"deflate\"} \(wireBytes.deflated.load(ordering: .relaxed))\n"
+        line("ws_deflate_input_bytes_total", "counter", "What the messages sent compressed held before compression (ratio: herald_ws_bytes_total{encoding=\"deflate\"} / this).",
+             wireBytes.deflateInput.load(ordering: .relaxed))
+        line("ws_deflate_connections", "gauge", "WebSocket connections that negotiated permessage-deflate.", g(deflateConnections))
+        line("deflate_shared_pieces_total", "counter", "Live messages compressed once for every connection of the node.", g(sharedPieces))
         line("auth_failures_total", "counter", "Connections closed with 4001 (missing, bad or expired token) or 4004 (a kid no key has yet).", g(authFailures))
         out += "# HELP herald_auth_failures_by_reason_total Connections closed with 4001 or 4004, by why the token was refused.\n"
         out += "# TYPE herald_auth_failures_by_reason_total counter\n"

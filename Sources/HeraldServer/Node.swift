@@ -77,6 +77,8 @@ public final class Node {
         options.handshakeTimeoutSeconds = Int32(config.handshakeTimeoutSeconds)
         options.pingIntervalSeconds = UInt16(clamping: config.pingIntervalSeconds)
         options.pongTimeoutSeconds = UInt16(clamping: config.pongTimeoutSeconds)
+        options.permessageDeflate = config.permessageDeflate
+        options.compressionMinBytes = config.compressionMinBytes
 
         // One service loop, inbox and acceptor inlet per WebSocket thread.
         let threadCount = max(1, config.wsThreads)
@@ -167,6 +169,7 @@ public final class Node {
                           reader: reader, live: live, publisher: publisher, presence: presence, lifecycle: lifecycle, registry: registry)
             let server = WebSocketServer(options: options, loop: loops[i], inlet: acceptor.inlets[i], admission: admission,
                                          thread: i, threads: threadCount, delegate: hub)
+            server.wireBytes = metrics.wireBytes
             if let path = config.testEchoPath {
                 server.addEndpoint(path: path, handler: EchoEndpoint(), maxMessageBytes: EchoEndpoint.maxMessageBytes)
             }

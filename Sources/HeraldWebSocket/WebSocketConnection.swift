@@ -13,6 +13,12 @@ public final class WebSocketConnection {
     var wsi: OpaquePointer?
     var incoming: [UInt8] = []
     var incomingTooLarge = false
+    /// The message being received came compressed (RSV1 on its first frame).
+    var incomingCompressed = false
+    /// The next receive callback starts a new frame (the last one ended its frame).
+    var atFrameStart = true
+    /// permessage-deflate as negotiated in the handshake, or nil: frames go out plain.
+    public internal(set) var deflate: PerMessageDeflate?
     var closeCode: UInt16?
     var closeReason = ""
     /// The code of the peer's close frame, if it sent one first.
@@ -98,10 +104,13 @@ public final class WebSocketConnection {
 
     /// Writes `frames` as one text message, separated by newlines. Call from `webSocketWritable`,
     /// or anywhere on the service thread while `canWriteNow`.
+    /// `pieces` holds each frame's shared compressed piece (or nil), used when the connection
+    /// negotiated permessage-deflate.
     @discardableResult
-    public func write(frames: [[UInt8]]) -> Bool {
+    public func write(frames: [[UInt8]], pieces: [[UInt8]?] = []) -> Bool {
         guard let wsi, let server else { return false }
         if eventStream != nil { return server.writeEvents(wsi, self, frames: frames) }
+        if let deflate { return server.writeCompressed(wsi, frames: frames, pieces: pieces, window: deflate.serverWindowBits) }
         return server.writeText(wsi, frames: frames)
     }
 
@@ -109,6 +118,7 @@ public final class WebSocketConnection {
     @discardableResult
     public func write(message: [UInt8], binary: Bool) -> Bool {
         guard let wsi, let server else { return false }
+        if let deflate { return server.writeCompressed(wsi, message: message, binary: binary, window: deflate.serverWindowBits) }
         return server.write(wsi, message: message, binary: binary)
     }
 

@@ -15,6 +15,7 @@ extension WebSocketServer {
                 }
                 offset += f.count
             }
+            wireBytes?.plain.add(total, ordering: .relaxed)
             let n = lws_write(wsi, buffer.baseAddress! + pre, total, LWS_WRITE_TEXT)
             return n >= 0
         }
@@ -26,6 +27,7 @@ extension WebSocketServer {
             message.withUnsafeBufferPointer { src in
                 if let base = src.baseAddress { (buffer.baseAddress! + pre).update(from: base, count: src.count) }
             }
+            wireBytes?.plain.add(message.count, ordering: .relaxed)
             return lws_write(wsi, buffer.baseAddress! + pre, message.count, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) >= 0
         }
     }

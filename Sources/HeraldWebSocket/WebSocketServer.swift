@@ -1,5 +1,6 @@
 import CWebSockets
 import HeraldCore
+import HeraldDeflate
 import HeraldRuntime
 import HeraldServiceLoop
 #if canImport(Glibc)
@@ -34,6 +35,12 @@ public final class WebSocketServer: @unchecked Sendable {
         public var pingIntervalSeconds: UInt16 = 25
         /// Hang up when nothing (not even a pong) came back this long after the ping.
         public var pongTimeoutSeconds: UInt16 = 10
+        /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+        public var permessageDeflate = true
+        /// Messages (and frames in a batch) below this many bytes go out uncompressed.
+        public var compressionMinBytes = 128
+        /// zlib's level for what this thread compresses itself (1 fastest … 9 smallest).
+        public var compressionLevel: Int32 = 6
         public init() {}
     }
 
@@ -79,6 +86,14 @@ public final class WebSocketServer: @unchecked Sendable {
     var httpAnswers: [OpaquePointer: HTTPResponse] = [:]
     var scratch: [UInt8] = []
     let pre = Int(herald_lws_pre)
+    /// permessage-deflate (`+Deflate`): what each handshake under way agreed, this thread's
+    /// compressors by window size, its one inflater (reset per message), and the byte counts.
+    var negotiating: [OpaquePointer: PerMessageDeflate] = [:]
+    var deflaters: [Int: Deflater?] = [:]
+    var inflater: Inflater?
+    /// The compressed body of the write under way (its capacity kept between writes).
+    var body: [UInt8] = []
+    public var wireBytes: WireBytes?
     // C memory that must outlive the context.
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
@@ -146,7 +161,9 @@ public final class WebSocketServer: @unchecked Sendable {
                                                     perSessionBytes: MemoryLayout<UnsafeMutableRawPointer?>.size, rxBufferSize: 0,
                                                     port: CONTEXT_PORT_NO_LISTEN_SERVER, user: Unmanaged.passUnretained(self).toOpaque())
         protocols = table
-        info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
+        // No LWS_SERVER_OPTION_VALIDATE_UTF8: lws would check compressed bytes. Herald checks
+        // every text message once whole (and inflated), and close reasons (`+Deflate`).
+        if options.permessageDeflate { info.extensions = herald_extension_table() }
         // No fd_limit_per_thread: below the process's descriptor limit, lws 4.1 then finds the
         // connection for a ready socket by scanning its whole table (wsi_from_fd), 33% of the
         // bench's CPU at 10,000 clients. Sized by `ulimit -n`, the lookup is an index.
@@ -196,7 +213,7 @@ public final class WebSocketServer: @unchecked Sendable {
             if let wsi { awaitingRequest.remove(wsi); handshakeDone(wsi) }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         case LWS_CALLBACK_WSI_DESTROY:
-            if let wsi { handshakeDone(wsi); adminConnections.remove(wsi); attachments[wsi] = nil }
+            if let wsi { handshakeDone(wsi); adminConnections.remove(wsi); attachments[wsi] = nil; negotiating[wsi] = nil }
             if let wsi, let address = admitted.removeValue(forKey: wsi) { admission.release(address) }
             if let wsi, awaitingRequest.remove(wsi) != nil { delegate?.webSocketIncompleteHandshake() }
             return lws_callback_http_dummy(wsi, reason, user, input, len)
@@ -257,6 +274,7 @@ public final class WebSocketServer: @unchecked Sendable {
                                                  handler: endpoint.handler, maxMessageBytes: endpoint.maxMessageBytes)
             connection.server = self
             connection.attachment = attachments.removeValue(forKey: wsi)
+            connection.deflate = negotiating.removeValue(forKey: wsi)
             nextID += idStride
             user.storeBytes(of: Unmanaged.passRetained(connection).toOpaque(), as: UnsafeMutableRawPointer?.self)
             connections[connection.id] = connection
@@ -268,10 +286,21 @@ public final class WebSocketServer: @unchecked Sendable {
             if let connection = WebSocketConnection.from(user) { heard(connection) }
             return 0
 
+        case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+            guard let wsi else { return 1 }
+            return confirmExtension(wsi)
+
+        case LWS_CALLBACK_ADD_HEADERS:
+            guard let wsi else { return 0 }
+            return addHeaders(wsi, input)
+
         case LWS_CALLBACK_RECEIVE:
             guard let wsi, let connection = WebSocketConnection.from(user) else { return -1 }
             heard(connection)
             let messageEnds = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
+            if connection.closeCode == nil, let (code, reason) = noteFrame(wsi, connection) {
+                return failNow(wsi, connection, code: code, reason: reason)
+            }
             if connection.closeCode != nil {
                 if connection.incomingTooLarge && messageEnds { connection.requestWritable() }
                 return 0
@@ -294,9 +323,16 @@ public final class WebSocketServer: @unchecked Sendable {
                 return 0
             }
             if messageEnds {
+                let binary = lws_frame_is_binary(wsi) != 0
                 let message = connection.incoming
                 connection.incoming = []
-                connection.handler.webSocketReceived(connection, message: message, binary: lws_frame_is_binary(wsi) != 0)
+                switch decode(message, connection, binary: binary) {
+                case let .success(decoded):
+                    connection.handler.webSocketReceived(connection, message: decoded, binary: binary)
+                case let .failure(close):
+                    if close.code == 1009 { connection.handler.webSocketOversize(connection) }
+                    return failNow(wsi, connection, code: close.code, reason: close.reason)
+                }
             }
             return 0
 
@@ -325,6 +361,10 @@ public final class WebSocketServer: @unchecked Sendable {
                 if let input, len >= 2 {
                     let bytes = input.assumingMemoryBound(to: UInt8.self)
                     connection.peerCloseCode = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+                    // A close reason must be UTF-8 (RFC 6455 §5.5.1), checked here now that lws does not.
+                    if let wsi, len > 2, !Self.isValidUTF8(Array(UnsafeBufferPointer(start: bytes + 2, count: len - 2))) {
+                        return failNow(wsi, connection, code: 1007, reason: "invalid UTF-8 in the close reason")
+                    }
                 } else {
                     connection.peerCloseCode = 1005
                 }

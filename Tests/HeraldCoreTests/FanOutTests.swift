@@ -130,7 +130,7 @@ func drain(_ session: inout ClientSession) -> [String] {
             switch action {
             case .writeSoon(let c) where c == id, .requestWritable(let c) where c == id:
                 queue += f.handle(.writable(id), now: now)
-            case let .write(c, batch, more) where c == id:
+            case let .write(c, batch, _, more) where c == id:
                 frames += batch.map { String(decoding: $0, as: UTF8.self) }
                 if more { queue += f.handle(.writable(id), now: now) }
             default:
@@ -159,6 +159,28 @@ func drain(_ session: inout ClientSession) -> [String] {
         #expect(Array(frames.dropFirst()) == ["m1", "m2", "m3"])
         (frames, _) = written(&f, f.handle(.live(messages(3...5)), now: Self.t0), to: 1)
         #expect(frames == ["m4", "m5"])
+    }
+
+    @Test func aCompressingConnectionGetsTheSharedPiecesBesideItsFramesAndOthersDoNot() throws {
+        var f = fanOut()
+        for (id, compresses) in [(UInt64(1), true), (2, false)] {
+            let r = try #require(historyRequest(in: f.handle(.opened(id, query: [("channel", "news")], compresses: compresses), now: Self.t0)))
+            _ = written(&f, f.handle(.history(channel: "news", requests: [r], snapshot: snapshot(1)), now: Self.t0), to: id)
+        }
+        var live = messages(2...3)
+        live[0].piece = [0xAA]  // the node compressed 2 once; 3 was too small
+        let actions = f.handle(.live(live), now: Self.t0)
+        var byConnection: [UInt64: (frames: [[UInt8]], pieces: [[UInt8]?])] = [:]
+        for case let .writeSoon(id) in actions {
+            guard case let .frames(frames, pieces, _) = f.writeNext(id) else { Issue.record("nothing for \(id)"); continue }
+            byConnection[id] = (frames, pieces)
+        }
+        #expect(byConnection[1]?.frames == [frame(2), frame(3)] && byConnection[1]?.pieces == [[0xAA], nil])
+        #expect(byConnection[2]?.frames == [frame(2), frame(3)] && byConnection[2]?.pieces == [])
+        // Control frames (replays, errors) carry none: the connection compresses them itself.
+        _ = f.handle(.received(1, Array(#"{"op":"dance"}"#.utf8), binary: false), now: Self.t0)
+        guard case let .frames(control, pieces, _) = f.writeNext(1) else { Issue.record("no error frame"); return }
+        #expect(control.count == 1 && pieces == [nil])
     }
 
     @Test func aResubscribeNeverRepeatsASeq() throws {

@@ -348,13 +348,13 @@ private func published(_ due: [PresenceAnnouncer.Due]) -> [PresenceAnnouncer.Out
         #expect(reads.map(\.0) == ["room:1", "~p:room:1"])
         let list = HistorySnapshot(epoch: "p1", seq: 2, frames: [], members: [member("i1.7"), member("i2.1")])
         _ = f.handle(.history(channel: "~p:room:1", requests: [reads[1].1], snapshot: list), now: now)
-        guard case let .frames(frames, _) = f.writeNext(7) else { Issue.record("nothing to write"); return }
+        guard case let .frames(frames, _, _) = f.writeNext(7) else { Issue.record("nothing to write"); return }
         #expect(frames.map(text) == [#"{"type":"presence","channel":"room:1","client":"i1.7","presence_epoch":"p1","presence_seq":2,"replay":0,"members":["#
                                      + text(member("i1.7")) + "," + text(member("i2.1")) + "]}"])
         // Then the stream's live changes, after the list.
         let change = Array(#"{"type":"join","channel":"room:1","presence_epoch":"p1","presence_seq":3,"members":[]}"#.utf8)
         _ = f.handle(.live([SequencedMessage(channel: "~p:room:1", epoch: "p1", seq: 3, frame: change)]), now: now)
-        guard case let .frames(live, _) = f.writeNext(7) else { Issue.record("no live change"); return }
+        guard case let .frames(live, _, _) = f.writeNext(7) else { Issue.record("no live change"); return }
         #expect(live == [change])
     }
 }

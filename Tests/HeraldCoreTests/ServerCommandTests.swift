@@ -81,7 +81,7 @@ import Testing
         let ended = f.handle(.control(.unsubscribe(.user("ann"), channel: "vip")), now: now)
         #expect(ended.contains(.unwatch(channel: "vip")))
         #expect(f.subscribers(of: "vip").isEmpty && !f.sessions[1]!.mayRead("vip"))
-        guard case let .frames(frames, _) = f.writeNext(1) else { Issue.record("nothing to write"); return }
+        guard case let .frames(frames, _, _) = f.writeNext(1) else { Issue.record("nothing to write"); return }
         #expect(frames.map { String(decoding: $0, as: UTF8.self) }.last == #"{"type":"unsubscribed","channel":"vip","reason":"server"}"#)
         // Another user's command does not touch ann.
         #expect(f.handle(.control(.subscribe(.user("bob"), channel: "vip")), now: now).isEmpty)
@@ -103,7 +103,7 @@ import Testing
     }
 
     func frames(_ f: inout FanOut, _ id: UInt64) -> [String] {
-        guard case let .frames(frames, _) = f.writeNext(id) else { return [] }
+        guard case let .frames(frames, _, _) = f.writeNext(id) else { return [] }
         return frames.map { String(decoding: $0, as: UTF8.self) }
     }
 

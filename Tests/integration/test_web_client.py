@@ -135,6 +135,25 @@ def test_page_shows_history_then_live_in_order(herald, exchange, redis_server, b
     assert (counter(browser, "received"), counter(browser, "replayed"), counter(browser, "missed")) == (10, 5, 0)
 
 
+def test_chromium_negotiates_compression_and_the_demo_runs_on_it(herald, exchange, browser):
+    """Chromium always offers permessage-deflate; every browser test here runs compressed. The
+    page's own socket says what was negotiated, and a large message reaches the demo page
+    compressed (the node counts deflate bytes) and intact."""
+    open_page(browser, herald, "zipped")
+    wait_until(lambda: herald.metrics()["herald_ws_deflate_connections"] == 1, 5, what="the page's connection to compress")
+    extensions = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const ws = new WebSocket(`ws://${location.host}/ws`);
+        ws.onopen = () => { done(ws.extensions); ws.close(); };
+        ws.onerror = () => done('error');""")
+    assert extensions == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    text = "".join(f"row {i} price {i * 37 % 1000}; " for i in range(300))
+    publish(exchange, "zipped", [text.encode()])
+    wait_until(lambda: seqs(browser) == [1], 10, what="the large message on the page")
+    assert browser.find_element("css selector", "#feed li[data-seq='1'] .data").text == text.strip()
+    assert herald.labeled("herald_ws_bytes_total")['encoding="deflate"'] > 0
+
+
 def test_publish_box_goes_through_the_http_api(herald, browser):
     open_page(browser, herald, "box")
     browser.find_element("id", "text").send_keys('{"price": 42}')
