@@ -47,6 +47,10 @@ public struct BenchOptions: Sendable {
     public var readRoundMicros: UInt32 = 500
     /// Clients over Server-Sent Events (`/sse`) instead of WebSocket (epoll engine only).
     public var eventStream = false
+    /// Clients offer permessage-deflate and inflate what comes compressed (epoll engine only).
+    public var permessageDeflate = false
+    /// A JSON object every published body is made from (`Payload`), instead of padding to `size`.
+    public var bodyTemplate: [UInt8]?
     /// Subscribe with presence (`&presence=true`): count the member-list frames each client gets.
     public var presence = false
     /// HTTP publishing: keep-alive connections, requests pipelined on each.

@@ -10,6 +10,8 @@ public struct StepResult: Sendable {
     public var publisherLagMillis = 0.0
     /// CPU of the server (`server`) and of every watched process during the step, % of one core.
     public var cpuPercent: [(name: String, percent: Double)] = []
+    /// Bytes the clients read over the wire per message delivered during the step.
+    public var wireBytesPerDelivery: Double?
 
     /// CPU µs per published message of each measured process.
     public var cpuMicrosPerMessage: [(name: String, micros: Double)] {
@@ -35,6 +37,11 @@ public struct BenchResult: Sendable {
     public var publishFailures = 0
     public var deliveries: UInt64 = 0
     public var deliverySeconds = 0.0
+    /// What the clients read over the wire while deliveries were measured, and how many of
+    /// them had permessage-deflate negotiated.
+    public var wireBytes: UInt64 = 0
+    public var compressedConnections = 0
+    public var wireBytesPerDelivery: Double? { deliveries > 0 && wireBytes > 0 ? Double(wireBytes) / Double(deliveries) : nil }
     public var latency = Histogram()
     public var tally = FleetTally()
     public var timeline: [TimelinePoint] = []

@@ -27,6 +27,9 @@ public struct FleetSnapshot: Sendable {
     public var connectFailures = 0
     public var closes = 0
     public var deliveries: UInt64 = 0
+    /// Bytes the clients read from their WebSocket connections, and how many compress.
+    public var receivedBytes: UInt64 = 0
+    public var compressedConnections = 0
     public var window = Histogram()   // latency since the previous snapshot
     public var connectTimes = Histogram()
     public var firstMessageTimes = Histogram()
@@ -100,14 +103,14 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
     private var firstConnectAt: UInt64?
 
     public init(kind: ServerKind, urls: [(String) -> String], channels: [String], clientCount: Int,
-                engine: ClientEngine = .epoll, readRoundMicros: UInt32 = 500) {
+                engine: ClientEngine = .epoll, readRoundMicros: UInt32 = 500, offerDeflate: Bool = false) {
         self.kind = kind
         self.urls = urls
         self.channels = channels
         self.liveSince = wallMicros()
         clients = (0..<clientCount).map { Client(channel: $0 % channels.count, target: $0 % urls.count) }
         switch engine {
-        case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, roundMicros: readRoundMicros, handler: self)
+        case .epoll: pool = EpollClientPool(maxConnections: clientCount + 16, roundMicros: readRoundMicros, offerDeflate: offerDeflate, handler: self)
         case .lws: pool = WebSocketClientPool(maxConnections: clientCount + 16, handler: self)
         }
     }
@@ -139,6 +142,8 @@ public final class Fleet: WebSocketClientHandler, @unchecked Sendable {
                 for id in clients.indices { open(id, resume: true) }
             case let .snapshot(reply):
                 snapshot.open = pool.openCount
+                snapshot.receivedBytes = pool.receivedBytes
+                snapshot.compressedConnections = pool.compressedConnections
                 snapshot.subscribed = clients.reduce(0) { $0 + ($1.subscribed ? 1 : 0) }
                 reply.post(snapshot)
                 snapshot.window = Histogram()

@@ -34,7 +34,11 @@ public final class LoadPublisher {
     /// AMQP: publish with delivery mode 2 (RabbitMQ writes them to disk before confirming).
     let persistent: Bool
 
-    public init(route: Route, channels: [String], size: Int, connections: Int = 8, persistent: Bool = false) {
+    /// The body template (`BenchOptions.bodyTemplate`), or nil: padded bodies of `size`.
+    let template: [UInt8]?
+
+    public init(route: Route, channels: [String], size: Int, template: [UInt8]? = nil, connections: Int = 8, persistent: Bool = false) {
+        self.template = template
         self.persistent = persistent
         self.route = route
         self.channels = channels
@@ -111,7 +115,7 @@ public final class LoadPublisher {
     }
 
     private func publishOne(_ channel: Int) throws {
-        let body = Payload.make(sentMicros: wallMicros(), n: next[channel], size: size)
+        let body = Payload.make(sentMicros: wallMicros(), n: next[channel], size: size, template: template)
         switch route {
         case let .amqp(_, exchange):
             _ = try amqp!.publish(exchange: exchange, routingKey: channels[channel], body: body,

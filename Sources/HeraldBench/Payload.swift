@@ -5,12 +5,23 @@ import HeraldCore
 /// Body: `{"t":<send time, µs since the Unix epoch>,"n":<number within the channel>,"p":"xxx…"}`,
 /// padded to the requested size. Herald delivers it inside a `message` frame (`"data":{...}`,
 /// with its own `"seq"`); a peer server (Nchan) delivers the body itself.
+///
+/// With a template (`--body-file`, a JSON object such as a price-ticker update), the body is the
+/// template with `"t"` and `"n"` put first: the size and shape of real traffic, which matters
+/// when it is compressed (padding compresses to nothing).
 public enum Payload {
-    public static func make(sentMicros: UInt64, n: UInt64, size: Int) -> [UInt8] {
+    public static func make(sentMicros: UInt64, n: UInt64, size: Int, template: [UInt8]? = nil) -> [UInt8] {
         var out = Array(#"{"t":"#.utf8)
         out.append(contentsOf: String(sentMicros).utf8)
         out.append(contentsOf: #","n":"#.utf8)
         out.append(contentsOf: String(n).utf8)
+        if let template, let open = template.firstIndex(of: UInt8(ascii: "{")),
+           let close = template.lastIndex(of: UInt8(ascii: "}")), close > open {
+            let rest = template[(open + 1)...close].drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+            if rest.first != UInt8(ascii: "}") { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: rest)
+            return out
+        }
         out.append(contentsOf: #","p":""#.utf8)
         let pad = Swift.max(0, size - out.count - 2)
         out.append(contentsOf: repeatElement(UInt8(ascii: "x"), count: pad))

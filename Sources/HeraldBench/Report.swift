@@ -35,6 +35,9 @@ extension BenchResult {
             ("message_bytes", "\(options.size)"),
             ("deliveries", "\(deliveries)"),
             ("deliveries_per_sec", num(deliveriesPerSecond)),
+            ("permessage_deflate", "\(options.permessageDeflate)"),
+            ("compressed_connections", "\(compressedConnections)"),
+            ("wire_bytes_per_delivery", num(wireBytesPerDelivery)),
             ("lost", "\(tally.lost)"),
             ("duplicated", "\(tally.duplicated)"),
             ("out_of_order", "\(tally.outOfOrder)"),
@@ -52,7 +55,7 @@ extension BenchResult {
             f.append(("highest_clean_deliveries_per_sec", num(bestCleanStep?.deliveriesPerSecond)))
             f.append(("steps", "[" + steps.map {
                 "{\"rate\":\(fmt($0.rate, 1)),\"deliveries_per_sec\":\(fmt($0.deliveriesPerSecond, 1)),\"p99_ms\":\(fmt($0.p99Millis, 3)),\"lost\":\($0.lost),\"clean\":\($0.clean),"
-                    + "\"publisher_lag_ms\":\(fmt($0.publisherLagMillis, 1)),"
+                    + "\"publisher_lag_ms\":\(fmt($0.publisherLagMillis, 1)),\"wire_bytes_per_delivery\":\(num($0.wireBytesPerDelivery)),"
                     + "\"cpu_percent\":{\($0.cpuPercent.map { "\"\($0.name)\":\(fmt($0.percent, 1))" }.joined(separator: ","))},"
                     + "\"cpu_us_per_message\":{\($0.cpuMicrosPerMessage.map { "\"\($0.name)\":\(fmt($0.micros, 1))" }.joined(separator: ","))},"
                     + "\"server_writes\":\($0.server?.json ?? "null")}"
@@ -92,6 +95,9 @@ extension BenchResult {
         } else if published > 0 {
             lines.append("  published       \(published) messages of \(options.size) B (\(publishFailures) refused)")
             lines.append("  deliveries      \(deliveries) (\(fmt(deliveriesPerSecond, 0))/s)")
+            if let perDelivery = wireBytesPerDelivery {
+                lines.append("  on the wire     \(fmt(perDelivery, 1)) B per delivery\(options.permessageDeflate ? ", permessage-deflate on \(compressedConnections) of \(connected) connections" : "")")
+            }
             lines.append("  correctness     lost \(tally.lost), duplicated \(tally.duplicated), out of order \(tally.outOfOrder)\(closes > 0 ? ", \(closes) closed by the server" : "")")
             lines.append("  latency         p50 \(fmt(ms(latency.value(atPercentile: 50)), 2)) ms  p90 \(fmt(ms(latency.value(atPercentile: 90)), 2)) ms  p99 \(fmt(ms(latency.value(atPercentile: 99)), 2)) ms  p99.9 \(fmt(ms(latency.value(atPercentile: 99.9)), 2)) ms  max \(fmt(ms(latency.max), 2)) ms")
             if firstMessageTimes.count > 0 {
@@ -100,7 +106,7 @@ extension BenchResult {
         }
         if !steps.isEmpty {
             for s in steps {
-                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  publisher lag \(fmt(s.publisherLagMillis, 0)) ms\(s.cpuSummary)  \(s.clean ? "clean" : "NOT clean")\(s.server.map { "  " + $0.summary } ?? "")")
+                lines.append("  step \(fmt(s.rate, 0)) msg/s   \(fmt(s.deliveriesPerSecond, 0)) deliveries/s  p99 \(fmt(s.p99Millis, 1)) ms  lost \(s.lost)  publisher lag \(fmt(s.publisherLagMillis, 0)) ms\(s.wireBytesPerDelivery.map { "  \(fmt($0, 1)) B/delivery" } ?? "")\(s.cpuSummary)  \(s.clean ? "clean" : "NOT clean")\(s.server.map { "  " + $0.summary } ?? "")")
             }
             if let best = bestCleanStep {
                 lines.append("  highest clean   \(fmt(best.rate, 0)) msg/s = \(fmt(best.deliveriesPerSecond, 0)) deliveries/s (p99 ≤ \(fmt(options.p99BoundMillis, 0)) ms, 0 lost, publisher on schedule)")

@@ -34,8 +34,8 @@ public final class BenchRunner {
             }
         }
         fleet = Fleet(kind: options.kind, urls: urls, channels: channels, clientCount: options.clients,
-                      engine: options.engine, readRoundMicros: options.readRoundMicros)
-        publisher = LoadPublisher(route: options.route, channels: channels, size: options.size,
+                      engine: options.engine, readRoundMicros: options.readRoundMicros, offerDeflate: options.permessageDeflate)
+        publisher = LoadPublisher(route: options.route, channels: channels, size: options.size, template: options.bodyTemplate,
                                   connections: options.publishConnections, persistent: options.scenario == .manyChannels)
         result = BenchResult(options: options)
         serverMetrics = options.scenario == .sequencer ? nil : options.metricsURL.flatMap(ServerMetrics.init(url:))
@@ -156,11 +156,15 @@ public final class BenchRunner {
         fleet.publishStartedMicros = wallMicros()
         let t0 = monotonicMicros()
         let before = deliveriesSeen
+        let bytesBefore = snapshot().receivedBytes
         result.server = try measuringServer {
             try publisher.run(rate: rate, seconds: seconds, tick: { self.tick() })
             waitCaughtUp(timeoutSeconds: 10)
         }
         tick(force: true)
+        let after = snapshot()
+        result.wireBytes += after.receivedBytes - bytesBefore
+        result.compressedConnections = after.compressedConnections
         result.deliveries += deliveriesSeen - before
         result.deliverySeconds += Double(monotonicMicros() - t0) / 1e6
     }
@@ -175,7 +179,8 @@ public final class BenchRunner {
         while rate <= options.maxRate {
             let t0 = monotonicMicros()
             let before = deliveriesSeen
-            let closesBefore = snapshot().closes
+            let start = snapshot()
+            let closesBefore = start.closes
             var stepLatency = Histogram()
             publisher.resetLag()
             let watched = [("server", options.serverPID)] + options.watchPIDs.map { ($0.name, Optional($0.pid)) }
@@ -193,11 +198,17 @@ public final class BenchRunner {
             let lost = tally.lost - lostBefore
             lostBefore = tally.lost
             let p99 = Double(stepLatency.value(atPercentile: 99)) / 1000
-            let closed = snapshot().closes - closesBefore
+            let end = snapshot()
+            let closed = end.closes - closesBefore
             let lag = publisher.maxLagMillis
             let clean = lost == 0 && closed == 0 && p99 <= options.p99BoundMillis && lag <= Self.onScheduleMillis
             var step = StepResult(rate: rate, deliveriesPerSecond: Double(delivered) / seconds, p99Millis: p99, lost: lost, clean: clean,
                                   server: server, publisherLagMillis: lag)
+            if delivered > 0, end.receivedBytes > start.receivedBytes {
+                step.wireBytesPerDelivery = Double(end.receivedBytes - start.receivedBytes) / Double(delivered)
+            }
+            result.wireBytes += end.receivedBytes - start.receivedBytes
+            result.compressedConnections = end.compressedConnections
             for ((name, pid), before) in zip(watched, cpuBefore) where pid != nil {
                 if let before, let after = ProcStats.read(pid: pid) {
                     step.cpuPercent.append((name, (after.cpuSeconds - before.cpuSeconds) / seconds * 100))
@@ -319,7 +330,7 @@ public final class BenchRunner {
         try amqp.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
         try amqp.confirmSelect()
         for n in 0..<count {
-            let body = Payload.make(sentMicros: wallMicros(), n: UInt64(n + 1), size: options.size)
+            let body = Payload.make(sentMicros: wallMicros(), n: UInt64(n + 1), size: options.size, template: options.bodyTemplate)
             _ = try amqp.publish(exchange: "", routingKey: queue, body: body,
                                  properties: AMQPProperties(contentType: "application/json", messageID: "broker-\(n)", persistent: false))
             if n % 200 == 199 { _ = try amqp.waitForConfirms(timeoutMillis: 10_000) }

@@ -42,6 +42,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Channel name prefix.") var channelPrefix = "bench"
     @Option(help: "Herald: websocket, or sse (each client a Server-Sent Events stream on the node's /sse; epoll engine).") var transport = "websocket"
     @Flag(help: "Subscribe with presence (the server needs --presence-channels for the channels): report when every client's member list was complete and how many presence/join/leave frames each got.") var presence = false
+    @Flag(help: "The clients offer permessage-deflate (RFC 7692) and inflate what comes compressed; the report gives the bytes read over the wire per delivery (epoll engine).") var permessageDeflate = false
+    @Option(help: "A JSON object file every published body is made from (the bench's \"t\" and \"n\" fields put first), instead of bodies padded to --size: real traffic's shape, for compressed runs (bench/ticker.json is a 1 KB price-ticker update).") var bodyFile: String?
     @Flag(help: "Print one JSON object with the results on standard output.") var json = false
     @Option(help: "Write a self-contained HTML report (latency plot, throughput over time).") var report: String?
     @Flag(help: "No progress lines.") var quiet = false
@@ -65,6 +67,9 @@ struct Bench: ParsableCommand {
         if peer { guard url.allSatisfy({ $0.contains("{channel}") }) else { throw ValidationError("--peer needs --url with {channel}") } }
         if peer && publishURL == nil { throw ValidationError("--peer needs --publish-url") }
         guard transport == "websocket" || transport == "sse" else { throw ValidationError("--transport must be websocket or sse") }
+        if permessageDeflate && (clientEngine != "epoll" || transport != "websocket") {
+            throw ValidationError("--permessage-deflate needs --client-engine epoll and --transport websocket")
+        }
         if transport == "sse" && (peer || clientEngine != "epoll" || !url.allSatisfy({ $0.hasPrefix("ws://") })) {
             throw ValidationError("--transport sse needs Herald, ws:// URLs (their /ws becomes /sse) and --client-engine epoll")
         }
@@ -103,6 +108,16 @@ struct Bench: ParsableCommand {
         o.engine = ClientEngine(rawValue: clientEngine)!
         o.presence = presence
         o.eventStream = transport == "sse"
+        o.permessageDeflate = permessageDeflate
+        if let bodyFile {
+            let bytes: [UInt8]
+            do { bytes = Array(try readTextFile(bodyFile).utf8) } catch { throw ValidationError("--body-file \(bodyFile): \(error)") }
+            guard bytes.first(where: { $0 > 0x20 }) == UInt8(ascii: "{"), bytes.last(where: { $0 > 0x20 }) == UInt8(ascii: "}") else {
+                throw ValidationError("--body-file \(bodyFile): expected a file holding a JSON object")
+            }
+            o.bodyTemplate = bytes
+            o.size = Payload.make(sentMicros: 0, n: 0, size: 0, template: bytes).count
+        }
         o.readRoundMicros = UInt32(clamping: max(0, readRoundUs))
         raiseFileLimit()
         let result: BenchResult

@@ -1,4 +1,5 @@
 import CSocket
+import HeraldDeflate
 import HeraldRuntime
 #if canImport(Glibc)
 import Glibc
@@ -11,8 +12,9 @@ import Glibc
 /// generator, not the server, the bottleneck of every fan-out run on a shared 2-core machine.
 /// Here a frame's payload is located by its length and handed over in one copy.
 ///
-/// Only what a benchmark client needs: `ws://` to IPv4 or IPv6 hosts (`ws://[::1]:8080/ws`; names resolved once), no
-/// extensions, and the client never sends data frames. An `http://` target is a Server-Sent
+/// Only what a benchmark client needs: `ws://` to IPv4 or IPv6 hosts (`ws://[::1]:8080/ws`; names resolved once),
+/// permessage-deflate when asked (`offerDeflate`: messages with RSV1 are inflated, each on its
+/// own, as with `server_no_context_takeover`), and the client never sends data frames. An `http://` target is a Server-Sent
 /// Events stream instead: each event's `data:` line is handed over as one message.
 ///
 /// - Important: `connect`, `drop` and `openCount` on the service thread (from a handler method);
@@ -29,6 +31,8 @@ public final class EpollClientPool: ClientPool {
         var pendingOut: [UInt8] = []
         var input: [UInt8] = []
         var fragments: [UInt8]?
+        /// The message being received came compressed (RSV1 on its first frame).
+        var compressed = false
         var closeCode: UInt16?
         let startedMillis: UInt64
         let eventStream: Bool
@@ -58,13 +62,22 @@ public final class EpollClientPool: ClientPool {
     /// RFC 6455's sample key and the accept value a server must answer it with.
     private static let key = "dGhlIHNhbXBsZSBub25jZQ=="
     private static let accept = Array("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".utf8)
+    private static let extensionsHeader = Array("\r\nsec-websocket-extensions: permessage-deflate".utf8)
 
     /// Pause between reading rounds (µs); every latency it measures may include up to this.
     private let roundMicros: UInt32
+    /// Offer permessage-deflate in every handshake.
+    private let offerDeflate: Bool
+    private lazy var inflater = Inflater()
+    /// Bytes read from open WebSocket connections (frame headers and payloads, as they came
+    /// over the wire), and the connections whose server agreed to compress. Service thread.
+    public private(set) var receivedBytes: UInt64 = 0
+    public private(set) var compressedConnections = 0
 
-    public init(maxConnections: Int, roundMicros: UInt32 = 0, handler: WebSocketClientHandler) {
+    public init(maxConnections: Int, roundMicros: UInt32 = 0, offerDeflate: Bool = false, handler: WebSocketClientHandler) {
         self.maxConnections = maxConnections
         self.roundMicros = roundMicros
+        self.offerDeflate = offerDeflate
         self.handler = handler
     }
 
@@ -144,6 +157,7 @@ public final class EpollClientPool: ClientPool {
                 + "Origin: \(origin ?? "http://\(target.hostInURL)")\r\n\r\n"
             : "GET \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUpgrade: websocket\r\n"
                 + "Connection: Upgrade\r\nSec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n"
+                + (offerDeflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "")
                 + "Origin: \(origin ?? "http://\(target.hostInURL)")\r\n\r\n"
         let key = nextKey
         nextKey += 1
@@ -188,6 +202,7 @@ public final class EpollClientPool: ClientPool {
             return finish(c, code: c.closeCode, error: c.phase == .open ? nil : OSError.reason)
         }
         c.input.append(contentsOf: readBuffer[0..<n])
+        if c.phase == .open && !c.eventStream { receivedBytes += UInt64(n) }
         if c.phase == .handshaking && !handshake(c) { return }
         if c.phase == .open { if c.eventStream { parseEvents(c) } else { parseFrames(c) } }
     }
@@ -210,6 +225,8 @@ public final class EpollClientPool: ClientPool {
             return false
         }
         c.input.removeFirst(end + 4)
+        if !c.eventStream { receivedBytes += UInt64(c.input.count) }
+        if Self.find(Self.extensionsHeader, in: head.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }) != nil { compressedConnections += 1 }
         c.phase = .open
         handler?.clientOpened(c.id)
         return byKey[c.key] != nil
@@ -221,7 +238,7 @@ public final class EpollClientPool: ClientPool {
         let count = bytes.count
         while count - pos >= 2 {
             let b0 = bytes[pos], b1 = bytes[pos + 1]
-            let fin = b0 & 0x80 != 0, opcode = b0 & 0x0F, masked = b1 & 0x80 != 0
+            let fin = b0 & 0x80 != 0, opcode = b0 & 0x0F, masked = b1 & 0x80 != 0, rsv1 = b0 & 0x40 != 0
             var length = Int(b1 & 0x7F)
             var header = 2
             if length == 126 {
@@ -245,12 +262,19 @@ public final class EpollClientPool: ClientPool {
             pos += header + length
             switch opcode {
             case 0x1, 0x2:
-                if fin && c.fragments == nil { handler?.clientReceived(c.id, message: payload) } else { c.fragments = payload }
+                c.compressed = rsv1
+                if fin && c.fragments == nil {
+                    guard let message = inflated(c, payload) else { return }
+                    handler?.clientReceived(c.id, message: message)
+                } else {
+                    c.fragments = payload
+                }
             case 0x0:
                 c.fragments?.append(contentsOf: payload)
                 if fin, let whole = c.fragments {
                     c.fragments = nil
-                    handler?.clientReceived(c.id, message: whole)
+                    guard let message = inflated(c, whole) else { return }
+                    handler?.clientReceived(c.id, message: message)
                 }
             case 0x8:
                 let code = payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil
@@ -265,6 +289,17 @@ public final class EpollClientPool: ClientPool {
             if byKey[c.key] == nil { return } // a handler dropped it
         }
         if pos > 0 { c.input.removeFirst(pos) }
+    }
+
+    /// A received message as sent: inflated when it came compressed. nil: it could not be (the
+    /// connection is finished with an error).
+    private func inflated(_ c: Connection, _ payload: [UInt8]) -> [UInt8]? {
+        guard c.compressed else { return payload }
+        guard let inflater else { finish(c, code: nil, error: "cannot inflate"); return nil }
+        switch inflater.inflate(payload, cap: 64 << 20) {
+        case let .success(message): return message
+        case .failure: finish(c, code: nil, error: "a compressed message did not inflate"); return nil
+        }
     }
 
     /// Server-Sent Events: every complete event (ending in a blank line) with a `data:` line is

@@ -33,6 +33,15 @@ public protocol ClientPool: AnyObject {
     /// Drops client `id` at once (no close handshake), like a network failure; the handler
     /// hears `clientClosed` afterwards.
     func drop(_ id: Int)
+    /// Bytes read from open WebSocket connections, as they came over the wire.
+    var receivedBytes: UInt64 { get }
+    /// Connections whose server agreed to permessage-deflate.
+    var compressedConnections: Int { get }
+}
+
+extension ClientPool {
+    public var receivedBytes: UInt64 { 0 }
+    public var compressedConnections: Int { 0 }
 }
 
 /// Fails with a clear message when `ulimit -n` cannot hold `connections` sockets.
