@@ -59,11 +59,11 @@ public struct FanOut {
     }
 
     public var settings: Settings
-    public private(set) var sessions: [ConnectionID: ClientSession] = [:]
+    public internal(set) var sessions: [ConnectionID: ClientSession] = [:]
     var closing: Set<ConnectionID> = []
     /// Connections whose `connected` lifecycle input has been reported.
     private var announced: Set<ConnectionID> = []
-    private var rings: [String: ChannelRing] = [:]
+    var rings: [String: ChannelRing] = [:]
     private var subscribers: [String: Set<ConnectionID>] = [:]
     private var pending: [UInt64: (connection: ConnectionID, channel: String)] = [:]
     private var nextRequest: UInt64 = 1
@@ -77,7 +77,7 @@ public struct FanOut {
     /// Subscription-token deadlines and connections by user (FanOut+Control).
     var control = ControlState()
     /// Connections that negotiated permessage-deflate: their writes carry the shared pieces.
-    private var compressing: Set<ConnectionID> = []
+    var compressing: Set<ConnectionID> = []
 
     public init(settings: Settings) { self.settings = settings }
 
@@ -263,45 +263,6 @@ public struct FanOut {
             close(id, code: 4002, reason: "token expired", label: "token_expired", grace: 5, into: &actions)
         }
         if let next = expiries.next { schedule(now.monotonicMicros(atWallSeconds: next), into: &actions) }
-    }
-
-    // MARK: Writing
-
-    /// What a writable connection sends next, without building an action list: the hot path
-    /// (`.writable` through `handle` gives the same answer as actions).
-    public enum Write {
-        case nothing
-        /// `pieces`: each frame's shared compressed piece, for a connection that compresses
-        /// (empty for one that does not).
-        case frames([[UInt8]], pieces: [[UInt8]?], more: Bool)
-        /// The connection must resume instead (4008): carry these out.
-        case actions([Action])
-    }
-
-    public mutating func writeNext(_ id: ConnectionID) -> Write {
-        var actions: [Action] = []
-        write(id, into: &actions)
-        guard actions.count == 1, case let .write(_, frames, pieces, more) = actions[0] else {
-            return actions.isEmpty ? .nothing : .actions(actions)
-        }
-        return .frames(frames, pieces: pieces, more: more)
-    }
-
-    private mutating func write(_ id: ConnectionID, into actions: inout [Action]) {
-        guard !closing.contains(id), sessions[id] != nil else { return }
-        let rings = self.rings
-        var pieces: [[UInt8]?]? = compressing.contains(id) ? [] : nil
-        let batch = sessions[id]!.outbox.nextBatch(maxFrames: settings.maxBatchFrames, maxBytes: settings.maxBatchBytes,
-                                                   pieces: &pieces, ring: { rings[$0] })
-        switch batch {
-        case .nothing:
-            return
-        case let .frames(frames):
-            let full = frames.count >= settings.maxBatchFrames || frames.reduce(0, { $0 + $1.count }) >= settings.maxBatchBytes
-            actions.append(.write(id, frames: frames, pieces: pieces ?? [], more: full || sessions[id]!.outbox.hasControl))
-        case let .resume(reason):
-            closeSlow(id, reason: reason, into: &actions)
-        }
     }
 
     // MARK: Live messages and coalescing

@@ -38,65 +38,6 @@ extension WebSocketServer {
         return herald_replace_extensions_header(args, line, 96) == 0 ? 0 : 1
     }
 
-    // MARK: Receiving
-
-    /// Notes whether a message arrives compressed; nil, or the close (code, reason) the frame
-    /// calls for: RSV1 on a continuation frame is a protocol error (RFC 7692 §6.1).
-    func noteFrame(_ wsi: OpaquePointer, _ connection: WebSocketConnection) -> (UInt16, String)? {
-        let frameEnds = lws_remaining_packet_payload(wsi) == 0
-        defer { connection.atFrameStart = frameEnds }
-        guard connection.atFrameStart else { return nil }
-        let rsv1 = lws_get_reserved_bits(wsi) & 0x40 != 0
-        if lws_is_first_fragment(wsi) != 0 {
-            connection.incomingCompressed = rsv1
-        } else if rsv1 {
-            return (1002, "RSV1 set on a continuation frame")
-        }
-        return nil
-    }
-
-    /// A whole received message as the handler gets it: inflated if it came compressed, and for
-    /// text, valid UTF-8. Failure is the close (code, reason).
-    func decode(_ message: [UInt8], _ connection: WebSocketConnection, binary: Bool) -> Result<[UInt8], CloseReason> {
-        var text = message
-        if connection.incomingCompressed {
-            connection.incomingCompressed = false
-            if inflater == nil { inflater = Inflater() }
-            guard let inflater else { return .failure(CloseReason(code: 1011, reason: "cannot inflate")) }
-            switch inflater.inflate(message, cap: connection.maxMessageBytes) {
-            case let .success(plain): text = plain
-            case .failure(.tooLarge): return .failure(CloseReason(code: 1009, reason: "message over \(connection.maxMessageBytes) bytes once inflated"))
-            case .failure(.corrupt): return .failure(CloseReason(code: 1007, reason: "invalid compressed data"))
-            }
-        }
-        if !binary, !Self.isValidUTF8(text) { return .failure(CloseReason(code: 1007, reason: "invalid UTF-8")) }
-        return .success(text)
-    }
-
-    struct CloseReason: Error {
-        let code: UInt16
-        let reason: String
-    }
-
-    /// Closes at once from a receive callback, as lws does for its own protocol errors: the
-    /// close frame carries `code`, and the callback then returns -1.
-    func failNow(_ wsi: OpaquePointer, _ connection: WebSocketConnection, code: UInt16, reason: String) -> Int32 {
-        connection.closeCode = code
-        connection.closeReason = reason
-        connection.incoming = []
-        reason.withCString { r in
-            lws_close_reason(wsi, lws_close_status(rawValue: UInt32(code)),
-                             UnsafeMutableRawPointer(mutating: r).assumingMemoryBound(to: UInt8.self), strlen(r))
-        }
-        return -1
-    }
-
-    static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
-        // ASCII, the common case, without building a String.
-        if bytes.allSatisfy({ $0 < 0x80 }) { return true }
-        return String(validating: bytes, as: UTF8.self) != nil
-    }
-
     // MARK: Writing
 
     /// Frames as one compressed text message where that gains, else as a plain one.

@@ -296,45 +296,7 @@ public final class WebSocketServer: @unchecked Sendable {
 
         case LWS_CALLBACK_RECEIVE:
             guard let wsi, let connection = WebSocketConnection.from(user) else { return -1 }
-            heard(connection)
-            let messageEnds = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
-            if connection.closeCode == nil, let (code, reason) = noteFrame(wsi, connection) {
-                return failNow(wsi, connection, code: code, reason: reason)
-            }
-            if connection.closeCode != nil {
-                if connection.incomingTooLarge && messageEnds { connection.requestWritable() }
-                return 0
-            }
-            let limit = connection.maxMessageBytes
-            if !connection.incomingTooLarge, let input, len > 0 {
-                if connection.incoming.count + len > limit {
-                    connection.incomingTooLarge = true
-                    connection.incoming = []
-                } else {
-                    connection.incoming.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
-                }
-            }
-            if connection.incomingTooLarge {
-                // The 1009 goes out once the rest of the oversize message has been read and
-                // dropped (or after the grace, for a peer that never ends it): see close().
-                connection.close(code: 1009, reason: "message over \(limit) bytes", graceSeconds: 5,
-                                 afterIncomingMessage: !messageEnds)
-                connection.handler.webSocketOversize(connection)
-                return 0
-            }
-            if messageEnds {
-                let binary = lws_frame_is_binary(wsi) != 0
-                let message = connection.incoming
-                connection.incoming = []
-                switch decode(message, connection, binary: binary) {
-                case let .success(decoded):
-                    connection.handler.webSocketReceived(connection, message: decoded, binary: binary)
-                case let .failure(close):
-                    if close.code == 1009 { connection.handler.webSocketOversize(connection) }
-                    return failNow(wsi, connection, code: close.code, reason: close.reason)
-                }
-            }
-            return 0
+            return receive(wsi, connection, input, len)
 
         case LWS_CALLBACK_SERVER_WRITEABLE:
             guard let wsi, let connection = WebSocketConnection.from(user) else { return -1 }
