@@ -30,6 +30,8 @@ public struct Outbox {
     public let maxControlBytes: Int
     public private(set) var subscriptions: [String: SubscriptionState] = [:]
     private var control: [[UInt8]] = []
+    /// Beside `control`: each frame's shared compressed piece (replayed history), or nil.
+    private var controlPieces: [[UInt8]?] = []
     private var controlHead = 0
     private var controlBytes = 0
     /// The bytes of the replays queued since the queue was last empty. A replay is history the
@@ -55,6 +57,7 @@ public struct Outbox {
 
     public mutating func enqueue(_ frame: [UInt8]) {
         control.append(frame)
+        controlPieces.append(nil)
         controlBytes += frame.count
         if controlBytes > maxControlBytes + replayAllowance { overflowed = true }
     }
@@ -98,6 +101,12 @@ public struct Outbox {
         let bytes = plan.replay.reduce(plan.subscribed.count) { $0 + $1.count }
         control.append(plan.subscribed)
         control.append(contentsOf: plan.replay)
+        controlPieces.append(nil)
+        if let pieces = snapshot.pieces, pieces.count == snapshot.frames.count, PresenceStream.channel(of: channel) == nil {
+            controlPieces.append(contentsOf: plan.replay.indices.map { pieces[$0] })
+        } else {
+            controlPieces.append(contentsOf: repeatElement(nil, count: plan.replay.count))
+        }
         controlBytes += bytes
         replayAllowance += bytes
         let next = Swift.max(plan.seq, alreadyQueued ?? 0) + 1
@@ -136,14 +145,16 @@ public struct Outbox {
         while controlHead < control.count, frames.count < maxFrames, bytes < maxBytes {
             let f = control[controlHead]
             control[controlHead] = []
+            pieces?.append(controlPieces[controlHead])
+            controlPieces[controlHead] = nil
             controlHead += 1
             controlBytes -= f.count
             bytes += f.count + 1
             frames.append(f)
-            pieces?.append(nil)
         }
         if controlHead == control.count {
             control.removeAll(keepingCapacity: control.capacity <= 64)
+            controlPieces.removeAll(keepingCapacity: controlPieces.capacity <= 64)
             controlHead = 0
             replayAllowance = 0
             if let reason = resumeWhenDrained {

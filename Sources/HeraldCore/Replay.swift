@@ -7,6 +7,9 @@ public struct HistorySnapshot: Equatable, Sendable {
     public let frames: [[UInt8]]
     /// For a presence stream: the member list at `seq` (member objects, compact JSON).
     public let members: [[UInt8]]?
+    /// Each frame as a shared permessage-deflate piece (nil where not worth it), made once by
+    /// the node that read the history when any of its clients compresses; nil: none made.
+    public var pieces: [[UInt8]?]?
 
     public init(epoch: String, seq: UInt64, frames: [[UInt8]], members: [[UInt8]]? = nil) {
         self.epoch = epoch

@@ -23,6 +23,8 @@ final class HistoryReader: Worker, @unchecked Sendable {
     let requests = Mailbox<Request>()
     private lazy var link = makeRedisLink("Redis (history reader)",
                                       healthy: { [health] in health.readerRedis.store($0, ordering: .relaxed) })
+    /// Replays compressed once for every subscriber of the node that compresses.
+    private lazy var pieces = SharedPieces(config: config, metrics: metrics)
     private var sha: String?
     private var keepAliveSHA: String?
     private var presenceSHA: String?
@@ -94,9 +96,12 @@ final class HistoryReader: Worker, @unchecked Sendable {
                     hubs.post(to: hub, .httpPresence(token: token, result: .success(items.compactMap(\.bytes))))
                 }
             }
-            for channel in channels {
+            for channel in channels where !subscribers[channel]!.isEmpty {
+                // One compressed copy of the replay for every subscriber that compresses.
+                var snapshot = snapshots[channel]!
+                pieces.compress(&snapshot)
                 for (hub, requests) in subscribers[channel]!.sorted(by: { $0.key < $1.key }) {
-                    hubs.post(to: hub, .history(channel: channel, requests: requests, snapshot: snapshots[channel]!))
+                    hubs.post(to: hub, .history(channel: channel, requests: requests, snapshot: snapshot))
                 }
             }
             waiting = []

@@ -1,6 +1,5 @@
 import HeraldRuntime
 import HeraldCore
-import HeraldDeflate
 import HeraldRedis
 import Logging
 
@@ -72,7 +71,7 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     private lazy var prefix = Array(config.liveTopicPrefix.utf8)
     /// Compresses each live message once for every connection of the node that negotiated
     /// permessage-deflate (`SequencedMessage.piece`).
-    private lazy var deflater = Deflater()
+    private lazy var pieces = SharedPieces(config: config, metrics: metrics)
 
     func run() {
         while !stop.isSet {
@@ -195,23 +194,12 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     private func deliver(_ messages: [SequencedMessage]) {
         watermarks.record(messages)
         var messages = messages
-        if config.permessageDeflate, metrics.deflateConnections.current > 0 { compress(&messages) }
+        pieces.compress(&messages)
         var perHub: [Int: [SequencedMessage]] = [:]
         for m in messages {
             for hub in interest.hubs(of: m.channel) { perHub[hub, default: []].append(m) }
         }
         for (hub, list) in perHub { hubs.post(to: hub, .live(list)) }
-    }
-
-    /// Each message's piece, where it is large enough to gain (`--compression-min-bytes`) and
-    /// compresses to less than it would take stored.
-    private func compress(_ messages: inout [SequencedMessage]) {
-        guard let deflater else { return }
-        for i in messages.indices {
-            guard let piece = deflater.worthwhilePiece(messages[i].frame, minBytes: config.compressionMinBytes) else { continue }
-            messages[i].piece = piece
-            metrics.sharedPieces.add()
-        }
     }
 
     private func broken(_ channel: String) {

@@ -183,6 +183,19 @@ func drain(_ session: inout ClientSession) -> [String] {
         #expect(control.count == 1 && pieces == [nil])
     }
 
+    @Test func aReplayCarriesTheSharedPiecesOfTheFramesItReplays() throws {
+        var f = fanOut()
+        let opened = f.handle(.opened(1, query: [("channel", "news"), ("since", "1"), ("epoch", "e1")], compresses: true), now: Self.t0)
+        let r = try #require(historyRequest(in: opened))
+        var history = snapshot(3)
+        history.pieces = [[0x01], nil, [0x03]]
+        _ = f.handle(.history(channel: "news", requests: [r], snapshot: history), now: Self.t0)
+        guard case let .frames(frames, pieces, _) = f.writeNext(1) else { Issue.record("nothing written"); return }
+        // subscribed (none), then 2 and 3: the pieces of exactly the frames replayed.
+        #expect(frames.dropFirst().map { String(decoding: $0, as: UTF8.self) } == ["m2", "m3"])
+        #expect(pieces == [nil, nil, [0x03]])
+    }
+
     @Test func aResubscribeNeverRepeatsASeq() throws {
         var f = fanOut()
         var all: [String] = []

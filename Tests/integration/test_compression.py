@@ -216,3 +216,22 @@ def test_bad_compressed_input_closes_with_the_rfc_codes_and_other_clients_keep_r
     assert_consecutive([m["seq"] for m in msgs], 1, len(sent))
     bystander.close()
     assert h.proc.poll() is None
+
+
+def test_a_replay_goes_out_compressed_from_pieces_made_once_per_history_read(herald, exchange, redis_server):
+    publish(exchange, "past", [body(3_000, i) for i in range(5)])
+    wait_until(lambda: redis_server.client().hget("herald:meta:past", "seq") == b"5", 10, what="sequencing")
+    assert herald.metrics()["herald_deflate_shared_pieces_total"] == 0, "no compressing connection yet: nothing compressed"
+    c = RawWebSocket(herald.port, "/ws?channel=past")
+    frames, compressed = [], []
+    while len(frames) < 6:
+        lines, z = c.recv_lines()
+        frames += [json.loads(line) for line in lines]
+        compressed.append(z)
+    assert frames[0]["type"] == "subscribed" and frames[0]["replay"] == 5
+    assert [f["seq"] for f in frames[1:]] == [1, 2, 3, 4, 5]
+    assert [f["data"] for f in frames[1:]] == [body(3_000, i).decode() for i in range(5)]
+    assert all(compressed)
+    # The history reader compressed the five frames once, for whichever subscribers compress.
+    assert herald.metrics()["herald_deflate_shared_pieces_total"] == 5
+    c.close()
