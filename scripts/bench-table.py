@@ -95,6 +95,7 @@ def targets():
               f"| {'p50 ' + f(n['latency_ms']['p50'], 1) + ', p99 ' + f(n['latency_ms']['p99'], 1) + ' ms; ' + correctness(n) if n else '–'} "
               f"| {verdict(p99 <= 150 and h['lost'] == 0, f'p99 {f(p99, 1)} ms, lost {lost}')} |")
     many_targets()
+    compressed_targets()
     s = load("herald-sequencer")
     if s:
         r = s["sequenced_per_sec"]
@@ -104,6 +105,33 @@ def targets():
         what = f"median of {len(drains)} drains of {each} messages: " + ", ".join(f(x) for x in drains) if len(drains) > 1 else f"{f(s['published'])} messages"
         print(f"| sequencer alone: RabbitMQ → Redis, acked after store ({what}) | ≥ 50,000 msg/s | {f(r)} msg/s "
               f"| n/a; RabbitMQ alone (a consumer that only acks): {f(b)} msg/s | {verdict(r >= 50000, f'{f(r)} msg/s')} |")
+
+
+def compressed_targets():
+    """Issue 33: the 1 KB ticker body to 1,000 clients, Herald plain and compressed, Nchan compressed."""
+    hp, hz, nz, np_ = (load(k) for k in ("herald-ticker-plain", "herald-ticker-deflate", "nchan-ticker-deflate", "nchan-ticker-plain"))
+    if not (hp and hz):
+        return
+    bp, bz, bn = best_clean(hp), best_clean(hz), best_clean(nz)
+    # Bytes per delivery and server CPU per delivery at the highest step both Herald runs passed clean.
+    common = [r for r in (s["rate"] for s in hp["steps"] if s["clean"]) if any(z["rate"] == r and z["clean"] for z in hz["steps"])]
+    at = max(common) if common else None
+    sp = next((s for s in hp["steps"] if s["rate"] == at), None)
+    sz = next((s for s in hz["steps"] if s["rate"] == at), None)
+    if sp and sz and sp.get("wire_bytes_per_delivery") and sz.get("wire_bytes_per_delivery"):
+        ratio = sz["wire_bytes_per_delivery"] / sp["wire_bytes_per_delivery"]
+        print(f"| 1 KB ticker, 1,000 clients: bytes on the wire per delivery, compressed / plain (at {f(at)} msg/s) | ≤ 35 % "
+              f"| {f(sz['wire_bytes_per_delivery'], 1)} / {f(sp['wire_bytes_per_delivery'], 1)} B = {f(ratio * 100, 1)} % "
+              f"| {f(best_clean(nz)['wire_bytes_per_delivery'] if bn else None, 1)} B (compressed) | {verdict(ratio <= 0.35, f'{f(ratio * 100, 1)} %')} |")
+        cp = sp["cpu_percent"].get("server") / max(sp["deliveries_per_sec"], 1)
+        cz = sz["cpu_percent"].get("server") / max(sz["deliveries_per_sec"], 1)
+        print(f"| the same: Herald's CPU per delivery, compressed / plain (at {f(at)} msg/s) | ≤ 1.15× "
+              f"| {f(cz * 1e4, 3)} / {f(cp * 1e4, 3)} µs = {f(cz / cp, 2)}× | – | {verdict(cz / cp <= 1.15, f'{f(cz / cp, 2)}×')} |")
+    rp, rz, rn = (b["rate"] if b else 0 for b in (bp, bz, bn))
+    print(f"| the same: highest clean rate, compressed | ≥ plain ({f(rp)} msg/s) and ≥ 4× Nchan compressed "
+          f"| {f(rz)} msg/s = {f(bz['deliveries_per_sec'] if bz else None)} deliveries/s | {f(rn)} msg/s compressed, "
+          f"{f(best_clean(np_)['rate'] if best_clean(np_) else None)} plain "
+          f"| {verdict(rz >= rp and rn and rz >= 4 * rn, f'{f(rz / rn, 1) if rn else chr(8211)}× Nchan, {f(rz / rp, 2) if rp else chr(8211)}× plain')} |")
 
 
 def many_targets():
