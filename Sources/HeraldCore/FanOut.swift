@@ -317,8 +317,8 @@ public struct FanOut {
         for id in group where !closing.contains(id) {
             // A client whose position left the ring, or whose epoch the ring no longer carries,
             // can never continue here: it resumes (4008), even if it has stopped reading.
-            guard let session = sessions[id] else { continue }
-            if session.outbox.mustResume(channel: channel, ring: ring) {
+            guard let mustResume = withSession(id, { $0.outbox.mustResume(channel: channel, ring: ring) }) else { continue }
+            if mustResume {
                 closeSlow(id, reason: "cannot continue on \(channel): more than \(settings.backlog(of: channel)) messages behind, or its epoch changed",
                           into: &actions)
             } else {
