@@ -42,13 +42,21 @@ extension WebSocketServer {
 
     /// Frames as one compressed text message where that gains, else as a plain one.
     func writeCompressed(_ wsi: OpaquePointer, frames: [[UInt8]], pieces: [[UInt8]?], window: Int) -> Bool {
+        // The common case, one live message the node already compressed: its piece is the body
+        // (without the 00 00 ff ff a sync flush ends with), written straight from the ring.
+        if frames.count == 1, pieces.count == 1, let piece = pieces[0], piece.count >= 4,
+           piece[piece.count - 1] == 0xFF, piece[piece.count - 2] == 0xFF, piece[piece.count - 3] == 0, piece[piece.count - 4] == 0,
+           window == 15 || frames[0].count <= 1 << window {
+            wireBytes?.deflateInput.add(frames[0].count, ordering: .relaxed)
+            return writeRaw(wsi, opcode: 0x1, body: piece, count: piece.count - 4)
+        }
         guard let d = deflater(window), d.batchBody(frames, pieces: pieces, minBytes: options.compressionMinBytes, into: &body) else {
             return writeText(wsi, frames: frames)
         }
         var plain = frames.count > 0 ? frames.count - 1 : 0
         for f in frames { plain += f.count }
         wireBytes?.deflateInput.add(plain, ordering: .relaxed)
-        return writeRaw(wsi, opcode: 0x1, body: body)
+        return writeRaw(wsi, opcode: 0x1, body: body, count: body.count)
     }
 
     func writeCompressed(_ wsi: OpaquePointer, message: [UInt8], binary: Bool, window: Int) -> Bool {
@@ -56,27 +64,28 @@ extension WebSocketServer {
             return write(wsi, message: message, binary: binary)
         }
         wireBytes?.deflateInput.add(message.count, ordering: .relaxed)
-        return writeRaw(wsi, opcode: binary ? 0x2 : 0x1, body: body)
+        return writeRaw(wsi, opcode: binary ? 0x2 : 0x1, body: body, count: body.count)
     }
 
     /// One whole frame with FIN and RSV1 set, its header built here, sent through lws as raw
     /// bytes (lws keeps any part the kernel did not take, as for its own frames).
-    private func writeRaw(_ wsi: OpaquePointer, opcode: UInt8, body: [UInt8]) -> Bool {
-        let headerBytes = body.count < 126 ? 2 : body.count <= 0xFFFF ? 4 : 10
-        let total = headerBytes + body.count
+    /// The frame's payload is `body[0..<count]`.
+    private func writeRaw(_ wsi: OpaquePointer, opcode: UInt8, body: [UInt8], count: Int) -> Bool {
+        let headerBytes = count < 126 ? 2 : count <= 0xFFFF ? 4 : 10
+        let total = headerBytes + count
         if scratch.count < pre + total { scratch = [UInt8](repeating: 0, count: pre + Swift.max(total, 65_536)) }
-        wireBytes?.deflated.add(body.count, ordering: .relaxed)
+        wireBytes?.deflated.add(count, ordering: .relaxed)
         return scratch.withUnsafeMutableBufferPointer { buffer -> Bool in
             let base = buffer.baseAddress! + pre
             base[0] = 0xC0 | opcode  // FIN, RSV1
             switch headerBytes {
-            case 2: base[1] = UInt8(body.count)
-            case 4: base[1] = 126; base[2] = UInt8(body.count >> 8); base[3] = UInt8(body.count & 0xFF)
+            case 2: base[1] = UInt8(count)
+            case 4: base[1] = 126; base[2] = UInt8(count >> 8); base[3] = UInt8(count & 0xFF)
             default:
                 base[1] = 127
-                for i in 0..<8 { base[2 + i] = UInt8(truncatingIfNeeded: body.count >> (56 - 8 * i)) }
+                for i in 0..<8 { base[2 + i] = UInt8(truncatingIfNeeded: count >> (56 - 8 * i)) }
             }
-            body.withUnsafeBufferPointer { if let b = $0.baseAddress { (base + headerBytes).update(from: b, count: body.count) } }
+            body.withUnsafeBufferPointer { if let b = $0.baseAddress { (base + headerBytes).update(from: b, count: count) } }
             return lws_write(wsi, base, total, LWS_WRITE_HTTP) >= 0
         }
     }
