@@ -131,6 +131,14 @@ def test_compressed_ops_from_the_client_are_accepted(herald, exchange):
     c.send_frame(0x1, compressed[:5], fin=False, rsv=0x40)
     c.send_frame(0x0, compressed[5:])
     assert json.loads(c.recv_lines()[0][0]) == {"type": "unsubscribed", "channel": "ops"}
+    # An empty first frame carrying RSV1, and an empty continuation in the middle.
+    z = deflate(json.dumps({"op": "subscribe", "channel": "ops"}).encode())
+    for frames in ([b"", z], [z[:3], b"", z[3:]]):
+        for i, payload in enumerate(frames):
+            c.send_frame(0x1 if i == 0 else 0x0, payload, fin=i == len(frames) - 1, rsv=0x40 if i == 0 else 0)
+        assert json.loads(c.recv_lines()[0][0])["type"] == "subscribed"
+        c.send_text(json.dumps({"op": "unsubscribe", "channel": "ops"}))
+        assert json.loads(c.recv_lines()[0][0])["type"] == "unsubscribed"
     # A plain op on the same connection is fine too.
     c.send_text(json.dumps({"op": "subscribe", "channel": "ops2"}), compress=False)
     assert json.loads(c.recv_lines()[0][0])["type"] == "subscribed"
