@@ -15,6 +15,8 @@ public final class WebSocketConnection {
     var incomingTooLarge = false
     /// The message being received came compressed (RSV1 on its first frame).
     var incomingCompressed = false
+    /// The UTF-8 check of the plain text message being received, fed as its bytes arrive.
+    var utf8 = UTF8Validator()
     /// The next receive callback starts a new frame (the last one ended its frame).
     var atFrameStart = true
     /// permessage-deflate as negotiated in the handshake, or nil: frames go out plain.

@@ -23,7 +23,13 @@ extension WebSocketServer {
                 connection.incomingTooLarge = true
                 connection.incoming = []
             } else {
-                connection.incoming.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
+                let chunk = UnsafeRawBufferPointer(start: input, count: len)
+                connection.incoming.append(contentsOf: chunk)
+                // A plain text message is refused at its first invalid byte (RFC 6455 §8.1's
+                // "fail fast"), whatever its fragments; a compressed one once inflated.
+                if !connection.incomingCompressed, lws_frame_is_binary(wsi) == 0, !connection.utf8.feed(chunk) {
+                    return failNow(wsi, connection, code: 1007, reason: "invalid UTF-8")
+                }
             }
         }
         if connection.incomingTooLarge {
@@ -58,6 +64,7 @@ extension WebSocketServer {
         let rsv1 = lws_get_reserved_bits(wsi) & 0x40 != 0
         if lws_is_first_fragment(wsi) != 0 {
             connection.incomingCompressed = rsv1
+            connection.utf8 = UTF8Validator()
         } else if rsv1 {
             return (1002, "RSV1 set on a continuation frame")
         }
@@ -68,17 +75,20 @@ extension WebSocketServer {
     /// text, valid UTF-8. Failure is the close (code, reason).
     func decode(_ message: [UInt8], _ connection: WebSocketConnection, binary: Bool) -> Result<[UInt8], CloseReason> {
         var text = message
+        var valid = binary || connection.utf8.isComplete
         if connection.incomingCompressed {
             connection.incomingCompressed = false
             if inflater == nil { inflater = Inflater() }
             guard let inflater else { return .failure(CloseReason(code: 1011, reason: "cannot inflate")) }
             switch inflater.inflate(message, cap: connection.maxMessageBytes) {
-            case let .success(plain): text = plain
+            case let .success(plain):
+                text = plain
+                valid = binary || UTF8Validator.isValid(plain)
             case .failure(.tooLarge): return .failure(CloseReason(code: 1009, reason: "message over \(connection.maxMessageBytes) bytes once inflated"))
             case .failure(.corrupt): return .failure(CloseReason(code: 1007, reason: "invalid compressed data"))
             }
         }
-        if !binary, !Self.isValidUTF8(text) { return .failure(CloseReason(code: 1007, reason: "invalid UTF-8")) }
+        if !valid { return .failure(CloseReason(code: 1007, reason: "invalid UTF-8")) }
         return .success(text)
     }
 
@@ -98,11 +108,5 @@ extension WebSocketServer {
                              UnsafeMutableRawPointer(mutating: r).assumingMemoryBound(to: UInt8.self), strlen(r))
         }
         return -1
-    }
-
-    static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
-        // ASCII, the common case, without building a String.
-        if bytes.allSatisfy({ $0 < 0x80 }) { return true }
-        return String(validating: bytes, as: UTF8.self) != nil
     }
 }

@@ -324,7 +324,7 @@ public final class WebSocketServer: @unchecked Sendable {
                     let bytes = input.assumingMemoryBound(to: UInt8.self)
                     connection.peerCloseCode = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
                     // A close reason must be UTF-8 (RFC 6455 §5.5.1), checked here now that lws does not.
-                    if let wsi, len > 2, !Self.isValidUTF8(Array(UnsafeBufferPointer(start: bytes + 2, count: len - 2))) {
+                    if let wsi, len > 2, !UTF8Validator.isValid(UnsafeBufferPointer(start: bytes + 2, count: len - 2)) {
                         return failNow(wsi, connection, code: 1007, reason: "invalid UTF-8 in the close reason")
                     }
                 } else {

@@ -101,6 +101,12 @@ func fuzzDeflate(_ bytes: [UInt8]) {
     if let body = fuzzDeflater.batchBody(frames, pieces: pieces, minBytes: minBytes) {
         precondition((try? fuzzInflater.inflate(body, cap: 1 << 20).get()) == bytes, "a batch does not inflate to its frames")
     }
+    // The streaming UTF-8 check agrees with the standard library, however the bytes are split.
+    var utf8 = UTF8Validator()
+    let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+    utf8.feed(bytes[..<cut])
+    utf8.feed(bytes[cut...])
+    precondition(utf8.isComplete == (String(validating: bytes, as: UTF8.self) != nil), "UTF8Validator disagrees")
     // Any offer: what is accepted answers with an offer that is accepted the same way.
     if let text = String(validating: bytes, as: UTF8.self), let accepted = PerMessageDeflate.negotiate(text) {
         precondition(PerMessageDeflate.negotiate(accepted.response) == accepted, "an answer is not an acceptable offer")
