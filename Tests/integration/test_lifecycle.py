@@ -288,6 +288,9 @@ def test_a_survivor_that_dies_before_publishing_a_reap_leaves_it_to_the_next(her
         b = herald_factory(extra=[*lifecycle(), "--amqp-url", f"amqp://guest:guest@127.0.0.1:{proxy.port}/"]).start()
         clients = [connect(a, "x1", ["lc:only-a"]), connect(a, "x2", ["lc:only-a", "lc:6"])]
         wait_until(lambda: len(Occupancy(log.snapshot()).subscriptions()) == 2, 15, what="a's connections in the events")
+        # A subscribe event goes out before the channel's occupancy is written, the occupied event
+        # after it: only what a's occupancy holds is vacated when a is reaped.
+        wait_until(lambda: Occupancy(log.snapshot()).occupied_channels() == ["lc:6", "lc:only-a"], 15, what="a's channels occupied")
         a_instance = Occupancy(log.snapshot()).of_kind("connect")[0]["instance"]
         proxy.pause()  # b stays up, but nothing it publishes reaches RabbitMQ
         a.kill()
