@@ -23,6 +23,9 @@ enum AMQPCodec {
         if p._flags & UInt32(AMQP_BASIC_CONTENT_TYPE_FLAG) != 0 { out.contentType = string(p.content_type) }
         if p._flags & UInt32(AMQP_BASIC_MESSAGE_ID_FLAG) != 0 { out.messageID = string(p.message_id) }
         if p._flags & UInt32(AMQP_BASIC_DELIVERY_MODE_FLAG) != 0 { out.persistent = p.delivery_mode == 2 }
+        if p._flags & UInt32(AMQP_BASIC_REPLY_TO_FLAG) != 0 { out.replyTo = string(p.reply_to) }
+        if p._flags & UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) != 0 { out.correlationID = string(p.correlation_id) }
+        if p._flags & UInt32(AMQP_BASIC_EXPIRATION_FLAG) != 0 { out.expiration = string(p.expiration) }
         if p._flags & UInt32(AMQP_BASIC_HEADERS_FLAG) != 0, p.headers.num_entries > 0, let entries = p.headers.entries {
             for i in 0..<Int(p.headers.num_entries) {
                 let e = entries[i]

@@ -3,6 +3,15 @@ import CRabbitMQ
 import Glibc
 #endif
 
+/// Wakes a thread waiting in `AMQPConnection.nextEvent(timeoutMillis:wake:)` (an eventfd).
+public final class AMQPWake: Sendable {
+    let fd: Int32
+    public init() { fd = herald_amqp_eventfd() }
+    deinit { herald_amqp_eventfd_close(fd) }
+    /// Any thread.
+    public func signal() { herald_amqp_eventfd_signal(fd) }
+}
+
 /// One rabbitmq-c connection with one channel (channel 1).
 ///
 /// - Important: confined to one thread (rabbitmq-c connections are not thread-safe). Heartbeats
@@ -151,11 +160,13 @@ public final class AMQPConnection {
         try check(amqp_get_rpc_reply(c), "basic.qos")
     }
 
-    public func consume(queue: String, exclusive: Bool = false, arguments: [(String, AMQPArgument)] = []) throws(AMQPError) {
+    /// `noAck`: RabbitMQ considers each delivery handled once sent (required for direct reply-to,
+    /// `amq.rabbitmq.reply-to`).
+    public func consume(queue: String, exclusive: Bool = false, noAck: Bool = false, arguments: [(String, AMQPArgument)] = []) throws(AMQPError) {
         let c = try conn()
         AMQPCodec.withTable(arguments) { table in
             queue.withCString { q in
-                _ = amqp_basic_consume(c, channel, amqp_cstring_bytes(q), amqp_empty_bytes, 0, 0, exclusive ? 1 : 0, table)
+                _ = amqp_basic_consume(c, channel, amqp_cstring_bytes(q), amqp_empty_bytes, 0, noAck ? 1 : 0, exclusive ? 1 : 0, table)
             }
         }
         try check(amqp_get_rpc_reply(c), "basic.consume \(queue)")
@@ -189,6 +200,9 @@ public final class AMQPConnection {
         if let ct = properties.contentType { props.content_type = bytes(ct); flags |= UInt32(AMQP_BASIC_CONTENT_TYPE_FLAG) }
         if let id = properties.messageID { props.message_id = bytes(id); flags |= UInt32(AMQP_BASIC_MESSAGE_ID_FLAG) }
         if properties.persistent { props.delivery_mode = 2; flags |= UInt32(AMQP_BASIC_DELIVERY_MODE_FLAG) }
+        if let r = properties.replyTo { props.reply_to = bytes(r); flags |= UInt32(AMQP_BASIC_REPLY_TO_FLAG) }
+        if let c = properties.correlationID { props.correlation_id = bytes(c); flags |= UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) }
+        if let e = properties.expiration { props.expiration = bytes(e); flags |= UInt32(AMQP_BASIC_EXPIRATION_FLAG) }
         let headerArgs = properties.headers.map { ($0.0, AMQPArgument.string($0.1)) }
         AMQPCodec.withTable(headerArgs) { table in
             if !headerArgs.isEmpty { props.headers = table; flags |= UInt32(AMQP_BASIC_HEADERS_FLAG) }
@@ -249,7 +263,7 @@ public final class AMQPConnection {
             case .timeout:
                 waited += 100
                 if waited >= timeoutMillis { throw AMQPError("no publisher confirm within \(timeoutMillis) ms") }
-            case .delivery:
+            case .delivery, .returned, .blocked, .unblocked:
                 pending.append(event)
             case .confirm:
                 break
@@ -262,6 +276,26 @@ public final class AMQPConnection {
     public func nextEvent(timeoutMillis: Int) throws(AMQPError) -> AMQPEvent {
         if !pending.isEmpty { return pending.removeFirst() }
         return try readEvent(timeoutMillis: timeoutMillis)
+    }
+
+    /// The next delivery or confirm, waiting at most `timeoutMillis` for it or for `wake` to be
+    /// signalled (then `.timeout`, and `wake` is cleared): one thread serves a mailbox and this
+    /// connection without polling either. Keep `timeoutMillis` under heartbeat/2.
+    public func nextEvent(timeoutMillis: Int, wake: AMQPWake) throws(AMQPError) -> AMQPEvent {
+        if hasBufferedData { return try nextEvent(timeoutMillis: 0) }
+        let c = try conn()
+        switch herald_amqp_wait(c, wake.fd, Int32(timeoutMillis)) {
+        case 2:
+            herald_amqp_eventfd_drain(wake.fd)
+            return .timeout
+        case 1:
+            return try readEvent(timeoutMillis: 0)
+        case 0:
+            // Lets rabbitmq-c send a heartbeat that is due.
+            return try readEvent(timeoutMillis: 0)
+        default:
+            throw AMQPError("AMQP connection lost: poll failed")
+        }
     }
 
     /// True when a frame can be read without blocking (batching: keep reading while true).
@@ -306,11 +340,20 @@ public final class AMQPConnection {
             settle(n.delivery_tag, multiple: n.multiple != 0, ok: false)
             return .confirm(tag: n.delivery_tag, multiple: n.multiple != 0, ok: false)
         case AMQP_BASIC_RETURN_METHOD:
+            let r = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            let code = Int(r.reply_code), text = AMQPCodec.string(r.reply_text)
+            let exchange = AMQPCodec.string(r.exchange), routingKey = AMQPCodec.string(r.routing_key)
             var message = amqp_message_t()
             let reply = amqp_read_message(c, frame.channel, &message, 0)
             try check(reply, "reading a returned message")
-            amqp_destroy_message(&message)
-            return .timeout
+            defer { amqp_destroy_message(&message) }
+            return .returned(AMQPReturn(replyCode: code, replyText: text, exchange: exchange, routingKey: routingKey,
+                                        properties: AMQPCodec.properties(message.properties)))
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            let b = method.decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
+            return .blocked(reason: AMQPCodec.string(b.reason))
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            return .unblocked
         case AMQP_CHANNEL_CLOSE_METHOD:
             let m = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
             var ok = amqp_channel_close_ok_t()

@@ -135,6 +135,7 @@ enum ConfigReport {
         if let v = n.presence { out += "\(prefix)    presence: \(v)\n" }
         if let v = n.clientBacklog { out += "\(prefix)    client-backlog: \(v)\n" }
         if let v = n.httpPublish { out += "\(prefix)    http-publish: \(v)\n" }
+        if let v = n.clientPublish { out += "\(prefix)    client-publish: \(v.rawValue)\n" }
         if let v = n.publishKeys { out += "\(prefix)    publish-keys: [\(v.map { JSON.quoted(masked ? "********" : $0) }.joined(separator: ", "))]\n" }
         return out
     }
@@ -170,13 +171,15 @@ enum ConfigReport {
         # namespace leaves out follows the settings above. Settings: history-size, history-ttl,
         # anonymous, presence, client-backlog, http-publish, publish-keys (or publish-keys-file),
         # subscribe-token (required or optional: subscribes carry a subscription token), user-channel
-        # ("notify:{sub}": readable by the connection whose token's sub fills {sub}).
+        # ("notify:{sub}": readable by the connection whose token's sub fills {sub}), client-publish
+        # (false, subscribers, token or backend: who may publish from a WebSocket, see --client-publish).
         #namespaces:
         #  - name: chat
         #    pattern: "chat:*"
         #    history-size: 50
         #    anonymous: true
         #    presence: true
+        #    client-publish: subscribers
         #  - name: prices
         #    pattern: "prices:*"
         #    history-size: 5

@@ -190,6 +190,13 @@ struct ConfigFile {
                     namespace.subscribeToken = rule
                 case "user-channel": namespace.userChannel = try text()
                 case "subscribe-proxy-url": namespace.subscribeProxyURL = try text()
+                case "client-publish":
+                    // YAML reads a bare false as a boolean: take its text either way.
+                    let raw = try text().lowercased()
+                    guard let rule = ClientPublishRule(rawValue: raw == "off" || raw == "no" ? "false" : raw) else {
+                        throw fail(line, "client-publish must be false, subscribers, token or backend")
+                    }
+                    namespace.clientPublish = rule
                 case "publish-keys-file":
                     let path = try text()
                     do {

@@ -64,6 +64,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Milliseconds a node's lifecycle lease lasts without renewal: a survivor emits a dead node's disconnects and vacated channels this long after its last renewal. (HERALD_LIFECYCLE_LEASE_MS)") var lifecycleLeaseMs = 5_000
     @Option(help: "A channel is vacated this many ms after its last subscriber in the cluster left, unless one came back. (HERALD_LIFECYCLE_VACATE_MS)") var lifecycleVacateMs = 2_000
     @Option(help: "Each node publishes a snapshot of its connections this often, in ms. (HERALD_LIFECYCLE_SNAPSHOT_MS)") var lifecycleSnapshotMs = 30_000
+    @Option(help: "Who may publish from a WebSocket ({\"op\":\"publish\"}) to channels whose namespace has no client-publish: false (nobody), subscribers (connections subscribed to the channel), token (the token's publish claim names it) or backend (connections that may read it; the message goes to <exchange>.inbound for the application's worker). (HERALD_CLIENT_PUBLISH)") var clientPublish = "false"
+    @Option(help: "Client publishes per second per connection (bursts up to twice as many); more are refused with rate_limited. (HERALD_CLIENT_PUBLISH_RATE)") var clientPublishRate = 10.0
+    @Option(help: "RPC method patterns (cart.* or a name) any connection may call with {\"op\":\"rpc\"}: published to the topic exchange <exchange>.rpc, routing key = method; a token's rpc claim adds its own. Repeat. Default: none. (HERALD_RPC_METHODS, comma-separated)") var rpcMethods: [String] = []
+    @Option(help: "Seconds an RPC waits for its worker's answer (a call may ask for less with \"timeout\" in ms); then rpc_error timeout. (HERALD_RPC_TIMEOUT)") var rpcTimeout = 10.0
+    @Option(help: "RPCs one connection may have waiting for an answer; more are refused with rate_limited. (HERALD_RPC_MAX_IN_FLIGHT)") var rpcMaxInFlight = 32
     @Option(help: "Origin allowed to open a WebSocket, e.g. https://app.example.com; repeat. Default: any. (HERALD_ALLOWED_ORIGIN, comma-separated)") var allowedOrigin: [String] = []
     @Option(help: "Subscriptions one connection may hold. (HERALD_MAX_SUBSCRIPTIONS)") var maxSubscriptions = 100
     @Option(help: "Client frames per second per connection (bursts up to 5x); more are dropped with a rate_limited error. (HERALD_MAX_CLIENT_OPS)") var maxClientOps = 20.0
@@ -150,6 +155,15 @@ struct Serve: ParsableCommand {
             throw ValidationError("--admin-token and --admin-only-metrics need --admin-listen")
         }
         if let adminToken, adminToken.utf8.count < 16 { throw ValidationError("--admin-token must be at least 16 bytes") }
+        guard ClientPublishRule(rawValue: clientPublish) != nil else {
+            throw ValidationError("--client-publish must be false, subscribers, token or backend, not \"\(clientPublish)\"")
+        }
+        guard clientPublishRate > 0, rpcTimeout >= 0.001, rpcTimeout <= 3_600, (1...10_000).contains(rpcMaxInFlight) else {
+            throw ValidationError("--client-publish-rate must be positive, --rpc-timeout 0.001 to 3600 seconds, --rpc-max-in-flight 1 to 10000")
+        }
+        for p in splitList(rpcMethods) where TalkBack.methodPatternProblem(p) != nil {
+            throw ValidationError("--rpc-methods \(p): \(TalkBack.methodPatternProblem(p)!)")
+        }
         if let problem = ChannelNamespace.problem(try namespaces(), historyMetaTTLSeconds: historyMetaTtl) {
             throw ValidationError(problem)
         }
@@ -229,6 +243,11 @@ struct Serve: ParsableCommand {
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         config.namespaces = try namespaces()
+        config.clientPublish = ClientPublishRule(rawValue: clientPublish)!  // checked in validate()
+        config.clientPublishRate = clientPublishRate
+        config.rpcMethods = splitList(rpcMethods)
+        config.rpcTimeoutMillis = UInt64((rpcTimeout * 1000).rounded())
+        config.rpcMaxInFlight = rpcMaxInFlight
         if let adminListen, let (host, port) = HostPort.parse(adminListen) {
             config.adminHost = host
             config.adminPort = port

@@ -31,6 +31,8 @@ public struct ChannelNamespace: Equatable, Sendable {
     /// Subscribing asks the application (`POST` there with the user, client and channel): 200
     /// allows it, 401/403 refuses it.
     public var subscribeProxyURL: String?
+    /// Who may publish to these channels from a WebSocket (`--client-publish`).
+    public var clientPublish: ClientPublishRule?
 
     public enum SubscribeTokenRule: String, Equatable, Sendable { case required, optional }
 
@@ -47,7 +49,7 @@ public struct ChannelNamespace: Equatable, Sendable {
 
     /// The settings a namespace may set, as the config file spells them.
     public static let settingNames = ["history-size", "history-ttl", "anonymous", "presence", "client-backlog",
-                                      "http-publish", "publish-keys", "subscribe-token", "user-channel", "subscribe-proxy-url"]
+                                      "http-publish", "publish-keys", "subscribe-token", "user-channel", "subscribe-proxy-url", "client-publish"]
 
     /// The most specific namespace with a pattern matching `channel`, or nil.
     public static func of(_ channel: String, in namespaces: [ChannelNamespace]) -> ChannelNamespace? {
@@ -114,6 +116,7 @@ extension HeraldConfig {
     public func historySize(of channel: String) -> Int { namespace(of: channel)?.historySize ?? historySize }
     public func historyTTLSeconds(of channel: String) -> Int { namespace(of: channel)?.historyTTLSeconds ?? historyTTLSeconds }
     public func clientBacklog(of channel: String) -> Int { namespace(of: channel)?.clientBacklog ?? clientBacklog }
+    public func clientPublish(of channel: String) -> ClientPublishRule { namespace(of: channel)?.clientPublish ?? clientPublish }
 
     /// Readable without a token: the namespace says so, else `anonymousPatterns`.
     public func isAnonymous(_ channel: String) -> Bool {

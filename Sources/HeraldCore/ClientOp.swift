@@ -23,6 +23,10 @@ public enum ClientOp: Equatable, Sendable {
     case subscribeWithToken(TokenSubscribe)
     /// `{"op": "refresh", "channel": ..., "token": ...}`: a fresh subscription token before the old one expires.
     case refresh(channel: String, token: String)
+    /// `{"op": "publish", ...}`: a message for a channel, through RabbitMQ.
+    case publish(ClientPublishOp)
+    /// `{"op": "rpc", ...}`: a call answered by an AMQP worker.
+    case rpc(ClientRPCOp)
 }
 
 /// A subscribe op with its subscription token.
@@ -51,17 +55,24 @@ public struct ClientError: Error, Equatable, Sendable {
         case badSubscriptionToken = "bad_subscription_token"
         /// The namespace's subscribe proxy could not be asked (down, slow, a bad answer): retry.
         case subscribeProxyUnavailable = "subscribe_proxy_unavailable"
+        /// A client publish whose `data` is larger than `--max-message-bytes`.
+        case tooLarge = "too_large"
+        /// A client publish RabbitMQ did not take (down, blocked, refused it): retry with the same id.
+        case unavailable
     }
     public let code: Code
     public let message: String
     public let op: String?
     public let channel: String?
+    /// The client's id of the publish or call the error answers.
+    public let id: String?
 
-    public init(_ code: Code, _ message: String, op: String? = nil, channel: String? = nil) {
+    public init(_ code: Code, _ message: String, op: String? = nil, channel: String? = nil, id: String? = nil) {
         self.code = code
         self.message = message
         self.op = op
         self.channel = channel
+        self.id = id
     }
 
     public var frame: [UInt8] { ServerFrame.error(self) }
@@ -103,6 +114,8 @@ public enum ClientOpParser {
             return .failure(ClientError(.badRequest, "\"op\" must be a string"))
         }
         switch op {
+        case "publish": return TalkBack.parsePublish(value)
+        case "rpc": return TalkBack.parseRPC(value)
         case "auth":
             guard let token = value["token"]?.stringValue, !token.isEmpty, token.utf8.count <= 4096 else {
                 return .failure(ClientError(.badRequest, "\"token\" must be a non-empty string of at most 4096 bytes", op: op))
@@ -181,6 +194,10 @@ public enum ServerFrame {
         if let channel = e.channel {
             out.append(contentsOf: #","channel":"#.utf8)
             JSON.appendString(channel.utf8, to: &out)
+        }
+        if let id = e.id {
+            out.append(contentsOf: #","id":"#.utf8)
+            JSON.appendString(id.utf8, to: &out)
         }
         out.append(UInt8(ascii: "}"))
         return out

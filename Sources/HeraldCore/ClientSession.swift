@@ -19,10 +19,13 @@ public struct ClientSession {
         public var presencePatterns: [String]
         /// Per-pattern overrides of anonymous read and presence (`ChannelNamespace`).
         public var namespaces: [ChannelNamespace]
+        /// Client publish and RPC.
+        public var talkBack = TalkBackPolicy()
 
         public init(maxSubscriptions: Int, opsPerSecond: Double, opsBurst: Double, anonymousPatterns: [String],
                     verifier: TokenVerifier?, maxControlBytes: Int = 4 << 20, presencePatterns: [String] = [],
-                    namespaces: [ChannelNamespace] = []) {
+                    namespaces: [ChannelNamespace] = [], talkBack: TalkBackPolicy = TalkBackPolicy()) {
+            self.talkBack = talkBack
             self.presencePatterns = presencePatterns
             self.namespaces = namespaces
             self.maxSubscriptions = maxSubscriptions
@@ -64,6 +67,8 @@ public struct ClientSession {
         case subscriptionExpired(channel: String)
         /// The namespace's subscribe proxy answered: allowed, refused, or nil (it could not be asked).
         case subscribeProxyAnswered(channel: String, allowed: Bool?)
+        /// The talk-back worker answered a publish or a call.
+        case talkBackAnswered(TalkBackAnswer)
     }
 
     public enum Action: Equatable {
@@ -84,6 +89,9 @@ public struct ClientSession {
         /// Close the connection (4001 for a refused token, 4004 for a key not known yet).
         case close(code: UInt16, reason: String, label: String)
         case tally(Tally)
+        /// Hand a publish or call to the node's talk-back worker (the sender's client id is the
+        /// caller's to fill in); its answer comes back as `.talkBackAnswered`.
+        case talkBack(TalkBackRequest)
     }
 
     public let policy: Policy
@@ -91,6 +99,9 @@ public struct ClientSession {
     /// What the connection's token allows (nil: anonymous).
     public private(set) var claims: TokenClaims?
     private var ops: RateLimiter
+    /// Client publishes (`--client-publish-rate`), and calls waiting for an answer.
+    var publishes: RateLimiter
+    var rpcInFlight = 0
     /// Channels the server API subscribed this connection to: readable without the token.
     private var granted: Set<String> = []
     /// Channels readable through a subscription token, until when (wall-clock seconds, leeway included).
@@ -104,6 +115,7 @@ public struct ClientSession {
         self.policy = policy
         outbox = Outbox(maxControlBytes: policy.maxControlBytes)
         ops = RateLimiter(perSecond: policy.opsPerSecond, burst: policy.opsBurst)
+        publishes = RateLimiter(perSecond: policy.talkBack.publishesPerSecond, burst: max(1, 2 * policy.talkBack.publishesPerSecond))
     }
 
     public var subscriptions: Dictionary<String, Outbox.SubscriptionState>.Keys { outbox.subscriptions.keys }
@@ -140,6 +152,8 @@ public struct ClientSession {
             case nil:
                 send(ClientError(.subscribeProxyUnavailable, "the subscribe proxy could not be asked; retry", op: "subscribe", channel: channel), into: &actions)
             }
+        case let .talkBackAnswered(answer):
+            talkBackAnswered(answer, into: &actions)
         case let .subscriptionExpired(channel):
             guard let until = tokenGranted[channel], until <= wallSeconds else { break }
             tokenGranted[channel] = nil
@@ -193,6 +207,10 @@ public struct ClientSession {
                 }
             case let .success(.unsubscribe(channel)):
                 unsubscribe(channel, into: &actions)
+            case let .success(.publish(op)):
+                clientPublish(op, now: now, into: &actions)
+            case let .success(.rpc(op)):
+                clientRPC(op, into: &actions)
             case let .failure(error):
                 send(error, into: &actions)
             }
@@ -342,7 +360,7 @@ public struct ClientSession {
         actions.append(.sendSoon)
     }
 
-    private mutating func send(_ error: ClientError, into actions: inout [Action]) {
+    mutating func send(_ error: ClientError, into actions: inout [Action]) {
         actions.append(.tally(.clientError))
         outbox.enqueue(error.frame)
         actions.append(.sendSoon)
@@ -366,4 +384,8 @@ public enum Tally: Equatable, Sendable {
     case serverDisconnect
     /// A subscription token was refused (`bad_subscription_token`).
     case subscriptionTokenRefused
+    /// A client publish refused by the session, by error code (`forbidden`, `too_large`, `rate_limited`).
+    case clientPublish(String)
+    /// A call refused by the session, by `rpc_error` code.
+    case rpc(String)
 }

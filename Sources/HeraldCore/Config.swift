@@ -139,6 +139,25 @@ public struct HeraldConfig: Sendable {
     public var eventsExchange: String { exchange + ".events" }
     /// The server API over AMQP: a durable topic exchange, routing key = command name.
     public var controlExchange: String { exchange + ".control" }
+    /// Client publishes of `client-publish: backend` channels go here (durable topic, routing
+    /// key = channel) for the application's worker.
+    public var inboundExchange: String { exchange + ".inbound" }
+    /// Client RPCs go here (durable topic, routing key = method).
+    public var rpcExchange: String { exchange + ".rpc" }
+    /// Who may publish from a WebSocket to channels whose namespace does not say (`--client-publish`).
+    public var clientPublish = ClientPublishRule.off
+    /// Client publishes per second per connection (bursts up to twice as many).
+    public var clientPublishRate = 10.0
+    /// RPC method patterns any connection may call (`--rpc-methods`); a token's `rpc` claim adds its own.
+    public var rpcMethods: [String] = []
+    /// The longest an RPC waits for its answer, in ms (`--rpc-timeout` seconds).
+    public var rpcTimeoutMillis: UInt64 = 10_000
+    /// Calls one connection may have waiting for an answer.
+    public var rpcMaxInFlight = 32
+    /// Whether any channel allows client publish, or any method RPC, without a token's say.
+    public var talkBackEnabled: Bool {
+        clientPublish != .off || !rpcMethods.isEmpty || namespaces.contains { ($0.clientPublish ?? .off) != .off }
+    }
     /// Broadcasts from the control exchange wait here for one node to store them.
     public var controlBroadcastQueue: String { exchange + ".control.broadcast" }
     /// Users whose tokens issued before a revocation are refused: field user, value "before until".

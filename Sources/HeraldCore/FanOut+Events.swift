@@ -21,6 +21,8 @@ extension FanOut {
         case control(ServerCommand)
         /// A subscribe proxy's answer for a connection's subscribe (nil: it could not be asked).
         case subscribeProxyAnswered(ConnectionID, channel: String, allowed: Bool?)
+        /// The talk-back worker's answer to a connection's publish or call.
+        case talkBack(ConnectionID, TalkBackAnswer)
     }
 
     public enum Action: Equatable {
@@ -54,5 +56,8 @@ extension FanOut {
         /// Ask `url` whether the connection (its user, client id and info) may subscribe to
         /// `channel`; feed the answer back as `.subscribeProxyAnswered`.
         case askSubscribeProxy(ConnectionID, channel: String, url: String, user: String?, client: String, info: [UInt8]?)
+        /// Hand a connection's publish or call to the node's talk-back worker; feed its answer
+        /// back as `.talkBack`.
+        case talkBack(ConnectionID, TalkBackRequest)
     }
 }

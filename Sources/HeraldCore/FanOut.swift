@@ -159,6 +159,9 @@ public struct FanOut {
         case let .subscribeProxyAnswered(id, channel, allowed):
             guard sessions[id] != nil, !closing.contains(id) else { return }
             session(id, .subscribeProxyAnswered(channel: channel, allowed: allowed), now: now, into: &actions)
+        case let .talkBack(id, answer):
+            guard sessions[id] != nil, !closing.contains(id) else { return }
+            session(id, .talkBackAnswered(answer), now: now, into: &actions)
         }
     }
 
@@ -212,6 +215,8 @@ public struct FanOut {
                 close(id, code: code, reason: reason, label: label, grace: 5, into: &actions)
             case let .tally(t):
                 actions.append(.tally(t))
+            case let .talkBack(request):
+                actions.append(.talkBack(id, request.from(clientID(id))))
             }
         }
     }

@@ -10,6 +10,11 @@ public struct TokenClaims: Equatable, Sendable {
     public var iat: UInt64?
     /// A subscription token's `channel` claim (a name or a pattern), if it has one.
     public var channel: String?
+    /// The `publish` claim: channel patterns this user may publish to from a WebSocket, where
+    /// the channel's namespace has `client-publish: token`.
+    public var publish: [String] = []
+    /// The `rpc` claim: RPC method patterns (`cart.*`) this user may call, besides `--rpc-methods`.
+    public var rpc: [String] = []
 
     public init(sub: String, exp: UInt64, channels: [String], info: [UInt8]? = nil, iat: UInt64? = nil) {
         self.sub = sub

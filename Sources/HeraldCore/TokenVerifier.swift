@@ -156,6 +156,16 @@ public struct TokenVerifier: Sendable {
         }
         var claims = TokenClaims(sub: sub, exp: exp, channels: channels, info: info, iat: iat)
         claims.channel = channelClaim
+        for (name, problem) in [("publish", ChannelPattern.problem), ("rpc", TalkBack.methodPatternProblem)] as [(String, (String) -> String?)] {
+            guard let list = payload[name] else { continue }
+            guard case let .array(items) = list else { return .failure(TokenError(.badClaims, "\(name) must be a list of strings")) }
+            var patterns: [String] = []
+            for item in items {
+                guard let s = item.stringValue, problem(s) == nil else { return .failure(TokenError(.badClaims, "bad pattern in the token's \(name) claim")) }
+                patterns.append(s)
+            }
+            if name == "publish" { claims.publish = patterns } else { claims.rpc = patterns }
+        }
         return .success(claims)
     }
 
@@ -224,6 +234,8 @@ public enum JWS {
             JSON.appendString(c.utf8, to: &payload)
         }
         payload += Array("]".utf8)
+        if !claims.publish.isEmpty { payload += Array(#","publish":"#.utf8); TalkBack.appendList(claims.publish, to: &payload) }
+        if !claims.rpc.isEmpty { payload += Array(#","rpc":"#.utf8); TalkBack.appendList(claims.rpc, to: &payload) }
         if let info = claims.info { payload += Array(",\"info\":".utf8) + info }
         payload += Array("}".utf8)
         let body = Base64URL.encode(header) + "." + Base64URL.encode(payload)

@@ -108,7 +108,7 @@ final class ControlWorker: Worker, @unchecked Sendable {
                 }
                 switch try amqp.nextEvent(timeoutMillis: 50) {
                 case let .delivery(d): try deliver(d, amqp)
-                case .confirm, .timeout: break
+                case .confirm, .returned, .blocked, .unblocked, .timeout: break
                 }
             } catch {
                 amqpLink.drop(error, "server API commands wait until it is back")

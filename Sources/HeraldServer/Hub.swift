@@ -29,6 +29,8 @@ final class Hub: WebSocketServerDelegate {
     let presence: PresenceWorker?
     /// This node's lifecycle events (nil without `--lifecycle-events`).
     let lifecycle: LifecycleWorker?
+    /// Client publishes and RPCs (nil when neither is enabled: then refused as `unavailable`).
+    var talkBack: TalkBackWorker?
     /// Set by the node before the service thread starts; used for the timer.
     weak var server: WebSocketServer?
 
@@ -59,7 +61,11 @@ final class Hub: WebSocketServerDelegate {
             session: ClientSession.Policy(maxSubscriptions: config.maxSubscriptionsPerConnection,
                                           opsPerSecond: config.maxClientOpsPerSecond, opsBurst: config.clientOpsBurst,
                                           anonymousPatterns: config.anonymousPatterns, verifier: verifier,
-                                          presencePatterns: config.presencePatterns, namespaces: config.namespaces),
+                                          presencePatterns: config.presencePatterns, namespaces: config.namespaces,
+                                          talkBack: ClientSession.TalkBackPolicy(
+                                              clientPublish: config.clientPublish, publishesPerSecond: config.clientPublishRate,
+                                              rpcMethods: config.rpcMethods, rpcTimeoutMillis: config.rpcTimeoutMillis,
+                                              rpcMaxInFlight: config.rpcMaxInFlight, maxDataBytes: config.maxMessageBytes)),
             clientBacklog: config.clientBacklog,
             maxRingCapacity: config.largestClientBacklog + max(config.largestHistorySize, 4 * config.batchSize),
             coalesceMicros: config.coalesceMicros,
@@ -133,6 +139,8 @@ final class Hub: WebSocketServerDelegate {
             case let .reportChannels(box): box.post(fanOut.subscriberCounts())
             case let .subscribeProxyAnswer(connection, channel, allowed):
                 round.append(.subscribeProxyAnswered(connection, channel: channel, allowed: allowed))
+            case let .talkBack(connection, answer):
+                round.append(.talkBack(connection, answer))
             }
         }
         if !round.isEmpty { carryOut(fanOut.handle(round, now: now())) }
@@ -242,6 +250,12 @@ final class Hub: WebSocketServerDelegate {
                     continue
                 }
                 proxy.askSubscribe(url: url, hub: index, connection: id, channel: channel, user: user, client: client, info: info)
+            case let .talkBack(id, request):
+                guard let talkBack else {
+                    handle(.talkBack(id, TalkBackWorker.disabled(request)))
+                    continue
+                }
+                talkBack.take(hub: index, connection: id, request: request)
             }
         }
     }

@@ -23,6 +23,8 @@ enum HubEvent: Sendable {
     case reportChannels(Mailbox<[String: Int]>)
     /// A subscribe proxy answered (nil: it could not be asked).
     case subscribeProxyAnswer(connection: UInt64, channel: String, allowed: Bool?)
+    /// The talk-back worker's answer to a connection's publish or call.
+    case talkBack(connection: UInt64, TalkBackAnswer)
 }
 
 /// What every worker thread is given: configuration, where its dependencies are, where to report,

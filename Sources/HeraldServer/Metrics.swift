@@ -96,6 +96,8 @@ public final class Metrics: Sendable {
     /// Channels whose live topic this node subscribes to (a gauge).
     let liveChannels = Counter()
     let httpPublishes = Counter()
+    /// Client publishes and RPCs.
+    let talkBack = TalkBackMetrics()
     let sequencerBatches = Counter()
     /// Latency from sequencing to the first write of a message on this node, in ms buckets.
     static let latencyBounds: [Int] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
@@ -135,6 +137,8 @@ public final class Metrics: Sendable {
         case .tokenExpiredClose: tokenExpiredCloses.add()
         case .serverDisconnect: serverDisconnects.add()
         case .subscriptionTokenRefused: subscriptionTokensRefused.add()
+        case let .clientPublish(code): talkBack.publishes[code]?.add()
+        case let .rpc(code): talkBack.calls[code]?.add()
         }
     }
 
@@ -267,6 +271,7 @@ public final class Metrics: Sendable {
         out += "herald_delivery_latency_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
         out += "herald_delivery_latency_seconds_sum \(Self.seconds(millis: g(latencySumMillis)))\n"
         out += "herald_delivery_latency_seconds_count \(g(latencyCount))\n"
+        talkBack.render(into: &out)
         return out
     }
 }

@@ -147,6 +147,8 @@ public final class Node {
         }
         let presence = config.anyPresence ? worker(PresenceWorker.self) : nil
         let lifecycle = config.lifecycleEvents ? worker(LifecycleWorker.self) : nil
+        // Client publish and RPC: only when something may use them (a token may grant either).
+        let talkBack = config.talkBackEnabled || verifier != nil ? worker(TalkBackWorker.self) : nil
         let registry = worker(NodeRegistry.self)
         // The admin listener has its own socket and accept thread; WebSocket thread 0 serves it.
         var adminAcceptor: Acceptor?
@@ -175,6 +177,7 @@ public final class Node {
             }
             hub.server = server
             hub.proxy = proxy
+            hub.talkBack = talkBack
             if i == 0 { server.adminInlet = adminAcceptor?.inlets[0] }
             hubList.append(hub)
             servers.append(server)
@@ -227,6 +230,7 @@ public final class Node {
             OSThread(name: "herald-registry") { registry.run() },
         ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])
           + (lifecycle.map { l in [OSThread(name: "herald-lifecycle") { l.run() }] } ?? [])
+          + (talkBack.map { t in [OSThread(name: "herald-talkback") { t.run() }] } ?? [])
 
         var received: Int32 = 0
         var timeout = timespec(tv_sec: 1, tv_nsec: 0)

@@ -112,8 +112,10 @@ final class Sequencer: Worker, @unchecked Sendable {
             case let .delivery(d):
                 batch.append(d)
                 if batch.count >= config.batchSize { return batch }
-            case .confirm:
-                // Settled inside the connection; acked at the top of the loop.
+            case .confirm, .returned, .blocked, .unblocked:
+                // Confirms are settled inside the connection and acked at the top of the loop;
+                // the sequencer publishes nothing mandatory, and a blocked connection shows as
+                // confirms that wait.
                 if batch.isEmpty && timeoutMillis > 0 { return batch }
             case .timeout:
                 return batch

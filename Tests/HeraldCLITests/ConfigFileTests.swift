@@ -85,7 +85,8 @@ import Testing
         ("namespaces:\n  - pattern: \"a:*\"\n    history-size: 0", "herald.yaml:3: history-size must be a whole number from 1 up"),
         ("namespaces:\n  - pattern: \"a:*\"\n    anonymous: sometimes", "herald.yaml:3: anonymous must be true or false"),
         ("namespaces:\n  - pattern: \"a*b\"", "herald.yaml:2: pattern a*b: \"*\" may only end a pattern"),
-        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, subscribe-token, user-channel, subscribe-proxy-url, publish-keys-file)"),
+        ("namespaces:\n  - pattern: \"a:*\"\n    client-publish: maybe", "herald.yaml:3: client-publish must be false, subscribers, token or backend"),
+        ("namespaces:\n  - pattern: \"a:*\"\n    colour: red", "herald.yaml:3: unknown namespace setting \"colour\" (known: name, pattern, history-size, history-ttl, anonymous, presence, client-backlog, http-publish, publish-keys, subscribe-token, user-channel, subscribe-proxy-url, client-publish, publish-keys-file)"),
     ])
     func aBadFileIsRefusedWithItsLineAndReason(_ yaml: String, _ expected: String) {
         #expect(problem(yaml) == expected)
@@ -100,6 +101,7 @@ import Testing
                 history-size: 50
                 anonymous: true
                 presence: yes
+                client-publish: subscribers
               - patterns: ["prices:*", "fx"]
                 history_size: 5
                 history-ttl: 3600
@@ -110,11 +112,13 @@ import Testing
               - pattern: "internal:*"
                 http-publish: false
                 publish-keys-file: /keys
+                client-publish: false
             """, files: ["/keys": "k1\n\nk2\n"])
         var chat = ChannelNamespace(name: "chat", patterns: ["chat:*"])
         chat.historySize = 50
         chat.anonymous = true
         chat.presence = true
+        chat.clientPublish = .subscribers
         var prices = ChannelNamespace(name: "prices:*", patterns: ["prices:*", "fx"])
         prices.historySize = 5
         prices.historyTTLSeconds = 3600
@@ -125,8 +129,9 @@ import Testing
         var inside = ChannelNamespace(name: "internal:*", patterns: ["internal:*"])
         inside.httpPublish = false
         inside.publishKeys = ["k1", "k2"]
+        inside.clientPublish = .off
         #expect(file.namespaces == [chat, prices, inside])
-        #expect(file.namespaceLines == [3, 8, 15])
+        #expect(file.namespaceLines == [3, 9, 16])
         #expect(file.arguments(["serve"]) == ["serve", "--history-size", "100"])
     }
 

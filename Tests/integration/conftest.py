@@ -389,7 +389,7 @@ def exchange():
         conn, ch = amqp_channel()
         for q in (f"{name}.history", f"{name}.dead", f"{name}.control.broadcast"):
             ch.queue_delete(q)
-        for e in (name, f"{name}.live", f"{name}.events", f"{name}.control"):
+        for e in (name, f"{name}.live", f"{name}.events", f"{name}.control", f"{name}.inbound", f"{name}.rpc"):
             ch.exchange_delete(e)
         conn.close()
     except Exception:
