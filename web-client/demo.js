@@ -33,6 +33,8 @@ function row(className, text) {
 
 function showData(message) {
   if (message.encoding === "base64") return `(binary, base64) ${message.data}`;
+  const d = message.data;
+  if (d && typeof d === "object" && d.kind === "chat" && typeof d.text === "string") return `${d.from || "someone"}: ${d.text}`;
   return typeof message.data === "string" ? message.data : JSON.stringify(message.data);
 }
 
@@ -174,6 +176,24 @@ $("publish-form").addEventListener("submit", async (e) => {
     if (r.ok) $("text").value = "";
   } catch (err) {
     result.textContent = `could not reach Herald: ${err.message}`;
+  }
+});
+
+$("chat-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("chat-text").value.trim();
+  const result = $("chat-result");
+  if (!text || !subscription) return;
+  const from = $("chat-name").value.trim();
+  result.textContent = "sending…";
+  try {
+    const sent = await client.publish(subscription.channel, { kind: "chat", from, text });
+    result.textContent = `sent (${sent.messageId})`;
+    result.dataset.outcome = "published";
+    $("chat-text").value = "";
+  } catch (err) {
+    result.textContent = `not sent: ${err.code}: ${err.message}`;
+    result.dataset.outcome = err.code;
   }
 });
 

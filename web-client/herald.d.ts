@@ -176,10 +176,53 @@ export declare class HeraldClient {
   close(): void;
   subscribe(channel: string, handlers?: SubscribeHandlers): Subscription;
   getSubscription(channel: string): Subscription | null;
+  /**
+   * Publishes through the server (the channel's namespace must allow client publish). Resolves
+   * once RabbitMQ has it; rejects with a HeraldRequestError. Sent again once, with the same id,
+   * if the connection drops before the answer (stored once).
+   */
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<Published>;
+  /** Calls a method an AMQP worker answers; resolves with its result, rejects with a HeraldRequestError. */
+  rpc<T = unknown>(method: string, data?: unknown, options?: RPCOptions): Promise<T>;
   /** Adds a listener; returns a function that removes it. */
   on<E extends keyof ClientEvents>(event: E, listener: (event: ClientEvents[E]) => void): () => void;
   once<E extends keyof ClientEvents>(event: E, listener: (event: ClientEvents[E]) => void): () => void;
   off<E extends keyof ClientEvents>(event: E, listener: (event: ClientEvents[E]) => void): void;
+}
+
+export interface PublishOptions {
+  /** The publish's id (default: 128 random bits); the same id is stored once. */
+  id?: string;
+  /** ms to wait for the answer (default 15000). */
+  timeout?: number;
+}
+
+export interface Published {
+  id: string;
+  channel: string;
+  /** The AMQP message_id, and the `id` of the delivered message frame. */
+  messageId: string;
+}
+
+export interface RPCOptions {
+  /** ms the server waits for a worker (never more than its --rpc-timeout). */
+  timeout?: number;
+  /** Send the call once more if the connection drops before its answer (only for idempotent methods). */
+  retry?: boolean;
+  /** The call's id (default: 128 random bits). */
+  id?: string;
+}
+
+/** Why a publish or call failed: the server's code, or one of the client's own. */
+export type RequestErrorCode =
+  | "forbidden" | "too_large" | "rate_limited" | "unavailable" | "bad_request" | "bad_channel"
+  | "no_route" | "timeout" | "worker_error"
+  | "disconnected" | "unsupported" | "closed" | "duplicate_id";
+
+export declare class HeraldRequestError extends Error {
+  readonly code: RequestErrorCode;
+  /** The server's error frame, when the server answered. */
+  readonly frame: { type: string; [field: string]: unknown } | null;
 }
 
 /** Channel names Herald accepts: 1 to 128 of A-Z a-z 0-9 _ . : @ - */

@@ -6,3 +6,4 @@ export { Backoff } from "./lib/backoff.js";
 export { PositionStore } from "./lib/positions.js";
 export { CHANNEL_PATTERN, parseFrames } from "./lib/frames.js";
 export { EventStreamSocket, parseEventID } from "./lib/eventstream.js";
+export { HeraldRequestError } from "./lib/requests.js";

@@ -475,3 +475,70 @@ def test_the_server_api_reaches_the_browser_client(herald_factory, exchange, bro
         assert h.metrics()["herald_connections_total"] == 1
         assert browser.execute_script("return window.apiClient.state") == "disconnected"
         time.sleep(0.2)
+
+
+def chat_rows(driver):
+    """The feed's message rows as the page shows them: [(seq, text)]."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#feed li[data-seq]')].map(li => [Number(li.dataset.seq), li.querySelector('.data').textContent]);""")
+
+
+def say(driver, name, text):
+    driver.find_element("id", "chat-name").clear()
+    driver.find_element("id", "chat-name").send_keys(name)
+    driver.find_element("id", "chat-text").send_keys(text)
+    driver.find_element("css selector", "#chat-form button").click()
+    wait_until(lambda: driver.find_element("id", "chat-result").get_attribute("data-outcome") == "published", 15,
+               what=f"{name}'s chat message confirmed")
+
+
+def open_chat(driver, herald, channel):
+    """The demo page subscribed to `channel` (client publish needs the subscription first)."""
+    open_page(driver, herald, channel)
+    wait_until(lambda: driver.execute_script(f"return window.heraldDemo.client.getSubscription('{channel}').state") == "subscribed", 15,
+               what="the page to be subscribed")
+
+
+def test_the_demo_chat_sends_and_receives_across_two_tabs_through_client_publish(herald_factory, browser):
+    h = herald_factory(extra=("--client-publish", "subscribers")).start()
+    open_chat(browser, h, "room:chat")
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    second = browser.current_window_handle
+    open_chat(browser, h, "room:chat")
+    browser.switch_to.window(first)
+    say(browser, "ann", "hello from the first tab")
+    browser.switch_to.window(second)
+    wait_until(lambda: chat_rows(browser) == [[1, "ann: hello from the first tab"]], 15, what="the second tab to show ann's line")
+    say(browser, "bob", "hi ann")
+    expected = [[1, "ann: hello from the first tab"], [2, "bob: hi ann"]]
+    wait_until(lambda: chat_rows(browser) == expected, 15, what="the second tab to show its own line with seq 2")
+    browser.switch_to.window(first)
+    wait_until(lambda: chat_rows(browser) == expected, 15, what="the first tab to show both lines")
+    assert h.labeled("herald_client_publishes_total")['outcome="published"'] == 2
+
+
+def test_client_rpc_resolves_with_the_workers_result_and_rejects_with_its_code(herald_factory, exchange, browser):
+    from test_rpc import Worker
+    worker = Worker(exchange)
+    worker.start()
+    try:
+        h = herald_factory(extra=("--rpc-methods", "cart.*,nobody.*")).start()
+        open_page(browser, h, "demo")
+        outcomes = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const client = window.heraldDemo.client;
+            const settle = (p) => p.then((value) => ({value}), (e) => ({code: e.code, name: e.name, message: e.message}));
+            Promise.all([
+                settle(client.rpc("cart.add", {sku: "a-1"})),
+                settle(client.rpc("cart.fail", {})),
+                settle(client.rpc("nobody.home", {})),
+                settle(client.rpc("admin.stats", {})),
+                settle(client.rpc("cart.slow", {}, {timeout: 300})),
+            ]).then(done);""")
+    finally:
+        worker.stop()
+    result, failed, no_route, forbidden, timeout = outcomes
+    assert result["value"]["data"] == {"sku": "a-1"} and result["value"]["method"] == "cart.add"
+    assert (failed["code"], failed["message"], failed["name"]) == ("worker_error", "out of stock", "HeraldRequestError")
+    assert [no_route["code"], forbidden["code"], timeout["code"]] == ["no_route", "forbidden", "timeout"]

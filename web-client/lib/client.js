@@ -13,6 +13,7 @@ import { Subscription } from "./subscription.js";
 import { checkChannel, parseFrames, subscribeOp, unsubscribeOp } from "./frames.js";
 import { EventStreamSocket, eventStreamURL } from "./eventstream.js";
 import { refreshDelay, tokenExp } from "./tokens.js";
+import { Requests } from "./requests.js";
 
 const TRANSPORTS = new Set(["websocket", "sse"]);
 
@@ -65,6 +66,7 @@ export class HeraldClient extends Emitter {
   #transports;
   #transport = 0; // index in #transports of the one tried next
   #opened = false; // the current connection opened
+  #requests; // publishes and calls waiting for their answer
 
   /**
    * @param url ws://host:port/ws, or a path such as "/ws" on the page's own host (the default).
@@ -123,6 +125,36 @@ export class HeraldClient extends Emitter {
     this.transport = this.#transports[0];
     /** Reconnect attempts since the last stable connection. */
     this.attempts = 0;
+    this.#requests = new Requests({
+      send: (text) => this.#send(text),
+      canSend: () => this.state === "connected",
+      transport: () => this.transport,
+    }, this.#timers);
+  }
+
+  /**
+   * Publishes `data` to `channel` through the server (its namespace must allow client publish).
+   * Resolves with {id, channel, messageId} once RabbitMQ has it; rejects with a
+   * HeraldRequestError whose `code` is the server's ("forbidden", "too_large", "rate_limited",
+   * "unavailable", ...) or "timeout", "disconnected", "unsupported" (SSE), "closed". Sent again
+   * once, with the same id, if the connection drops first: the server stores it once.
+   * @param options.id       the publish's id (default: a random one)
+   * @param options.timeout  ms to wait for the answer (default 15000)
+   */
+  publish(channel, data, options = {}) {
+    checkChannel(channel);
+    return this.#requests.publish(channel, data, options);
+  }
+
+  /**
+   * Calls `method` on the application's workers. Resolves with the worker's result; rejects with
+   * a HeraldRequestError: "no_route", "timeout", "forbidden", "worker_error", "unavailable",
+   * "rate_limited", "too_large", or "disconnected" (not sent again unless `retry: true`).
+   * @param options.timeout  ms the server waits for a worker (at most its --rpc-timeout)
+   * @param options.retry    send it once more if the connection drops before the answer
+   */
+  rpc(method, data, options = {}) {
+    return this.#requests.rpc(method, data, options);
   }
 
   /** Opens the connection and keeps it open until close(). */
@@ -143,6 +175,7 @@ export class HeraldClient extends Emitter {
       try { ws.close(1000, "client closed"); } catch { /* already closed */ }
     }
     for (const sub of this.#subs.values()) sub._setState("subscribing");
+    this.#requests.rejectAll("closed", "the client was closed");
     this.#setState("disconnected");
     this.emit("disconnected", { code: 1000, reason: "client closed", willReconnect: false, delay: null });
   }
@@ -289,6 +322,7 @@ export class HeraldClient extends Emitter {
       sub._subscribing();
       this.#sendSubscribe(sub);
     }
+    this.#requests.connected();
   }
 
   async #fetchToken() {
@@ -342,7 +376,14 @@ export class HeraldClient extends Emitter {
           // replays what is missing, or sends the whole list.
           if (sub && sub._onPresenceChange(frame) === "gap") this.#resubscribe(sub);
           break;
+        case "published":
+        case "rpc_result":
+        case "rpc_error":
+          this.#requests.answer(frame);
+          break;
         case "error":
+          // The answer to a publish or call rejects its promise, and is not an event.
+          if ((frame.op === "publish" || frame.op === "rpc") && this.#requests.answer(frame)) break;
           if (sub && frame.code === "forbidden" && frame.op === "auth") this.#revoked.add(sub.channel);
           this.emit("error", frame);
           if (sub) sub.emit("error", frame);
@@ -402,6 +443,7 @@ export class HeraldClient extends Emitter {
     this.#cancel("uptime");
     this.#cancel("refresh");
     this.#revoked.clear();
+    this.#requests.disconnected();
     // Server-made subscriptions belonged to that connection.
     for (const [channel, sub] of this.#serverSubs) {
       this.#serverSubs.delete(channel);
