@@ -13,13 +13,15 @@ struct Bench: ParsableCommand {
         its own channel, 10 s steps from 1,000 msg/s, p99 bound 100 ms, persistent AMQP publishes), \
         connections (idle clients; memory per connection with --server-pid), storm (history for clients \
         joining at once, then every client drops and resumes), sequencer (RabbitMQ → Redis alone: the \
-        server is paused with SIGSTOP while --count messages queue, then timed as it drains them). Every message carries its send time and a \
+        server is paused with SIGSTOP while --count messages queue, then timed as it drains them), rpc (client RPCs \
+        round trip: --clients connections call at --rate through <--exchange>.rpc, answered by an echo worker in \
+        this process; the server needs --rpc-methods 'bench.*'). Every message carries its send time and a \
         number; each client checks lost, duplicated and out-of-order messages. --peer drives any WebSocket \
         server that sends the published body as the message (Nchan), with --url containing {channel}. \
         Every option also reads HERALD_<OPTION> (HERALD_AMQP_URL, HERALD_EXCHANGE, ...); the command line wins.
         """)
 
-    @Argument(help: "latency, throughput, many-channels, connections, storm or sequencer.") var scenario: String = "latency"
+    @Argument(help: "latency, throughput, many-channels, connections, storm, sequencer or rpc.") var scenario: String = "latency"
     @Option(help: "WebSocket URL of a node (repeat for a cluster). Herald: ws://host:port/ws. Peer: with {channel}.") var url: [String] = ["ws://127.0.0.1:8080/ws"]
     @Flag(help: "Drive a peer server (Nchan): numbers and send times are read from the message body.") var peer = false
     @Option(help: "Client connections.") var clients = 1_000
@@ -54,7 +56,11 @@ struct Bench: ParsableCommand {
     @Option(help: "epoll engine: read in rounds at most every this many µs, so the clients' wake-ups do not tax the server's sends on a shared machine; adds at most this to a latency. 0: wake for every ready socket.") var readRoundUs = 500
 
     func validate() throws {
-        guard let preset = Scenario(rawValue: scenario) else { throw ValidationError("scenario must be latency, throughput, many-channels, connections, storm or sequencer") }
+        if scenario == "rpc" {
+            guard clients >= 1, (rate ?? 1) > 0, duration > 0, size >= 30 else { throw ValidationError("rpc: need --clients >= 1, --rate > 0, --duration > 0, --size >= 30") }
+            return
+        }
+        guard let preset = Scenario(rawValue: scenario) else { throw ValidationError("scenario must be latency, throughput, many-channels, connections, storm, sequencer or rpc") }
         let channels = channels ?? (preset == .manyChannels ? clients : 1)
         guard clients >= 1, channels >= 1, channels <= clients else { throw ValidationError("need clients >= channels >= 1") }
         guard publishConnections >= 1 else { throw ValidationError("--publish-connections must be at least 1") }
@@ -78,6 +84,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if scenario == "rpc" { return try runRPC() }
         var o = BenchOptions()
         o.scenario = Scenario(rawValue: scenario)!
         let many = o.scenario == .manyChannels
@@ -133,6 +140,27 @@ struct Bench: ParsableCommand {
             fclose(f)
         }
         if json { print(result.json()) } else { print(result.summary()) }
+    }
+
+    func runRPC() throws {
+        var o = RPCBench.Options()
+        o.url = url[0]
+        o.amqpURL = amqpURL
+        o.exchange = exchange
+        o.clients = clients
+        o.rate = rate ?? 1_000
+        o.duration = duration
+        o.size = size
+        o.quiet = quiet
+        raiseFileLimit()
+        let result: RPCBench.Result
+        do {
+            result = try RPCBench(options: o).run()
+        } catch {
+            printError("herald bench rpc: \(error)")
+            throw ExitCode(1)
+        }
+        print(json ? result.json(o) : result.summary(o))
     }
 }
 

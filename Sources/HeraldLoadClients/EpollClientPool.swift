@@ -14,7 +14,7 @@ import Glibc
 ///
 /// Only what a benchmark client needs: `ws://` to IPv4 or IPv6 hosts (`ws://[::1]:8080/ws`; names resolved once),
 /// permessage-deflate when asked (`offerDeflate`: messages with RSV1 are inflated, each on its
-/// own, as with `server_no_context_takeover`), and the client never sends data frames. An `http://` target is a Server-Sent
+/// own, as with `server_no_context_takeover`), and the only data a client sends is `sendText` (the RPC preset's calls). An `http://` target is a Server-Sent
 /// Events stream instead: each event's `data:` line is handed over as one message.
 ///
 /// - Important: `connect`, `drop` and `openCount` on the service thread (from a handler method);
@@ -342,13 +342,16 @@ public final class EpollClientPool: ClientPool {
         return UInt16(String(decoding: data[closePrefix.count...].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
     }
 
+    /// Sends one masked text message to client `id` (if it is open). Service thread.
+    public func sendText(_ id: Int, _ payload: [UInt8]) {
+        guard let c = byID[id], c.phase == .open else { return }
+        c.pendingOut += ClientFrame.masked(opcode: 0x1, payload: payload, mask: [0x5A, 0x13, 0xC4, 0x7E])
+        flush(c)
+    }
+
     /// A masked control frame (a client must mask everything it sends).
     private func sendControl(_ c: Connection, opcode: UInt8, payload: [UInt8]) {
-        let mask: [UInt8] = [0x37, 0xFA, 0x21, 0x3D]
-        var frame: [UInt8] = [0x80 | opcode, 0x80 | UInt8(min(payload.count, 125))]
-        frame += mask
-        for (i, b) in payload.prefix(125).enumerated() { frame.append(b ^ mask[i % 4]) }
-        c.pendingOut += frame
+        c.pendingOut += ClientFrame.masked(opcode: opcode, payload: payload.prefix(125), mask: [0x37, 0xFA, 0x21, 0x3D])
         flush(c)
     }
 

@@ -194,3 +194,20 @@ def test_many_channels_preset_puts_each_client_on_its_own_channel_and_reports_cp
         assert s["cpu_us_per_message"]["server"] > 0
     assert r["deliveries"] == r["published"], "each message reaches the one client of its channel"
     assert r["highest_clean_rate"] == 300.0
+
+
+def test_rpc_preset_times_every_call_and_reports_calls_the_server_dropped(herald_factory, exchange):
+    h = herald_factory(extra=["--rpc-methods", "bench.*"]).start()
+    out = subprocess.run([HERALD_BIN, "bench", "rpc", "--url", h.ws_url(), "--exchange", exchange, "--clients", "20",
+                          "--rate", "200", "--duration", "2", "--json", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["sent"] >= 390 and r["answered"] == r["sent"] and (r["unanswered"], r["duplicates"], r["errors"]) == (0, 0, {})
+    assert 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
+    assert h.labeled("herald_rpc_calls_total")['outcome="result"'] == r["sent"]
+    # 2 clients at 100 calls/s each: the server's --max-client-ops (20/s, bursts of 100) drops
+    # most frames, and the tool says so instead of reporting a clean run.
+    out = subprocess.run([HERALD_BIN, "bench", "rpc", "--url", h.ws_url(), "--exchange", exchange, "--clients", "2",
+                          "--rate", "200", "--duration", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "use more --clients" in out.stdout and "unanswered 0" not in out.stdout

@@ -180,3 +180,50 @@ def test_200_concurrent_calls_from_50_clients_are_each_answered_once_to_their_ca
         c.assert_nothing_follows(0.3)
     results = sum(n.labeled("herald_rpc_calls_total")['outcome="result"'] for n in nodes)
     assert results == 200
+
+
+class MemoryAlarm:
+    """RabbitMQ's memory alarm, raised by a watermark below what it uses (it then blocks every
+    publishing connection) and cleared by the default watermark, 0.4."""
+
+    @staticmethod
+    def watermark(*value):
+        import subprocess
+        subprocess.run(["rabbitmqctl", "set_vm_memory_high_watermark", *value], check=True, capture_output=True, timeout=60)
+
+    def raise_(self):
+        self.watermark("absolute", "1")
+
+    def clear(self):
+        self.watermark("0.4")
+
+
+@pytest.fixture
+def memory_alarm():
+    alarm = MemoryAlarm()
+    yield alarm
+    alarm.clear()
+
+
+@pytest.mark.shared_broker
+def test_a_blocked_rabbitmq_gets_unavailable_and_nothing_is_buffered(herald_factory, worker, memory_alarm):
+    h = herald_factory(extra=["--rpc-methods", "cart.*", "--client-publish", "subscribers"]).start()
+    c = Client(h.ws_url("channel=room"))
+    assert c.recv()["type"] == "subscribed"
+    assert call(c, "before", "cart.add", {})["type"] == "rpc_result"
+    memory_alarm.raise_()
+    # RabbitMQ blocks a connection (and tells it) when it next publishes: that call waits in
+    # Herald's socket until its own timeout; nothing after it is sent at all.
+    assert call(c, "first", "cart.add", {}, timeout=500)["code"] == "timeout"
+    wait_until(lambda: "RabbitMQ blocked client publishes and RPCs" in h.log(), 30, what="Herald to be told it is blocked")
+    got = call(c, "while", "cart.add", {})
+    assert (got["type"], got["code"]) == ("rpc_error", "unavailable") and "blocked" in got["message"]
+    c.send({"op": "publish", "channel": "room", "data": 1, "id": "p1"})
+    p = answer(c, "p1")
+    assert (p["code"], p["op"]) == ("unavailable", "publish") and "blocked" in p["message"]
+    assert h.metrics()["herald_rpc_in_flight"] == 0
+    memory_alarm.clear()
+    wait_until(lambda: "RabbitMQ unblocked client publishes and RPCs" in h.log(), 30, what="Herald to be told it is unblocked")
+    assert call(c, "after", "cart.add", {})["type"] == "rpc_result"
+    c.send({"op": "publish", "channel": "room", "data": 2, "id": "p2"})
+    assert answer(c, "p2")["type"] == "published"
