@@ -16,6 +16,8 @@ struct Token: ParsableCommand {
 
     @Option(help: "Who the token is for (the sub claim).") var sub: String
     @Option(help: "Channels or patterns (chat:*) it may read; repeat or comma-separate.") var channels: [String] = []
+    @Option(help: "Channels or patterns it may publish to from a WebSocket where the namespace has client-publish: token (the publish claim); repeat or comma-separate.") var publish: [String] = []
+    @Option(help: "RPC method patterns (cart.*) it may call besides --rpc-methods (the rpc claim); repeat or comma-separate.") var rpc: [String] = []
     @Option(help: "How long it is valid: 90s, 30m, 1h, 7d.") var ttl = "1h"
     @Option(name: [.customLong("token-secret"), .customLong("secret")], help: "The HS256 secret (--secret is the same). (HERALD_TOKEN_SECRET)") var secret: String?
     @Option(help: "Sign with this private key (PEM) instead of the secret.") var privateKeyFile: String?
@@ -32,7 +34,11 @@ struct Token: ParsableCommand {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let issued = UInt64(now.tv_sec)
-        let claims = TokenClaims(sub: sub, exp: issued + seconds, channels: patterns)
+        var claims = TokenClaims(sub: sub, exp: issued + seconds, channels: patterns)
+        claims.publish = splitList(publish)
+        claims.rpc = splitList(rpc)
+        for p in claims.publish where ChannelPattern.problem(p) != nil { throw ValidationError("--publish \(p): \(ChannelPattern.problem(p)!)") }
+        for p in claims.rpc where TalkBack.methodPatternProblem(p) != nil { throw ValidationError("--rpc \(p): \(TalkBack.methodPatternProblem(p)!)") }
         let extra = JWS.Extra(kid: kid, issuer: iss, audience: aud, issuedAt: issued, channelsClaim: channelsClaim)
         if let privateKeyFile {
             let key: CryptoKey

@@ -212,3 +212,22 @@ def test_backend_mode_with_no_worker_bound_answers_unavailable(nodes):
     c.send({"op": "publish", "channel": "in:nobody", "data": 1, "id": "n1"})
     got = answer(c, "n1")
     assert (got["type"], got["code"]) == ("error", "unavailable") and ".inbound" in got["message"]
+
+
+def test_herald_token_mints_the_publish_claim(nodes):
+    import subprocess
+    from conftest import HERALD_BIN
+    out = subprocess.run([HERALD_BIN, "token", "--sub", "erin", "--publish", "tok:x,tok:y*", "--rpc", "cart.*"],
+                         capture_output=True, text=True, timeout=30, env={"HERALD_TOKEN_SECRET": SECRET})
+    assert out.returncode == 0, out.stderr
+    claims = pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert (claims["publish"], claims["rpc"]) == (["tok:x", "tok:y*"], ["cart.*"])
+    c = Client(nodes[0].ws_url(f"token={out.stdout.strip()}"))
+    assert c.recv()["type"] == "authenticated"
+    c.send({"op": "publish", "channel": "tok:y1", "data": 1, "id": "e1"})
+    assert answer(c, "e1")["type"] == "published"
+    c.send({"op": "publish", "channel": "tok:z", "data": 1, "id": "e2"})
+    assert answer(c, "e2")["code"] == "forbidden"
+    bad = subprocess.run([HERALD_BIN, "token", "--sub", "erin", "--rpc", "a b"], capture_output=True, text=True, timeout=30,
+                         env={"HERALD_TOKEN_SECRET": SECRET})
+    assert bad.returncode != 0 and "--rpc a b" in bad.stderr
