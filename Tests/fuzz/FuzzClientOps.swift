@@ -11,6 +11,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     switch ClientOpParser.parse(bytes) {
     case let .success(op):
         if case let .subscribe(channel, _) = op { precondition(ChannelName.isValid(channel)) }
+        // A client publish or call: a valid channel or method, and data that is JSON.
+        if case let .publish(p) = op { precondition(ChannelName.isValid(p.channel) && (try? JSON.parse(p.data)) != nil) }
+        if case let .rpc(r) = op { precondition(TalkBack.methodProblem(r.method) == nil && (try? JSON.parse(r.data)) != nil) }
     case let .failure(error):
         let frame = error.frame
         precondition(!frame.contains(0x0A), "an error frame must not contain a raw newline")
@@ -37,6 +40,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let parsed = try? JSON.parse(bytes)
     precondition((minified != nil) == (parsed != nil), "JSON.minify and JSON.parse disagree on validity")
     if let minified { precondition((try? JSON.parse(minified)) == parsed, "minifying changed the JSON value") }
+    // The answers to a publish or call carry client ids, a worker's messages and its JSON reply.
+    var answers: [TalkBackAnswer] = [.published(id: text, channel: text, messageID: text),
+                                     .publishFailed(id: text, channel: text, code: .unavailable, message: text),
+                                     .rpcError(id: text, code: .workerError, message: text)]
+    if let minified { answers.append(.rpcResult(id: text, data: minified)) }
+    for answer in answers {
+        let frame = answer.frame
+        precondition(!frame.contains(0x0A), "an answer frame must not contain a raw newline")
+        precondition((try? JSON.parse(frame)) != nil, "an answer frame must be valid JSON")
+    }
     // X-Forwarded-For from a trusted proxy: the answer is the peer or a well-formed address
     // that prints back to itself.
     let trusted = [AddressRange("127.0.0.1")!, AddressRange("10.0.0.0/8")!]
