@@ -3,15 +3,6 @@ import CRabbitMQ
 import Glibc
 #endif
 
-/// Wakes a thread waiting in `AMQPConnection.nextEvent(timeoutMillis:wake:)` (an eventfd).
-public final class AMQPWake: Sendable {
-    let fd: Int32
-    public init() { fd = herald_amqp_eventfd() }
-    deinit { herald_amqp_eventfd_close(fd) }
-    /// Any thread.
-    public func signal() { herald_amqp_eventfd_signal(fd) }
-}
-
 /// One rabbitmq-c connection with one channel (channel 1).
 ///
 /// - Important: confined to one thread (rabbitmq-c connections are not thread-safe). Heartbeats
@@ -92,7 +83,7 @@ public final class AMQPConnection {
         amqp_destroy_connection(conn)
     }
 
-    private func conn() throws(AMQPError) -> amqp_connection_state_t {
+    func conn() throws(AMQPError) -> amqp_connection_state_t {
         guard let state else { throw AMQPError("AMQP connection is closed") }
         return state
     }
@@ -278,33 +269,13 @@ public final class AMQPConnection {
         return try readEvent(timeoutMillis: timeoutMillis)
     }
 
-    /// The next delivery or confirm, waiting at most `timeoutMillis` for it or for `wake` to be
-    /// signalled (then `.timeout`, and `wake` is cleared): one thread serves a mailbox and this
-    /// connection without polling either. Keep `timeoutMillis` under heartbeat/2.
-    public func nextEvent(timeoutMillis: Int, wake: AMQPWake) throws(AMQPError) -> AMQPEvent {
-        if hasBufferedData { return try nextEvent(timeoutMillis: 0) }
-        let c = try conn()
-        switch herald_amqp_wait(c, wake.fd, Int32(timeoutMillis)) {
-        case 2:
-            herald_amqp_eventfd_drain(wake.fd)
-            return .timeout
-        case 1:
-            return try readEvent(timeoutMillis: 0)
-        case 0:
-            // Lets rabbitmq-c send a heartbeat that is due.
-            return try readEvent(timeoutMillis: 0)
-        default:
-            throw AMQPError("AMQP connection lost: poll failed")
-        }
-    }
-
     /// True when a frame can be read without blocking (batching: keep reading while true).
     public var hasBufferedData: Bool {
         guard let c = state else { return false }
         return !pending.isEmpty || amqp_frames_enqueued(c) != 0 || amqp_data_in_buffer(c) != 0
     }
 
-    private func readEvent(timeoutMillis: Int) throws(AMQPError) -> AMQPEvent {
+    func readEvent(timeoutMillis: Int) throws(AMQPError) -> AMQPEvent {
         let c = try conn()
         amqp_maybe_release_buffers(c)
         var frame = amqp_frame_t()

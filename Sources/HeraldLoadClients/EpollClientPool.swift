@@ -210,7 +210,7 @@ public final class EpollClientPool: ClientPool {
     /// Reads the 101 response (200 for an event stream); false while it is incomplete or when
     /// the connection ended.
     private func handshake(_ c: Connection) -> Bool {
-        guard let end = Self.find([0x0D, 0x0A, 0x0D, 0x0A], in: c.input) else {
+        guard let end = ClientFrame.find([0x0D, 0x0A, 0x0D, 0x0A], in: c.input) else {
             if c.input.count > 16_384 { finish(c, code: nil, error: "handshake response too long") }
             return false
         }
@@ -219,14 +219,14 @@ public final class EpollClientPool: ClientPool {
         let problem: String? = c.eventStream
             ? (statusLine.hasPrefix("HTTP/1.1 200") ? nil : "stream refused: \(statusLine)")
             : !statusLine.hasPrefix("HTTP/1.1 101") ? "handshake failed: \(statusLine)"
-            : Self.find(Self.accept, in: head) == nil ? "handshake failed: wrong Sec-WebSocket-Accept" : nil
+            : ClientFrame.find(Self.accept, in: head) == nil ? "handshake failed: wrong Sec-WebSocket-Accept" : nil
         if let problem {
             finish(c, code: nil, error: problem)
             return false
         }
         c.input.removeFirst(end + 4)
         if !c.eventStream { receivedBytes += UInt64(c.input.count) }
-        if Self.find(Self.extensionsHeader, in: head.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }) != nil { compressedConnections += 1 }
+        if ClientFrame.find(Self.extensionsHeader, in: head.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }) != nil { compressedConnections += 1 }
         c.phase = .open
         handler?.clientOpened(c.id)
         return byKey[c.key] != nil
@@ -318,7 +318,7 @@ public final class EpollClientPool: ClientPool {
     private func parseEvents(_ c: Connection) {
         var pos = 0
         let bytes = c.input
-        while let end = Self.find([0x0A, 0x0A], in: bytes, from: pos) {
+        while let end = ClientFrame.find([0x0A, 0x0A], in: bytes, from: pos) {
             var line = pos
             while line < end {
                 let next = bytes[line..<end].firstIndex(of: 0x0A) ?? end
@@ -393,15 +393,5 @@ public final class EpollClientPool: ClientPool {
         let address = Array(storage.prefix(Int(length)))
         addresses[key] = address
         return address
-    }
-
-    private static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int = 0) -> Int? {
-        guard haystack.count - from >= needle.count, let first = needle.first else { return nil }
-        var i = from
-        while i <= haystack.count - needle.count {
-            if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
-            i += 1
-        }
-        return nil
     }
 }
