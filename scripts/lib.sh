@@ -36,14 +36,22 @@ ensure_python_packages() {
 }
 
 ensure_rabbitmq() {
-    if rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; then return; fi
-    log "starting RabbitMQ"
-    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
-    for _ in $(seq 1 60); do
-        if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then log "RabbitMQ is up"; return; fi
-        sleep 1
-    done
-    log "RabbitMQ did not start"; exit 1
+    if ! rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; then
+        log "starting RabbitMQ"
+        as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+        local up=no
+        for _ in $(seq 1 60); do
+            if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then log "RabbitMQ is up"; up=yes; break; fi
+            sleep 1
+        done
+        if [ "$up" != yes ]; then log "RabbitMQ did not start"; exit 1; fi
+    fi
+    # --partitions N routes the fanout exchange through a consistent-hash exchange (a plugin
+    # that ships with RabbitMQ, off by default).
+    if ! as_root rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+        log "enabling rabbitmq_consistent_hash_exchange"
+        as_root rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null || { log "could not enable the consistent-hash exchange"; exit 1; }
+    fi
 }
 
 ensure_redis() {

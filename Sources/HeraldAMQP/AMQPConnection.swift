@@ -13,7 +13,7 @@ public final class AMQPConnection {
     public let endpoint: AMQPEndpoint
     public let heartbeatSeconds: Int32
     private var state: amqp_connection_state_t?
-    private let channel: amqp_channel_t = 1
+    let channel: amqp_channel_t = 1
     private var pending: [AMQPEvent] = []
     private var nextPublishTag: UInt64 = 1
     private var confirming = false
@@ -86,63 +86,6 @@ public final class AMQPConnection {
     func conn() throws(AMQPError) -> amqp_connection_state_t {
         guard let state else { throw AMQPError("AMQP connection is closed") }
         return state
-    }
-
-    // MARK: Topology
-
-    public func declareExchange(_ name: String, type: String, durable: Bool = true, isInternal: Bool = false) throws(AMQPError) {
-        let c = try conn()
-        name.withCString { n in
-            type.withCString { t in
-                _ = amqp_exchange_declare(c, channel, amqp_cstring_bytes(n), amqp_cstring_bytes(t), 0,
-                                          durable ? 1 : 0, 0, isInternal ? 1 : 0, amqp_empty_table)
-            }
-        }
-        try check(amqp_get_rpc_reply(c), "exchange.declare \(name)")
-    }
-
-    /// Declares a queue; an empty name asks the broker for one. Returns the queue's name.
-    @discardableResult
-    public func declareQueue(_ name: String, durable: Bool, exclusive: Bool = false, autoDelete: Bool = false,
-                             arguments: [(String, AMQPArgument)] = []) throws(AMQPError) -> String {
-        let c = try conn()
-        var result = ""
-        AMQPCodec.withTable(arguments) { table in
-            name.withCString { n in
-                if let ok = amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 0, durable ? 1 : 0,
-                                               exclusive ? 1 : 0, autoDelete ? 1 : 0, table) {
-                    result = AMQPCodec.string(ok.pointee.queue)
-                }
-            }
-        }
-        try check(amqp_get_rpc_reply(c), "queue.declare \(name)")
-        return result
-    }
-
-    /// A queue's ready messages and consumers (a passive declare: the queue is not created; a
-    /// missing one is an error that closes the channel).
-    public func queueStatus(_ name: String) throws(AMQPError) -> (messages: Int, consumers: Int) {
-        let c = try conn()
-        var status = (messages: 0, consumers: 0)
-        name.withCString { n in
-            if let ok = amqp_queue_declare(c, channel, amqp_cstring_bytes(n), 1, 0, 0, 0, amqp_empty_table) {
-                status = (Int(ok.pointee.message_count), Int(ok.pointee.consumer_count))
-            }
-        }
-        try check(amqp_get_rpc_reply(c), "queue.declare (passive) \(name)")
-        return status
-    }
-
-    public func bindQueue(_ queue: String, exchange: String, routingKey: String = "") throws(AMQPError) {
-        let c = try conn()
-        queue.withCString { q in
-            exchange.withCString { e in
-                routingKey.withCString { r in
-                    _ = amqp_queue_bind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(r), amqp_empty_table)
-                }
-            }
-        }
-        try check(amqp_get_rpc_reply(c), "queue.bind \(queue) to \(exchange)")
     }
 
     public func qos(prefetch: UInt16) throws(AMQPError) {
@@ -352,7 +295,7 @@ public final class AMQPConnection {
 
     // MARK: Helpers
 
-    private func check(_ reply: amqp_rpc_reply_t, _ what: String) throws(AMQPError) {
+    func check(_ reply: amqp_rpc_reply_t, _ what: String) throws(AMQPError) {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             return

@@ -87,6 +87,8 @@ struct Serve: ParsableCommand {
     @Option(help: "A busy channel's clients get at most one write per window, carrying every message that arrived meanwhile; a quiet channel's messages go out at once. This is the window while the WebSocket thread has CPU to spare (0: write at once). (HERALD_COALESCE_MS)") var coalesceMs = 10.0
     @Option(help: "The widest the window may grow when the WebSocket thread nears a full core: it doubles each 100 ms above 90 % of a core and halves below 60 %, so writes get bigger instead of piling up. Default: --coalesce-ms, a fixed window (see BENCHMARKS.md for when widening pays). (HERALD_COALESCE_MAX_MS)") var coalesceMaxMs: Double?
     @Option(help: "RabbitMQ type of <exchange>.history and .dead: classic or quorum (replicated). Set at first start. (HERALD_QUEUE_TYPE)") var queueType = "classic"
+    @Option(help: "Sequence channels in this many partitions, in parallel: the fanout exchange feeds a consistent-hash exchange <exchange>.partitions (RabbitMQ plugin rabbitmq_consistent_hash_exchange) that spreads channels over <exchange>.history.0 … .<N-1>, each with one active consumer in the cluster. The same on every node: a node started with another count refuses to start. 1: one <exchange>.history queue. (HERALD_PARTITIONS)") var partitions = 1
+    @Flag(help: "Start with a --partitions other than the cluster's: with every other node stopped and the old history queues empty, replace the old topology by the new one. (HERALD_REPARTITION)") var repartition = false
     @Option(help: "WebSocket service threads, each with its own connections (handed out round-robin by one accept thread) and its own copy of every channel it serves. Default: the number of cores, at most \(Self.maxDefaultWSThreads). (HERALD_WS_THREADS)") var wsThreads: Int?
     @Option(help: "How each WebSocket thread waits for sockets: epoll (libev; costs what is ready) or poll (lws's built-in loop; scans every connection). (HERALD_EVENT_LOOP)") var eventLoop = "epoll"
 
@@ -155,6 +157,7 @@ struct Serve: ParsableCommand {
             throw ValidationError("--admin-token and --admin-only-metrics need --admin-listen")
         }
         if let adminToken, adminToken.utf8.count < 16 { throw ValidationError("--admin-token must be at least 16 bytes") }
+        guard (1...256).contains(partitions) else { throw ValidationError("--partitions must be 1 to 256") }
         guard ClientPublishRule(rawValue: clientPublish) != nil else {
             throw ValidationError("--client-publish must be false, subscribers, token or backend, not \"\(clientPublish)\"")
         }
@@ -243,6 +246,8 @@ struct Serve: ParsableCommand {
         config.instance = randomHex(bytes: 4)
         config.trustedProxies = splitList(trustedProxies).compactMap(AddressRange.init)
         config.namespaces = try namespaces()
+        config.partitions = partitions
+        config.repartition = repartition
         config.clientPublish = ClientPublishRule(rawValue: clientPublish)!  // checked in validate()
         config.clientPublishRate = clientPublishRate
         config.rpcMethods = splitList(rpcMethods)

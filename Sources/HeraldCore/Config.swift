@@ -203,6 +203,18 @@ public struct HeraldConfig: Sendable {
     public init() {}
 
     public var historyQueue: String { exchange + ".history" }
+    /// Sequencing partitions (`--partitions`): with 1, `<exchange>.history` takes every
+    /// message; with more, a consistent-hash exchange (`partitionExchange`) spreads channels over
+    /// `<exchange>.history.0` … `.history.<N-1>`, each with its single active consumer.
+    public var partitions = 1
+    public var partitionExchange: String { exchange + ".partitions" }
+    /// Start with a `partitions` other than the cluster's, replacing the drained old topology.
+    public var repartition = false
+    /// The queue each partition is sequenced from.
+    public var historyQueues: [String] { partitions == 1 ? [historyQueue] : (0..<partitions).map { historyQueue(partition: $0) } }
+    public func historyQueue(partition: Int) -> String { partitions == 1 ? historyQueue : "\(historyQueue).\(partition)" }
+    /// Where the cluster records how many partitions it sequences in (the start-up check).
+    public var partitionsKey: String { "\(redisPrefix):partitions" }
     public var deadQueue: String { exchange + ".dead" }
 
     public func historyKey(_ channel: String) -> String { "\(redisPrefix):history:\(channel)" }

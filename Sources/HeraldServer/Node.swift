@@ -47,6 +47,10 @@ public final class Node {
         if let conflict = NodeIdentity.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel), stop: StopFlag()) {
             throw StartupError(description: conflict)
         }
+        if let conflict = Partitions.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel),
+                                              amqp: amqpEndpoints, repartition: config.repartition) {
+            throw StartupError(description: conflict)
+        }
 
         // Token keys: files are read now, so a bad one stops the start with its reason.
         var tokenKeys: ServerTokenKeys?
@@ -216,7 +220,11 @@ public final class Node {
             }
         }
 
-        let sequencer = worker(Sequencer.self)
+        let sequencers = (0..<config.partitions).map { p in
+            let s = worker(Sequencer.self)
+            s.partition = p
+            return s
+        }
         let watcher = worker(SentinelWatcher.self)
         let fetcher = tokenKeys.flatMap { keys in keys.url.map { JWKSFetcher(keys: keys, url: $0, config: config, logger: logger, stop: workerStop) } }
         let threads = (sentinel == nil ? [] : [OSThread(name: "herald-sentinel") { watcher.run() }])
@@ -226,11 +234,12 @@ public final class Node {
             OSThread(name: "herald-history") { reader.run() },
             OSThread(name: "herald-publish") { publisher.run() },
             OSThread(name: "herald-control") { control.run() },
-            OSThread(name: "herald-seq") { sequencer.run() },
+
             OSThread(name: "herald-registry") { registry.run() },
         ] + (presence.map { p in [OSThread(name: "herald-presence") { p.run() }] } ?? [])
           + (lifecycle.map { l in [OSThread(name: "herald-lifecycle") { l.run() }] } ?? [])
           + (talkBack.map { t in [OSThread(name: "herald-talkback") { t.run() }] } ?? [])
+          + sequencers.map { s in OSThread(name: config.partitions == 1 ? "herald-seq" : "herald-seq-\(s.partition)") { s.run() } }
 
         var received: Int32 = 0
         var timeout = timespec(tv_sec: 1, tv_nsec: 0)

@@ -233,14 +233,20 @@ final class NodeRegistry: Worker, @unchecked Sendable {
     private func rabbitmqStatus() -> JSONValue {
         guard let amqp = amqpLink.get(wait: false) else { return .object([("status", .string("down"))]) }
         do {
-            let history = try amqp.queueStatus(config.historyQueue)
+            var history = (messages: 0, consumers: 0)
+            for queue in config.historyQueues {
+                let status = try amqp.queueStatus(queue)
+                history = (history.messages + status.messages, history.consumers + status.consumers)
+            }
             let dead = try amqp.queueStatus(config.deadQueue)
             return .object([
                 ("status", .string("up")),
                 ("address", .string("\(amqp.endpoint.host):\(amqp.endpoint.port)")),
                 ("nodes", .number(String(amqpEndpoints.count))),
-                ("history_queue", .object([("name", .string(config.historyQueue)), ("messages", .number(String(history.messages))),
-                                           ("consumers", .number(String(history.consumers)))])),
+                // With partitions: every partition's queue, summed.
+                ("history_queue", .object([("name", .string(config.partitions == 1 ? config.historyQueue : config.historyQueue + ".*")),
+                                           ("partitions", .number(String(config.partitions))),
+                                           ("messages", .number(String(history.messages))), ("consumers", .number(String(history.consumers)))])),
                 ("dead_queue", .object([("name", .string(config.deadQueue)), ("messages", .number(String(dead.messages)))])),
             ])
         } catch {

@@ -4,7 +4,9 @@ import HeraldCore
 import HeraldRedis
 import Logging
 
-/// The sequencer thread: consumes `<exchange>.history` (single active consumer) and stores each
+/// A sequencer thread: consumes `<exchange>.history` (single active consumer; with
+/// `--partitions N`, one thread per partition, each on its own `<exchange>.history.<p>` with its
+/// own AMQP and Redis connections, so partitions are sequenced in parallel) and stores each
 /// batch through the `sequence` script, one call for the whole batch, which also publishes
 /// every message on its channel's live topic in Redis (so the nodes serving its subscribers
 /// get it; RabbitMQ carries a message once). A channel whose keys Redis refuses has its
@@ -18,12 +20,15 @@ import Logging
 /// - Important: owns AMQP connection 1 and Redis connection 1; runs on its own thread
 ///   (`herald-seq`), which is the only one that touches its state (hence `@unchecked Sendable`).
 final class Sequencer: Worker, @unchecked Sendable {
-    private lazy var amqpLink = makeAMQPLink("RabbitMQ (sequencer)",
-                                         healthy: { [health] in health.sequencerAMQP.store($0, ordering: .relaxed) }) { [config, logger] connection throws(AMQPError) in
+    /// The partition this sequencer consumes (`--partitions`; set before `run`): its queue.
+    var partition = 0
+    private var queue: String { config.historyQueue(partition: partition) }
+    private lazy var amqpLink = makeAMQPLink(config.partitions == 1 ? "RabbitMQ (sequencer)" : "RabbitMQ (sequencer of partition \(partition))",
+                                         healthy: { [health] in health.sequencerAMQP.store($0, ordering: .relaxed) }) { [config, logger, queue] connection throws(AMQPError) in
         try connection.qos(prefetch: config.prefetch)
         try connection.confirmSelect()
-        try connection.consume(queue: config.historyQueue)
-        logger.info("sequencer consuming", metadata: ["queue": "\(config.historyQueue)"])
+        try connection.consume(queue: queue)
+        logger.info("sequencer consuming", metadata: ["queue": "\(queue)"])
     }
     private lazy var redisLink = makeRedisLink("Redis (sequencer; not consuming until it is back)",
                                            healthy: { [health] in health.sequencerRedis.store($0, ordering: .relaxed) })
@@ -153,7 +158,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         let now = monotonicNanos() / 1_000_000
         guard now - lastProbe >= 2_000 else { return }
         lastProbe = now
-        try amqp.publish(exchange: "", routingKey: config.historyQueue, body: [],
+        try amqp.publish(exchange: "", routingKey: queue, body: [],
                      properties: AMQPProperties(headers: [("x-herald-probe", config.nodeID)]))
     }
 

@@ -387,9 +387,9 @@ def exchange():
     yield name
     try:
         conn, ch = amqp_channel()
-        for q in (f"{name}.history", f"{name}.dead", f"{name}.control.broadcast"):
+        for q in (f"{name}.history", f"{name}.dead", f"{name}.control.broadcast", *(f"{name}.history.{p}" for p in range(8))):
             ch.queue_delete(q)
-        for e in (name, f"{name}.live", f"{name}.events", f"{name}.control", f"{name}.inbound", f"{name}.rpc"):
+        for e in (name, f"{name}.live", f"{name}.events", f"{name}.control", f"{name}.inbound", f"{name}.rpc", f"{name}.partitions"):
             ch.exchange_delete(e)
         conn.close()
     except Exception:
