@@ -98,6 +98,9 @@ public final class Metrics: Sendable {
     let httpPublishes = Counter()
     /// Client publishes and RPCs.
     let talkBack = TalkBackMetrics()
+    /// Sequencing partitions this node is the active consumer of, and those it gave up.
+    let partitionsHeld = Atomic<Int>(0)
+    let partitionHandoffs = Counter()
     let sequencerBatches = Counter()
     /// Latency from sequencing to the first write of a message on this node, in ms buckets.
     static let latencyBounds: [Int] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
@@ -272,6 +275,8 @@ public final class Metrics: Sendable {
         out += "herald_delivery_latency_seconds_sum \(Self.seconds(millis: g(latencySumMillis)))\n"
         out += "herald_delivery_latency_seconds_count \(g(latencyCount))\n"
         talkBack.render(into: &out)
+        line("partitions_held", "gauge", "Sequencing partitions this node is the active consumer of (--partitions > 1).", partitionsHeld.load(ordering: .relaxed))
+        line("partition_handoffs_total", "counter", "Partitions this node gave up because it held more than its share.", partitionHandoffs.current)
         return out
     }
 }

@@ -220,9 +220,12 @@ public final class Node {
             }
         }
 
+        let ledger = config.partitions > 1 ? PartitionLedger(partitions: config.partitions, metrics: metrics) : nil
+        registry.ledger = ledger
         let sequencers = (0..<config.partitions).map { p in
             let s = worker(Sequencer.self)
             s.partition = p
+            s.ledger = ledger
             return s
         }
         let watcher = worker(SentinelWatcher.self)

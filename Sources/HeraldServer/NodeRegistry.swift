@@ -32,6 +32,8 @@ final class NodeRegistry: Worker, @unchecked Sendable {
     private var writtenChannels: [String: Int]?
     /// The nodes of the latest round.
     private var latestNodes: [AdminOverview.Node] = []
+    /// With partitions: told how many nodes live, each round (their share of the partitions).
+    var ledger: PartitionLedger?
 
     /// A server API read (`/api/channels`, `/api/info`). Any thread.
     func take(_ request: HTTPRequest) { requests.post(request) }
@@ -90,6 +92,8 @@ final class NodeRegistry: Worker, @unchecked Sendable {
                 }
             }
             latestNodes = nodes
+            let alive = nodes.count { $0.beat != nil && now >= $0.lastSeenMillis && now - $0.lastSeenMillis <= AdminOverview.lostAfterMillis }
+            ledger?.liveNodes.store(max(1, alive), ordering: .relaxed)
             try writeChannels(redis)
             publish(AdminOverview.render(servedBy: config.nodeID, nowMillis: now, nodes: nodes,
                                          redis: redisStatus(redis, info: replies[4].text ?? ""), rabbitmq: rabbitmq))

@@ -110,6 +110,16 @@ final class Reconnecting<Connection: AnyObject> {
         logger.error("lost \(name); \(consequence)", metadata: ["error": "\(error)", "retry_ms": "\(retry)"])
     }
 
+    /// Gives the connection up on purpose (not a failure): it is closed, and the next `get`
+    /// connects again once `pauseMillis` have passed.
+    func release(pauseMillis: UInt64, _ why: String) {
+        guard let connection = current else { return }
+        current = nil
+        discard(connection)
+        nextAttempt = monotonicMillis() + pauseMillis
+        logger.info("\(name): \(why)", metadata: ["pause_ms": "\(pauseMillis)"])
+    }
+
     /// Closes the connection for good (shutdown).
     func close(_ close: (Connection) -> Void) {
         if let current { close(current) }

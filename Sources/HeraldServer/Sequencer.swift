@@ -22,8 +22,13 @@ import Logging
 final class Sequencer: Worker, @unchecked Sendable {
     /// The partition this sequencer consumes (`--partitions`; set before `run`): its queue.
     var partition = 0
+    /// The node's partitions (with `--partitions` > 1): whether this one should be given up.
+    var ledger: PartitionLedger?
+    /// Monotonic ms of this sequencer's last delivery (its own probes included): recent means
+    /// it is its queue's active consumer.
+    var lastDeliveryMillis: UInt64 = 0
     private var queue: String { config.historyQueue(partition: partition) }
-    private lazy var amqpLink = makeAMQPLink(config.partitions == 1 ? "RabbitMQ (sequencer)" : "RabbitMQ (sequencer of partition \(partition))",
+    lazy var amqpLink = makeAMQPLink(config.partitions == 1 ? "RabbitMQ (sequencer)" : "RabbitMQ (sequencer of partition \(partition))",
                                          healthy: { [health] in health.sequencerAMQP.store($0, ordering: .relaxed) }) { [config, logger, queue] connection throws(AMQPError) in
         try connection.qos(prefetch: config.prefetch)
         try connection.confirmSelect()
@@ -38,11 +43,11 @@ final class Sequencer: Worker, @unchecked Sendable {
     private var lastProbe: UInt64 = 0
 
     /// Batches stored, waiting for their dead letters' confirms before their ack.
-    private var pipeline = SequencerPipeline(maxInFlight: 4, confirmTimeoutMillis: 10_000)
+    var pipeline = SequencerPipeline(maxInFlight: 4, confirmTimeoutMillis: 10_000)
 
     /// A batch whose script calls were sent to Redis; its replies are read after the next
     /// batch was collected from RabbitMQ, so Redis works while this thread reads.
-    private struct Staged {
+    struct Staged {
         var deliveries: [AMQPDelivery]
         /// The batch's `sequence` call (none when it holds no message to store).
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
@@ -57,7 +62,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         /// stored again on the new connection instead.
         var sentOn: Int?
     }
-    private var staged: Staged?
+    var staged: Staged?
 
     func run() {
         while !stop.isSet {
@@ -71,7 +76,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 continue
             }
             do {
-                try probeIfDue(amqp)
+                if try probeIfDue(amqp) { continue } // gave its partition up
                 try ackConfirmed(amqp)
                 if pipeline.isFull && staged == nil, let oldest = pipeline.oldestPublish {
                     // The pipeline is full: wait for the oldest batch's confirm.
@@ -131,7 +136,7 @@ final class Sequencer: Worker, @unchecked Sendable {
 
     /// Acks every in-flight batch whose publishes are all confirmed, oldest first, with one
     /// multiple-ack for the newest of them.
-    private func ackConfirmed(_ amqp: AMQPConnection) throws(AMQPError) {
+    func ackConfirmed(_ amqp: AMQPConnection) throws(AMQPError) {
         try failIfRefused(amqp.takeRefused())
         guard !pipeline.inFlight.isEmpty else { return }
         for action in pipeline.settle(through: amqp.settledThrough, nowMillis: monotonicMillis()) {
@@ -146,7 +151,7 @@ final class Sequencer: Worker, @unchecked Sendable {
         }
     }
 
-    private func failIfRefused(_ refused: Set<UInt64>) throws(AMQPError) {
+    func failIfRefused(_ refused: Set<UInt64>) throws(AMQPError) {
         if !refused.isEmpty {
             throw AMQPError("RabbitMQ refused \(refused.count) live/dead-letter publishes")
         }
@@ -154,17 +159,20 @@ final class Sequencer: Worker, @unchecked Sendable {
 
     /// Every node sends itself a probe through the history queue every 2 s. Only the active
     /// consumer receives probes, so receiving any delivery means "this node is the sequencer".
-    private func probeIfDue(_ amqp: AMQPConnection) throws(AMQPError) {
+    /// True when the partition was given up (`balance`): the connection is gone.
+    private func probeIfDue(_ amqp: AMQPConnection) throws(AMQPError) -> Bool {
         let now = monotonicNanos() / 1_000_000
-        guard now - lastProbe >= 2_000 else { return }
+        guard now - lastProbe >= 2_000 else { return false }
         lastProbe = now
         try amqp.publish(exchange: "", routingKey: queue, body: [],
                      properties: AMQPProperties(headers: [("x-herald-probe", config.nodeID)]))
+        return try balance(amqp, nowMillis: now)
     }
 
     /// Turns deliveries into one `sequence` call (or dead letters) and sends it to Redis.
     private func stage(_ deliveries: [AMQPDelivery]) -> Staged {
-        health.lastHistoryDelivery.store(Int(monotonicNanos() / 1_000_000), ordering: .relaxed)
+        lastDeliveryMillis = monotonicNanos() / 1_000_000
+        health.lastHistoryDelivery.store(Int(lastDeliveryMillis), ordering: .relaxed)
         let now = wallMillis()
         var groups: [StoreGroup] = []
         var groupDeliveries: [[AMQPDelivery]] = []
@@ -219,7 +227,7 @@ final class Sequencer: Worker, @unchecked Sendable {
 
     /// Reads the staged batch's replies (or, after a Redis error, stores it again until Redis
     /// answers), dead-letters what Redis refused and puts the batch in flight. False: stopping.
-    private func finish(_ batch: Staged, _ amqp: AMQPConnection) throws(AMQPError) -> Bool {
+    func finish(_ batch: Staged, _ amqp: AMQPConnection) throws(AMQPError) -> Bool {
         let calls = batch.calls, deliveries = batch.deliveries
         var dead = batch.dead
         // Redis first: retried until it answers (messages wait, unacked, in RabbitMQ meanwhile).

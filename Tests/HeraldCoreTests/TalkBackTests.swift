@@ -130,3 +130,4 @@ import Testing
         #expect(heap.expire(now: 50) == ["d"] && heap.count == 0)
     }
 }
+

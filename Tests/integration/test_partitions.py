@@ -115,3 +115,36 @@ def test_a_drained_cluster_changes_its_partition_count_and_seqs_continue(herald_
     assert not queue_exists(f"{exchange}.history.0")
     publish(exchange, "feed", [b"14"], content_type="application/json")
     wait_until(lambda: len(history(back, "feed")) == 14, 15, what="a message after going back to one partition")
+
+
+def held(node):
+    return node.metrics().get("herald_partitions_held", 0)
+
+
+def test_nodes_share_the_partitions_and_a_killed_nodes_move_with_nothing_lost_or_doubled(herald_factory, exchange):
+    from conftest import Publisher
+    args = ["--partitions", "4", "--history-size", "5000"]
+    a = herald_factory(extra=args).start()
+    wait_until(lambda: held(a) == 4, 20, what="the only node to hold every partition")
+    channels = [f"ticks:{i}" for i in range(4)]
+    readers = [Client(a.ws_url(f"channel={c}")) for c in channels]
+    for r in readers:
+        assert r.recv()["type"] == "subscribed"
+    publishers = [Publisher(exchange, c, 4000, rate=200) for c in channels]
+    for p in publishers:
+        p.start()
+    # A second node: the first gives up partitions until each holds its share, 2.
+    b = herald_factory(extra=args).start()
+    wait_until(lambda: held(a) == 2 and held(b) == 2, 45, interval=0.5, what="two partitions each")
+    assert a.metrics()["herald_partition_handoffs_total"] == 2
+    # kill -9: its partitions move back to the survivor.
+    b.kill()
+    wait_until(lambda: held(a) == 4, 30, interval=0.5, what="the survivor to take every partition back")
+    for p in publishers:
+        p.join(60)
+        assert p.error is None and p.confirmed == 4000
+    for r, c, p in zip(readers, channels, publishers):
+        got, _ = r.recv_messages(c, 4000, timeout=60)
+        assert [m["seq"] for m in got] == list(range(1, 4001)), f"{c}: not consecutive"
+        assert [m["id"] for m in got] == p.ids, f"{c}: a message lost, doubled or reordered"
+        r.assert_nothing_follows(0.5)
