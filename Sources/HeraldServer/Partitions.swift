@@ -17,22 +17,27 @@ enum Partitions {
     static func conflict(config: HeraldConfig, locator: RedisLocator, amqp endpoints: [AMQPEndpoint], repartition: Bool) -> String? {
         guard let redis = try? locator.connect() else { return nil }
         defer { redis.close() }
-        let amqp = try? AMQPCluster(endpoints: endpoints).connect()
-        defer { amqp?.close() }
         let key = config.partitionsKey
         guard let stored = try? redis.command(["GET", key]) else { return nil }
         var recorded = stored.text.flatMap { Int($0) }
-        if recorded == nil, let amqp, (try? amqp.queueStatusIfExists(config.historyQueue)) ?? nil != nil {
+        let wanted = config.partitions
+        // RabbitMQ is asked only when it matters (the default start does not wait for it).
+        var connection: AMQPConnection?
+        defer { connection?.close() }
+        func amqp() -> AMQPConnection? {
+            if connection == nil { connection = try? AMQPCluster(endpoints: endpoints).connect() }
+            return connection
+        }
+        if recorded == nil, wanted > 1, let amqp = amqp(), (try? amqp.queueStatusIfExists(config.historyQueue)) ?? nil != nil {
             recorded = 1 // sequenced by a version from before partitions
         }
-        let wanted = config.partitions
         if let recorded, recorded != wanted {
             guard repartition else {
                 return "this cluster sequences \(config.exchange) in \(recorded) partition(s) (Redis key \(key)); this node was started with "
                     + "--partitions \(wanted). Start it with --partitions \(recorded), or change the cluster's count: stop every node, "
                     + "then start one with --partitions \(wanted) --repartition (it checks that nothing is left to sequence)"
             }
-            guard let amqp else { return "--repartition needs RabbitMQ: it could not be reached" }
+            guard let amqp = amqp() else { return "--repartition needs RabbitMQ: it could not be reached" }
             if let problem = dismantle(recorded, config: config, amqp) { return problem }
         }
         guard (try? redis.command(["SET", key, String(wanted)])) != nil else { return nil }

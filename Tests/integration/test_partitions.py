@@ -91,7 +91,7 @@ def test_nodes_that_disagree_on_the_partition_count_refuse_to_start(herald_facto
     assert code != 0 and "in 4 partition(s)" in log and "this node was started with --partitions 1" in log
 
 
-def test_a_drained_cluster_changes_its_partition_count_and_seqs_continue(herald_factory, exchange):
+def test_a_drained_cluster_changes_its_partition_count_and_seqs_continue(herald_factory, exchange, redis_server):
     one = herald_factory().start()
     publish(exchange, "feed", [json.dumps(n).encode() for n in range(10)], content_type="application/json")
     wait_until(lambda: len(history(one, "feed")) == 10, 15, what="ten messages stored")
@@ -99,6 +99,10 @@ def test_a_drained_cluster_changes_its_partition_count_and_seqs_continue(herald_
     publish(exchange, "feed", [b"11"], content_type="application/json")   # waits in <exchange>.history
     code, log = refused(herald_factory(extra=["--partitions", "4"]))
     assert code != 0 and "--repartition" in log
+    # A deployment from before the count was recorded: its <exchange>.history says it was 1.
+    redis_server.client().delete("herald:partitions")
+    code, log = refused(herald_factory(extra=["--partitions", "4"]))
+    assert code != 0 and "in 1 partition(s)" in log
     code, log = refused(herald_factory(extra=["--partitions", "4", "--repartition"]))
     assert code != 0 and "still holds 1 message(s)" in log
     drain = herald_factory().start()
