@@ -16,6 +16,8 @@ from conftest import ROOT, Publisher, assert_consecutive, free_ports_at, wait_un
 from test_cluster import Follower, report, stored
 
 SCRIPT = os.path.join(ROOT, "scripts", "rabbitmq-cluster")
+# One cluster for the module: its tests run on one pytest-xdist worker (scripts/test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("rabbitmq_cluster")
 
 
 class RabbitCluster:
@@ -130,3 +132,51 @@ def test_kill_9_of_the_queue_leader_then_of_the_sequencers_node_loses_nothing(ra
     print(f"longest sequencing pause: {pause} ms; publisher failovers: {pub.failovers}")
     report("rabbitmq_node_loss_longest_pause_ms", pause)
     c.restart(target)
+
+
+def test_eight_partitions_over_three_nodes_settle_and_a_killed_nodes_move_with_nothing_lost(rabbit_cluster, herald_factory,
+                                                                                             exchange, redis_server):
+    """Issue 35's partitions on the three-node RabbitMQ cluster: --partitions 8, quorum queues,
+    three Herald nodes. The partitions settle at no more than three a node; the node holding the
+    most is killed with -9 under confirmed publishing on 8 channels, its partitions move to the
+    others, and every confirmed message is stored once under consecutive seqs, seen by clients
+    on every node (a client of the killed node resumes on another)."""
+    from test_partitions import held
+    c = rabbit_cluster
+    amqp = [a for url in c.urls for a in ("--amqp-url", url)]
+    extra = [*amqp, "--queue-type", "quorum", "--partitions", "8", "--history-size", "5000"]
+    nodes = [herald_factory(extra=["--node-id", f"p{i}", *extra]).start() for i in range(3)]
+    wait_until(lambda: sum(held(h) for h in nodes) == 8 and max(held(h) for h in nodes) <= 3, 90, interval=0.5,
+               what="eight partitions settled at most three a node")
+    channels = [f"part:{i}" for i in range(8)]
+    total = 1500
+    followers = [Follower([nodes[i % 3].ws_url(), nodes[(i + 1) % 3].ws_url()], ch, total) for i, ch in enumerate(channels)]
+    for f in followers:
+        f.start()
+    for f in followers:
+        assert f.connected.wait(10)
+    publishers = [Publisher(exchange, ch, total, rate=150, urls=c.urls) for ch in channels]
+    for p in publishers:
+        p.start()
+    wait_until(lambda: min(p.confirmed for p in publishers) > 300, 60, what="publishing to get going")
+    victim = max(nodes, key=held)
+    survivors = [h for h in nodes if h is not victim]
+    before = held(victim)
+    victim.kill()
+    print(f"killed the Herald node holding {before} partitions")
+    wait_until(lambda: sum(held(h) for h in survivors) == 8, 30, interval=0.5, what="its partitions taken over")
+    for p in publishers:
+        p.join(120)
+        assert p.error is None and p.confirmed == total, p.error
+    for ch, p in zip(channels, publishers):
+        r = redis_server.client()
+        wait_until(lambda: r.hget(f"herald:meta:{ch}", "seq") and int(r.hget(f"herald:meta:{ch}", "seq")) >= total, 60,
+                   what=f"{ch} stored")
+        history = stored(redis_server, ch)
+        assert_consecutive([m["seq"] for m in history], start=1, end=total)
+        assert sorted(m["id"] for m in history) == sorted(p.ids), f"{ch}: every confirmed message stored exactly once"
+    for f in followers:
+        f.join(120)
+        assert f.error is None, f.error
+        assert_consecutive(f.seqs, start=1, end=total)
+    assert max(held(h) for h in survivors) <= 4
