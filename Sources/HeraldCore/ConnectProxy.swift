@@ -29,7 +29,8 @@ public enum ConnectIdentity {
         return out
     }
 
-    /// The backend's 200 answer: `{"user": ..., "channels": [...], "expire_at": <s>, "info": {...}}`
+    /// The backend's 200 answer: `{"user": ..., "channels": [...], "expire_at": <s>, "info": {...},
+    /// "publish": [...], "rpc": [...]}` (the last two as the token claims of those names)
     /// (only `user` required; `""` is an anonymous connection).
     public static func parse(_ bytes: [UInt8], nowSeconds: UInt64) -> Result<TokenClaims, TokenError> {
         guard let json = try? JSON.parse(bytes), case .object = json else {
@@ -60,7 +61,9 @@ public enum ConnectIdentity {
             guard encoded.count <= TokenClaims.maxInfoBytes else { return .failure(TokenError(.badClaims, "info is larger than \(TokenClaims.maxInfoBytes) bytes")) }
             info = encoded
         }
-        return .success(TokenClaims(sub: user, exp: exp, channels: channels, info: info))
+        var claims = TokenClaims(sub: user, exp: exp, channels: channels, info: info)
+        if let problem = claims.readTalkBack(from: json, source: "the connect proxy's answer") { return .failure(TokenError(.badClaims, problem)) }
+        return .success(claims)
     }
 
     /// The attachment the front carries from the proxy worker to the connection: the claims as JSON.
@@ -68,6 +71,8 @@ public enum ConnectIdentity {
         var fields: [(String, JSONValue)] = [("user", .string(claims.sub)), ("channels", .array(claims.channels.map { .string($0) }))]
         if claims.exp != noExpiry { fields.append(("expire_at", .number(String(claims.exp)))) }
         if let info = claims.info.flatMap({ try? JSON.parse($0) }) { fields.append(("info", info)) }
+        if !claims.publish.isEmpty { fields.append(("publish", .array(claims.publish.map { .string($0) }))) }
+        if !claims.rpc.isEmpty { fields.append(("rpc", .array(claims.rpc.map { .string($0) }))) }
         var out: [UInt8] = []
         JSON.encode(.object(fields), to: &out)
         return out

@@ -154,6 +154,24 @@ public enum TalkBackAnswer: Equatable, Sendable {
     }
 }
 
+extension TokenClaims {
+    /// Reads the `publish` and `rpc` lists of a token's payload or a connect proxy's answer
+    /// (absent: none); nil when they are valid, else why not.
+    mutating func readTalkBack(from object: JSONValue, source: String) -> String? {
+        for (name, problem) in [("publish", ChannelPattern.problem), ("rpc", TalkBack.methodPatternProblem)] as [(String, (String) -> String?)] {
+            guard let list = object[name], list != .null else { continue }
+            guard case let .array(items) = list else { return "\(name) must be a list of strings" }
+            var patterns: [String] = []
+            for item in items {
+                guard let s = item.stringValue, problem(s) == nil else { return "bad pattern in \(source)'s \(name)" }
+                patterns.append(s)
+            }
+            if name == "publish" { publish = patterns } else { rpc = patterns }
+        }
+        return nil
+    }
+}
+
 public enum TalkBack {
     /// The longest client id of a publish or call.
     public static let maxIDBytes = 128

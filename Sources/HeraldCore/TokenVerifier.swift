@@ -156,16 +156,7 @@ public struct TokenVerifier: Sendable {
         }
         var claims = TokenClaims(sub: sub, exp: exp, channels: channels, info: info, iat: iat)
         claims.channel = channelClaim
-        for (name, problem) in [("publish", ChannelPattern.problem), ("rpc", TalkBack.methodPatternProblem)] as [(String, (String) -> String?)] {
-            guard let list = payload[name] else { continue }
-            guard case let .array(items) = list else { return .failure(TokenError(.badClaims, "\(name) must be a list of strings")) }
-            var patterns: [String] = []
-            for item in items {
-                guard let s = item.stringValue, problem(s) == nil else { return .failure(TokenError(.badClaims, "bad pattern in the token's \(name) claim")) }
-                patterns.append(s)
-            }
-            if name == "publish" { claims.publish = patterns } else { claims.rpc = patterns }
-        }
+        if let problem = claims.readTalkBack(from: payload, source: "the token") { return .failure(TokenError(.badClaims, problem)) }
         return .success(claims)
     }
 

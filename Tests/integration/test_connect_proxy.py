@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from conftest import Client, free_port, publish, wait_until
 
-SESSIONS = {"s-ann": {"user": "ann", "channels": ["team:*"], "info": {"name": "Ann"}},
+SESSIONS = {"s-ann": {"user": "ann", "channels": ["team:*"], "info": {"name": "Ann"}, "publish": ["team:*"], "rpc": ["team.*"]},
             "s-bob": {"user": "bob", "channels": ["bob:*"]}}
 
 
@@ -86,7 +86,7 @@ def proxied(herald_factory, backend, *extra):
 
 
 def test_the_backend_names_the_user_and_channels(herald_factory, backend, exchange):
-    node = proxied(herald_factory, backend, "--token-secret", "proxy-secret-0123456789abcdef")
+    node = proxied(herald_factory, backend, "--token-secret", "proxy-secret-0123456789abcdef", "--client-publish", "token")
     c = Client(node.ws_url("channel=team:1&lang=en"), additional_headers={"Cookie": "theme=dark; session=s-ann", "User-Agent": "test-agent"})
     auth = c.recv()
     assert (auth["type"], auth.get("sub")) == ("authenticated", "ann"), auth
@@ -97,6 +97,13 @@ def test_the_backend_names_the_user_and_channels(herald_factory, backend, exchan
     publish(exchange, "team:1", [b"hello team"])
     msgs, _ = c.recv_messages("team:1", 1)
     assert msgs[0]["data"] == "hello team"
+    # The answer's publish list works as a token's publish claim (client-publish: token).
+    c.send({"op": "publish", "channel": "team:1", "data": "from ann", "id": "p1"})
+    frames = [c.recv(), c.recv()]   # the answer and the message, in either order
+    answer = next(f for f in frames if f.get("id") == "p1")
+    message = next(f for f in frames if f.get("type") == "message")
+    assert answer["type"] == "published"
+    assert message["data"] == "from ann" and message["id"] == "client:ann:p1"
     call = backend.calls[-1]
     assert call["transport"] == "websocket" and call["path"] == "/ws" and call["remote_addr"] == "127.0.0.1"
     assert call["cookies"] == {"theme": "dark", "session": "s-ann"}
