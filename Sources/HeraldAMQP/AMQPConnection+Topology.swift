@@ -51,53 +51,41 @@ extension AMQPConnection {
     }
 
     public func bindQueue(_ queue: String, exchange: String, routingKey: String = "") throws(AMQPError) {
-        let c = try conn()
-        queue.withCString { q in
-            exchange.withCString { e in
-                routingKey.withCString { r in
-                    _ = amqp_queue_bind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(r), amqp_empty_table)
-                }
-            }
+        try binding(queue, exchange, routingKey, "queue.bind \(queue) to \(exchange)") { c, ch, q, e, r in
+            _ = amqp_queue_bind(c, ch, q, e, r, amqp_empty_table)
         }
-        try check(amqp_get_rpc_reply(c), "queue.bind \(queue) to \(exchange)")
+    }
+
+    public func unbindQueue(_ queue: String, from exchange: String, routingKey: String = "") throws(AMQPError) {
+        try binding(queue, exchange, routingKey, "queue.unbind \(queue) from \(exchange)") { c, ch, q, e, r in
+            _ = amqp_queue_unbind(c, ch, q, e, r, amqp_empty_table)
+        }
     }
 
     /// Binds exchange `destination` to `source`: what `source` routes also goes to `destination`,
     /// routing key unchanged.
     public func bindExchange(_ destination: String, to source: String, routingKey: String = "") throws(AMQPError) {
-        let c = try conn()
-        destination.withCString { d in
-            source.withCString { s in
-                routingKey.withCString { r in
-                    _ = amqp_exchange_bind(c, channel, amqp_cstring_bytes(d), amqp_cstring_bytes(s), amqp_cstring_bytes(r), amqp_empty_table)
-                }
-            }
+        try binding(destination, source, routingKey, "exchange.bind \(destination) to \(source)") { c, ch, d, s, r in
+            _ = amqp_exchange_bind(c, ch, d, s, r, amqp_empty_table)
         }
-        try check(amqp_get_rpc_reply(c), "exchange.bind \(destination) to \(source)")
     }
 
     public func unbindExchange(_ destination: String, from source: String, routingKey: String = "") throws(AMQPError) {
+        try binding(destination, source, routingKey, "exchange.unbind \(destination) from \(source)") { c, ch, d, s, r in
+            _ = amqp_exchange_unbind(c, ch, d, s, r, amqp_empty_table)
+        }
+    }
+
+    /// One binding method on (destination, source, routing key), then its reply checked.
+    private func binding(_ destination: String, _ source: String, _ routingKey: String, _ what: String,
+                         _ method: (amqp_connection_state_t, amqp_channel_t, amqp_bytes_t, amqp_bytes_t, amqp_bytes_t) -> Void) throws(AMQPError) {
         let c = try conn()
         destination.withCString { d in
             source.withCString { s in
-                routingKey.withCString { r in
-                    _ = amqp_exchange_unbind(c, channel, amqp_cstring_bytes(d), amqp_cstring_bytes(s), amqp_cstring_bytes(r), amqp_empty_table)
-                }
+                routingKey.withCString { r in method(c, channel, amqp_cstring_bytes(d), amqp_cstring_bytes(s), amqp_cstring_bytes(r)) }
             }
         }
-        try check(amqp_get_rpc_reply(c), "exchange.unbind \(destination) from \(source)")
-    }
-
-    public func unbindQueue(_ queue: String, from exchange: String, routingKey: String = "") throws(AMQPError) {
-        let c = try conn()
-        queue.withCString { q in
-            exchange.withCString { e in
-                routingKey.withCString { r in
-                    _ = amqp_queue_unbind(c, channel, amqp_cstring_bytes(q), amqp_cstring_bytes(e), amqp_cstring_bytes(r), amqp_empty_table)
-                }
-            }
-        }
-        try check(amqp_get_rpc_reply(c), "queue.unbind \(queue) from \(exchange)")
+        try check(amqp_get_rpc_reply(c), what)
     }
 
     public func deleteQueue(_ name: String) throws(AMQPError) {
