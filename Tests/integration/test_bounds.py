@@ -8,8 +8,9 @@ from conftest import Client, publish, wait_until
 
 def channel_keys(r):
     """Every key but the node registry's (one heartbeat per node and the set of nodes: bounded by
-    the nodes, not by what clients do)."""
-    return [k for k in r.scan_iter(count=5000) if k != b"herald:nodes" and not k.startswith(b"herald:node:")]
+    the nodes, not by what clients do) and the cluster's partition count (one key)."""
+    return [k for k in r.scan_iter(count=5000)
+            if k not in (b"herald:nodes", b"herald:partitions") and not k.startswith(b"herald:node:")]
 
 
 def test_10000_subscribes_to_fresh_names_leave_no_lasting_key(herald_factory, redis_server):
