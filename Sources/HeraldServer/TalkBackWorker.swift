@@ -91,7 +91,16 @@ final class TalkBackWorker: Worker, @unchecked Sendable {
                 continue
             }
             do throws(AMQPError) {
-                for job in inbox.drain() { try send(job, amqp) }
+                let jobs = inbox.drain()
+                for (i, job) in jobs.enumerated() {
+                    do throws(AMQPError) {
+                        try send(job, amqp)
+                    } catch {
+                        // This one and the rest of the batch never reached RabbitMQ: answered, not lost.
+                        for unsent in jobs[i...] { refuse(unsent, "RabbitMQ connection lost; try again") }
+                        throw error
+                    }
+                }
                 let now = monotonicMillis()
                 let wait = deadlines.next.map { $0 > now ? Int(min($0 - now, 1_000)) : 0 } ?? 1_000
                 try handle(amqp.nextEvent(timeoutMillis: wait, wake: wake))
