@@ -116,7 +116,6 @@ extension HeraldConfig {
     public func historySize(of channel: String) -> Int { namespace(of: channel)?.historySize ?? historySize }
     public func historyTTLSeconds(of channel: String) -> Int { namespace(of: channel)?.historyTTLSeconds ?? historyTTLSeconds }
     public func clientBacklog(of channel: String) -> Int { namespace(of: channel)?.clientBacklog ?? clientBacklog }
-    public func clientPublish(of channel: String) -> ClientPublishRule { namespace(of: channel)?.clientPublish ?? clientPublish }
 
     /// Readable without a token: the namespace says so, else `anonymousPatterns`.
     public func isAnonymous(_ channel: String) -> Bool {

@@ -42,11 +42,6 @@ export class Requests {
     this.#timers = timers;
   }
 
-  /** Calls waiting for an answer. */
-  get size() {
-    return this.#pending.size;
-  }
-
   publish(channel, data, options = {}) {
     const id = options.id ?? randomID();
     const op = { op: "publish", channel, data: data === undefined ? null : data, id };
