@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "HeraldRuntime"),
 
         // The only modules that touch the C libraries.
-        .target(name: "HeraldRedis", dependencies: ["CHiredis"]),
+        .target(name: "HeraldRedis", dependencies: ["CHiredis", "HeraldCore"]),
         .target(name: "HeraldAMQP", dependencies: ["CRabbitMQ"]),
         // One lws context and its service loop (libev's epoll or lws's poll), for server and clients.
         .target(name: "HeraldServiceLoop", dependencies: ["CWebSockets", "CLibev", "HeraldRuntime"]),

@@ -22,7 +22,8 @@ struct Serve: ParsableCommand {
     @Option(help: "A Redis Sentinel (HOST:PORT); repeat for each. Herald writes to the master they name, checks its ROLE, and moves when they name another or it answers READONLY. (HERALD_REDIS_SENTINEL, comma-separated)") var redisSentinel: [String] = []
     @Option(help: "The master name the sentinels watch (sentinel monitor NAME ...). (HERALD_REDIS_MASTER)") var redisMaster = "mymaster"
     @Option(help: "Password of the sentinels, if they have one (the data nodes' is --redis-url's). (HERALD_REDIS_SENTINEL_PASSWORD)") var redisSentinelPassword: String?
-    @Option(help: "Replicas that must hold each batch (Redis WAIT) before it is broadcast and acked, so a failover loses nothing confirmed; 0: do not wait. 1 is recommended with Sentinel. (HERALD_REDIS_WAIT_REPLICAS)") var redisWaitReplicas = 0
+    @Option(help: "A Redis Cluster node (HOST:PORT); repeat for a few. Herald reads the slot map from the first that answers, keeps one connection per master, follows MOVED and ASK, and gives every key of a channel the channel's hash tag. Not with --redis-sentinel. (HERALD_REDIS_CLUSTER, comma-separated)") var redisCluster: [String] = []
+    @Option(help: "Replicas that must hold each batch (Redis WAIT; on a Redis Cluster, the replicas of each shard written) before it is broadcast and acked, so a failover loses nothing confirmed; 0: do not wait. 1 is recommended with Sentinel. (HERALD_REDIS_WAIT_REPLICAS)") var redisWaitReplicas = 0
     @Option(help: "Fanout exchange publishers send to; Herald's queues are named after it. (HERALD_EXCHANGE)") var exchange = "herald"
     @Option(help: "Channel for messages with an empty routing key. (HERALD_DEFAULT_CHANNEL)") var defaultChannel = "default"
     @Option(help: "Messages kept per channel in Redis. (HERALD_HISTORY_SIZE)") var historySize = 100
@@ -106,6 +107,15 @@ struct Serve: ParsableCommand {
         for s in redisSentinel where HostPort.parse(s) == nil {
             throw ValidationError("--redis-sentinel \(s): expected HOST:PORT")
         }
+        for s in redisCluster where ClusterNode.parse(s) == nil {
+            throw ValidationError("--redis-cluster \(s): expected HOST:PORT")
+        }
+        guard redisCluster.isEmpty || redisSentinel.isEmpty else {
+            throw ValidationError("--redis-cluster and --redis-sentinel exclude each other: a Redis Cluster promotes its own replicas")
+        }
+        guard redisCluster.isEmpty || !redisPrefix.contains(where: { $0 == "{" || $0 == "}" }) else {
+            throw ValidationError("--redis-prefix must not contain { or } with --redis-cluster: Herald puts the hash tags in the keys itself")
+        }
         guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format must be text or json, not \"\(logFormat)\"") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(logLevel)\"")
@@ -186,6 +196,7 @@ struct Serve: ParsableCommand {
         config.amqpURLs = amqpURL.isEmpty ? [HeraldConfig.defaultAMQPURL] : amqpURL
         config.redisURL = redisURL
         config.redisSentinels = redisSentinel
+        config.redisClusterSeeds = redisCluster
         config.redisMaster = redisMaster
         config.redisSentinelPassword = redisSentinelPassword
         config.redisWaitReplicas = redisWaitReplicas

@@ -122,10 +122,10 @@ public struct HeraldConfig: Sendable {
     public func hasPresence(_ channel: String) -> Bool {
         namespace(of: channel)?.presence ?? ChannelPattern.matches(any: presencePatterns, channel)
     }
-    public func presenceMembersKey(_ channel: String) -> String { "\(redisPrefix):presence:\(channel)" }
-    public var presenceLeasesKey: String { "\(redisPrefix):presence-nodes" }
+    public func presenceMembersKey(_ channel: String) -> String { "\(controlPrefix):presence:\(channel)" }
+    public var presenceLeasesKey: String { "\(controlPrefix):presence-nodes" }
     /// The set of channels a node instance has had members on (`presenceNodePrefix` + instance).
-    public var presenceNodePrefix: String { "\(redisPrefix):presence-node:" }
+    public var presenceNodePrefix: String { "\(controlPrefix):presence-node:" }
 
     /// Publish connection and channel lifecycle events to `eventsExchange` (`LifecycleLedger`).
     public var lifecycleEvents = false
@@ -161,21 +161,21 @@ public struct HeraldConfig: Sendable {
     /// Broadcasts from the control exchange wait here for one node to store them.
     public var controlBroadcastQueue: String { exchange + ".control.broadcast" }
     /// Users whose tokens issued before a revocation are refused: field user, value "before until".
-    public var revokedKey: String { "\(redisPrefix):revoked" }
-    public var lifecycleLeasesKey: String { "\(redisPrefix):lifecycle-nodes" }
+    public var revokedKey: String { "\(controlPrefix):revoked" }
+    public var lifecycleLeasesKey: String { "\(controlPrefix):lifecycle-nodes" }
     /// A node instance's connections (`lifecycleClientsPrefix` + instance: client → entry).
-    public var lifecycleClientsPrefix: String { "\(redisPrefix):lifecycle-clients:" }
+    public var lifecycleClientsPrefix: String { "\(controlPrefix):lifecycle-clients:" }
     /// The channels a node instance occupies (`lifecycleHeldPrefix` + instance).
-    public var lifecycleHeldPrefix: String { "\(redisPrefix):lifecycle-held:" }
+    public var lifecycleHeldPrefix: String { "\(controlPrefix):lifecycle-held:" }
     /// Lost instances whose events are not confirmed yet, each with the live instance that
     /// claimed them ("" before anyone has): lost instance → claimer.
-    public var lifecycleReapingKey: String { "\(redisPrefix):lifecycle-reaping" }
+    public var lifecycleReapingKey: String { "\(controlPrefix):lifecycle-reaping" }
     /// The channels a lost instance was the last in, with their versions, kept until its
     /// `vacated` events are confirmed (`lifecycleVacatedPrefix` + instance: channel, version, …).
-    public var lifecycleVacatedPrefix: String { "\(redisPrefix):lifecycle-vacated:" }
+    public var lifecycleVacatedPrefix: String { "\(controlPrefix):lifecycle-vacated:" }
     /// The node instances that occupy a channel (`occupancyPrefix` + channel).
-    public var occupancyPrefix: String { "\(redisPrefix):occupancy:" }
-    public var occupancyVersionKey: String { "\(redisPrefix):occupancy-version" }
+    public var occupancyPrefix: String { "\(controlPrefix):occupancy:" }
+    public var occupancyVersionKey: String { "\(controlPrefix):occupancy-version" }
 
     /// The admin listener (`--admin-listen HOST:PORT`): metrics, health and the admin page; nil: none.
     public var adminHost: String?
@@ -186,10 +186,10 @@ public struct HeraldConfig: Sendable {
     public var adminOnlyMetrics = false
     /// The deployment's node registry: every node's heartbeat (`nodesKey` + node id, a JSON
     /// object that expires) and when each last beat (`nodesKey`, a sorted set).
-    public var nodesKey: String { "\(redisPrefix):nodes" }
-    public func nodeKey(_ node: String) -> String { "\(redisPrefix):node:\(node)" }
+    public var nodesKey: String { "\(controlPrefix):nodes" }
+    public func nodeKey(_ node: String) -> String { "\(controlPrefix):node:\(node)" }
     /// A node's subscribers per channel (a hash), for `GET /api/channels`.
-    public func nodeChannelsKey(_ node: String) -> String { "\(redisPrefix):node:\(node):channels" }
+    public func nodeChannelsKey(_ node: String) -> String { "\(controlPrefix):node:\(node):channels" }
 
     /// Test only: a WebSocket path that echoes (for the protocol conformance run). Off: nil.
     public var testEchoPath: String?
@@ -214,18 +214,70 @@ public struct HeraldConfig: Sendable {
     public var historyQueues: [String] { partitions == 1 ? [historyQueue] : (0..<partitions).map { historyQueue(partition: $0) } }
     public func historyQueue(partition: Int) -> String { partitions == 1 ? historyQueue : "\(historyQueue).\(partition)" }
     /// Where the cluster records how many partitions it sequences in (the start-up check).
-    public var partitionsKey: String { "\(redisPrefix):partitions" }
+    public var partitionsKey: String { "\(controlPrefix):partitions" }
     public var deadQueue: String { exchange + ".dead" }
 
-    public func historyKey(_ channel: String) -> String { "\(redisPrefix):history:\(channel)" }
-    public func metaKey(_ channel: String) -> String { "\(redisPrefix):meta:\(channel)" }
-    /// The Redis PUB/SUB channels live messages travel on: this prefix + the channel name. The
-    /// scripts that store a message publish it there; a node subscribes to the channels its
-    /// clients watch.
-    public var liveTopicPrefix: String { "\(redisPrefix):live:" }
+    /// Redis Cluster seeds (`--redis-cluster HOST:PORT`, repeatable); empty: one Redis (or the
+    /// master Sentinel names).
+    public var redisClusterSeeds: [String] = []
+    public var redisCluster: Bool { !redisClusterSeeds.isEmpty }
+    /// The prefix of the keys the whole deployment shares (node registry, presence and lifecycle
+    /// state, revocations, the partition count). On a Redis Cluster it is a hash tag of its
+    /// own, `{herald}`, so that the scripts that touch several of them run on one shard; on one
+    /// Redis it is the plain prefix (the keys existing deployments have).
+    public var controlPrefix: String { redisCluster ? "{\(redisPrefix)}" : redisPrefix }
+    /// A channel's key of `kind` (history, meta, id, live). On a Redis Cluster the channel is
+    /// the key's hash tag, `herald:history:{room}`, so every key of a channel (and its live
+    /// topic) is on one shard and its store script runs there; a presence stream's keys carry
+    /// the control tag instead, beside the member hashes and leases its script also writes.
+    public func channelKey(_ kind: String, _ channel: String) -> String {
+        guard redisCluster else { return "\(redisPrefix):\(kind):\(channel)" }
+        if PresenceStream.channel(of: channel) != nil { return "\(controlPrefix):\(kind):\(channel)" }
+        return "\(redisPrefix):\(kind):{\(channel)}"
+    }
+    public func historyKey(_ channel: String) -> String { channelKey("history", channel) }
+    public func metaKey(_ channel: String) -> String { channelKey("meta", channel) }
+    /// The Redis PUB/SUB channel live messages of `channel` travel on (a shard channel on a
+    /// Redis Cluster). The scripts that store a message publish it there; a node subscribes to
+    /// the channels its clients watch.
+    public func liveTopic(_ channel: String) -> String { channelKey("live", channel) }
+    /// `liveTopic(channel)` is `liveTopicHead + channel + liveTopicTail` for every channel that
+    /// is not a presence stream.
+    public var liveTopicHead: String { redisCluster ? "\(redisPrefix):live:{" : "\(redisPrefix):live:" }
+    public var liveTopicTail: String { redisCluster ? "}" : "" }
+    /// PUBLISH, or SPUBLISH on a Redis Cluster (the message goes only to the shard of its topic).
+    public var livePublish: String { redisCluster ? "SPUBLISH" : "PUBLISH" }
+    /// `channels` in batches of at most `size` whose keys one script call may take together:
+    /// any channels on one Redis, only channels of one hash slot on a Redis Cluster.
+    public func keyBatches(_ channels: [String], size: Int) -> [[String]] {
+        var perSlot: [Int: [String]] = [:]
+        var order: [Int] = []
+        for channel in channels {
+            let slot = redisCluster ? ClusterSlot.of(metaKey(channel)) : 0
+            if perSlot[slot] == nil { order.append(slot) }
+            perSlot[slot, default: []].append(channel)
+        }
+        return order.flatMap { slot in
+            let list = perSlot[slot]!
+            return stride(from: 0, to: list.count, by: size).map { Array(list[$0..<min($0 + size, list.count)]) }
+        }
+    }
+
+    /// The channel a live topic is of (nil: not one of Herald's).
+    public func channel(ofLiveTopic topic: String) -> String? {
+        for head in [liveTopicHead, "\(controlPrefix):live:"] where topic.hasPrefix(head) {
+            var rest = topic.dropFirst(head.count)
+            if head == liveTopicHead && redisCluster {
+                guard rest.hasSuffix("}") else { return nil }
+                rest = rest.dropLast()
+            }
+            return String(rest)
+        }
+        return nil
+    }
     /// The de-duplication key of a message id on a channel. Both are free strings that may contain
     /// `:`, so they are joined with `#`, which a channel name cannot contain: the first `#` ends
     /// the channel, and no two (channel, id) pairs share a key (`orders` + `eu:1` and
     /// `orders:eu` + `1` once did).
-    public func idKey(_ channel: String, _ id: String) -> String { "\(redisPrefix):id:\(channel)#\(id)" }
+    public func idKey(_ channel: String, _ id: String) -> String { channelKey("id", channel) + "#" + id }
 }

@@ -1,4 +1,5 @@
 import CHiredis
+import HeraldCore
 
 /// A Redis reply, copied out of hiredis before the reply object is freed.
 public enum RedisReply: Equatable, Sendable {
@@ -77,20 +78,38 @@ public struct RedisEndpoint: Sendable, Equatable {
 ///   Any error leaves the connection closed; the owner reconnects (with backoff).
 public final class RedisConnection {
     private var context: UnsafeMutablePointer<redisContext>?
+    /// Set for a Redis Cluster: every command goes to the master of its key's slot, through
+    /// one connection per master (`RedisClusterState`); `context` stays unused.
+    private let cluster: RedisClusterState?
+    /// The single Redis, or the cluster's first seed.
     public let endpoint: RedisEndpoint
     public let timeoutMillis: Int
 
     public init(endpoint: RedisEndpoint, timeoutMillis: Int = 2_000) {
         self.endpoint = endpoint
         self.timeoutMillis = timeoutMillis
+        cluster = nil
+    }
+
+    /// A connection to a Redis Cluster (`endpoint` carries the password and the first seed).
+    public init(cluster config: RedisClusterConfig, endpoint: RedisEndpoint, timeoutMillis: Int = 2_000) {
+        var first = endpoint
+        if let seed = config.seeds.first { (first.host, first.port) = (seed.host, Int32(seed.port)) }
+        self.endpoint = first
+        self.timeoutMillis = timeoutMillis
+        cluster = RedisClusterState(config: config, endpoint: endpoint, timeoutMillis: timeoutMillis)
     }
 
     deinit { close() }
 
-    public var isConnected: Bool { context != nil }
+    public var isConnected: Bool { cluster?.isConnected ?? (context != nil) }
+
+    /// The masters a cluster connection knows (nil for a single Redis).
+    public var clusterMasters: [ClusterNode]? { cluster?.map.masters }
 
     public func connect() throws(RedisError) {
         close()
+        if let cluster { return try cluster.connect() }
         let tv = timeval(tv_sec: timeoutMillis / 1000, tv_usec: (timeoutMillis % 1000) * 1000)
         guard let ctx = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), tv) else {
             throw RedisError("cannot allocate a Redis context")
@@ -112,12 +131,26 @@ public final class RedisConnection {
     }
 
     public func close() {
+        cluster?.close()
         if let context { redisFree(context) }
         context = nil
     }
 
     public func command(_ args: [String]) throws(RedisError) -> RedisReply {
         try pipeline([args.map { Array($0.utf8) }])[0]
+    }
+
+    /// Redis `WAIT`: how many replicas hold every write made so far (on a Redis Cluster, the
+    /// fewest of any master written since the last wait), waiting up to `timeoutMillis` for
+    /// `replicas`. Anything but a count (a demoted master answers `WAIT` with an error) closes
+    /// the connection and throws: the writes are to be made again where the master is now.
+    public func waitReplicas(_ replicas: Int, timeoutMillis: Int) throws(RedisError) -> Int {
+        let reply = try command(["WAIT", String(replicas), String(timeoutMillis)])
+        guard case let .integer(count) = reply else {
+            close()
+            throw RedisError("Redis at \(endpoint.host):\(endpoint.port) answered WAIT with \(reply)", isReadOnly: true)
+        }
+        return Int(count)
     }
 
     public func command(bytes args: [[UInt8]]) throws(RedisError) -> RedisReply {
@@ -133,6 +166,7 @@ public final class RedisConnection {
     /// Writes every command to the socket without reading a reply, so the caller can do other
     /// work while Redis runs them; `receive(count:)` reads the replies, in order.
     public func send(_ commands: [[[UInt8]]]) throws(RedisError) {
+        if let cluster { return try cluster.send(commands) }
         guard let ctx = context else { throw RedisError("not connected to Redis") }
         for args in commands {
             let status = Self.withArgv(args) { argc, argv, lens in
@@ -156,6 +190,7 @@ public final class RedisConnection {
 
     /// Reads the next `count` replies (blocking, within the connection's timeout).
     public func receive(count: Int) throws(RedisError) -> [RedisReply] {
+        if let cluster { return try cluster.receive(count: count) }
         guard let ctx = context else { throw RedisError("not connected to Redis") }
         var replies = [RedisReply]()
         replies.reserveCapacity(count)
@@ -306,6 +341,7 @@ extension RedisConnection {
     /// `timeoutMillis` for the first one, or less when `wake` is signalled (then possibly none).
     /// Never blocks on a partly received reply: what is incomplete stays buffered for the next call.
     public func receiveAvailable(timeoutMillis: Int32, wake: RedisWake?) throws(RedisError) -> [RedisReply] {
+        if let cluster { return try cluster.receiveAvailable(timeoutMillis: timeoutMillis, wake: wake) }
         guard let ctx = context else { throw RedisError("not connected to Redis") }
         var replies = try buffered(ctx)
         if !replies.isEmpty { return replies }
@@ -323,7 +359,28 @@ extension RedisConnection {
     /// Writes commands without waiting for their replies (a PUB/SUB connection's SUBSCRIBE,
     /// UNSUBSCRIBE and PING: their confirmations arrive among the messages).
     public func sendCommands(_ commands: [[String]]) throws(RedisError) {
+        if let cluster { return try cluster.sendPubSub(commands) }
         try send(commands.map { $0.map { Array($0.utf8) } })
+    }
+
+    /// The socket, for a cluster's wait on all its nodes (-1 when closed).
+    var fileDescriptor: Int32 { context.map { Int32($0.pointee.fd) } ?? -1 }
+
+    /// The replies buffered or readable now, without blocking (after a wait said the socket is ready).
+    func readReady() throws(RedisError) -> [RedisReply] {
+        guard let ctx = context else { throw RedisError("not connected to Redis") }
+        if redisBufferRead(ctx) != REDIS_OK {
+            let message = Self.errorString(ctx)
+            close()
+            throw RedisError("Redis connection lost: \(message)")
+        }
+        return try buffered(ctx)
+    }
+
+    /// The replies already read from the socket and not yet handed out.
+    func bufferedReplies() throws(RedisError) -> [RedisReply] {
+        guard let ctx = context else { throw RedisError("not connected to Redis") }
+        return try buffered(ctx)
     }
 
     private func buffered(_ ctx: UnsafeMutablePointer<redisContext>) throws(RedisError) -> [RedisReply] {

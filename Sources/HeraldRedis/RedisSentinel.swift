@@ -27,19 +27,28 @@ public struct RedisSentinelConfig: Sendable, Equatable {
     }
 }
 
-/// Finds the Redis to write to: the one endpoint of `--redis-url`, or the master the sentinels
-/// name, confirmed with `ROLE` (a sentinel may still name a master that has just been demoted).
+/// Finds the Redis to write to: the one endpoint of `--redis-url`, the cluster of
+/// `--redis-cluster`, or the master the sentinels name, confirmed with `ROLE` (a sentinel may still name a master that has just been demoted).
 ///
 /// - Important: not thread-safe; each connection owner has its own.
 public final class RedisLocator {
     public let data: RedisEndpoint
     public let sentinel: RedisSentinelConfig?
+    /// A Redis Cluster instead: the connection routes each command to its slot's master.
+    public let cluster: RedisClusterConfig?
     private var nextSentinel = 0
 
-    public init(data: RedisEndpoint, sentinel: RedisSentinelConfig?) { (self.data, self.sentinel) = (data, sentinel) }
+    public init(data: RedisEndpoint, sentinel: RedisSentinelConfig?, cluster: RedisClusterConfig? = nil) {
+        (self.data, self.sentinel, self.cluster) = (data, sentinel, cluster)
+    }
 
-    /// A connection to the master, or an error naming what every sentinel said.
+    /// A connection to the master (or to the cluster), or an error naming what every sentinel said.
     public func connect(timeoutMillis: Int = 2_000) throws(RedisError) -> RedisConnection {
+        if let cluster {
+            let connection = RedisConnection(cluster: cluster, endpoint: data, timeoutMillis: timeoutMillis)
+            try connection.connect()
+            return connection
+        }
         guard sentinel != nil else {
             let connection = RedisConnection(endpoint: data, timeoutMillis: timeoutMillis)
             try connection.connect()

@@ -117,12 +117,13 @@ final class HistoryReader: Worker, @unchecked Sendable {
         }
     }
 
-    /// One script call per 1,000 channels. A failure is only logged: the hub asks again well
-    /// before the TTL runs out, and a connection error shows on the next read.
+    /// One script call per 1,000 channels (per hash slot on a Redis Cluster). A failure is only
+    /// logged: the hub asks again well before the TTL runs out, and a connection error shows on
+    /// the next read.
     private func extendEmpty(_ channels: [String], on redis: RedisConnection) {
         let ttl = Array(String(config.emptyChannelKeySeconds).utf8)
-        let calls = stride(from: 0, to: channels.count, by: 1_000).map { start in
-            (keys: channels[start..<min(start + 1_000, channels.count)].map { Array(config.metaKey($0).utf8) }, args: [ttl])
+        let calls = config.keyBatches(channels, size: 1_000).map { batch in
+            (keys: batch.map { Array(config.metaKey($0).utf8) }, args: [ttl])
         }
         do {
             _ = try Scripts.keepEmptyAlive.run(on: redis, sha: &keepAliveSHA, calls: calls)

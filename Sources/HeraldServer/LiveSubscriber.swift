@@ -68,7 +68,10 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     private var catchingUp: [String] = []
     /// Monotonic ms before which no catch-up is tried (the repair connection is not back yet).
     private var nextCatchUp: UInt64 = 0
-    private lazy var prefix = Array(config.liveTopicPrefix.utf8)
+    /// SUBSCRIBE and UNSUBSCRIBE, or their shard forms on a Redis Cluster (each topic on the
+    /// master of its channel's slot).
+    private lazy var verbs = config.redisCluster ? (subscribe: "SSUBSCRIBE", unsubscribe: "SUNSUBSCRIBE", message: "smessage", confirmed: "ssubscribe")
+                                                 : (subscribe: "SUBSCRIBE", unsubscribe: "UNSUBSCRIBE", message: "message", confirmed: "subscribe")
     /// Compresses each live message once for every connection of the node that negotiated
     /// permessage-deflate (`SequencedMessage.piece`).
     private lazy var pieces = SharedPieces(config: config, metrics: metrics)
@@ -143,9 +146,9 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     /// Sends the step's SUBSCRIBE and UNSUBSCRIBE commands, then carries out the rest.
     private func carryOut(_ step: LiveInterest.Step, on redis: RedisConnection) throws(RedisError) {
         var commands: [[String]] = []
-        for (verb, channels) in [("SUBSCRIBE", step.subscribe), ("UNSUBSCRIBE", step.unsubscribe)] {
+        for (verb, channels) in [(verbs.subscribe, step.subscribe), (verbs.unsubscribe, step.unsubscribe)] {
             for start in stride(from: 0, to: channels.count, by: Self.topicsPerCommand) {
-                let topics = channels[start..<min(start + Self.topicsPerCommand, channels.count)].map { config.liveTopicPrefix + $0 }
+                let topics = channels[start..<min(start + Self.topicsPerCommand, channels.count)].map { config.liveTopic($0) }
                 commands.append([verb] + topics)
             }
         }
@@ -169,20 +172,19 @@ final class LiveSubscriber: Worker, @unchecked Sendable {
     /// `out`), or the confirmation of a SUBSCRIBE (what it releases goes into `step`).
     private func received(_ reply: RedisReply, into out: inout [SequencedMessage], step: inout LiveInterest.Step) {
         guard case let .array(items) = reply, items.count == 3, let kind = items[0].text,
-              let topic = items[1].bytes, topic.starts(with: prefix) else {
+              let topic = items[1].text, let channel = config.channel(ofLiveTopic: topic) else {
             if case let .error(e) = reply { logger.error("Redis refused a PUB/SUB command", metadata: ["error": "\(e)"]) }
             return
         }
-        let channel = String(decoding: topic[prefix.count...], as: UTF8.self)
         switch kind {
-        case "message":
+        case verbs.message:
             guard let body = items[2].bytes else { return }
             let messages = LiveBatch.decode(body)
             metrics.liveReceived.add(messages.count)
             // Sent before an UNSUBSCRIBE took effect: the channel is forgotten.
             guard interest.isConfirmed(channel) else { return }
             for m in messages where m.channel == channel { accept(m, into: &out) }
-        case "subscribe":
+        case verbs.confirmed:
             step.merge(interest.confirmed(channel))
         default:
             break

@@ -44,10 +44,11 @@ public final class Node {
             for s in config.redisSentinels { addresses.append(try RedisSentinelConfig.Address(s)) }
             sentinel = RedisSentinelConfig(sentinels: addresses, masterName: config.redisMaster, password: config.redisSentinelPassword)
         }
-        if let conflict = NodeIdentity.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel), stop: StopFlag()) {
+        if let conflict = NodeIdentity.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel, cluster: config.redisClusterConfig), stop: StopFlag()) {
             throw StartupError(description: conflict)
         }
-        if let conflict = Partitions.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel),
+        if let conflict = Partitions.conflict(config: config, locator: RedisLocator(data: redisEndpoint, sentinel: sentinel,
+                                                                                    cluster: config.redisClusterConfig),
                                               amqp: amqpEndpoints, repartition: config.repartition) {
             throw StartupError(description: conflict)
         }

@@ -188,11 +188,15 @@ final class Publisher: Worker, @unchecked Sendable {
             members[g].append(r)
         }
         guard !groups.isEmpty else { return }
-        let call = Scripts.sequenceCall(groups, marks: watermarks.marks(groups.map(\.channel)), config: config)
+        let plan = Scripts.sequencePlan(groups.map(\.channel), config: config)
+        if config.redisCluster {
+            groups = plan.order.map { groups[$0] }
+            members = plan.order.map { members[$0] }
+        }
+        let calls = Scripts.sequenceCalls(groups, sizes: plan.sizes, marks: watermarks.marks(groups.map(\.channel)), config: config)
         let replies: [RedisReply]
         do {
-            let reply = try Scripts.sequence.run(on: redis, sha: &sha, calls: [call])[0]
-            replies = Scripts.sequenceReplies(reply, groups: groups.count) ?? Array(repeating: reply, count: groups.count)
+            replies = Scripts.sequenceReplies(try Scripts.sequence.run(on: redis, sha: &sha, calls: calls), sizes: plan.sizes)
         } catch {
             sha = nil
             link.drop(error, "HTTP publishes get 503 until it is back")
@@ -233,8 +237,8 @@ final class Publisher: Worker, @unchecked Sendable {
     /// false when they do not within `replicaWaitMillis` or the connection fails.
     private func waitForReplicas(_ redis: RedisConnection) -> Bool {
         do {
-            let acked = try redis.command(["WAIT", String(config.redisWaitReplicas), String(Self.replicaWaitMillis)]).integer ?? 0
-            if acked >= Int64(config.redisWaitReplicas) { return true }
+            let acked = try redis.waitReplicas(config.redisWaitReplicas, timeoutMillis: Self.replicaWaitMillis)
+            if acked >= config.redisWaitReplicas { return true }
             metrics.redisReplicaWaits.add()
             return false
         } catch {

@@ -128,11 +128,19 @@ final class Reconnecting<Connection: AnyObject> {
 }
 
 
+extension HeraldConfig {
+    /// `--redis-cluster`'s seeds (validated when the options were read), nil without a cluster.
+    var redisClusterConfig: RedisClusterConfig? {
+        redisCluster ? RedisClusterConfig(seeds: redisClusterSeeds.compactMap { ClusterNode.parse($0) }) : nil
+    }
+}
+
 extension Worker {
-    /// A Redis connection of this worker: to `--redis-url`, or to the master the sentinels
-    /// name (and again whenever they name another one, or it answers READONLY).
+    /// A Redis connection of this worker: to `--redis-url`, to the masters of `--redis-cluster`,
+    /// or to the master the sentinels name (and again whenever they name another one, or it
+    /// answers READONLY).
     func makeRedisLink(_ name: String, healthy: @escaping (Bool) -> Void = { _ in }) -> Reconnecting<RedisConnection> {
-        let locator = RedisLocator(data: redisEndpoint, sentinel: redisSentinel)
+        let locator = RedisLocator(data: redisEndpoint, sentinel: redisSentinel, cluster: config.redisClusterConfig)
         var generation = 0
         let link = Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.redisReconnects, healthy: healthy,
                                 open: { [health] in

@@ -18,7 +18,7 @@ extension Scripts {
                              config: HeraldConfig) -> (keys: [[UInt8]], args: [[UInt8]]) {
         var keys: [[UInt8]] = []
         var args = [String(config.dedupeSeconds), randomHex(bytes: 6), String(config.historyMetaTTLSeconds),
-                    config.liveTopicPrefix].map { Array($0.utf8) }
+                    config.liveTopicHead, config.liveTopicTail, config.livePublish].map { Array($0.utf8) }
         let none = Array("0".utf8)
         keys.reserveCapacity(2 * groups.count)
         args.reserveCapacity(args.count + groups.reduce(0) { $0 + 6 + 3 * $1.envelopes.count })
@@ -44,6 +44,41 @@ extension Scripts {
             }
         }
         return (keys, args)
+    }
+
+    /// How channels' groups are split into `sequence` calls: all in one on a single Redis; on a
+    /// Redis Cluster one call per hash slot (a script's keys must share one), with the groups
+    /// ordered by slot so that each call's are adjacent. `order` lists the groups' indices in
+    /// that order, `sizes` how many groups each call takes.
+    static func sequencePlan(_ channels: [String], config: HeraldConfig) -> (order: [Int], sizes: [Int]) {
+        guard config.redisCluster, channels.count > 1 else { return (Array(channels.indices), channels.isEmpty ? [] : [channels.count]) }
+        let slots = channels.map { ClusterSlot.of(config.metaKey($0)) }
+        let order = channels.indices.sorted { (slots[$0], $0) < (slots[$1], $1) }
+        var sizes: [Int] = []
+        var last = -1
+        for i in order {
+            if slots[i] == last { sizes[sizes.count - 1] += 1 } else { sizes.append(1) }
+            last = slots[i]
+        }
+        return (order, sizes)
+    }
+
+    /// The `sequence` calls of `groups` (already in `sequencePlan` order), `sizes[i]` groups each.
+    static func sequenceCalls(_ groups: [StoreGroup], sizes: [Int], marks: [[ChannelWatermarks.Mark]],
+                              config: HeraldConfig) -> [(keys: [[UInt8]], args: [[UInt8]])] {
+        var calls: [(keys: [[UInt8]], args: [[UInt8]])] = []
+        var start = 0
+        for n in sizes {
+            calls.append(sequenceCall(Array(groups[start..<start + n]), marks: Array(marks[start..<start + n]), config: config))
+            start += n
+        }
+        return calls
+    }
+
+    /// The replies of the calls `sequenceCalls` made, one per group in order; a call answered
+    /// with an error gives that error to each of its groups.
+    static func sequenceReplies(_ replies: [RedisReply], sizes: [Int]) -> [RedisReply] {
+        zip(replies, sizes).flatMap { reply, n in sequenceReplies(reply, groups: n) ?? Array(repeating: reply, count: n) }
     }
 
     /// The `sequence` reply split per channel (parallel to the call's groups); nil when Redis

@@ -7,11 +7,12 @@ import HeraldRedis
 /// at build time as `Lua.<name>` by the LuaScripts plugin; their contracts are documented here.
 enum Scripts {
     /// Sequence and store a batch of messages of many channels, each channel's in order, in one
-    /// call, and publish each channel's part on its live topic (`liveTopicPrefix` + channel) in
+    /// call, and publish each channel's part on its live topic (`HeraldConfig.liveTopic`) in
     /// the same atomic step. Built by `sequenceCall`; see `StoreGroup` for one channel's part.
     /// KEYS: per channel its meta hash and history list, then the id keys of its messages that
     /// have a publisher id. ARGV: dedupe seconds, epoch candidate, meta TTL seconds (0: none),
-    /// the live topic prefix, then per channel: channel, index in KEYS of its meta hash, history
+    /// the live topic's head and tail (head .. channel .. tail), the publish command (PUBLISH, or
+    /// SPUBLISH on a Redis Cluster), then per channel: channel, index in KEYS of its meta hash, history
     /// size, history TTL seconds (0: none), its watermarks on this node (`epoch seq` pairs
     /// separated by spaces, '' when it has none), message count, then per message: frame head,
     /// frame tail, index in KEYS of its id key (0: none).
@@ -121,7 +122,8 @@ extension Scripts {
     /// KEYS: stream meta hash, stream history list, member hash, leases zset, the publishing
     /// instance's channel set. ARGV: history size, epoch candidate, node-set key prefix, channel,
     /// instance, sync ('1'/'0'), leave count L, join count J, channel as a JSON string, meta TTL
-    /// (0: none), live topic prefix, the stream's name, then L client ids, J (client, member)
+    /// (0: none), the stream's live topic, the stream's name, the publish command (PUBLISH or
+    /// SPUBLISH), then L client ids, J (client, member)
     /// pairs, then the instances to reap. The frames are published on the stream's live topic.
     /// Returns {epoch, leave seq, leave frame, join seq, join frame} (seq 0 and '' when none).
     static let presence = RedisScript(source: Lua.presence)
@@ -143,7 +145,7 @@ extension Scripts {
                     config.presenceLeasesKey, config.presenceNodePrefix + instance].map { Array($0.utf8) }
         var args = [String(config.presenceHistorySize), randomHex(bytes: 6), config.presenceNodePrefix, channel, instance,
                     change.sync ? "1" : "0", String(change.leaves.count), String(change.joins.count), JSON.quoted(channel),
-                    String(config.historyMetaTTLSeconds), config.liveTopicPrefix, stream].map { Array($0.utf8) }
+                    String(config.historyMetaTTLSeconds), config.liveTopic(stream), stream, config.livePublish].map { Array($0.utf8) }
         args += change.leaves.map { Array($0.utf8) }
         for (client, member) in change.joins {
             args.append(Array(client.utf8))

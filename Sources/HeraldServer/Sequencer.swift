@@ -49,8 +49,10 @@ final class Sequencer: Worker, @unchecked Sendable {
     /// batch was collected from RabbitMQ, so Redis works while this thread reads.
     struct Staged {
         var deliveries: [AMQPDelivery]
-        /// The batch's `sequence` call (none when it holds no message to store).
+        /// The batch's `sequence` calls (none when it holds no message to store).
         var calls: [(keys: [[UInt8]], args: [[UInt8]])]
+        /// How many groups each call holds (one call, or one per hash slot on a Redis Cluster).
+        var callSizes: [Int]
         /// Each channel's part of the call, and the deliveries it came from.
         var groups: [StoreGroup]
         var groupDeliveries: [[AMQPDelivery]]
@@ -211,7 +213,12 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dead.append((d, error))
             }
         }
-        let calls = groups.isEmpty ? [] : [Scripts.sequenceCall(groups, marks: watermarks.marks(groups.map(\.channel)), config: config)]
+        let plan = Scripts.sequencePlan(groups.map(\.channel), config: config)
+        if config.redisCluster {
+            groups = plan.order.map { groups[$0] }
+            groupDeliveries = plan.order.map { groupDeliveries[$0] }
+        }
+        let calls = Scripts.sequenceCalls(groups, sizes: plan.sizes, marks: watermarks.marks(groups.map(\.channel)), config: config)
         var sentOn: Int?
         if !calls.isEmpty, let redis {
             do {
@@ -221,7 +228,7 @@ final class Sequencer: Worker, @unchecked Sendable {
                 dropRedis(error)
             }
         }
-        return Staged(deliveries: deliveries, calls: calls, groups: groups, groupDeliveries: groupDeliveries,
+        return Staged(deliveries: deliveries, calls: calls, callSizes: plan.sizes, groups: groups, groupDeliveries: groupDeliveries,
                       presence: presence, dead: dead, sentOn: sentOn)
     }
 
@@ -245,8 +252,7 @@ final class Sequencer: Worker, @unchecked Sendable {
             if config.redisWaitReplicas > 0, let stored = replies { replies = replicated(calls, stored) }
             guard let replies else { return false } // stopping: RabbitMQ redelivers
             // One answer per channel; an error for the whole call is every channel's answer.
-            let perChannel = Scripts.sequenceReplies(replies[0], groups: batch.groups.count)
-                ?? Array(repeating: replies[0], count: batch.groups.count)
+            let perChannel = Scripts.sequenceReplies(replies, sizes: batch.callSizes)
             for (g, (group, reply)) in zip(batch.groups, perChannel).enumerated() {
                 let answer = Scripts.sequenced(reply, count: group.envelopes.count)
                 if let answer { reportIfBehind(group.channel, answer) }
@@ -331,8 +337,8 @@ final class Sequencer: Worker, @unchecked Sendable {
             if let redis = redisLink.get() {
                 do {
                     let wanted = config.redisWaitReplicas
-                    let acked = try redis.command(["WAIT", String(wanted), "1000"]).integer ?? 0
-                    if acked >= Int64(wanted) { return replies }
+                    let acked = try redis.waitReplicas(wanted, timeoutMillis: 1_000)
+                    if acked >= wanted { return replies }
                     heldSeconds += 1
                     metrics.redisReplicaWaits.add()
                     if heldSeconds == 1 || heldSeconds % 10 == 0 {

@@ -43,7 +43,7 @@ def test_every_script_loads(redis_server, tmp_path, name):
 def sequence_args(groups, epoch="e1", dedupe=60, prefix="herald:live:"):
     """KEYS and ARGV of one sequence call: groups of (channel, size, marks, messages, id keys),
     a message being (head, tail, id key or None)."""
-    keys, args = [], [dedupe, epoch, 0, prefix]
+    keys, args = [], [dedupe, epoch, 0, prefix, "", "PUBLISH"]
     for channel, size, marks, messages in groups:
         keys += [f"herald:meta:{channel}", f"herald:history:{channel}"]
         args += [channel, len(keys) - 1, size, 0, marks, len(messages)]

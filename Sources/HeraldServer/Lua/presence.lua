@@ -9,7 +9,7 @@ local candidate = ARGV[2]
 --#include _open_epoch.lua
 local channel, instance = ARGV[4], ARGV[5]
 local nl, nj = tonumber(ARGV[7]), tonumber(ARGV[8])
-local first = 13
+local first = 14
 local left, joined = {}, {}
 -- Removes the members of instance `who`, except the clients in `keep`.
 local function removeInstance(who, keep)
@@ -84,5 +84,5 @@ emit('join', joined)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[1]) - 1)
 if ARGV[10] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[10]) else redis.call('PERSIST', KEYS[1]) end
 -- The nodes serving the stream's subscribers hear of the changes in the same atomic step.
-if #live > 0 then redis.call('PUBLISH', ARGV[11] .. ARGV[12], table.concat(live)) end
+if #live > 0 then redis.call(ARGV[13], ARGV[11], table.concat(live)) end
 return out

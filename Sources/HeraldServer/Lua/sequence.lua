@@ -1,5 +1,8 @@
 -- Scripts.sequence (see its documentation in Sources/HeraldServer/Scripts*.swift).
-local dedupe, candidate, metaTTL, topics = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local dedupe, candidate, metaTTL = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+-- A channel's live topic is ARGV[4] .. channel .. ARGV[5], published with ARGV[6]: PUBLISH, or
+-- SPUBLISH on a Redis Cluster (the topic then carries the channel's hash tag, as its keys do).
+local topicHead, topicTail, publish = ARGV[4], ARGV[5], ARGV[6]
 
 -- One channel's messages: ARGV[a] channel, ARGV[a+1] index of its meta hash in KEYS (its
 -- history list follows), size, history TTL, watermarks, message count, then per message head,
@@ -67,12 +70,12 @@ local function store(a)
   if metaTTL ~= '0' then redis.call('EXPIRE', meta, metaTTL) else redis.call('PERSIST', meta) end
   -- Every node serving a subscriber of the channel hears of it (duplicates too: a crash may
   -- have come between storing and this publish), in the same atomic step as the store.
-  redis.call('PUBLISH', topics .. channel, table.concat(live))
+  redis.call(publish, topicHead .. channel .. topicTail, table.concat(live))
   return out, last + 1
 end
 
 local replies = {}
-local a = 5
+local a = 7
 while a <= #ARGV do
   local ok, out, nextA = pcall(store, a)
   if ok then

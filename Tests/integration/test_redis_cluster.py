@@ -1,0 +1,292 @@
+"""Herald on a Redis Cluster (issue 35, PROTOCOL.md "Redis Cluster"): three masters with one
+replica each (scripts/redis-cluster, created by `redis-cli --cluster create` here and always
+stopped), reached with --redis-cluster. Every key of a channel carries the channel's hash tag, so
+its store script runs on one shard; live messages go out with SPUBLISH on that shard and each node
+SSUBSCRIBEs only to the channels its clients watch. The acceptance run adds the three-node
+RabbitMQ cluster and --partitions 8: 200 channels published with confirms while clients read on
+every node, kill -9 of the Herald node holding the most partitions, then of a Redis master."""
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import pika
+import pytest
+from redis.cluster import RedisCluster
+
+from conftest import ROOT, Client, TripleFollower, assert_consecutive, free_ports_at, publish, wait_until
+
+SCRIPT = os.path.join(ROOT, "scripts", "redis-cluster")
+
+
+class RedisClusterNodes:
+    """Six nodes on their own ports (and each port + 10000 for the cluster bus)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="herald-rc-")
+        self.base = free_ports_at([*range(6), *range(10000, 10006)], high=32700)
+        out = subprocess.run([SCRIPT, "start", self.dir, str(self.base)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        self.nodes = out.stdout.split()
+        assert len(self.nodes) == 6, out.stdout
+
+    def args(self):
+        """Two seeds, as an operator would give a few."""
+        return [a for n in self.nodes[:2] for a in ("--redis-cluster", n)]
+
+    def masters(self):
+        out = subprocess.run([SCRIPT, "masters", self.dir], capture_output=True, text=True, timeout=30)
+        return out.stdout.split()
+
+    def kill(self, node):
+        subprocess.run([SCRIPT, "kill", self.dir, node.split(":")[1]], check=True, timeout=30)
+
+    def restart(self, node):
+        subprocess.run([SCRIPT, "restart", self.dir, node.split(":")[1]], check=True, timeout=30)
+
+    def client(self):
+        host, port = self.nodes[0].split(":")
+        for node in self.nodes:  # the first live one
+            host, port = node.split(":")
+            try:
+                return RedisCluster(host=host, port=int(port), decode_responses=True)
+            except Exception:
+                continue
+        raise AssertionError("no Redis Cluster node answers")
+
+    def master_of(self, key):
+        c = self.client()
+        node = c.get_node_from_key(key)
+        return f"{node.host}:{node.port}"
+
+    def stop(self):
+        subprocess.run([SCRIPT, "stop", self.dir], timeout=60)
+
+
+@pytest.fixture
+def redis_cluster():
+    c = RedisClusterNodes()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def history(node, channel):
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/api/history/{channel}?limit=1000", timeout=5) as r:
+        body = json.loads(r.read())
+        return body["messages"] if isinstance(body, dict) else body
+
+
+class ManyPublisher(threading.Thread):
+    """Publishes `per_channel` messages to each channel, round robin, with confirms, at about
+    `rate` a second; when RabbitMQ goes away it reconnects (to the next of `urls`) and publishes
+    the unconfirmed message again with its message_id, as a careful service would."""
+
+    def __init__(self, exchange, channels, per_channel, rate, urls=None):
+        super().__init__(daemon=True)
+        self.exchange, self.rate, self.urls = exchange, rate, urls
+        self.order = [(ch, f"{ch}#{i}") for i in range(per_channel) for ch in channels]
+        self.confirmed = 0
+        self.error = None
+        self.failovers = 0
+
+    def ids(self, channel):
+        return sorted(mid for ch, mid in self.order[:self.confirmed] if ch == channel)
+
+    def _connect(self):
+        if not self.urls:
+            return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10, connection_attempts=1))
+        k = self.failovers % len(self.urls)
+        order = self.urls[k:] + self.urls[:k]
+        return pika.BlockingConnection([pika.URLParameters(u.rstrip("/") + "/%2F?heartbeat=10&connection_attempts=1&socket_timeout=2")
+                                        for u in order])
+
+    def run(self):
+        conn, start, failing_since = None, time.time(), None
+        while self.confirmed < len(self.order):
+            channel, mid = self.order[self.confirmed]
+            try:
+                if conn is None or conn.is_closed:
+                    conn = self._connect()
+                    ch = conn.channel()
+                    ch.exchange_declare(self.exchange, "fanout", durable=True)
+                    ch.confirm_delivery()
+                ch.basic_publish(self.exchange, channel, json.dumps({"id": mid}).encode(),
+                                 pika.BasicProperties(message_id=mid, delivery_mode=2, content_type="application/json"))
+                self.confirmed += 1
+                failing_since = None
+                ahead = self.confirmed / self.rate - (time.time() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            except Exception as e:  # a broker node restarting: the same message again
+                conn = None
+                self.failovers += 1
+                time.sleep(0.2)
+                failing_since = failing_since or time.time()
+                if time.time() - failing_since > 120:
+                    self.error = e
+                    return
+        conn.close()
+
+
+def test_keys_carry_the_channels_hash_tag_and_live_messages_go_to_the_shard_subscribers_only(
+        redis_cluster, herald_factory, exchange):
+    """One node on the cluster: a channel's history, meta and de-duplication keys share the
+    channel's hash slot (so the store script runs on one shard), the shared keys carry the
+    `{herald}` tag, channels spread over the three masters, and a WebSocket client gets history
+    then live messages through SSUBSCRIBE on its channel's shard only."""
+    h = herald_factory(extra=redis_cluster.args()).start()
+    channels = [f"room:{i}" for i in range(12)]
+    for ch in channels:
+        publish(exchange, ch, [b"first"], ids=[f"{ch}-1"])
+    r = redis_cluster.client()
+    wait_until(lambda: all(r.hget(f"herald:meta:{{{ch}}}", "seq") == "1" for ch in channels), 15, what="every channel stored")
+    for ch in channels:
+        slot = r.keyslot(ch)
+        assert {r.keyslot(f"herald:history:{{{ch}}}"), r.keyslot(f"herald:meta:{{{ch}}}"),
+                r.keyslot(f"herald:id:{{{ch}}}#{ch}-1")} == {slot}
+        assert r.exists(f"herald:id:{{{ch}}}#{ch}-1") == 1
+    assert r.keyslot("{herald}:partitions") == r.keyslot("{herald}:nodes") == r.keyslot("herald")
+    assert r.get("{herald}:partitions") == "1"
+    assert len({redis_cluster.master_of(ch) for ch in channels}) == 3, "twelve channels land on all three masters"
+
+    c = Client(h.ws_url(f"channel={channels[0]}&since=0"))
+    sub = c.recv()
+    assert sub["type"] == "subscribed" and sub["seq"] == 1, sub
+    assert [m["data"] for m in c.recv_messages(channels[0], 1)[0]] == ["first"]
+    shard = redis_cluster.master_of(channels[0])
+    host, port = shard.split(":")
+    wait_until(lambda: subprocess.run(["redis-cli", "-p", port, "pubsub", "shardchannels"], capture_output=True,
+                                      text=True).stdout.split() == [f"herald:live:{{{channels[0]}}}"], 10,
+               what="the node subscribed to the channel's shard channel on its master")
+    for other in redis_cluster.masters():
+        if other != shard:
+            assert subprocess.run(["redis-cli", "-p", other.split(":")[1], "pubsub", "shardchannels"],
+                                  capture_output=True, text=True).stdout.split() == []
+    received = h.metrics().get("herald_live_messages_received_total", 0)
+    publish(exchange, channels[0], [b"second", b"third"])
+    for ch in channels[1:]:
+        publish(exchange, ch, [b"unwatched"])
+    got, _ = c.recv_messages(channels[0], 2)
+    assert [(m["seq"], m["data"]) for m in got] == [(2, "second"), (3, "third")]
+    wait_until(lambda: all(r.hget(f"herald:meta:{{{ch}}}", "seq") == "2" for ch in channels[1:]), 15, what="the others stored")
+    assert h.metrics()["herald_live_messages_received_total"] - received == 2, "only the watched channel's messages arrive"
+    c.close()
+
+
+def test_a_broadcast_over_every_shard_is_split_per_slot_and_presence_works(redis_cluster, herald_factory, exchange):
+    """A broadcast to channels of every shard is stored (one script call per slot), its id is
+    de-duplicated on each channel's shard when it is sent again, and presence (whose keys share
+    the `{herald}` tag with the leases its script also writes) lists both members."""
+    h = herald_factory(extra=[*redis_cluster.args(), "--presence-channels", "lobby:*", "--api-key", "cluster-key-0123456789"]).start()
+    channels = [f"b:{i}" for i in range(20)]
+    req = urllib.request.Request(f"http://127.0.0.1:{h.port}/api/broadcast",
+                                 data=json.dumps({"channels": channels, "data": {"n": 1}, "id": "bc-1"}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer cluster-key-0123456789"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert sorted((x["channel"], x["seq"], x.get("duplicate", False)) for x in body["results"]) == \
+        sorted((ch, 1, False) for ch in channels), body
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        again = json.loads(resp.read())
+    assert sorted((x["channel"], x["seq"], x.get("duplicate", False)) for x in again["results"]) == \
+        sorted((ch, 1, True) for ch in channels), again
+    assert len({redis_cluster.master_of(ch) for ch in channels}) == 3
+
+    a = Client(h.ws_url("channel=lobby:1&presence=true"))
+    b = Client(h.ws_url("channel=lobby:1&presence=true"))
+
+    def members():
+        with urllib.request.urlopen(f"http://127.0.0.1:{h.port}/api/presence/lobby:1", timeout=5) as r:
+            return json.loads(r.read())["connections"]
+    wait_until(lambda: members() == 2, 15, what="both members listed")
+    assert redis_cluster.client().hlen("{herald}:presence:lobby:1") == 2
+    b.close()
+    wait_until(lambda: members() == 1, 15, what="the leave applied")
+    a.close()
+
+
+@pytest.fixture
+def rabbit_cluster():
+    from test_rabbitmq_cluster import RabbitCluster
+    c = RabbitCluster()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.xdist_group("rabbitmq_cluster")
+def test_two_hundred_channels_over_three_shards_and_eight_partitions_keep_every_promise_through_kills(
+        rabbit_cluster, redis_cluster, herald_factory, exchange):
+    """The acceptance run: three Herald nodes with --partitions 8 on the three-node RabbitMQ
+    cluster (quorum queues) and the three-master Redis Cluster (--redis-wait-replicas 1), 200
+    channels published with confirms while clients read every channel, 198 of them on the first
+    two nodes and 2 on the third. Before anything is killed, the third node has received at most
+    10 % of the live messages (it hears only its two channels' shard channels). Then kill -9 of
+    the Herald node holding the most partitions (they move; its clients resume on another node)
+    and kill -9 of a Redis master (its replica is promoted; the old master comes back as a
+    replica). Every confirmed message is stored exactly once under consecutive seqs, and every
+    client's stream is consecutive from 1 to the end."""
+    from test_partitions import held
+    amqp = [a for url in rabbit_cluster.urls for a in ("--amqp-url", url)]
+    extra = [*amqp, "--queue-type", "quorum", "--partitions", "8", "--history-size", "1000",
+             *redis_cluster.args(), "--redis-wait-replicas", "1"]
+    nodes = [herald_factory(extra=["--node-id", f"s{i}", *extra]).start() for i in range(3)]
+    wait_until(lambda: sum(held(h) for h in nodes) == 8 and max(held(h) for h in nodes) <= 3, 90, interval=0.5,
+               what="eight partitions settled at most three a node")
+    channels = [f"doc:{i}" for i in range(200)]
+    per_channel = 30
+    home = [2 if i < 2 else i % 2 for i in range(len(channels))]
+    followers = [TripleFollower([nodes[(k + j) % 3].ws_url() for j in range(3)], ch, until_seq=per_channel, seconds=240)
+                 for ch, k in zip(channels, home)]
+    for f in followers:
+        f.start()
+    for f in followers:
+        assert f.connected.wait(20)
+    publisher = ManyPublisher(exchange, channels, per_channel, rate=250, urls=rabbit_cluster.urls)
+    publisher.start()
+    total = len(publisher.order)
+
+    wait_until(lambda: publisher.confirmed >= total // 4, 60, what="a quarter published")
+    # The third node's clients watch 2 of the 200 channels: it hears their shard channels only.
+    stored = sum(h.metrics()["herald_messages_in_total"] for h in nodes)
+    heard = nodes[2].metrics()["herald_live_messages_received_total"]
+    print(f"the node watching 2 of 200 channels received {heard:.0f} of {stored:.0f} live messages")
+    assert stored >= 1000 and heard <= 0.10 * stored, (heard, stored)
+
+    victim = max(nodes, key=held)
+    survivors = [h for h in nodes if h is not victim]
+    print(f"killing the Herald node holding {held(victim)} partitions")
+    victim.kill()
+    wait_until(lambda: sum(held(h) for h in survivors) == 8, 60, interval=0.5, what="its partitions taken over")
+
+    wait_until(lambda: publisher.confirmed >= total * 6 // 10, 120, what="sixty per cent published")
+    shard = redis_cluster.master_of(channels[0])
+    redis_cluster.kill(shard)
+    wait_until(lambda: len(redis_cluster.masters()) == 3 and shard not in redis_cluster.masters(), 30, interval=0.2,
+               what="the dead master's replica promoted")
+    redis_cluster.restart(shard)  # back as the new master's replica: --redis-wait-replicas 1 can be met again
+
+    publisher.join(240)
+    assert publisher.error is None and publisher.confirmed == total, publisher.error
+    reader = survivors[0]
+    for ch in channels:
+        wait_until(lambda: len(history(reader, ch)) >= per_channel, 60, what=f"{ch} stored")
+        messages = history(reader, ch)
+        assert_consecutive([m["seq"] for m in messages], start=1, end=per_channel)
+        assert sorted(m["id"] for m in messages) == publisher.ids(ch), f"{ch}: every confirmed message stored exactly once"
+    for ch, f in zip(channels, followers):
+        f.join(240)
+        assert f.error is None, f"{ch}: {f.error}"
+        assert_consecutive(f.seqs, start=1, end=per_channel)
+        assert len({e for e, _, _ in f.triples}) == 1, f"{ch}: one epoch throughout"
+    assert sum(s.metrics().get("herald_redis_reconnects_total", 0) for s in survivors) > 0, "the Redis failover was noticed"
+    # Each held batch waits up to a second for its replica: a WAIT that cannot succeed (sent to
+    # the old master, back as a replica) must not be repeated in a tight loop.
+    waits = [s.metrics().get("herald_redis_replica_waits_total", 0) for s in survivors]
+    assert max(waits) < 1000, waits
