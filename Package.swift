@@ -71,6 +71,7 @@ let package = Package(
         .testTarget(name: "HeraldBenchTests", dependencies: ["HeraldBench", "HeraldLoadClients"]),
         .testTarget(name: "HeraldCLITests", dependencies: ["HeraldCLI"]),
         .testTarget(name: "HeraldDeflateTests", dependencies: ["HeraldDeflate"]),
+        .testTarget(name: "HeraldRedisTests", dependencies: ["HeraldRedis", "HeraldCore"]),
     ],
     swiftLanguageModes: [.v6]
 )
