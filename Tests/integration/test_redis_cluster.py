@@ -290,3 +290,65 @@ def test_two_hundred_channels_over_three_shards_and_eight_partitions_keep_every_
     # the old master, back as a replica) must not be repeated in a tight loop.
     waits = [s.metrics().get("herald_redis_replica_waits_total", 0) for s in survivors]
     assert max(waits) < 1000, waits
+
+
+def cli(node, *args):
+    out = subprocess.run(["redis-cli", "-p", node.split(":")[1], *map(str, args)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def move_slot(cluster, slot, source, target):
+    """Redis Cluster's resharding of one slot, step by step (what `redis-cli --cluster reshard`
+    does): importing and migrating marks, MIGRATE of its keys in batches, then the new owner."""
+    source_id, target_id = cli(source, "cluster", "myid"), cli(target, "cluster", "myid")
+    assert cli(target, "cluster", "setslot", slot, "importing", source_id) == "OK"
+    assert cli(source, "cluster", "setslot", slot, "migrating", target_id) == "OK"
+    host, port = target.split(":")
+    moved = 0
+    while True:
+        keys = cli(source, "cluster", "getkeysinslot", slot, 50).split()
+        if not keys:
+            break
+        assert cli(source, "migrate", host, port, "", 0, 5000, "keys", *keys) == "OK"
+        moved += len(keys)
+        time.sleep(0.05)  # pace the move so that the node's writes meet the slot half-moved
+    for node in cluster.masters():
+        cli(node, "cluster", "setslot", slot, "node", target_id)
+    return moved
+
+
+def test_a_channels_slot_moved_to_another_master_under_traffic_loses_nothing(redis_cluster, herald_factory, exchange):
+    """Resharding while a channel is published to and watched: its slot moves to another master
+    key batch by key batch. The node's store scripts follow ASK and MOVED (a script whose keys
+    are half-moved is retried), the live subscription follows the slot (Redis drops the shard
+    channel on the old owner; the node subscribes again on the new map and repairs the gap),
+    and the channel's history and the client's stream are consecutive, each message once."""
+    from conftest import Publisher
+    h = herald_factory(extra=[*redis_cluster.args(), "--history-size", "2000"]).start()
+    channel = "mv:1"
+    follower = TripleFollower([h.ws_url()], channel, until_seq=600, seconds=120)
+    follower.start()
+    assert follower.connected.wait(10)
+    publisher = Publisher(exchange, channel, 600, rate=60)
+    publisher.start()
+    wait_until(lambda: publisher.confirmed >= 150, 30, what="publishing under way")
+    r = redis_cluster.client()
+    slot = r.keyslot(f"herald:meta:{{{channel}}}")
+    source = redis_cluster.master_of(f"herald:meta:{{{channel}}}")
+    target = next(m for m in redis_cluster.masters() if m != source)
+    moved = move_slot(redis_cluster, slot, source, target)
+    assert moved > 100, "the channel's history, meta and de-duplication keys moved"
+    assert redis_cluster.master_of(f"herald:meta:{{{channel}}}") == target
+    publisher.join(60)
+    assert publisher.error is None and publisher.confirmed == 600
+    wait_until(lambda: len(history(h, channel)) >= 600, 30, what="every message stored")
+    messages = history(h, channel)
+    assert_consecutive([m["seq"] for m in messages], start=1, end=600)
+    assert sorted(m["id"] for m in messages) == sorted(publisher.ids)
+    follower.join(60)
+    assert follower.error is None, follower.error
+    assert_consecutive(follower.seqs, start=1, end=600)
+    wait_until(lambda: cli(target, "pubsub", "shardchannels").split() == [f"herald:live:{{{channel}}}"], 10,
+               what="the live subscription on the slot's new master")
+    assert cli(source, "pubsub", "shardchannels") == ""
