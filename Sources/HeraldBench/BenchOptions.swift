@@ -35,6 +35,8 @@ public struct BenchOptions: Sendable {
     public var route = LoadPublisher.Route.amqp(url: "amqp://guest:guest@127.0.0.1:5672/", exchange: "herald")
     public var serverPID: Int32?
     public var channelPrefix = "bench"
+    /// Channels named `<prefix>-<n>` (no run id), shared with other runs.
+    public var sameChannels = false
     public var quiet = false
     /// sequencer preset: messages to queue, and where Herald's /metrics are.
     public var count = 100_000

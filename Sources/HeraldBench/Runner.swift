@@ -21,7 +21,7 @@ public final class BenchRunner {
     public init(options: BenchOptions) {
         self.options = options
         let run = String(UInt64(wallMicros()) % 1_000_000_000, radix: 36)
-        channels = (0..<max(1, options.channels)).map { "\(options.channelPrefix)-\(run)-\($0)" }
+        channels = (0..<max(1, options.channels)).map { options.sameChannels ? "\(options.channelPrefix)-\($0)" : "\(options.channelPrefix)-\(run)-\($0)" }
         let urls: [(String) -> String] = options.urls.map { base in
             switch options.kind {
             case .herald:

@@ -42,6 +42,7 @@ struct Bench: ParsableCommand {
     @Option(help: "NAME=PID of another process whose CPU each throughput step reports (RabbitMQ's beam.smp, redis-server); repeat.") var watchPid: [String] = []
     @Option(help: "PID of the server, for its CPU and resident memory.") var serverPID: Int32?
     @Option(help: "Channel name prefix.") var channelPrefix = "bench"
+    @Flag(help: "Name the channels <prefix>-<n>, without this run's id, so that two runs share them (one publishing on many channels through one node, one watching a few of them on another: the share of live traffic a node receives).") var sameChannels = false
     @Option(help: "Herald: websocket, or sse (each client a Server-Sent Events stream on the node's /sse; epoll engine).") var transport = "websocket"
     @Flag(help: "Subscribe with presence (the server needs --presence-channels for the channels): report when every client's member list was complete and how many presence/join/leave frames each got.") var presence = false
     @Flag(help: "The clients offer permessage-deflate (RFC 7692) and inflate what comes compressed; the report gives the bytes read over the wire per delivery (epoll engine).") var permessageDeflate = false
@@ -108,6 +109,7 @@ struct Bench: ParsableCommand {
         o.route = publishURL.map { .http(url: $0, apiKey: apiKey) } ?? .amqp(url: amqpURL, exchange: exchange)
         o.serverPID = serverPID
         o.channelPrefix = channelPrefix
+        o.sameChannels = sameChannels
         o.quiet = quiet
         o.count = count
         o.drains = drains

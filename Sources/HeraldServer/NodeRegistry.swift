@@ -226,6 +226,8 @@ final class NodeRegistry: Worker, @unchecked Sendable {
             ("status", .string("up")),
             ("address", .string("\(redis.endpoint.host):\(redis.endpoint.port)")),
             ("sentinel", .bool(redisSentinel != nil)),
+            // On a Redis Cluster: every master of the slot map (the other fields are the first's).
+            ("cluster_masters", redis.clusterMasters.map { .array($0.map { .string($0.description) }) } ?? .null),
             ("version", info["redis_version"].map { .string($0) } ?? .null),
             ("role", info["role"].map { .string($0) } ?? .null),
             ("replicas", info["connected_slaves"].flatMap { Int($0) }.map { .number(String($0)) } ?? .null),

@@ -117,7 +117,7 @@ def test_overview_lists_every_node_the_sequencer_and_dead_letters_and_loses_a_ki
     assert o["sequencer"] in ("a", "b")
     assert [n["id"] for n in o["nodes"] if n["sequencer"]] == [o["sequencer"]]
     assert {n["listen"] for n in o["nodes"]} == {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}
-    assert (o["redis"]["status"], o["redis"]["role"], o["redis"]["sentinel"]) == ("up", "master", False)
+    assert (o["redis"]["status"], o["redis"]["role"], o["redis"]["sentinel"], o["redis"]["cluster_masters"]) == ("up", "master", False, None)
     assert o["rabbitmq"]["status"] == "up"
     assert o["rabbitmq"]["dead_queue"] == {"name": f"{exchange}.dead", "messages": 0}
     assert o["rabbitmq"]["history_queue"]["name"] == f"{exchange}.history"

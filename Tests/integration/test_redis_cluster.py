@@ -139,7 +139,8 @@ def test_keys_carry_the_channels_hash_tag_and_live_messages_go_to_the_shard_subs
     channel's hash slot (so the store script runs on one shard), the shared keys carry the
     `{herald}` tag, channels spread over the three masters, and a WebSocket client gets history
     then live messages through SSUBSCRIBE on its channel's shard only."""
-    h = herald_factory(extra=redis_cluster.args()).start()
+    from test_admin import admin_node, overview
+    h = admin_node(herald_factory, "c1", *redis_cluster.args())
     channels = [f"room:{i}" for i in range(12)]
     for ch in channels:
         publish(exchange, ch, [b"first"], ids=[f"{ch}-1"])
@@ -153,6 +154,8 @@ def test_keys_carry_the_channels_hash_tag_and_live_messages_go_to_the_shard_subs
     assert r.keyslot("{herald}:partitions") == r.keyslot("{herald}:nodes") == r.keyslot("herald")
     assert r.get("{herald}:partitions") == "1"
     assert len({redis_cluster.master_of(ch) for ch in channels}) == 3, "twelve channels land on all three masters"
+    o = wait_until(lambda: (x := overview(h.admin_port)) and x["redis"]["status"] == "up" and x, 10, what="the overview")
+    assert sorted(o["redis"]["cluster_masters"]) == sorted(redis_cluster.masters())
 
     c = Client(h.ws_url(f"channel={channels[0]}&since=0"))
     sub = c.recv()
@@ -352,3 +355,86 @@ def test_a_channels_slot_moved_to_another_master_under_traffic_loses_nothing(red
     wait_until(lambda: cli(target, "pubsub", "shardchannels").split() == [f"herald:live:{{{channel}}}"], 10,
                what="the live subscription on the slot's new master")
     assert cli(source, "pubsub", "shardchannels") == ""
+
+
+def replica_of(master):
+    """The replica of `master` (HOST:PORT) as the cluster lists it."""
+    master_id = cli(master, "cluster", "myid")
+    for line in cli(master, "cluster", "nodes").splitlines():
+        fields = line.split()
+        if "slave" in fields[2] and fields[3] == master_id:
+            return fields[1].split("@")[0]
+    raise AssertionError(f"{master} has no replica")
+
+
+def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch_and_every_client_is_told(redis_cluster, herald_factory,
+                                                                                          exchange):
+    """The epoch rule on a shard: the channel's replica is cut off from its master (stopped
+    until the master drops it), the master stores more, then dies; the replica is promoted
+    without those writes. Herald finds the shard behind what it handed out and starts the channel
+    over in a new epoch: no (epoch, seq) names two messages, in the clients or in Redis, and
+    every client moves to the new epoch through a subscribe that says it did not recover."""
+    h = herald_factory(extra=[*redis_cluster.args(), "--history-size", "1000"]).start()
+    channel = "lag:1"
+    key = f"herald:meta:{{{channel}}}"
+    master = redis_cluster.master_of(key)
+    replica = replica_of(master)
+    followers = [TripleFollower([h.ws_url()], channel, until_seq=None, seconds=90) for _ in range(2)]
+    stop = threading.Event()
+    for f in followers:
+        f.stop = stop
+        f.start()
+    for f in followers:
+        assert f.connected.wait(10)
+    epoch = followers[0].subscribed[0]["epoch"]
+
+    def seq(node):  # READONLY first: a replica answers reads of its slots only then
+        import redis
+        host, port = node.split(":")
+        c = redis.Redis(host=host, port=int(port), decode_responses=True)
+        try:
+            return int(c.pipeline(transaction=False).execute_command("READONLY").hget(key, "seq").execute()[1] or 0)
+        finally:
+            c.close()
+    publish(exchange, channel, [f"a{i}".encode() for i in range(10)])
+    wait_until(lambda: seq(master) == 10 and seq(replica) == 10, 15, what="the first ten stored and replicated")
+    # Cut the replica off: stopped, it stops acknowledging, and the master drops it after
+    # repl-timeout; what the master stores after that never reaches it.
+    assert cli(master, "config", "set", "repl-timeout", "2") == "OK"
+    replica_pid = int(open(os.path.join(redis_cluster.dir, replica.split(":")[1], "pid")).read())
+    os.kill(replica_pid, 19)  # SIGSTOP
+    try:
+        wait_until(lambda: "connected_slaves:0" in cli(master, "info", "replication"), 20, interval=0.2,
+                   what="the master to drop its stopped replica")
+        publish(exchange, channel, [f"b{i}".encode() for i in range(10)])
+        wait_until(lambda: seq(master) == 20, 15, what="ten more stored on the master only")
+        redis_cluster.kill(master)
+    finally:
+        os.kill(replica_pid, 18)  # SIGCONT
+    wait_until(lambda: master not in redis_cluster.masters() and replica in redis_cluster.masters(), 40, interval=0.2,
+               what="the lagging replica promoted")
+    assert seq(replica) == 10, "the promoted replica missed the last ten"
+    publish(exchange, channel, [f"c{i}".encode() for i in range(5)])
+    r = redis_cluster.client()
+    wait_until(lambda: r.hget(key, "epoch") != epoch and int(r.hget(key, "seq") or 0) == 5, 40,
+               what="the channel started over in a new epoch")
+    final_epoch = r.hget(key, "epoch")
+    wait_until(lambda: all(f.triples and f.triples[-1][:2] == (final_epoch, 5) for f in followers), 40,
+               what="every client in the new epoch")
+    stop.set()
+    for f in followers:
+        f.join(20)
+        assert f.error is None, f.error
+    seen = {}
+    for f in followers:
+        for e, s, mid in f.triples:
+            assert seen.setdefault((e, s), mid) == mid, f"({e}, {s}) is both {seen[(e, s)]} and {mid}"
+    stored = [json.loads(x) for x in r.lrange(f"herald:history:{{{channel}}}", 0, -1)][::-1]
+    assert [m["seq"] for m in stored] == [1, 2, 3, 4, 5] and [m["data"] for m in stored] == [f"c{i}" for i in range(5)]
+    for m in stored:
+        assert seen.setdefault((final_epoch, m["seq"]), m["id"]) == m["id"]
+    assert h.metrics()["herald_redis_lost_writes_epoch_resets_total"] == 1
+    for f in followers:
+        assert [s for e, s, _ in f.triples if e == epoch] == list(range(1, 21))
+        told = [sub for sub in f.subscribed[1:] if sub["epoch"] == final_epoch]
+        assert told and told[0].get("recovered") is False, f.subscribed
