@@ -19,7 +19,7 @@ final class Reconnecting<Connection: AnyObject> {
     private let reconnects: Counter
     private let logger: Logger
     private let stop: StopFlag
-    private var backoff = Backoff()
+    private var backoff: Backoff
     private var everConnected = false
     /// Monotonic ms before which no attempt is made.
     private var nextAttempt: UInt64 = 0
@@ -41,8 +41,10 @@ final class Reconnecting<Connection: AnyObject> {
     ///   - open: connects and sets the connection up; throws when the dependency is unreachable.
     ///   - discard: closes (or abandons) a connection that failed or is no longer wanted.
     ///   - healthy: records whether the dependency is reachable (for `/readyz`).
+    ///   - backoff: the waits between attempts (100 ms doubling up to 5 s unless given).
     init(_ name: String, logger: Logger, stop: StopFlag, reconnects: Counter, healthy: @escaping (Bool) -> Void = { _ in },
-         open: @escaping () throws -> Connection, discard: @escaping (Connection) -> Void) {
+         backoff: Backoff = Backoff(), open: @escaping () throws -> Connection, discard: @escaping (Connection) -> Void) {
+        self.backoff = backoff
         self.name = name
         self.logger = logger
         self.stop = stop
@@ -142,8 +144,12 @@ extension Worker {
     func makeRedisLink(_ name: String, healthy: @escaping (Bool) -> Void = { _ in }) -> Reconnecting<RedisConnection> {
         let locator = RedisLocator(data: redisEndpoint, sentinel: redisSentinel, cluster: config.redisClusterConfig)
         var generation = 0
+        // A Redis Cluster promotes a dead master's replica by itself, with nobody to ask when:
+        // its connections try again at least once a second, so the new master is used within
+        // about a second of its promotion.
+        let backoff = config.redisCluster ? Backoff(initialMillis: 100, capMillis: 1_000) : Backoff()
         let link = Reconnecting(name, logger: logger, stop: stop, reconnects: metrics.redisReconnects, healthy: healthy,
-                                open: { [health] in
+                                backoff: backoff, open: { [health] in
                                     generation = health.redisMasterGeneration.load(ordering: .acquiring)
                                     return try locator.connect()
                                 },
