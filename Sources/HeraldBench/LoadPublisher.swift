@@ -36,6 +36,9 @@ public final class LoadPublisher {
 
     /// The body template (`BenchOptions.bodyTemplate`), or nil: padded bodies of `size`.
     let template: [UInt8]?
+    /// In every message id, so that two runs on the same channels (`--same-channels`) are not
+    /// taken for retries of one another and de-duplicated.
+    private let runID = String(UInt64.random(in: 0..<UInt64.max) % 1_000_000_000, radix: 36)
 
     public init(route: Route, channels: [String], size: Int, template: [UInt8]? = nil, connections: Int = 8, persistent: Bool = false) {
         self.template = template
@@ -120,14 +123,14 @@ public final class LoadPublisher {
         case let .amqp(_, exchange):
             _ = try amqp!.publish(exchange: exchange, routingKey: channels[channel], body: body,
                               properties: AMQPProperties(contentType: "application/json",
-                                                         messageID: "bench-\(channels[channel])-\(next[channel])",
+                                                         messageID: "bench-\(runID)-\(channels[channel])-\(next[channel])",
                                                          persistent: persistent))
         case let .http(url, apiKey):
             // http://host:port/path → /path, with the channel filled in.
             let path = String(url.dropFirst("http://".count).drop { $0 != "/" })
                 .replacingOccurrences(of: "{channel}", with: channels[channel])
             var headers = [("Content-Type", "application/json"),
-                           ("Idempotency-Key", "bench-\(channels[channel])-\(next[channel])")]
+                           ("Idempotency-Key", "bench-\(runID)-\(channels[channel])-\(next[channel])")]
             if let apiKey { headers.append(("X-API-Key", apiKey)) }
             let client = http[channel % http.count]
             while client.pending >= Self.maxInFlight { collect(client, waitMillis: 10_000) }

@@ -8,7 +8,7 @@ extension RedisClusterState {
     func sendPubSub(_ commands: [[String]]) throws(RedisError) {
         try closing { () throws(RedisError) in
             guard isConnected else { throw RedisError("not connected to the Redis Cluster") }
-            guard let first = map.masters.first else { throw RedisError("the Redis Cluster map names no master") }
+            guard let first = masters.first else { throw RedisError("the Redis Cluster map names no master") }
             var batches: [ClusterNode: [[[UInt8]]]] = [:]
             for command in commands {
                 let verb = command.first?.uppercased() ?? ""
@@ -26,7 +26,7 @@ extension RedisClusterState {
                         batches[node, default: []].append(([command[0]] + topics).map { Array($0.utf8) })
                     }
                 case "PING":
-                    for node in map.masters { batches[node, default: []].append([Array("PING".utf8)]) }
+                    for node in masters { batches[node, default: []].append([Array("PING".utf8)]) }
                 default:
                     batches[first, default: []].append(command.map { Array($0.utf8) })
                 }

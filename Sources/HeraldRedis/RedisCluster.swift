@@ -41,7 +41,11 @@ final class RedisClusterState {
     let config: RedisClusterConfig
     let endpoint: RedisEndpoint
     let timeoutMillis: Int
-    private(set) var map = ClusterSlotMap([])
+    /// The slot map, and its masters (kept with it: working them out scans every slot).
+    private(set) var map = ClusterSlotMap([]) {
+        didSet { masters = map.masters }
+    }
+    private(set) var masters: [ClusterNode] = []
     var nodes: [ClusterNode: RedisConnection] = [:]
     private var pending: [Pending] = []
     /// Replies sent to a node and not read from its socket yet.
@@ -70,7 +74,7 @@ final class RedisClusterState {
         close()
         map = try readMap()
         try closing { () throws(RedisError) in
-            for node in map.masters { _ = try connection(node) }
+            for node in masters { _ = try connection(node) }
         }
         connected = true
     }
@@ -137,17 +141,16 @@ final class RedisClusterState {
     }
 
     private func target(_ args: [[UInt8]]) throws(RedisError) -> Pending {
-        guard let first = map.masters.first else { throw RedisError("the Redis Cluster map names no master") }
+        guard let first = masters.first else { throw RedisError("the Redis Cluster map names no master") }
         let name = String(decoding: args.first ?? [], as: UTF8.self).uppercased()
         var entry = Pending(args: args, targets: [first], route: nil, merge: .first)
         switch name {
         case "SCRIPT":
-            entry.targets = map.masters
+            entry.targets = masters
         case "WAIT":
             if !written.isEmpty { waited = Array(written) }
-            let masters = Set(map.masters)
             waited = waited.filter { masters.contains($0) }
-            entry.targets = waited.isEmpty ? map.masters : waited
+            entry.targets = waited.isEmpty ? masters : waited
             entry.merge = .minimum
             written = []
         default:
@@ -244,8 +247,8 @@ final class RedisClusterState {
     private func refresh() throws(RedisError) {
         map = try readMap()
         refreshWanted = false
-        let masters = Set(map.masters)
-        for (node, connection) in nodes where !masters.contains(node) && (outstanding[node] ?? 0) == 0 {
+        let current = Set(masters)
+        for (node, connection) in nodes where !current.contains(node) && (outstanding[node] ?? 0) == 0 {
             connection.close()
             nodes[node] = nil
         }
