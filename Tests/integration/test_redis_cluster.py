@@ -288,6 +288,10 @@ def test_two_hundred_channels_over_three_shards_and_eight_partitions_keep_every_
         assert f.error is None, f"{ch}: {f.error}"
         assert_consecutive(f.seqs, start=1, end=per_channel)
         assert len({e for e, _, _ in f.triples}) == 1, f"{ch}: one epoch throughout"
+    # The killed node's clients resumed on another node (a second subscribe, where they left off).
+    for f, k in zip(followers, home):
+        if nodes[k] is victim:
+            assert len(f.subscribed) >= 2 and f.subscribed[-1].get("recovered") is True, f.subscribed
     assert sum(s.metrics().get("herald_redis_reconnects_total", 0) for s in survivors) > 0, "the Redis failover was noticed"
     # Each held batch waits up to a second for its replica: a WAIT that cannot succeed (sent to
     # the old master, back as a replica) must not be repeated in a tight loop.
