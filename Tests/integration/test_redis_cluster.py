@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pika
@@ -442,3 +443,39 @@ def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch_and_every_clie
         assert [s for e, s, _ in f.triples if e == epoch] == list(range(1, 21))
         told = [sub for sub in f.subscribed[1:] if sub["epoch"] == final_epoch]
         assert told and told[0].get("recovered") is False, f.subscribed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--redis-cluster", "127.0.0.1"], "--redis-cluster 127.0.0.1: expected HOST:PORT"),
+    (["--redis-cluster", "127.0.0.1:7000", "--redis-sentinel", "127.0.0.1:26379"],
+     "--redis-cluster and --redis-sentinel exclude each other"),
+    (["--redis-cluster", "127.0.0.1:7000", "--redis-prefix", "{h}"], "--redis-prefix must not contain { or } with --redis-cluster"),
+])
+def test_bad_cluster_options_are_refused_with_the_reason(args, message):
+    from conftest import HERALD_BIN
+    out = subprocess.run([HERALD_BIN, "serve", *args], capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_a_node_that_reaches_no_cluster_node_says_so_and_starts_when_one_answers(herald_factory, exchange):
+    """Seeds that do not answer (yet): the node logs which ones failed and why, reports Redis
+    down, and is serving once the cluster is up."""
+    base = free_ports_at([*range(6), *range(10000, 10006)], high=32700)
+    h = herald_factory(extra=["--redis-cluster", f"127.0.0.1:{base}", "--redis-cluster", f"127.0.0.1:{base + 1}"]).start(wait_healthy=False)
+    wait_until(lambda: "no Redis Cluster node gave a slot map" in h.log(), 20, what="the reason in the log")
+    assert f"127.0.0.1:{base}" in h.log() and f"127.0.0.1:{base + 1}" in h.log()
+    d = tempfile.mkdtemp(prefix="herald-rc-")
+    out = subprocess.run([SCRIPT, "start", d, str(base)], capture_output=True, text=True, timeout=120)
+    try:
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: h.health()[0] == 200, 30, what="the node healthy once the cluster answers")
+        publish(exchange, "late:1", [b"hello"])
+
+        def stored():
+            try:
+                return [m["data"] for m in history(h, "late:1")] == ["hello"]
+            except urllib.error.HTTPError:  # 503 while this reader's connection is still on its way
+                return False
+        wait_until(stored, 15, what="stored on the cluster")
+    finally:
+        subprocess.run([SCRIPT, "stop", d], timeout=60)
