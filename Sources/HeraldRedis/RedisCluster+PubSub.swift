@@ -1,5 +1,6 @@
 import CHiredis
 import HeraldCore
+import Synchronization
 
 extension RedisClusterState {
     /// A PUB/SUB connection's commands: `SSUBSCRIBE` and `SUNSUBSCRIBE` split per slot (Redis
@@ -66,7 +67,13 @@ extension RedisClusterState {
     /// it may have missed from Redis.
     private func checkPubSub(_ replies: [RedisReply]) throws(RedisError) {
         for reply in replies {
-            if case let .error(e) = reply, ClusterRedirect.parse(e) != nil {
+            if case let .error(e) = reply, let redirect = ClusterRedirect.parse(e) {
+                let counters = RedisClusterCounters.shared
+                switch redirect {
+                case .moved: counters.moved.add(1, ordering: .relaxed)
+                case .ask: counters.asked.add(1, ordering: .relaxed)
+                case .tryAgain: counters.retried.add(1, ordering: .relaxed)
+                }
                 throw RedisError("Redis Cluster redirected a PUB/SUB command (\(e)); subscribing again on a fresh map")
             }
             guard case let .array(items) = reply, items.count == 3, items[0].text == "sunsubscribe",
@@ -74,6 +81,7 @@ extension RedisClusterState {
             if let asked = unsubscribing[topic] {
                 unsubscribing[topic] = asked > 1 ? asked - 1 : nil
             } else {
+                RedisClusterCounters.shared.shardChannelsDropped.add(1, ordering: .relaxed)
                 throw RedisError("Redis Cluster dropped the shard channel \(topic) (its slot moved); subscribing again on a fresh map")
             }
         }

@@ -1,5 +1,6 @@
 import CHiredis
 import HeraldCore
+import Synchronization
 
 /// Redis Cluster (`--redis-cluster HOST:PORT`, repeatable): the nodes the slot map is first
 /// read from. Any live node of the cluster will do; the map names the rest.
@@ -206,13 +207,16 @@ final class RedisClusterState {
         while let next = route.after(error: error, map: &map) {
             if route.refreshMap { refreshWanted = true }
             let reply: RedisReply
+            let counters = RedisClusterCounters.shared
             switch next {
             case let .fail(reason):
                 throw RedisError("Redis Cluster: \(reason)")
             case let .retry(node, millis):
+                counters.retried.add(1, ordering: .relaxed)
                 usleep(UInt32(millis) * 1_000)
                 reply = try direct(args, to: node, asking: false)
             case let .send(node, asking):
+                if asking { counters.asked.add(1, ordering: .relaxed) } else { counters.moved.add(1, ordering: .relaxed) }
                 reply = try direct(args, to: node, asking: asking)
             }
             guard case let .error(e) = reply else { return reply }
@@ -275,6 +279,7 @@ final class RedisClusterState {
                     failures.append("\(node): \(reply)")
                     continue
                 }
+                RedisClusterCounters.shared.mapReads.add(1, ordering: .relaxed)
                 if read.uncovered == 0 { return read }
                 failures.append("\(node): \(read.uncovered) slots uncovered")
                 if best == nil || read.uncovered < best!.uncovered { best = read }
@@ -313,4 +318,22 @@ final class RedisClusterState {
             throw error
         }
     }
+}
+
+/// What this process's Redis Cluster connections did, for `/metrics`: redirects followed by
+/// kind, slot maps read, shard channels Redis dropped under a subscriber (slot moved).
+public final class RedisClusterCounters: Sendable {
+    public static let shared = RedisClusterCounters()
+    let moved = Atomic<Int>(0)
+    let asked = Atomic<Int>(0)
+    let retried = Atomic<Int>(0)
+    let mapReads = Atomic<Int>(0)
+    let shardChannelsDropped = Atomic<Int>(0)
+
+    public var redirects: [(kind: String, count: Int)] {
+        [("moved", moved.load(ordering: .relaxed)), ("ask", asked.load(ordering: .relaxed)),
+         ("tryagain", retried.load(ordering: .relaxed))]
+    }
+    public var mapsRead: Int { mapReads.load(ordering: .relaxed) }
+    public var shardChannelLosses: Int { shardChannelsDropped.load(ordering: .relaxed) }
 }

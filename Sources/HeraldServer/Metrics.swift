@@ -275,6 +275,7 @@ public final class Metrics: Sendable {
         out += "herald_delivery_latency_seconds_sum \(Self.seconds(millis: g(latencySumMillis)))\n"
         out += "herald_delivery_latency_seconds_count \(g(latencyCount))\n"
         talkBack.render(into: &out)
+        Self.renderRedisCluster(into: &out)
         line("partitions_held", "gauge", "Sequencing partitions this node is the active consumer of (--partitions > 1).", partitionsHeld.load(ordering: .relaxed))
         line("partition_handoffs_total", "counter", "Partitions this node gave up because it held more than its share.", partitionHandoffs.current)
         return out

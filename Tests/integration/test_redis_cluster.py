@@ -179,6 +179,9 @@ def test_keys_carry_the_channels_hash_tag_and_live_messages_go_to_the_shard_subs
     assert [(m["seq"], m["data"]) for m in got] == [(2, "second"), (3, "third")]
     wait_until(lambda: all(r.hget(f"herald:meta:{{{ch}}}", "seq") == "2" for ch in channels[1:]), 15, what="the others stored")
     assert h.metrics()["herald_live_messages_received_total"] - received == 2, "only the watched channel's messages arrive"
+    assert h.labeled("herald_redis_cluster_redirects_total") == {'kind="moved"': 0, 'kind="ask"': 0, 'kind="tryagain"': 0}, \
+        "a stable cluster read once: every command went straight to its master"
+    assert h.metrics()["herald_redis_cluster_map_reads_total"] >= 1
     c.close()
 
 
@@ -360,6 +363,9 @@ def test_a_channels_slot_moved_to_another_master_under_traffic_loses_nothing(red
     wait_until(lambda: cli(target, "pubsub", "shardchannels").split() == [f"herald:live:{{{channel}}}"], 10,
                what="the live subscription on the slot's new master")
     assert cli(source, "pubsub", "shardchannels") == ""
+    redirects = h.labeled("herald_redis_cluster_redirects_total")
+    assert sum(redirects.values()) >= 1, redirects
+    assert h.metrics()["herald_redis_cluster_shard_channel_losses_total"] >= 1, "Redis dropped the shard channel on the old owner"
 
 
 def replica_of(master):
