@@ -157,7 +157,8 @@ function render(o) {
 
   const rd = o.redis;
   fill($("redis"), [["status", rd.status], ["address", rd.address], ["role", rd.role], ["version", rd.version],
-                    ["replicas", rd.replicas], ["memory", rd.used_memory], ["via sentinel", rd.sentinel]]);
+                    ["replicas", rd.replicas], ["memory", rd.used_memory], ["via sentinel", rd.sentinel],
+                    ["cluster masters", rd.cluster_masters ? rd.cluster_masters.join(" ") : "not a cluster"]]);
   fill($("rabbitmq"), [["status", mq.status], ["connected to", mq.address], ["nodes configured", mq.nodes],
                        ["waiting to be sequenced", mq.history_queue && mq.history_queue.messages],
                        ["sequencer consumers", mq.history_queue && mq.history_queue.consumers]]);

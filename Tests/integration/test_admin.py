@@ -226,6 +226,7 @@ def test_admin_page_in_chromium_shows_both_nodes_under_bench_load(herald_factory
         assert "expected" in dead[0].text or "JSON" in dead[0].text, dead[0].text
         assert browser.find_element(By.ID, "dead-depth").text == "1"
         assert browser.find_element(By.CSS_SELECTOR, '#redis dd[data-field="role"]').text == "master"
+        assert browser.find_element(By.CSS_SELECTOR, '#redis dd[data-field="cluster masters"]').text == "not a cluster"
         browser.save_screenshot(os.path.join(ROOT, "test-output", "admin.png"))
     finally:
         out, err = load.communicate(timeout=120)
