@@ -1,8 +1,10 @@
 """The soak run behind `scripts/soak MINUTES` (not part of CI): two Herald nodes on a three-node
-RabbitMQ cluster (quorum queues) and on Redis with Sentinel (`--redis-wait-replicas 1`), a
+RabbitMQ cluster (quorum queues) and on Redis with Sentinel, or with `--redis-cluster` on a
+three-master Redis Cluster (`--redis-wait-replicas 1` either way), a
 publisher with confirms that fails over, and WebSocket followers that resume on the other node.
 Every two minutes, at a random moment of the window, one fault: kill -9 of a RabbitMQ node, of the
-Redis master, or of a Herald node, each started again afterwards. At the end every confirmed
+Redis master (on the cluster: the master of the soak channel's slot), or of a Herald node, each
+started again afterwards. At the end every confirmed
 message must be stored exactly once under consecutive seqs, no (epoch, seq) may name two
 messages anywhere, and every follower must hold everything; the faults survived and the FD and
 RSS drift of the Herald node that ran the whole time are printed and written to
@@ -10,6 +12,7 @@ test-output/soak.json."""
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +21,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import ROOT, Herald, Publisher, TripleFollower, wait_until  # noqa: E402
 from test_rabbitmq_cluster import RabbitCluster  # noqa: E402
+from test_redis_cluster import RedisClusterNodes  # noqa: E402
 from test_redis_sentinel import SentinelSet  # noqa: E402
 
 CHANNEL = "soak"
@@ -30,12 +34,58 @@ def proc_stats(pid):
     return fds, rss
 
 
-def main(minutes):
+class ClusterRedis:
+    """The Redis side on a Redis Cluster, with the Sentinel set's interface."""
+
+    def __init__(self):
+        self.nodes = RedisClusterNodes()
+        self.flags = self.nodes.args()
+        self.meta, self.history = f"herald:meta:{{{CHANNEL}}}", f"herald:history:{{{CHANNEL}}}"
+
+    def kill_master(self):
+        old = self.nodes.master_of(self.meta)
+        self.nodes.kill(old)
+        wait_until(lambda: old not in self.nodes.masters() and len(self.nodes.masters()) == 3, 60, what="a replica promoted")
+        self.nodes.restart(old)
+        wait_until(lambda: "master_link_status:up" in subprocess.run(
+            ["redis-cli", "-p", old.split(":")[1], "info", "replication"], capture_output=True, text=True).stdout,
+            120, what="the old master back as a replica, in sync")
+        return old
+
+    def client(self):
+        return self.nodes.client()
+
+    def stop(self):
+        self.nodes.stop()
+
+
+class SentinelRedis:
+    def __init__(self):
+        self.set = SentinelSet()
+        self.flags = [*self.set.flags]
+        self.meta, self.history = f"herald:meta:{CHANNEL}", f"herald:history:{CHANNEL}"
+
+    def kill_master(self):
+        old = self.set.master_port()
+        self.set.kill(old)
+        wait_until(lambda: self.set.all_name_a_master_other_than(old), 60, what="a new Redis master")
+        self.set.restart(old)
+        wait_until(self.set.settled, 120, what="the old master back, a master and a replica in sync")
+        return old
+
+    def client(self):
+        return self.set.client()
+
+    def stop(self):
+        self.set.stop()
+
+
+def main(minutes, cluster=False):
     rabbit = RabbitCluster()
-    sentinels = SentinelSet()
+    redis = ClusterRedis() if cluster else SentinelRedis()
     exchange = "soak" + uuid.uuid4().hex[:8]
     amqp = [a for url in rabbit.urls for a in ("--amqp-url", url)]
-    extra = [*amqp, *sentinels.flags, "--queue-type", "quorum", "--redis-wait-replicas", "1",
+    extra = [*amqp, *redis.flags, "--queue-type", "quorum", "--redis-wait-replicas", "1",
              "--history-size", "500000"]
     nodes = [Herald(exchange, "redis://127.0.0.1:6379/0", extra=["--node-id", f"s{i}", *extra]) for i in (1, 2)]
     stop = threading.Event()
@@ -67,12 +117,7 @@ def main(minutes):
                 rabbit.restart(n)
                 what = f"kill -9 RabbitMQ node {n}"
             elif kind == "redis":
-                old = sentinels.master_port()
-                sentinels.kill(old)
-                wait_until(lambda: sentinels.all_name_a_master_other_than(old), 60, what="a new Redis master")
-                sentinels.restart(old)
-                wait_until(sentinels.settled, 120, what="the old master back, a master and a replica in sync")
-                what = f"kill -9 Redis master {old}"
+                what = f"kill -9 Redis master {redis.kill_master()}"
             else:
                 victim = nodes[1]
                 victim.kill()
@@ -89,11 +134,11 @@ def main(minutes):
         total = pub.confirmed
         pub.count = total  # stop publishing where it is
         pub.join(60)
-        r = sentinels.client()
-        wait_until(lambda: int(r.hget(f"herald:meta:{CHANNEL}", "seq") or 0) >= total, 300,
-                   what="every confirmed message stored")
-        stored = [json.loads(x) for x in r.lrange(f"herald:history:{CHANNEL}", 0, -1)][::-1]
-        epoch = r.hget(f"herald:meta:{CHANNEL}", "epoch").decode()
+        r = redis.client()
+        wait_until(lambda: int(r.hget(redis.meta, "seq") or 0) >= total, 300, what="every confirmed message stored")
+        stored = [json.loads(x) for x in r.lrange(redis.history, 0, -1)][::-1]
+        epoch = r.hget(redis.meta, "epoch")
+        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
         last_id = stored[-1]["id"]
         wait_until(lambda: all(f.triples and f.triples[-1][2] == last_id for f in followers), 120,
                    what="every follower to hold the last message")
@@ -116,7 +161,7 @@ def main(minutes):
                     problems.append(f"({e}, {seq}) names {seen[(e, seq)]} and {mid}")
                     break
         result = {
-            "minutes": minutes, "faults": faults, "confirmed": total, "stored": len(stored),
+            "minutes": minutes, "redis": "cluster" if cluster else "sentinel", "faults": faults, "confirmed": total, "stored": len(stored),
             "follower_closes": [f.closes for f in followers],
             "steady_node": {"fds": [start_stats[0], end_stats[0]], "rss_kb": [start_stats[1], end_stats[1]]},
             "problems": problems,
@@ -130,9 +175,10 @@ def main(minutes):
         stop.set()
         for h in nodes:
             h.kill()
-        sentinels.stop()
+        redis.stop()
         rabbit.stop()
 
 
 if __name__ == "__main__":
-    sys.exit(main(float(sys.argv[1]) if len(sys.argv) > 1 else 30))
+    args = [a for a in sys.argv[1:] if a != "--redis-cluster"]
+    sys.exit(main(float(args[0]) if args else 30, cluster="--redis-cluster" in sys.argv[1:]))
