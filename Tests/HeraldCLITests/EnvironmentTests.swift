@@ -54,7 +54,7 @@ import Testing
     @Test func theVariablesTheREADMEPromisesExist() {
         let serve = Set(EnvironmentOptions.options(of: Serve.self).map(\.variable))
         for v in ["HERALD_HISTORY_TTL", "HERALD_HISTORY_META_TTL", "HERALD_TRUSTED_PROXIES", "HERALD_TOKEN_SECRET",
-                  "HERALD_AMQP_URL", "HERALD_EVENT_LOOP", "HERALD_EMPTY_CHANNEL_TTL", "HERALD_LOG_LEVEL"] {
+                  "HERALD_AMQP_URL", "HERALD_EVENT_LOOP", "HERALD_EMPTY_CHANNEL_TTL", "HERALD_LOG_LEVEL", "HERALD_REDIS_CLUSTER"] {
             #expect(serve.contains(v), "\(v)")
         }
         let bench = Set(EnvironmentOptions.options(of: Bench.self).map(\.variable))
