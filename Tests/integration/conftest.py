@@ -332,6 +332,10 @@ class Publisher(threading.Thread):
         self.urls = urls
         self.failovers = 0
 
+    def _message(self, i):
+        """The i-th message: its channel, body and message_id."""
+        return self.channel, f"n{i}".encode(), self.ids[i]
+
     def _connect(self):
         if not self.urls:
             return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10, connection_attempts=1))
@@ -348,8 +352,8 @@ class Publisher(threading.Thread):
                     ch = conn.channel()
                     ch.exchange_declare(self.exchange, "fanout", durable=True)
                     ch.confirm_delivery()
-                ch.basic_publish(self.exchange, self.channel, f"n{i}".encode(),
-                                 pika.BasicProperties(message_id=self.ids[i], delivery_mode=2))
+                channel, body, message_id = self._message(i)
+                ch.basic_publish(self.exchange, channel, body, pika.BasicProperties(message_id=message_id, delivery_mode=2))
                 i += 1
                 self.confirmed = i
                 failing_since = None

@@ -14,11 +14,11 @@ import time
 import urllib.error
 import urllib.request
 
-import pika
 import pytest
 from redis.cluster import RedisCluster
 
-from conftest import ROOT, Client, TripleFollower, assert_consecutive, free_ports_at, publish, wait_until
+from conftest import ROOT, Client, Publisher, TripleFollower, assert_consecutive, free_ports_at, publish, wait_until
+from test_rabbitmq_cluster import rabbit_cluster  # noqa: F401  (the three-node RabbitMQ cluster fixture)
 
 SCRIPT = os.path.join(ROOT, "scripts", "redis-cluster")
 
@@ -82,56 +82,21 @@ def history(node, channel):
         return body["messages"] if isinstance(body, dict) else body
 
 
-class ManyPublisher(threading.Thread):
-    """Publishes `per_channel` messages to each channel, round robin, with confirms, at about
-    `rate` a second; when RabbitMQ goes away it reconnects (to the next of `urls`) and publishes
-    the unconfirmed message again with its message_id, as a careful service would."""
+class ManyPublisher(Publisher):
+    """conftest.Publisher (confirms, fails over to the next of `urls`, republishes the
+    unconfirmed message with its message_id) over many channels: `per_channel` messages to each,
+    round robin."""
 
     def __init__(self, exchange, channels, per_channel, rate, urls=None):
-        super().__init__(daemon=True)
-        self.exchange, self.rate, self.urls = exchange, rate, urls
         self.order = [(ch, f"{ch}#{i}") for i in range(per_channel) for ch in channels]
-        self.confirmed = 0
-        self.error = None
-        self.failovers = 0
+        super().__init__(exchange, channels[0], len(self.order), rate=rate, urls=urls)
 
-    def ids(self, channel):
+    def _message(self, i):
+        channel, mid = self.order[i]
+        return channel, json.dumps({"id": mid}).encode(), mid
+
+    def ids_of(self, channel):
         return sorted(mid for ch, mid in self.order[:self.confirmed] if ch == channel)
-
-    def _connect(self):
-        if not self.urls:
-            return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=10, connection_attempts=1))
-        k = self.failovers % len(self.urls)
-        order = self.urls[k:] + self.urls[:k]
-        return pika.BlockingConnection([pika.URLParameters(u.rstrip("/") + "/%2F?heartbeat=10&connection_attempts=1&socket_timeout=2")
-                                        for u in order])
-
-    def run(self):
-        conn, start, failing_since = None, time.time(), None
-        while self.confirmed < len(self.order):
-            channel, mid = self.order[self.confirmed]
-            try:
-                if conn is None or conn.is_closed:
-                    conn = self._connect()
-                    ch = conn.channel()
-                    ch.exchange_declare(self.exchange, "fanout", durable=True)
-                    ch.confirm_delivery()
-                ch.basic_publish(self.exchange, channel, json.dumps({"id": mid}).encode(),
-                                 pika.BasicProperties(message_id=mid, delivery_mode=2, content_type="application/json"))
-                self.confirmed += 1
-                failing_since = None
-                ahead = self.confirmed / self.rate - (time.time() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            except Exception as e:  # a broker node restarting: the same message again
-                conn = None
-                self.failovers += 1
-                time.sleep(0.2)
-                failing_since = failing_since or time.time()
-                if time.time() - failing_since > 120:
-                    self.error = e
-                    return
-        conn.close()
 
 
 def test_keys_carry_the_channels_hash_tag_and_live_messages_go_to_the_shard_subscribers_only(
@@ -217,16 +182,6 @@ def test_a_broadcast_over_every_shard_is_split_per_slot_and_presence_works(redis
     a.close()
 
 
-@pytest.fixture
-def rabbit_cluster():
-    from test_rabbitmq_cluster import RabbitCluster
-    c = RabbitCluster()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
 @pytest.mark.xdist_group("rabbitmq_cluster")
 def test_two_hundred_channels_over_three_shards_and_eight_partitions_keep_every_promise_through_kills(
         rabbit_cluster, redis_cluster, herald_factory, exchange):
@@ -286,7 +241,7 @@ def test_two_hundred_channels_over_three_shards_and_eight_partitions_keep_every_
         wait_until(lambda: len(history(reader, ch)) >= per_channel, 60, what=f"{ch} stored")
         messages = history(reader, ch)
         assert_consecutive([m["seq"] for m in messages], start=1, end=per_channel)
-        assert sorted(m["id"] for m in messages) == publisher.ids(ch), f"{ch}: every confirmed message stored exactly once"
+        assert sorted(m["id"] for m in messages) == publisher.ids_of(ch), f"{ch}: every confirmed message stored exactly once"
     for ch, f in zip(channels, followers):
         f.join(240)
         assert f.error is None, f"{ch}: {f.error}"
@@ -335,7 +290,6 @@ def test_a_channels_slot_moved_to_another_master_under_traffic_loses_nothing(red
     are half-moved is retried), the live subscription follows the slot (Redis drops the shard
     channel on the old owner; the node subscribes again on the new map and repairs the gap),
     and the channel's history and the client's stream are consecutive, each message once."""
-    from conftest import Publisher
     h = herald_factory(extra=[*redis_cluster.args(), "--history-size", "2000"]).start()
     channel = "mv:1"
     follower = TripleFollower([h.ws_url()], channel, until_seq=600, seconds=120)
