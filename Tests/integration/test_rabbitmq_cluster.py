@@ -179,4 +179,7 @@ def test_eight_partitions_over_three_nodes_settle_and_a_killed_nodes_move_with_n
         f.join(120)
         assert f.error is None, f.error
         assert_consecutive(f.seqs, start=1, end=total)
-    assert max(held(h) for h in survivors) <= 4
+    # Settling is eventual: the registry counts the killed node live for up to 5 s, and a node
+    # gives up at most one partition per 5 s, so a survivor may hold 5 for a while.
+    wait_until(lambda: sum(held(h) for h in survivors) == 8 and max(held(h) for h in survivors) <= 4, 60, interval=0.5,
+               what="the survivors settled at four partitions each")
