@@ -29,7 +29,7 @@ final class AdminRoutes {
         case "/livez":
             HTTPRoutes.livez(request, config: config)
         case "/readyz", "/healthz":
-            HTTPRoutes.readyz(request, config: config, health: health)
+            HTTPRoutes.readyz(request, config: config, health: health, metrics: metrics)
         case "/", "/index.html":
             request.respond(status: 200, contentType: "text/html; charset=utf-8", body: AdminPage.html,
                             headers: [("cache-control", "no-store"),

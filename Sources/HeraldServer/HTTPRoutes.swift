@@ -46,7 +46,7 @@ final class HTTPRoutes {
         case "/livez":
             return Self.livez(request, config: config)
         case "/healthz", "/readyz":
-            return Self.readyz(request, config: config, health: health)
+            return Self.readyz(request, config: config, health: health, metrics: metrics)
         case "/metrics" where !config.adminOnlyMetrics:
             return Self.metrics(request, metrics: metrics, health: health)
         case "/metrics":
@@ -147,10 +147,13 @@ final class HTTPRoutes {
     }
 
     /// Readiness: 200 while RabbitMQ and Redis are both reachable, else 503 naming what is down.
-    static func readyz(_ request: HTTPRequest, config: HeraldConfig, health: Health) {
+    /// With `--partitions` above 1, `sequencer` is true while this node holds at least one
+    /// partition, and `partitions_held` says how many.
+    static func readyz(_ request: HTTPRequest, config: HeraldConfig, health: Health, metrics: Metrics) {
         let amqp = health.amqpUp, redis = health.redisUp
         let ok = amqp && redis
-        let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)}"
+        let held = config.partitions > 1 ? ",\"partitions_held\":\(metrics.partitionsHeld.load(ordering: .relaxed))" : ""
+        let body = "{\"status\":\"\(ok ? "ok" : "degraded")\",\"amqp\":\"\(amqp ? "up" : "down")\",\"redis\":\"\(redis ? "up" : "down")\",\"node\":\(JSON.quoted(config.nodeID)),\"sequencer\":\(health.isSequencer)\(held)}"
         request.respond(status: ok ? 200 : 503, json: body)
     }
 

@@ -235,6 +235,7 @@ def test_healthz_metrics_and_demo_page(herald):
     status, body = herald.health()
     assert status == 200
     assert body["status"] == "ok" and body["amqp"] == "up" and body["redis"] == "up" and isinstance(body["node"], str)
+    assert "partitions_held" not in body, "one partition: /healthz is as it always was"
     wait_until(lambda: herald.health()[1]["sequencer"] is True, 10, what="sequencer role")
     m = herald.metrics()
     for name in ["herald_connections", "herald_subscriptions", "herald_messages_in_total", "herald_deliveries_total",

@@ -141,6 +141,9 @@ def test_nodes_share_the_partitions_and_a_killed_nodes_move_with_nothing_lost_or
     b = herald_factory(extra=args).start()
     wait_until(lambda: held(a) == 2 and held(b) == 2, 45, interval=0.5, what="two partitions each")
     assert a.metrics()["herald_partition_handoffs_total"] == 2
+    for node in (a, b):
+        status, body = node.health()
+        assert status == 200 and body["partitions_held"] == 2 and body["sequencer"] is True, body
     # kill -9: its partitions move back to the survivor.
     b.kill()
     wait_until(lambda: held(a) == 4, 30, interval=0.5, what="the survivor to take every partition back")
