@@ -54,6 +54,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Ask the application at each WebSocket upgrade and SSE request who the client is: Herald POSTs {transport, remote_addr, path, query, cookies, headers} and takes {user, channels, expire_at, info} from a 200; 401/403 refuses the upgrade; down or slow refuses it with 503 (clients retry). (HERALD_CONNECT_PROXY_URL)") var connectProxyUrl: String?
     @Option(help: "Seconds the connect proxy may take to answer. (HERALD_CONNECT_PROXY_TIMEOUT)") var connectProxyTimeout = 5
     @Option(help: "Request headers forwarded to the connect proxy (cookies always go, parsed); repeat. Default: authorization, origin, user-agent. (HERALD_CONNECT_PROXY_HEADER, comma-separated)") var connectProxyHeader: [String] = []
+    @Option(help: "How a WebSocket the connect proxy refuses (401/403) is told: status (the upgrade is refused with that HTTP status, which a browser cannot read) or close (the upgrade completes, then closes with 4001 for 401 or 4003 for 403, which the web client does not retry). SSE gets the status either way. (HERALD_CONNECT_PROXY_REFUSAL)") var connectProxyRefusal = "status"
     @Option(help: "Calls to the connect proxy at once (its connection pool); more wait, and past 1024 waiting an upgrade is refused with 503. (HERALD_CONNECT_PROXY_CONCURRENCY)") var connectProxyConcurrency = 8
     @Option(help: "Seconds a revocation (POST /api/disconnect with \"revoke\": true) lasts unless it names revoke_until: tokens of the user issued before it are refused this long. Set it to at least your longest token lifetime. (HERALD_REVOKE_SECONDS)") var revokeSeconds = 86_400
     @Option(help: "Channel patterns readable without a token (chat:* or a name); repeat. Default: all without token keys, none with them. (HERALD_ANONYMOUS_CHANNELS, comma-separated)") var anonymousChannels: [String] = []
@@ -155,6 +156,9 @@ struct Serve: ParsableCommand {
         guard (1...60).contains(connectProxyTimeout), (1...256).contains(connectProxyConcurrency) else {
             throw ValidationError("--connect-proxy-timeout must be 1 to 60 seconds and --connect-proxy-concurrency 1 to 256")
         }
+        guard ConnectProxyRefusal(rawValue: connectProxyRefusal) != nil else {
+            throw ValidationError("--connect-proxy-refusal must be status or close, not \"\(connectProxyRefusal)\"")
+        }
         guard revokeSeconds >= 1 else { throw ValidationError("--revoke-seconds must be at least 1") }
         guard !tokenChannelsClaim.isEmpty else { throw ValidationError("--token-channels-claim must not be empty") }
         for p in splitList(trustedProxies) where AddressRange(p) == nil {
@@ -227,6 +231,7 @@ struct Serve: ParsableCommand {
         config.connectProxyTimeoutSeconds = connectProxyTimeout
         if !connectProxyHeader.isEmpty { config.connectProxyHeaders = splitList(connectProxyHeader).map { $0.lowercased() } }
         config.connectProxyConcurrency = connectProxyConcurrency
+        config.connectProxyRefusal = ConnectProxyRefusal(rawValue: connectProxyRefusal) ?? .status
         config.jwksFile = jwksFile
         config.jwksURL = jwksUrl
         config.jwksTimeoutSeconds = jwksTimeout

@@ -55,6 +55,9 @@ public struct ClientSession {
     public enum Event {
         /// The upgrade completed; the URL's query pairs, and who the connect proxy said it is.
         case opened(query: [(String, String)], identity: TokenClaims? = nil)
+        /// The upgrade completed although the connect proxy refused it (`--connect-proxy-refusal
+        /// close`) with this HTTP status: the connection is closed with 4001 or 4003.
+        case refusedByConnectProxy(status: Int)
         /// A complete client message.
         case received([UInt8], binary: Bool)
         /// The server API subscribes the connection (`POST /api/subscribe`): as if it had asked,
@@ -133,6 +136,8 @@ public struct ClientSession {
                 guard subscribe(channel, resume: resume, wallSeconds: wallSeconds, into: &actions), request.presence else { continue }
                 subscribePresence(channel, resume: nil, into: &actions)
             }
+        case let .refusedByConnectProxy(status):
+            actions.append(.close(code: ConnectIdentity.closeCode(refusal: status), reason: ConnectIdentity.refusalReason, label: "connect_proxy"))
         case let .serverSubscribe(channel):
             granted.insert(channel)
             if outbox.subscriptions[channel] == nil { subscribe(channel, resume: nil, wallSeconds: wallSeconds, into: &actions) }

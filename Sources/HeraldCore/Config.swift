@@ -75,6 +75,8 @@ public struct HeraldConfig: Sendable {
     public var connectProxyTimeoutSeconds = 5
     public var connectProxyHeaders = ["authorization", "origin", "user-agent"]
     public var connectProxyConcurrency = 8
+    /// `--connect-proxy-refusal`: how a WebSocket the proxy refuses (401/403) hears of it.
+    public var connectProxyRefusal = ConnectProxyRefusal.status
     /// How long a `revoke` lasts unless it says (`--revoke-seconds`): the bound of revocation.
     public var revokeSeconds = 86_400
     /// Channel patterns readable without a token; nil: all without a secret, none with one.

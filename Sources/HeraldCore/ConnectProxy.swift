@@ -78,6 +78,22 @@ public enum ConnectIdentity {
         return out
     }
 
+    /// What a WebSocket the connect proxy refused (401/403) is told with `--connect-proxy-refusal
+    /// close`: the upgrade completes and the connection is closed with 4001 (401: the client needs
+    /// new credentials) or 4003 (403: do not come back), codes a browser can read and the web
+    /// client does not retry; a refused upgrade is only 1006 to a page.
+    public static let refusalReason = "the application refused this connection (connect proxy)"
+    public static func closeCode(refusal status: Int) -> UInt16 { status == 401 ? 4001 : 4003 }
+
+    /// The attachment of a refused upgrade: `{"refused": 401}`.
+    public static func refusalAttachment(status: Int) -> [UInt8] { Array("{\"refused\":\(status)}".utf8) }
+
+    /// The status of a refusal attachment; nil for an identity.
+    public static func refusal(_ attachment: [UInt8]) -> Int? {
+        guard let json = try? JSON.parse(attachment), let status = json["refused"]?.unsignedValue else { return nil }
+        return Int(status)
+    }
+
     /// The body POSTed to a subscribe proxy: `{"user", "client", "channel"[, "info"]}`.
     public static func subscribeBody(user: String?, client: String, channel: String, info: [UInt8]?) -> [UInt8] {
         var fields: [(String, JSONValue)] = [("user", user.map { .string($0) } ?? .null), ("client", .string(client)), ("channel", .string(channel))]
@@ -86,4 +102,14 @@ public enum ConnectIdentity {
         JSON.encode(.object(fields), to: &out)
         return out
     }
+}
+
+/// `--connect-proxy-refusal`: how a WebSocket the connect proxy refuses (401/403) is told.
+/// `status` (the default): the upgrade is refused with that HTTP status and Herald's JSON error.
+/// `close`: the upgrade completes and the connection is closed with 4001 or 4003
+/// (`ConnectIdentity.closeCode(refusal:)`), which a browser can read. SSE is refused with the
+/// status either way (an `EventSource` does not retry it).
+public enum ConnectProxyRefusal: String, Sendable, CaseIterable {
+    case status
+    case close
 }

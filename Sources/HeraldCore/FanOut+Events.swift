@@ -3,7 +3,9 @@ extension FanOut {
     public enum Event {
         /// `compresses`: the connection negotiated permessage-deflate (its writes then carry
         /// each frame's shared compressed piece).
-        case opened(ConnectionID, query: [(String, String)], identity: TokenClaims? = nil, compresses: Bool = false)
+        /// `refusal`: the connect proxy refused it with this HTTP status (`--connect-proxy-refusal
+        /// close`): it is closed with 4001 or 4003 at once.
+        case opened(ConnectionID, query: [(String, String)], identity: TokenClaims? = nil, compresses: Bool = false, refusal: Int? = nil)
         case received(ConnectionID, [UInt8], binary: Bool)
         /// The connection may be written: from its writable callback, or at once when nothing is
         /// left unsent for it (the caller decides which, see `Action.writeSoon`).

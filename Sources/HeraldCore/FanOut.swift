@@ -118,9 +118,10 @@ public struct FanOut {
 
     private mutating func apply(_ event: Event, now: Now, round: inout Round, into actions: inout [Action]) {
         switch event {
-        case let .opened(id, query, identity, compresses):
+        case let .opened(id, query, identity, compresses, refusal):
             sessions[id] = ClientSession(policy: settings.session)
             if compresses { compressing.insert(id) }
+            if let refusal { return session(id, .refusedByConnectProxy(status: refusal), now: now, into: &actions) }
             session(id, .opened(query: query, identity: identity), now: now, into: &actions)
             indexUser(id)
             announce(id, into: &actions)

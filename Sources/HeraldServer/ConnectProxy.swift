@@ -138,6 +138,9 @@ final class ConnectProxy: Sendable {
             }
         case 401, 403:
             metrics.countConnectProxy(.refused)
+            if config.connectProxyRefusal == .close && !screening.isStream {
+                return screening.admit(attachment: ConnectIdentity.refusalAttachment(status: answer.status))
+            }
             request.respond(status: answer.status, json: HTTPResponse.errorJSON(answer.status == 401 ? "unauthorized" : "forbidden",
                                                                                  "the application refused this connection (connect proxy)"))
         default:

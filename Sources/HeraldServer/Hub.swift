@@ -85,6 +85,10 @@ final class Hub: WebSocketServerDelegate {
         gauges.connections.add()
         if connection.deflate != nil { metrics.deflateConnections.add() }
         connections[connection.id] = connection
+        if let status = connection.attachment.flatMap(ConnectIdentity.refusal) {
+            // Refused by the connect proxy, upgraded only to say so (--connect-proxy-refusal close).
+            return handle(.opened(connection.id, query: query, refusal: status))
+        }
         // Admitted by the connect proxy: its answer, as the front carried it, is the identity.
         let identity = connection.attachment.flatMap { try? ConnectIdentity.parse($0, nowSeconds: 0).get() }
         handle(.opened(connection.id, query: query, identity: identity, compresses: connection.deflate != nil))

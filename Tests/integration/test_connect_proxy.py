@@ -3,6 +3,7 @@ it at every upgrade (and SSE request), takes its answer, refuses what it refuses
 503 at once, without hanging, when it is down or slow."""
 import http.server
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import Client, free_port, publish, wait_until
+from conftest import HERALD_BIN, Client, free_port, publish, wait_until
 
 SESSIONS = {"s-ann": {"user": "ann", "channels": ["team:*"], "info": {"name": "Ann"}, "publish": ["team:*"], "rpc": ["team.*"]},
             "s-bob": {"user": "bob", "channels": ["bob:*"]}}
@@ -41,7 +42,7 @@ class Backend:
                     time.sleep(outer.delay)  # the backend being slow is the subject here
                 session = SESSIONS.get(body["cookies"].get("session"))
                 if session is None:
-                    self.send_response(401)
+                    self.send_response(403 if body["cookies"].get("session") == "s-banned" else 401)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -126,6 +127,34 @@ def test_a_refused_cookie_refuses_the_upgrade_with_herald_json(herald_factory, b
     except urllib.error.HTTPError as e:
         assert e.code == 401 and json.loads(e.read())["error"] == "unauthorized"
     assert node.labeled("herald_connect_proxy_requests_total")['result="refused"'] == 2
+
+
+def test_with_refusal_close_a_refused_websocket_is_closed_with_a_code_the_browser_can_read(herald_factory, backend, exchange):
+    """--connect-proxy-refusal close: a browser sees a refused upgrade only as 1006 and retries;
+    completed, then closed with 4001 (401) or 4003 (403) and the reason, it can tell, and the
+    web client stops. Nothing is subscribed first. SSE keeps the HTTP status."""
+    node = proxied(herald_factory, backend, "--connect-proxy-refusal", "close")
+    reason = "the application refused this connection (connect proxy)"
+    for cookie, code in [("session=stolen", 4001), ("session=s-banned", 4003)]:
+        c = Client(node.ws_url("channel=team:1"), additional_headers={"Cookie": cookie})
+        with pytest.raises(ConnectionClosed) as closed:
+            c.recv(timeout=5)   # no frame comes first: not subscribed, not authenticated
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (code, reason), cookie
+    ok = Client(node.ws_url("channel=team:1"), additional_headers={"Cookie": "session=s-ann"})
+    assert ok.recv()["type"] == "authenticated" and ok.recv()["type"] == "subscribed"
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{node.port}/sse?channel=x", headers={"Cookie": "session=s-banned"}), timeout=5)
+        raise AssertionError("the stream was not refused")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403 and json.loads(e.read()) == {"error": "forbidden", "message": reason}
+    assert node.labeled("herald_connect_proxy_requests_total")['result="refused"'] == 3
+    closes = node.labeled("herald_connection_closes_total")
+    assert (closes['code="4001"'], closes['code="4003"']) == (1, 1), closes
+
+
+def test_a_bad_connect_proxy_refusal_mode_is_refused_at_start():
+    out = subprocess.run([HERALD_BIN, "serve", "--connect-proxy-refusal", "silent"], capture_output=True, text=True, timeout=20)
+    assert out.returncode != 0 and '--connect-proxy-refusal must be status or close, not "silent"' in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("failure", ["down", "slow"])

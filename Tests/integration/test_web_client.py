@@ -542,3 +542,42 @@ def test_client_rpc_resolves_with_the_workers_result_and_rejects_with_its_code(h
     assert result["value"]["data"] == {"sku": "a-1"} and result["value"]["method"] == "cart.add"
     assert (failed["code"], failed["message"], failed["name"]) == ("worker_error", "out of stock", "HeraldRequestError")
     assert [no_route["code"], forbidden["code"], timeout["code"]] == ["no_route", "forbidden", "timeout"]
+
+
+def test_a_page_the_connect_proxy_refuses_is_told_and_stops_then_connects_with_a_session(herald_factory, exchange, browser):
+    """--connect-proxy-refusal close: the browser client hears 4001 with the reason (a refused
+    upgrade would be only 1006, retried forever) and does not retry; once the page has a session
+    cookie, connecting again is admitted as the backend's user."""
+    from test_connect_proxy import Backend
+    backend = Backend()
+    try:
+        h = herald_factory(extra=["--connect-proxy-url", backend.url, "--connect-proxy-refusal", "close"]).start()
+        browser.get(f"http://127.0.0.1:{h.port}/herald.js")
+        browser.execute_async_script("""
+            const [url, done] = arguments;
+            import('/herald.js').then(({ HeraldClient }) => {
+              const log = window.proxyLog = {disconnected: [], messages: [], connected: 0};
+              const client = window.proxyClient = new HeraldClient(url, {backoff: {initial: 100, max: 200}});
+              client.on('disconnected', (d) => log.disconnected.push(d));
+              client.on('connected', () => { log.connected += 1; });
+              client.subscribe('team:1', {message: (m) => log.messages.push([m.seq, m.data])});
+              client.connect();
+              done(true);
+            });""", f"ws://127.0.0.1:{h.port}/ws")
+        log = lambda: browser.execute_script("return window.proxyLog")
+        wait_until(lambda: log()["disconnected"], 10, what="the refusal")
+        assert log()["disconnected"] == [{"code": 4001, "reason": "the application refused this connection (connect proxy)",
+                                          "willReconnect": False, "delay": None}]
+        # With a 100 ms backoff a retry would come within a second: none comes.
+        deadline = time.time() + 2
+        while time.time() < deadline:
+            assert h.labeled("herald_connect_proxy_requests_total")['result="refused"'] == 1
+            time.sleep(0.2)
+        browser.execute_script("document.cookie = 'session=s-ann; path=/'; window.proxyClient.connect();")
+        # The refused upgrade opened too (then closed at once, as a bad token's does): two opens.
+        wait_until(lambda: log()["connected"] == 2, 10, what="the page admitted with its session")
+        publish(exchange, "team:1", [b"for the team"])
+        wait_until(lambda: log()["messages"] == [[1, "for the team"]], 10, what="the message on the admitted connection")
+        assert backend.calls[-1]["cookies"] == {"session": "s-ann"}
+    finally:
+        backend.stop()
