@@ -39,7 +39,9 @@ def test_poison_messages_are_dead_lettered_with_reason(herald, exchange, redis_s
     assert dead["p2"].startswith("too_large: ")
     assert dead["p3"].startswith("bad_json: ")
     conn.close()
-    assert herald.metrics()["herald_dead_lettered_total"] == 3
+    # Counted when the sequencer acks, after RabbitMQ confirmed the dead letters: a reader of
+    # .dead can see them a moment before that.
+    wait_until(lambda: herald.metrics()["herald_dead_lettered_total"] == 3, 10, what="the three dead letters counted")
     assert redis_server.client().llen("herald:history:news") == 1
     c.close()
 
@@ -76,7 +78,9 @@ def test_a_message_redis_refuses_to_store_is_dead_lettered_and_other_channels_go
         assert (body, key) == (f"b{i}".encode(), "broken") and error.startswith("store_failed: ") and "WRONGTYPE" in error
     assert ch.queue_declare(f"{exchange}.history", passive=True).method.message_count == 0  # acked, not stuck
     conn.close()
-    assert herald.metrics()["herald_dead_lettered_total"] == 3
+    # Counted when the sequencer acks, after RabbitMQ confirmed the dead letters: a reader of
+    # .dead can see them a moment before that.
+    wait_until(lambda: herald.metrics()["herald_dead_lettered_total"] == 3, 10, what="the three dead letters counted")
     c.close()
 
 
