@@ -85,13 +85,16 @@ public enum ConnectIdentity {
     public static let refusalReason = "the application refused this connection (connect proxy)"
     public static func closeCode(refusal status: Int) -> UInt16 { status == 401 ? 4001 : 4003 }
 
-    /// The attachment of a refused upgrade: `{"refused": 401}`.
-    public static func refusalAttachment(status: Int) -> [UInt8] { Array("{\"refused\":\(status)}".utf8) }
+    private static let refusalHead = Array("{\"refused\":".utf8)
 
-    /// The status of a refusal attachment; nil for an identity.
+    /// The attachment of a refused upgrade: `{"refused":401}`.
+    public static func refusalAttachment(status: Int) -> [UInt8] { refusalHead + Array("\(status)}".utf8) }
+
+    /// The status of a refusal attachment; nil for an identity (`attachment(_:)` writes `user`
+    /// first), told by its first bytes so an admitted connection's identity is parsed only once.
     public static func refusal(_ attachment: [UInt8]) -> Int? {
-        guard let json = try? JSON.parse(attachment), let status = json["refused"]?.unsignedValue else { return nil }
-        return Int(status)
+        guard attachment.starts(with: refusalHead), attachment.last == UInt8(ascii: "}") else { return nil }
+        return Int(String(decoding: attachment[refusalHead.count..<attachment.count - 1], as: UTF8.self))
     }
 
     /// The body POSTed to a subscribe proxy: `{"user", "client", "channel"[, "info"]}`.
@@ -108,7 +111,7 @@ public enum ConnectIdentity {
 /// `status` (the default): the upgrade is refused with that HTTP status and Herald's JSON error.
 /// `close`: the upgrade completes and the connection is closed with 4001 or 4003
 /// (`ConnectIdentity.closeCode(refusal:)`), which a browser can read. SSE is refused with the
-/// status either way (an `EventSource` does not retry it).
+/// status either way, as every SSE refusal before its stream starts is.
 public enum ConnectProxyRefusal: String, Sendable, CaseIterable {
     case status
     case close

@@ -142,7 +142,7 @@ final class ConnectProxy: Sendable {
                 return screening.admit(attachment: ConnectIdentity.refusalAttachment(status: answer.status))
             }
             request.respond(status: answer.status, json: HTTPResponse.errorJSON(answer.status == 401 ? "unauthorized" : "forbidden",
-                                                                                 "the application refused this connection (connect proxy)"))
+                                                                                 ConnectIdentity.refusalReason))
         default:
             unavailable(request, "the connect proxy answered \(answer.status)", kind: "status")
         }
